@@ -1,0 +1,61 @@
+"""Health function: `GET /health` (dependencies) and `GET /health/live` (process only)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from edgemart.appfactory import build_app, lambda_handler
+from edgemart.db import Database
+from edgemart.logging import logger
+from edgemart.services import services_of
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+async def check_database(database: Database, timeout_s: float) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with database.connection(timeout_s=timeout_s) as conn:
+                await conn.execute("SELECT 1")
+    except Exception as exc:  # any failure means "not ok"; the reason goes to the log
+        logger.warning("health: %s database check failed: %r", database.name, exc)
+        return {"ok": False, "latency_ms": None}
+    return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+
+async def health(request: Request) -> JSONResponse:
+    services = services_of(request)
+    database = await check_database(services.primary, services.settings.health_db_timeout_s)
+    circuit_state = "closed"  # the circuit breaker arrives with the resilience work
+    healthy = database["ok"] and circuit_state == "closed"
+    body = {
+        "status": "healthy" if healthy else "degraded",
+        "version": services.settings.version,
+        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "checks": {
+            "database": database,
+            "rate_limit_backend": {"ok": True, "backend": "memory"},
+            "circuit": {"state": circuit_state},
+        },
+    }
+    return JSONResponse(body, status_code=200 if healthy else 503, headers=NO_STORE)
+
+
+async def live(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"}, headers=NO_STORE)
+
+
+routes = [
+    Route("/health", health, methods=["GET"]),
+    Route("/health/live", live, methods=["GET"]),
+]
+app = build_app(routes)
+handler = lambda_handler(app)

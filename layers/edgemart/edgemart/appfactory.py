@@ -1,0 +1,79 @@
+"""`build_app` (the standard Starlette app every HTTP function serves) and `lambda_handler`.
+
+The middleware stack, outermost first:
+request id → access log → unhandled-error → body limit → (Starlette's exception middleware,
+which renders `ProblemError` and `HTTPException` as problem+json) → routes.
+The gateway composes the same routes through the same factory, so a request behaves the same
+whether the gateway or a Lambda handler serves it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
+
+from edgemart.accesslog import AccessLogMiddleware
+from edgemart.bodylimit import BodyLimitMiddleware
+from edgemart.errors import (
+    ProblemError,
+    UnhandledErrorMiddleware,
+    http_exception_handler,
+    problem_error_handler,
+)
+from edgemart.logging import logger
+from edgemart.requestid import RequestIdMiddleware
+from edgemart.services import Services
+from edgemart.settings import Settings
+
+Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
+
+
+def build_app(
+    routes: Sequence[BaseRoute],
+    *,
+    services: Services | None = None,
+    lifespan: Lifespan | None = None,
+) -> Starlette:
+    services = services or Services.from_settings(Settings.from_env())
+    settings = services.settings
+    logger.setLevel(settings.log_level)
+    middleware = [
+        Middleware(RequestIdMiddleware),
+        Middleware(
+            AccessLogMiddleware,
+            sample_rate=settings.access_log_sample_rate,
+            slow_ms=settings.slow_request_ms,
+            trusted_proxies=settings.trusted_proxies,
+        ),
+        Middleware(UnhandledErrorMiddleware),
+        Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes),
+    ]
+    app = Starlette(
+        routes=list(routes),
+        middleware=middleware,
+        exception_handlers={
+            ProblemError: problem_error_handler,
+            HTTPException: http_exception_handler,
+        },
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app
+
+
+def lambda_handler(app: Starlette) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """A Mangum handler for API Gateway HTTP API (v2) and REST (v1) events.
+
+    Lifespan is off: Mangum would run startup/shutdown on every invocation
+    (Kludex/mangum#342). Pools open lazily on first use instead, once per environment.
+    """
+    from mangum import Mangum
+
+    handler: Callable[[dict[str, Any], Any], dict[str, Any]] = Mangum(app, lifespan="off")
+    return handler

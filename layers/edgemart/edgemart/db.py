@@ -1,0 +1,119 @@
+"""Pooled PostgreSQL access: one lazily opened psycopg `AsyncConnectionPool` per role.
+
+Pools open on first use, never at import, so importing a function needs no database. A pool
+belongs to the event loop that opened it; Mangum keeps one loop per Lambda execution
+environment, so the pool is reused across invocations. Should the loop change (a test
+driving the app from another loop), a fresh pool is opened for the new loop.
+
+Connections are in autocommit: a single statement is one round trip instead of the
+BEGIN/statement/COMMIT the pool's default transaction handling costs. Code that needs a
+transaction opens one explicitly with `conn.transaction()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from edgemart.errors import EdgemartError
+from edgemart.settings import Settings
+
+Connection = AsyncConnection[DictRow]
+
+
+class DatabaseNotConfiguredError(EdgemartError):
+    """No DATABASE_URL is set for a process that needs the database."""
+
+
+class Database:
+    def __init__(
+        self,
+        conninfo: str | None,
+        *,
+        name: str = "primary",
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout_s: float = 5.0,
+        statement_timeout_ms: int = 0,
+        transaction_pooler: bool = False,
+    ) -> None:
+        self.conninfo = conninfo
+        self.name = name
+        self.min_size = min_size
+        self.max_size = max(max_size, min_size)
+        self.timeout_s = timeout_s
+        self.statement_timeout_ms = statement_timeout_ms
+        self.transaction_pooler = transaction_pooler
+        self._pool: AsyncConnectionPool[Connection] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+
+    @classmethod
+    def primary_from(cls, settings: Settings) -> Database:
+        return cls._from(settings, settings.database_url, "primary")
+
+    @classmethod
+    def replica_from(cls, settings: Settings) -> Database:
+        return cls._from(settings, settings.database_replica_url, "replica")
+
+    @classmethod
+    def _from(cls, settings: Settings, conninfo: str | None, name: str) -> Database:
+        return cls(
+            conninfo,
+            name=name,
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_max_size,
+            timeout_s=settings.db_pool_timeout_s,
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+            transaction_pooler=settings.database_pooler == "transaction",
+        )
+
+    def connection_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row}
+        if self.transaction_pooler:
+            # Server-side prepared statements do not survive a transaction pooler handing the
+            # next transaction to another server connection.
+            kwargs["prepare_threshold"] = None
+        elif self.statement_timeout_ms:
+            kwargs["options"] = f"-c statement_timeout={self.statement_timeout_ms}"
+        return kwargs
+
+    async def pool(self) -> AsyncConnectionPool[Connection]:
+        if self.conninfo is None:
+            raise DatabaseNotConfiguredError(f"no connection string for the {self.name} database")
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._lock is None:
+            self._loop, self._pool, self._lock = loop, None, asyncio.Lock()
+        if self._pool is None:
+            async with self._lock:
+                if self._pool is None:
+                    pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+                        self.conninfo,
+                        min_size=self.min_size,
+                        max_size=self.max_size,
+                        timeout=self.timeout_s,
+                        kwargs=self.connection_kwargs(),
+                        check=AsyncConnectionPool.check_connection,
+                        name=f"edgemart-{self.name}",
+                        open=False,
+                    )
+                    await pool.open(wait=False)
+                    self._pool = pool
+        return self._pool
+
+    @asynccontextmanager
+    async def connection(self, *, timeout_s: float | None = None) -> AsyncIterator[Connection]:
+        pool = await self.pool()
+        async with pool.connection(timeout=timeout_s) as conn:
+            yield conn
+
+    async def close(self) -> None:
+        pool, self._pool, self._loop = self._pool, None, None
+        if pool is not None:
+            await pool.close()

@@ -1,0 +1,183 @@
+"""The project's exception base and RFC 9457 problem+json responses.
+
+Every error edgemart answers with is `application/problem+json` carrying a stable `code` and
+the `request_id`. Route code raises `ProblemError` (or a subclass); the app factory turns it,
+Starlette's own `HTTPException`s and anything unexpected into problem responses.
+"""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edgemart.logging import logger
+from edgemart.requestid import current_request_id
+
+PROBLEM_TYPE_BASE = "https://edgemart.dev/problems/"
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+# Status → (code, title) for errors raised by the framework rather than by route code.
+_STATUS_PROBLEMS: dict[int, tuple[str, str]] = {
+    400: ("bad_request", "Bad request"),
+    401: ("unauthorized", "Unauthorized"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    413: ("payload_too_large", "Payload too large"),
+    429: ("rate_limited", "Too many requests"),
+    500: ("internal_error", "Internal server error"),
+    503: ("service_unavailable", "Service unavailable"),
+}
+
+
+class EdgemartError(Exception):
+    """Base class of every exception edgemart raises on purpose."""
+
+
+class ProblemError(EdgemartError):
+    """An error that maps to one HTTP problem response."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        title: str,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.code = code
+        self.title = title
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+    def to_response(self) -> Response:
+        return problem_response(
+            self.status,
+            self.code,
+            self.title,
+            self.detail,
+            headers=self.headers,
+            extra=self.extra,
+        )
+
+
+class PayloadTooLargeError(ProblemError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413,
+            "payload_too_large",
+            "Payload too large",
+            f"Request bodies are limited to {limit} bytes",
+        )
+
+
+def problem_for_status(
+    status: int, detail: str | None = None, *, headers: Mapping[str, str] | None = None
+) -> ProblemError:
+    code, title = _STATUS_PROBLEMS.get(status, ("http_error", "HTTP error"))
+    return ProblemError(status, code, title, detail, headers=headers)
+
+
+def problem_body(
+    status: int,
+    code: str,
+    title: str,
+    detail: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code.replace("_", "-"),
+        "title": title,
+        "status": status,
+    }
+    if detail is not None:
+        body["detail"] = detail
+    body["code"] = code
+    body["request_id"] = current_request_id()
+    if extra:
+        body.update(extra)
+    return body
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str | None = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Response:
+    body = problem_body(status, code, title, detail, extra)
+    return Response(
+        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        status_code=status,
+        headers=dict(headers or {}),
+        media_type=PROBLEM_CONTENT_TYPE,
+    )
+
+
+async def problem_error_handler(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, ProblemError):
+        raise exc
+    return exc.to_response()
+
+
+async def http_exception_handler(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405/413 become problems with the same status and headers."""
+    if not isinstance(exc, HTTPException):
+        raise exc
+    detail = exc.detail if exc.detail != _default_phrase(exc.status_code) else None
+    return problem_for_status(exc.status_code, detail, headers=exc.headers).to_response()
+
+
+def _default_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+class UnhandledErrorMiddleware:
+    """Turns any exception that escaped the routes into a 500 `internal_error` problem.
+
+    The full traceback goes to the log; the body carries no stack trace, SQL or message. It
+    sits inside the request-id and access-log middleware so the 500 gets an `X-Request-ID`
+    and an access line, unlike Starlette's outermost ServerErrorMiddleware.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def send_tracking_start(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking_start)
+        except Exception:
+            logger.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            if response_started:
+                raise
+            response = problem_for_status(500).to_response()
+            await response(scope, receive, send)

@@ -1,0 +1,37 @@
+"""The long-lived clients one process shares: settings and database pools.
+
+Built once per process (per Lambda execution environment) and attached to the app, so tests
+can hand an app their own `Services` instead of patching module globals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from edgemart.db import Database
+from edgemart.settings import Settings
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    primary: Database
+    replica: Database
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Services:
+        primary = Database.primary_from(settings)
+        replica = Database.replica_from(settings) if settings.database_replica_url else primary
+        return cls(settings=settings, primary=primary, replica=replica)
+
+    async def aclose(self) -> None:
+        await self.primary.close()
+        if self.replica is not self.primary:
+            await self.replica.close()
+
+
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services

@@ -1,0 +1,146 @@
+"""Typed configuration read from the environment, in one place.
+
+Every knob is documented in README.md ("Configuration"). A value that cannot be parsed is a
+`SettingsError` naming the variable, never a silent default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgemart import __version__
+from edgemart.errors import EdgemartError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class SettingsError(EdgemartError):
+    """An environment variable holds a value edgemart cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str | None = None
+    database_replica_url: str | None = None
+    database_pooler: str = "session"
+    db_pool_min_size: int = 1
+    db_pool_max_size: int = 10
+    db_pool_timeout_s: float = 5.0
+    db_statement_timeout_ms: int = 5000
+    redis_url: str | None = None
+    data_dir: Path = Path(".edgemart-data")
+    log_level: str = "INFO"
+    access_log_sample_rate: float = 0.01
+    slow_request_ms: float = 1000.0
+    max_body_bytes: int = 65536
+    trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=tuple)
+    health_db_timeout_s: float = 2.0
+    jwt_secret: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    kill_switch_cooldown_s: int = 60
+    version: str = __version__
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = _Env(os.environ if environ is None else environ)
+        defaults = cls()
+        return cls(
+            database_url=env.text("DATABASE_URL"),
+            database_replica_url=env.text("DATABASE_REPLICA_URL"),
+            database_pooler=env.choice(
+                "DATABASE_POOLER", ("session", "transaction"), defaults.database_pooler
+            ),
+            db_pool_min_size=env.integer("DB_POOL_MIN_SIZE", defaults.db_pool_min_size, low=0),
+            db_pool_max_size=env.integer("DB_POOL_MAX_SIZE", defaults.db_pool_max_size, low=1),
+            db_pool_timeout_s=env.number("DB_POOL_TIMEOUT_S", defaults.db_pool_timeout_s),
+            db_statement_timeout_ms=env.integer(
+                "DB_STATEMENT_TIMEOUT_MS", defaults.db_statement_timeout_ms, low=0
+            ),
+            redis_url=env.text("REDIS_URL"),
+            data_dir=Path(env.text("EDGEMART_DATA_DIR") or defaults.data_dir),
+            log_level=env.choice(
+                "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), defaults.log_level, upper=True
+            ),
+            access_log_sample_rate=env.number(
+                "ACCESS_LOG_SAMPLE_RATE", defaults.access_log_sample_rate, high=1.0
+            ),
+            slow_request_ms=env.number("SLOW_REQUEST_MS", defaults.slow_request_ms),
+            max_body_bytes=env.integer("MAX_BODY_BYTES", defaults.max_body_bytes, low=0),
+            trusted_proxies=env.networks("TRUSTED_PROXIES"),
+            health_db_timeout_s=env.number("HEALTH_DB_TIMEOUT_S", defaults.health_db_timeout_s),
+            jwt_secret=env.text("JWT_SECRET"),
+            jwt_jwks_url=env.text("JWT_JWKS_URL"),
+            jwt_issuer=env.text("JWT_ISSUER"),
+            jwt_audience=env.text("JWT_AUDIENCE"),
+            kill_switch_cooldown_s=env.integer(
+                "KILL_SWITCH_COOLDOWN_S", defaults.kill_switch_cooldown_s, low=0
+            ),
+            version=env.text("EDGEMART_VERSION") or defaults.version,
+        )
+
+
+class _Env:
+    """Parses one variable at a time; empty strings count as unset."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def text(self, name: str) -> str | None:
+        value = self._environ.get(name, "").strip()
+        return value or None
+
+    def integer(self, name: str, default: int, *, low: int | None = None) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+        if low is not None and value < low:
+            raise SettingsError(f"{name} must be >= {low}, got {value}")
+        return value
+
+    def number(self, name: str, default: float, *, high: float | None = None) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+        if not value >= 0 or (high is not None and value > high):
+            bound = f"between 0 and {high}" if high is not None else ">= 0"
+            raise SettingsError(f"{name} must be {bound}, got {raw!r}")
+        return value
+
+    def choice(
+        self, name: str, allowed: tuple[str, ...], default: str, *, upper: bool = False
+    ) -> str:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        value = raw.upper() if upper else raw.lower()
+        if value not in allowed:
+            raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+        return value
+
+    def networks(self, name: str) -> tuple[IPNetwork, ...]:
+        raw = self.text(name)
+        if raw is None:
+            return ()
+        networks: list[IPNetwork] = []
+        for part in raw.split(","):
+            if not part.strip():
+                continue
+            try:
+                networks.append(ipaddress.ip_network(part.strip(), strict=False))
+            except ValueError:
+                raise SettingsError(f"{name}: {part.strip()!r} is not an IP network") from None
+        return tuple(networks)
