@@ -26,14 +26,19 @@ def should_log(status: int, duration_ms: float, *, sample_rate: float, slow_ms: 
 
 
 def route_template(scope: Scope) -> str:
-    """The matched route's path template (`/products/{id}`), so lines group by route."""
+    """The matched route's path template (`/products/{id}`), so lines group by route.
+
+    A path that matched with the wrong method (405) is reported under its route too."""
     app = scope.get("app")
     router = getattr(app, "router", None)
+    partial: str | None = None
     for route in getattr(router, "routes", ()):
         match, _ = route.matches(scope)
         if match is Match.FULL:
-            return str(getattr(route, "path", scope.get("path", "")))
-    return "<unmatched>"
+            return str(getattr(route, "path", ""))
+        if match is Match.PARTIAL and partial is None:
+            partial = str(getattr(route, "path", ""))
+    return partial or "<unmatched>"
 
 
 class AccessLogMiddleware:

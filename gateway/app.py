@@ -1,0 +1,38 @@
+"""The gateway: every HTTP function's routes in one Starlette app.
+
+It adds no behaviour of its own: the routes are the functions' own `routes` lists and the app
+comes from the same `build_app` the Lambda handlers use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from edgemart.appfactory import build_app
+from edgemart.services import Services
+from edgemart.settings import Settings
+
+HTTP_FUNCTION_MODULES = ("functions.health.app",)
+
+
+def gateway_routes() -> list[BaseRoute]:
+    routes: list[BaseRoute] = []
+    for module_name in HTTP_FUNCTION_MODULES:
+        routes.extend(importlib.import_module(module_name).routes)
+    return routes
+
+
+def create_gateway(services: Services | None = None) -> Starlette:
+    gateway_services = services or Services.from_settings(Settings.from_env())
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await gateway_services.aclose()
+
+    return build_app(gateway_routes(), services=gateway_services, lifespan=lifespan)
