@@ -38,33 +38,48 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
     serve.add_argument("--no-demo", action="store_true", help="do not load the demo catalog")
-    serve.add_argument("--demo-products", type=_positive, default=5000,
-                       help="products in the demo catalog (default %(default)s)")
+    serve.add_argument(
+        "--demo-products",
+        type=_positive,
+        default=5000,
+        help="products in the demo catalog (default %(default)s)",
+    )
     serve.set_defaults(run=_serve)
 
     migrate = commands.add_parser(
-        "migrate", help="apply pending schema migrations to DATABASE_URL",
+        "migrate",
+        help="apply pending schema migrations to DATABASE_URL",
         description="Apply pending migrations in order; safe to run twice or concurrently.",
     )
     migrate.set_defaults(run=_migrate)
 
     seed = commands.add_parser(
-        "seed", help="load a deterministic demo catalog into DATABASE_URL",
+        "seed",
+        help="load a deterministic demo catalog into DATABASE_URL",
         description="Generate a deterministic catalog and bulk-load it with COPY.",
     )
     seed.add_argument("--products", type=_positive, default=5000, help="default %(default)s")
     seed.add_argument("--stores", type=_positive, help="default max(50, products / 100)")
-    seed.add_argument("--buyers", type=_positive, default=100,
-                      help="funded wallets buyer-1..buyer-N (default %(default)s)")
+    seed.add_argument(
+        "--buyers",
+        type=_positive,
+        default=100,
+        help="funded wallets buyer-1..buyer-N (default %(default)s)",
+    )
     seed.add_argument("--seed", type=int, default=1, help="random seed (default %(default)s)")
-    seed.add_argument("--as-of", type=_utc_date,
-                      help="date (YYYY-MM-DD) the catalog's timestamps lead up to (default today)")
-    seed.add_argument("--replace", action="store_true",
-                      help="empty the catalog, wallets and orders first")
+    seed.add_argument(
+        "--as-of",
+        type=_utc_date,
+        help="date (YYYY-MM-DD) the catalog's timestamps lead up to (default today)",
+    )
+    seed.add_argument(
+        "--replace", action="store_true", help="empty the catalog, wallets and orders first"
+    )
     seed.set_defaults(run=_seed)
 
     token = commands.add_parser(
-        "token", help="mint a development HS256 JWT",
+        "token",
+        help="mint a development HS256 JWT",
         description="Sign a token with JWT_SECRET (or the development secret `serve` uses).",
     )
     token.add_argument("--sub", required=True, help="subject (the user)")

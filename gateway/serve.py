@@ -62,7 +62,11 @@ def prepare_database(database_url: str, *, demo: bool, demo_products: int) -> No
     report = seed_catalog(database_url, products=demo_products)
     logger.info(
         "demo catalog loaded: %d categories, %d stores, %d products, %d buyers in %.1f s",
-        report.categories, report.stores, report.products, report.buyers, report.seconds,
+        report.categories,
+        report.stores,
+        report.products,
+        report.buyers,
+        report.seconds,
     )
 
 

@@ -2,7 +2,8 @@
 
 A configurable share of 2xx/3xx lines is kept (default 1%); every 4xx/5xx and every request
 slower than the slow threshold is always logged. Routes annotate the line through
-`scope["state"]` (`cache`, `rate_limit`), so the middleware knows nothing about them.
+`scope["state"]` (`cache`, `rate_limit`; "-" when a route sets none), so the middleware
+knows nothing about them.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from edgemart.logging import logger
 from edgemart.settings import IPNetwork
 
 
-def should_log(status: int, duration_ms: float, *, sample_rate: float, slow_ms: float,
-               draw: float) -> bool:
+def should_log(
+    status: int, duration_ms: float, *, sample_rate: float, slow_ms: float, draw: float
+) -> bool:
     """Pure sampling rule: errors and slow requests always, the rest with `sample_rate`."""
     return status >= 400 or duration_ms >= slow_ms or draw < sample_rate
 
@@ -74,8 +76,13 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send_capturing_status)
         finally:
             duration_ms = (time.perf_counter() - started) * 1000
-            if should_log(status, duration_ms, sample_rate=self.sample_rate,
-                          slow_ms=self.slow_ms, draw=self.rng.random()):
+            if should_log(
+                status,
+                duration_ms,
+                sample_rate=self.sample_rate,
+                slow_ms=self.slow_ms,
+                draw=self.rng.random(),
+            ):
                 self._log(scope, status, duration_ms)
 
     def _log(self, scope: Scope, status: int, duration_ms: float) -> None:
@@ -89,7 +96,7 @@ class AccessLogMiddleware:
                 "duration_ms": round(duration_ms, 3),
                 "client_ip": client_ip(scope, self.trusted_proxies),
                 "request_id": state.get("request_id"),
-                "cache": state.get("cache"),
-                "rate_limit": state.get("rate_limit"),
+                "cache": state.get("cache", "-"),
+                "rate_limit": state.get("rate_limit", "-"),
             },
         )

@@ -19,7 +19,7 @@ from edgemart.settings import IPNetwork
 
 def client_ip(scope: Scope, trusted_proxies: Sequence[IPNetwork]) -> str | None:
     peer = scope.get("client")
-    peer_ip = peer[0] if peer else None
+    peer_ip: str | None = str(peer[0]) if peer else None
     if peer_ip is None or not trusted_proxies or not _is_trusted(peer_ip, trusted_proxies):
         return peer_ip
     headers = {name: value for name, value in scope.get("headers", ())}

@@ -8,8 +8,8 @@ Starlette's own `HTTPException`s and anything unexpected into problem responses.
 from __future__ import annotations
 
 import json
-from http import HTTPStatus
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 from starlette.exceptions import HTTPException

@@ -85,9 +85,7 @@ def load_migrations() -> list[Migration]:
     return migrations
 
 
-def apply_migrations(
-    conninfo: str, migrations: list[Migration] | None = None
-) -> list[Migration]:
+def apply_migrations(conninfo: str, migrations: list[Migration] | None = None) -> list[Migration]:
     """Apply every pending migration; returns the ones this call applied."""
     migrations = load_migrations() if migrations is None else migrations
     applied_now: list[Migration] = []
@@ -95,9 +93,8 @@ def apply_migrations(
         conn.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK_KEY])
         try:
             conn.execute(_CREATE_VERSION_TABLE)
-            applied = dict(
-                conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
-            )
+            rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
+            applied = {int(str(version)): str(checksum) for version, checksum in rows}
             for migration in migrations:
                 if migration.version in applied:
                     _check_unchanged(migration, applied[migration.version])

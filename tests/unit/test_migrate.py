@@ -1,0 +1,30 @@
+from edgemart.migrate import Migration, load_migrations
+
+
+def test_migrations_are_numbered_in_order_and_unique() -> None:
+    migrations = load_migrations()
+    versions = [migration.version for migration in migrations]
+    assert versions == sorted(versions)
+    assert versions == list(range(1, len(versions) + 1))
+    assert all(migration.transactional for migration in migrations)
+
+
+def test_no_transaction_files_split_into_statements() -> None:
+    migration = Migration(
+        9,
+        "index",
+        "-- edgemart: no-transaction\n"
+        "-- a comment; with a semicolon\n"
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS a ON t (x);\n"
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS b\n    ON t (y);\n",
+    )
+    assert not migration.transactional
+    assert migration.statements() == [
+        "-- edgemart: no-transaction\n-- a comment; with a semicolon\n"
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS a ON t (x)",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS b\n    ON t (y)",
+    ]
+
+
+def test_checksum_changes_with_the_text() -> None:
+    assert Migration(1, "a", "SELECT 1").checksum != Migration(1, "a", "SELECT 2").checksum
