@@ -140,7 +140,11 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, HTTPException):
         raise exc
     detail = exc.detail if exc.detail != _default_phrase(exc.status_code) else None
-    return problem_for_status(exc.status_code, detail, headers=exc.headers).to_response()
+    headers = dict(exc.headers or {})
+    if "Allow" in headers:
+        # Starlette builds Allow from a set; sort it so the header is stable across processes.
+        headers["Allow"] = ", ".join(sorted(m.strip() for m in headers["Allow"].split(",")))
+    return problem_for_status(exc.status_code, detail, headers=headers).to_response()
 
 
 def _default_phrase(status: int) -> str:
