@@ -14,9 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import subprocess
+import sys
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -85,30 +89,35 @@ def template_database(postgres_admin_url: str) -> Iterator[str]:
     drop_database(postgres_admin_url, name)
 
 
+@contextmanager
+def throwaway_database(admin_url: str, *, template: str | None = None) -> Iterator[str]:
+    """A database that exists for the duration of the `with` block; yields its URL."""
+    name = f"edgemart_test_{uuid.uuid4().hex[:12]}"
+    url = create_database(admin_url, name, template=template)
+    try:
+        yield url
+    finally:
+        drop_database(admin_url, name)
+
+
 @pytest.fixture(scope="module")
 def module_database_url(postgres_admin_url: str, template_database: str) -> Iterator[str]:
-    name = f"edgemart_test_{uuid.uuid4().hex[:12]}"
-    url = create_database(postgres_admin_url, name, template=template_database)
-    yield url
-    drop_database(postgres_admin_url, name)
+    with throwaway_database(postgres_admin_url, template=template_database) as url:
+        yield url
 
 
 @pytest.fixture
 def migrated_database_url(postgres_admin_url: str, template_database: str) -> Iterator[str]:
     """A migrated database of this test's own."""
-    name = f"edgemart_test_{uuid.uuid4().hex[:12]}"
-    url = create_database(postgres_admin_url, name, template=template_database)
-    yield url
-    drop_database(postgres_admin_url, name)
+    with throwaway_database(postgres_admin_url, template=template_database) as url:
+        yield url
 
 
 @pytest.fixture
 def fresh_database_url(postgres_admin_url: str) -> Iterator[str]:
     """An empty, unmigrated database of this test's own."""
-    name = f"edgemart_test_{uuid.uuid4().hex[:12]}"
-    url = create_database(postgres_admin_url, name)
-    yield url
-    drop_database(postgres_admin_url, name)
+    with throwaway_database(postgres_admin_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -173,3 +182,23 @@ def captured_logs() -> Iterator[LogCapture]:
         yield capture
     finally:
         stdlib_logger.removeHandler(capture)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the `edgemart` command as a user would, in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=600,
+    )
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on (for dead-server tests and child servers)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

@@ -19,8 +19,7 @@ import pytest
 import functions.health.app as health_function
 from edgemart.services import Services
 from gateway.app import create_gateway
-from tests.conftest import settings_for
-from tests.integration.test_health import unused_port
+from tests.conftest import settings_for, unused_port
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 
 import jwt
@@ -12,6 +10,7 @@ import psycopg
 import pytest
 
 from gateway.democatalog import BUYER_BALANCE_CENTS, CatalogNotEmptyError, seed_catalog
+from tests.conftest import run_cli
 
 AS_OF = datetime(2026, 11, 1, tzinfo=UTC)
 SECRET = "a-development-secret-of-at-least-32-bytes"
@@ -102,22 +101,10 @@ def test_seeding_a_non_empty_catalog_is_refused(migrated_database_url: str) -> N
 
 def test_seed_and_token_commands(migrated_database_url: str) -> None:
     env = {**os.environ, "DATABASE_URL": migrated_database_url, "JWT_SECRET": SECRET}
-    seeded = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "seed", "--products", "300", "--seed", "3"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-    )
+    seeded = run_cli("seed", "--products", "300", "--seed", "3", env=env)
     assert seeded.returncode == 0, seeded.stderr
     assert "300 products" in seeded.stdout
-    minted = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "token", "--sub", "alice", "--role", "admin"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-    )
+    minted = run_cli("token", "--sub", "alice", "--role", "admin", env=env)
     claims = jwt.decode(minted.stdout.strip(), SECRET, algorithms=["HS256"])
     assert claims["sub"] == "alice" and claims["roles"] == ["admin"]
     assert claims["exp"] > claims["iat"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 
 from edgemart.services import Services
 from gateway.app import create_gateway
-from tests.conftest import settings_for, start_embedded_postgres
+from tests.conftest import settings_for, start_embedded_postgres, unused_port
 
 pytestmark = pytest.mark.anyio
 
@@ -45,13 +44,6 @@ async def gateway_for(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
             yield client
     finally:
         await services.aclose()
-
-
-def unused_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 async def test_health_is_503_when_the_database_is_unreachable() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.test_health import unused_port
+from tests.conftest import run_cli, unused_port
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -74,24 +74,13 @@ def test_serve_on_embedded_postgres_then_sigterm(tmp_path: Path) -> None:
 
 def test_cli_commands_have_help() -> None:
     for command in ("serve", "migrate", "seed", "token"):
-        result = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", command, "--help"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        result = run_cli(command, "--help")
         assert result.returncode == 0, result.stderr
         assert "usage: edgemart " + command in result.stdout
 
 
 def test_migrate_without_database_url_is_a_clear_error() -> None:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "migrate"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-    )
+    result = run_cli("migrate", env=env)
     assert result.returncode == 2
     assert result.stderr.strip() == "edgemart: DATABASE_URL is not set"
