@@ -17,6 +17,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -202,3 +204,38 @@ def unused_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+@contextmanager
+def serve_in_thread(app: object, *, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port in a thread; yields its URL."""
+    import uvicorn
+
+    port = unused_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")  # type: ignore[arg-type]
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+UPSTASH_TOKEN = "test-upstash-token"
+
+
+@pytest.fixture(scope="session")
+def upstash_url(redis_url: str) -> Iterator[str]:
+    """An Upstash-REST-compatible endpoint in front of the real test Redis."""
+    from tests.upstash_rest import create_upstash_app
+
+    with serve_in_thread(create_upstash_app(redis_url, UPSTASH_TOKEN)) as url:
+        yield url

@@ -34,6 +34,7 @@ async def check_database(database: Database, timeout_s: float) -> dict[str, Any]
 async def health(request: Request) -> JSONResponse:
     services = services_of(request)
     database = await check_database(services.primary, services.settings.health_db_timeout_s)
+    limiter_ok = await services.rate_limiter.ping()
     circuit_state = "closed"  # the circuit breaker arrives with the resilience work
     healthy = database["ok"] and circuit_state == "closed"
     body = {
@@ -42,7 +43,7 @@ async def health(request: Request) -> JSONResponse:
         "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "checks": {
             "database": database,
-            "rate_limit_backend": {"ok": True, "backend": "memory"},
+            "rate_limit_backend": {"ok": limiter_ok, "backend": services.rate_limiter.backend},
             "circuit": {"state": circuit_state},
         },
     }

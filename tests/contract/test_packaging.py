@@ -18,3 +18,24 @@ def test_every_function_folder_has_a_handler_module() -> None:
     assert folders
     for folder in folders:
         assert "\nhandler = " in (folder / "app.py").read_text(), folder.name
+
+
+def test_every_package_folder_is_listed_for_setuptools() -> None:
+    """A package missing from [tool.setuptools] installs fine editable and breaks in a wheel."""
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    roots = {
+        "edgemart": ROOT / "layers/edgemart/edgemart",
+        "functions": ROOT / "functions",
+        "gateway": ROOT / "gateway",
+    }
+    found = set()
+    for name, root in roots.items():
+        for folder in [root, *[p for p in root.rglob("*") if p.is_dir()]]:
+            if folder.name == "__pycache__":
+                continue
+            if any(folder.glob("*.py")) or any(folder.glob("*.sql")):
+                relative = folder.relative_to(root).parts
+                found.add(".".join((name, *relative)))
+    assert found == listed

@@ -1,8 +1,8 @@
 """`build_app` (the standard Starlette app every HTTP function serves) and `lambda_handler`.
 
 The middleware stack, outermost first:
-request id → access log → unhandled-error → body limit → (Starlette's exception middleware,
-which renders `ProblemError` and `HTTPException` as problem+json) → routes.
+request id → access log → unhandled-error → rate limit → body limit → Starlette's exception
+middleware (renders `ProblemError` and `HTTPException` as problem+json) → routes.
 The gateway composes the same routes through the same factory, so a request behaves the same
 whether the gateway or a Lambda handler serves it.
 """
@@ -27,6 +27,8 @@ from edgemart.errors import (
     problem_error_handler,
 )
 from edgemart.logging import logger
+from edgemart.ratelimit.middleware import RateLimitMiddleware
+from edgemart.ratelimit.policies import RateLimitTable
 from edgemart.requestid import RequestIdMiddleware
 from edgemart.services import Services
 from edgemart.settings import Settings
@@ -52,6 +54,11 @@ def build_app(
             trusted_proxies=settings.trusted_proxies,
         ),
         Middleware(UnhandledErrorMiddleware),
+        Middleware(
+            RateLimitMiddleware,
+            table=RateLimitTable.from_settings(settings),
+            trusted_proxies=settings.trusted_proxies,
+        ),
         Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes),
     ]
     app = Starlette(

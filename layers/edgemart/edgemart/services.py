@@ -1,4 +1,4 @@
-"""The long-lived clients one process shares: settings and database pools.
+"""The long-lived clients one process shares: settings, database pools, the rate limiter.
 
 Built once per process (per Lambda execution environment) and attached to the app, so tests
 can hand an app their own `Services` instead of patching module globals.
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from edgemart.db import Database
+from edgemart.ratelimit.base import RateLimiter
+from edgemart.ratelimit.policies import build_rate_limiter
 from edgemart.settings import Settings
 
 
@@ -19,14 +21,21 @@ class Services:
     settings: Settings
     primary: Database
     replica: Database
+    rate_limiter: RateLimiter
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
         primary = Database.primary_from(settings)
         replica = Database.replica_from(settings) if settings.database_replica_url else primary
-        return cls(settings=settings, primary=primary, replica=replica)
+        return cls(
+            settings=settings,
+            primary=primary,
+            replica=replica,
+            rate_limiter=build_rate_limiter(settings),
+        )
 
     async def aclose(self) -> None:
+        await self.rate_limiter.aclose()
         await self.primary.close()
         if self.replica is not self.primary:
             await self.replica.close()

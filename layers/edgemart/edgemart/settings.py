@@ -17,6 +17,9 @@ from edgemart.errors import EdgemartError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# Route groups whose limits RATE_LIMIT_<GROUP> overrides (DESIGN.md §6).
+RATE_LIMIT_GROUPS = ("home", "search", "store", "listings", "purchases", "admin")
+
 
 class SettingsError(EdgemartError):
     """An environment variable holds a value edgemart cannot use."""
@@ -32,6 +35,14 @@ class Settings:
     db_pool_timeout_s: float = 5.0
     db_statement_timeout_ms: int = 5000
     redis_url: str | None = None
+    upstash_redis_rest_url: str | None = None
+    upstash_redis_rest_token: str | None = None
+    rate_limit_backend: str = "auto"
+    rate_limit_algorithm: str = "log"
+    rate_limit_timeout_ms: float = 50.0
+    rate_limit_memory_max_keys: int = 100_000
+    # (group, limit, window seconds); limit 0 switches the group's limit off.
+    rate_limit_overrides: tuple[tuple[str, int, int], ...] = ()
     data_dir: Path = Path(".edgemart-data")
     log_level: str = "INFO"
     access_log_sample_rate: float = 0.01
@@ -63,6 +74,19 @@ class Settings:
                 "DB_STATEMENT_TIMEOUT_MS", defaults.db_statement_timeout_ms, low=0
             ),
             redis_url=env.text("REDIS_URL"),
+            upstash_redis_rest_url=env.text("UPSTASH_REDIS_REST_URL"),
+            upstash_redis_rest_token=env.text("UPSTASH_REDIS_REST_TOKEN"),
+            rate_limit_backend=env.choice(
+                "RATE_LIMIT_BACKEND", ("auto", "memory", "redis", "upstash"), "auto"
+            ),
+            rate_limit_algorithm=env.choice("RATE_LIMIT_ALGORITHM", ("log", "counter"), "log"),
+            rate_limit_timeout_ms=env.number(
+                "RATE_LIMIT_TIMEOUT_MS", defaults.rate_limit_timeout_ms
+            ),
+            rate_limit_memory_max_keys=env.integer(
+                "RATE_LIMIT_MEMORY_MAX_KEYS", defaults.rate_limit_memory_max_keys, low=1
+            ),
+            rate_limit_overrides=env.rate_limits(RATE_LIMIT_GROUPS),
             data_dir=Path(env.text("EDGEMART_DATA_DIR") or defaults.data_dir),
             log_level=env.choice(
                 "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), defaults.log_level, upper=True
@@ -130,6 +154,29 @@ class _Env:
         if value not in allowed:
             raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
         return value
+
+    def rate_limits(self, groups: tuple[str, ...]) -> tuple[tuple[str, int, int], ...]:
+        """`RATE_LIMIT_<GROUP>` = `LIMIT/WINDOW_SECONDS` (e.g. `60/60`) or `off`."""
+        overrides: list[tuple[str, int, int]] = []
+        for group in groups:
+            name = f"RATE_LIMIT_{group.upper()}"
+            raw = self.text(name)
+            if raw is None:
+                continue
+            if raw.lower() == "off":
+                overrides.append((group, 0, 60))
+                continue
+            limit, _, window = raw.partition("/")
+            try:
+                parsed = (group, int(limit), int(window))
+            except ValueError:
+                raise SettingsError(
+                    f"{name} must be LIMIT/WINDOW_SECONDS or off, got {raw!r}"
+                ) from None
+            if parsed[1] < 1 or parsed[2] < 1:
+                raise SettingsError(f"{name} needs a limit and a window of at least 1, got {raw!r}")
+            overrides.append(parsed)
+        return tuple(overrides)
 
     def networks(self, name: str) -> tuple[IPNetwork, ...]:
         raw = self.text(name)

@@ -1,0 +1,80 @@
+"""A shared backend with the local limiter behind it.
+
+If the shared backend errors or does not answer within `timeout_s`, that request is checked
+against the local memory limiter instead: limits become per process for a while, but no
+request fails because the limiter's backend is down. After a failure the shared backend is
+skipped for `retry_after_s`, then tried again, so it is used again as soon as it is back.
+Fall-backs are counted (`rate_limit_fallback`) and logged at most once per `log_every_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+from edgemart import metrics
+from edgemart.logging import logger
+from edgemart.ratelimit.base import RateLimiter
+from edgemart.ratelimit.memory import MemoryRateLimiter
+from edgemart.ratelimit.window import Decision, Policy
+
+FALLBACK_METRIC = "rate_limit_fallback"
+
+
+class FallbackRateLimiter:
+    def __init__(
+        self,
+        shared: RateLimiter,
+        local: MemoryRateLimiter,
+        *,
+        timeout_s: float = 0.05,
+        retry_after_s: float = 1.0,
+        log_every_s: float = 60.0,
+    ) -> None:
+        self.shared = shared
+        self.local = local
+        self.backend = shared.backend
+        self.timeout_s = timeout_s
+        self.retry_after_s = retry_after_s
+        self.log_every_s = log_every_s
+        self._skip_shared_until = 0.0
+        self._next_log_at = 0.0
+        self._unlogged = 0
+
+    async def check(self, key: str, policy: Policy) -> Decision:
+        if time.monotonic() >= self._skip_shared_until:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    return await self.shared.check(key, policy)
+            except Exception as exc:  # any failure of the shared backend means: go local
+                self._skip_shared_until = time.monotonic() + self.retry_after_s
+                self._note_failure(exc)
+        metrics.increment(FALLBACK_METRIC)
+        return dataclasses.replace(await self.local.check(key, policy), fallback=True)
+
+    def _note_failure(self, exc: BaseException) -> None:
+        self._unlogged += 1
+        now = time.monotonic()
+        if now < self._next_log_at:
+            return
+        logger.warning(
+            "rate limit backend %s failed (%r); using the local limiter "
+            "(%d failures since the last report)",
+            self.backend,
+            exc,
+            self._unlogged,
+        )
+        self._unlogged = 0
+        self._next_log_at = now + self.log_every_s
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(max(self.timeout_s, 0.5)):
+                return await self.shared.ping()
+        except Exception:
+            return False
+
+    async def aclose(self) -> None:
+        await self.shared.aclose()
+        await self.local.aclose()

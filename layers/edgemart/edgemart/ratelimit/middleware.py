@@ -1,0 +1,92 @@
+"""Rate limiting as pure ASGI middleware.
+
+Limited routes get `RateLimit-Policy` and `RateLimit` headers on every response (syntax of
+draft-ietf-httpapi-ratelimit-headers-09: `"search";q=60;w=60` and `"search";r=12;t=41`); a
+request over the limit gets 429 `rate_limited` with `Retry-After`. The limiter is read from
+the app's services on each request, so tests and the gateway can supply their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edgemart.clientip import client_ip
+from edgemart.errors import ProblemError
+from edgemart.ratelimit.base import RateLimiter
+from edgemart.ratelimit.policies import RateLimitTable
+from edgemart.ratelimit.window import Decision, Policy
+from edgemart.settings import IPNetwork
+
+SubjectResolver = Callable[[Scope], str | None]
+
+
+def rate_limit_headers(policy: Policy, decision: Decision) -> dict[str, str]:
+    return {
+        "RateLimit-Policy": f'"{policy.name}";q={policy.limit};w={policy.window_s}',
+        "RateLimit": f'"{policy.name}";r={decision.remaining};t={decision.reset_s}',
+    }
+
+
+def rate_limited_error(policy: Policy, decision: Decision) -> ProblemError:
+    headers = rate_limit_headers(policy, decision)
+    headers["Retry-After"] = str(decision.retry_after_s)
+    return ProblemError(
+        429,
+        "rate_limited",
+        "Too many requests",
+        f"Limit of {policy.limit} requests per {policy.window_s} s reached; "
+        f"retry in {decision.retry_after_s} s",
+        headers=headers,
+    )
+
+
+class RateLimitMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        table: RateLimitTable,
+        trusted_proxies: Sequence[IPNetwork] = (),
+        subject_of: SubjectResolver | None = None,
+    ) -> None:
+        self.app = app
+        self.table = table
+        self.trusted_proxies = tuple(trusted_proxies)
+        self.subject_of = subject_of
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        policy = self.table.policy_for(scope["method"], scope["path"])
+        if policy is None:
+            await self.app(scope, receive, send)
+            return
+        limiter: RateLimiter = scope["app"].state.services.rate_limiter
+        decision = await limiter.check(self.identity(scope, policy), policy)
+        outcome = "ok" if decision.allowed else "limited"
+        scope.setdefault("state", {})["rate_limit"] = (
+            f"{policy.name}:{outcome}{':fallback' if decision.fallback else ''}"
+        )
+        if not decision.allowed:
+            await rate_limited_error(policy, decision).to_response()(scope, receive, send)
+            return
+        headers = rate_limit_headers(policy, decision)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).update(headers)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    def identity(self, scope: Scope, policy: Policy) -> str:
+        """`user:<sub>` for user-keyed groups with a verified subject, else `ip:<address>`."""
+        if policy.key == "user" and self.subject_of is not None:
+            subject = self.subject_of(scope)
+            if subject:
+                return f"user:{subject}"
+        return f"ip:{client_ip(scope, self.trusted_proxies)}"

@@ -1,0 +1,75 @@
+"""Redis backend (redis-py asyncio over TCP or a Unix socket).
+
+Each check is one EVALSHA round trip; on NOSCRIPT (a restarted or flushed server) the script
+is loaded and the call repeated. The client is built lazily per event loop, since its
+connections belong to the loop that opened them, and never retries by itself: the fallback
+wrapper decides what a failure means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from edgemart.ratelimit.base import Clock, RateLimitBackendError, now_micros
+from edgemart.ratelimit.script import decision_from_reply, script_call
+from edgemart.ratelimit.window import Decision, Policy
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+
+class RedisRateLimiter:
+    backend = "redis"
+
+    def __init__(
+        self, url: str, *, clock: Clock | None = None, socket_timeout_s: float = 1.0
+    ) -> None:
+        self.url = url
+        self.clock = clock
+        self.socket_timeout_s = socket_timeout_s
+        self._client: Redis | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def client(self) -> Redis:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            from redis.asyncio import Redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            self._client = Redis.from_url(
+                self.url,
+                socket_timeout=self.socket_timeout_s,
+                socket_connect_timeout=self.socket_timeout_s,
+                retry=Retry(NoBackoff(), 0),
+            )
+            self._loop = loop
+        return self._client
+
+    async def check(self, key: str, policy: Policy) -> Decision:
+        from redis.exceptions import NoScriptError, RedisError
+
+        now_us = None if self.clock is None else now_micros(self.clock)
+        script, sha, keys, args = script_call(key, policy, now_us)
+        client = self.client()
+        try:
+            try:
+                reply: Any = await client.evalsha(sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await client.script_load(script)
+                reply = await client.evalsha(sha, len(keys), *keys, *args)
+        except RedisError as exc:
+            raise RateLimitBackendError(f"redis: {exc}") from exc
+        return decision_from_reply(policy, reply)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client().ping())
+        except Exception:
+            return False
+
+    async def aclose(self) -> None:
+        client, self._client, self._loop = self._client, None, None
+        if client is not None:
+            await client.aclose()
