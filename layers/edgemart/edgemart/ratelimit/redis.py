@@ -23,27 +23,38 @@ class RedisRateLimiter:
     backend = "redis"
 
     def __init__(
-        self, url: str, *, clock: Clock | None = None, socket_timeout_s: float = 1.0
+        self,
+        url: str,
+        *,
+        clock: Clock | None = None,
+        socket_timeout_s: float = 1.0,
+        max_connections: int = 50,
     ) -> None:
         self.url = url
         self.clock = clock
         self.socket_timeout_s = socket_timeout_s
+        self.max_connections = max_connections
         self._client: Redis | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def client(self) -> Redis:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
-            from redis.asyncio import Redis
+            from redis.asyncio import BlockingConnectionPool, Redis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
 
-            self._client = Redis.from_url(
+            # A bounded pool that makes a burst wait for a connection instead of failing
+            # with "Too many connections"; the caller's timeout bounds the wait.
+            pool = BlockingConnectionPool.from_url(
                 self.url,
+                max_connections=self.max_connections,
+                timeout=None,
                 socket_timeout=self.socket_timeout_s,
                 socket_connect_timeout=self.socket_timeout_s,
                 retry=Retry(NoBackoff(), 0),
             )
+            self._client = Redis(connection_pool=pool)
             self._loop = loop
         return self._client
 
@@ -72,4 +83,4 @@ class RedisRateLimiter:
     async def aclose(self) -> None:
         client, self._client, self._loop = self._client, None, None
         if client is not None:
-            await client.aclose()
+            await client.aclose(close_connection_pool=True)
