@@ -37,6 +37,25 @@ def _encode(value: Any, base64_strings: bool) -> Any:
     return value
 
 
+def _without_upstash_shebang(command: list[Any]) -> list[Any]:
+    """Upstash accepts `#!lua flags=allow-key-locking` on scripts (upstash-ratelimit sends
+    it); vanilla Redis 7 rejects the flag and Redis 6 any shebang. Flags are only hints, so
+    drop the line."""
+    if (
+        len(command) > 1
+        and str(command[0]).upper() in ("EVAL", "SCRIPT")
+        and isinstance(command[1], str)
+    ):
+        index = 1
+        if str(command[0]).upper() == "SCRIPT" and len(command) > 2:
+            index = 2
+        script = str(command[index])
+        if script.lstrip().startswith("#!lua"):
+            command = list(command)
+            command[index] = script.lstrip().split("\n", 1)[1] if "\n" in script else ""
+    return command
+
+
 def create_upstash_app(redis_url: str, token: str) -> Starlette:
     state: dict[str, Redis] = {}
 
@@ -47,6 +66,7 @@ def create_upstash_app(redis_url: str, token: str) -> Starlette:
         await state["redis"].aclose()
 
     async def run(command: list[Any], base64_strings: bool) -> dict[str, Any]:
+        command = _without_upstash_shebang(command)
         try:
             reply = await state["redis"].execute_command(*command)
         except NoScriptError as exc:

@@ -1,19 +1,18 @@
-"""One JSON access-log line per request, sampled.
+"""Access logging: one JSON line per request, sampled (the request-context middleware
+calls it once the response is sent).
 
 A configurable share of 2xx/3xx lines is kept (default 1%); every 4xx/5xx and every request
 slower than the slow threshold is always logged. Routes annotate the line through
-`scope["state"]` (`cache`, `rate_limit`; "-" when a route sets none), so the middleware
-knows nothing about them.
+`scope["state"]` (`cache`, `rate_limit`; "-" when a route sets none), so logging knows
+nothing about them.
 """
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Sequence
 
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from edgemart.clientip import client_ip
 from edgemart.logging import logger
@@ -43,60 +42,20 @@ def route_template(scope: Scope) -> str:
     return partial or "<unmatched>"
 
 
-class AccessLogMiddleware:
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        sample_rate: float,
-        slow_ms: float,
-        trusted_proxies: Sequence[IPNetwork] = (),
-        rng: random.Random | None = None,
-    ) -> None:
-        self.app = app
-        self.sample_rate = sample_rate
-        self.slow_ms = slow_ms
-        self.trusted_proxies = tuple(trusted_proxies)
-        self.rng = rng or random.Random()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_capturing_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_capturing_status)
-        finally:
-            duration_ms = (time.perf_counter() - started) * 1000
-            if should_log(
-                status,
-                duration_ms,
-                sample_rate=self.sample_rate,
-                slow_ms=self.slow_ms,
-                draw=self.rng.random(),
-            ):
-                self._log(scope, status, duration_ms)
-
-    def _log(self, scope: Scope, status: int, duration_ms: float) -> None:
-        state = scope.get("state", {})
-        logger.info(
-            "request",
-            extra={
-                "method": scope.get("method"),
-                "route": route_template(scope),
-                "status": status,
-                "duration_ms": round(duration_ms, 3),
-                "client_ip": client_ip(scope, self.trusted_proxies),
-                "request_id": state.get("request_id"),
-                "cache": state.get("cache", "-"),
-                "rate_limit": state.get("rate_limit", "-"),
-            },
-        )
+def log_access(
+    scope: Scope, status: int, duration_ms: float, trusted_proxies: Sequence[IPNetwork]
+) -> None:
+    state = scope.get("state", {})
+    logger.info(
+        "request",
+        extra={
+            "method": scope.get("method"),
+            "route": route_template(scope),
+            "status": status,
+            "duration_ms": round(duration_ms, 3),
+            "client_ip": client_ip(scope, trusted_proxies),
+            "request_id": state.get("request_id"),
+            "cache": state.get("cache", "-"),
+            "rate_limit": state.get("rate_limit", "-"),
+        },
+    )

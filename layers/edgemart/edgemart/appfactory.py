@@ -1,8 +1,9 @@
 """`build_app` (the standard Starlette app every HTTP function serves) and `lambda_handler`.
 
 The middleware stack, outermost first:
-request id → access log → unhandled-error → rate limit → body limit → Starlette's exception
-middleware (renders `ProblemError` and `HTTPException` as problem+json) → routes.
+request context (request id, unhandled errors, access log, body limit) → rate limit →
+Starlette's exception middleware (renders `ProblemError` and `HTTPException` as
+problem+json) → routes.
 The gateway composes the same routes through the same factory, so a request behaves the same
 whether the gateway or a Lambda handler serves it.
 """
@@ -18,18 +19,11 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from edgemart.accesslog import AccessLogMiddleware
-from edgemart.bodylimit import BodyLimitMiddleware
-from edgemart.errors import (
-    ProblemError,
-    UnhandledErrorMiddleware,
-    http_exception_handler,
-    problem_error_handler,
-)
+from edgemart.errors import ProblemError, http_exception_handler, problem_error_handler
 from edgemart.logging import logger
 from edgemart.ratelimit.middleware import RateLimitMiddleware
 from edgemart.ratelimit.policies import RateLimitTable
-from edgemart.requestid import RequestIdMiddleware
+from edgemart.requestcontext import RequestContextMiddleware
 from edgemart.services import Services
 from edgemart.settings import Settings
 
@@ -46,20 +40,18 @@ def build_app(
     settings = services.settings
     logger.setLevel(settings.log_level)
     middleware = [
-        Middleware(RequestIdMiddleware),
         Middleware(
-            AccessLogMiddleware,
+            RequestContextMiddleware,
             sample_rate=settings.access_log_sample_rate,
             slow_ms=settings.slow_request_ms,
+            max_body_bytes=settings.max_body_bytes,
             trusted_proxies=settings.trusted_proxies,
         ),
-        Middleware(UnhandledErrorMiddleware),
         Middleware(
             RateLimitMiddleware,
             table=RateLimitTable.from_settings(settings),
             trusted_proxies=settings.trusted_proxies,
         ),
-        Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes),
     ]
     app = Starlette(
         routes=list(routes),

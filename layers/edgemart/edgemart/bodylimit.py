@@ -1,44 +1,20 @@
 """Request body size limit (413 `payload_too_large`), counting chunked bodies too.
 
 A declared `Content-Length` over the limit is refused before the route runs; a body without
-one is counted as it is received and refused as soon as it passes the limit.
+one is counted as it is received and refused as soon as it passes the limit. The
+request-context middleware applies it, so it costs a bodiless GET nothing.
 """
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope
 
 from edgemart.errors import PayloadTooLargeError
 
-
-class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
-        self.app = app
-        self.max_body_bytes = max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = _declared_length(scope)
-        if declared is not None and declared > self.max_body_bytes:
-            await PayloadTooLargeError(self.max_body_bytes).to_response()(scope, receive, send)
-            return
-        received = 0
-
-        async def receive_counted() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise PayloadTooLargeError(self.max_body_bytes)
-            return message
-
-        await self.app(scope, receive_counted, send)
+_BODILESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def _declared_length(scope: Scope) -> int | None:
+def declared_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             try:
@@ -46,3 +22,25 @@ def _declared_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def may_have_body(scope: Scope) -> bool:
+    """A GET/HEAD/OPTIONS without Content-Length or Transfer-Encoding carries no body."""
+    if scope.get("method") not in _BODILESS_METHODS:
+        return True
+    return any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"])
+
+
+def limited_receive(receive: Receive, max_body_bytes: int) -> Receive:
+    received = 0
+
+    async def receive_counted() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_body_bytes:
+                raise PayloadTooLargeError(max_body_bytes)
+        return message
+
+    return receive_counted

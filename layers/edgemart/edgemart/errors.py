@@ -15,9 +15,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edgemart.logging import logger
 from edgemart.requestid import current_request_id
 
 PROBLEM_TYPE_BASE = "https://edgemart.dev/problems/"
@@ -152,36 +150,3 @@ def _default_phrase(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return ""
-
-
-class UnhandledErrorMiddleware:
-    """Turns any exception that escaped the routes into a 500 `internal_error` problem.
-
-    The full traceback goes to the log; the body carries no stack trace, SQL or message. It
-    sits inside the request-id and access-log middleware so the 500 gets an `X-Request-ID`
-    and an access line, unlike Starlette's outermost ServerErrorMiddleware.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        response_started = False
-
-        async def send_tracking_start(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_tracking_start)
-        except Exception:
-            logger.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
-            if response_started:
-                raise
-            response = problem_for_status(500).to_response()
-            await response(scope, receive, send)

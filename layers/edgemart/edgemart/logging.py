@@ -2,28 +2,57 @@
 
 Powertools' `append_keys` / `set_correlation_id` write state shared by the whole process, so
 under the gateway's concurrent requests one request's id would leak into another's lines.
-Per-request keys therefore go through `thread_safe_append_keys`, which is ContextVar-backed:
-each asyncio task (one per request) sees only its own keys.
+Per-request keys live in a ContextVar instead (each asyncio task, one per request, sees its
+own), and a logging filter copies them onto each record as it is emitted. Binding is then one
+ContextVar set per request; the cost of formatting is paid only for lines actually logged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
+from types import MappingProxyType
 
 from aws_lambda_powertools import Logger
 
 logger = Logger(service="edgemart", utc=True, use_rfc3339=True)
 
+_NO_KEYS: Mapping[str, object] = MappingProxyType({})
+_request_keys: ContextVar[Mapping[str, object]] = ContextVar("edgemart_log_keys", default=_NO_KEYS)
+
+
+class _RequestKeysFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in _request_keys.get().items():
+            if not hasattr(record, name):
+                setattr(record, name, value)
+        return True
+
+
+logging.getLogger(logger.name).addFilter(_RequestKeysFilter())
+
 
 @contextmanager
 def request_log_keys(**keys: object) -> Iterator[None]:
     """Bind `keys` to every log line emitted in this context (this request's task)."""
-    previous = logger.thread_safe_get_current_keys()
-    logger.thread_safe_append_keys(**keys)
+    token = _request_keys.set({**_request_keys.get(), **keys})
     try:
         yield
     finally:
-        logger.thread_safe_clear_keys()
-        if previous:
-            logger.thread_safe_append_keys(**previous)
+        _request_keys.reset(token)
+
+
+def bind_request_log_keys(keys: Mapping[str, object]) -> object:
+    """`request_log_keys` without the context manager, for hot paths; pass the returned
+    token to `unbind_request_log_keys`."""
+    return _request_keys.set(keys)
+
+
+def unbind_request_log_keys(token: object) -> None:
+    _request_keys.reset(token)  # type: ignore[arg-type]
+
+
+def current_log_keys() -> Mapping[str, object]:
+    return _request_keys.get()

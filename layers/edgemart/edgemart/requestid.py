@@ -1,29 +1,28 @@
 """Request ids: accept a well-formed incoming `X-Request-ID`, otherwise generate one.
 
-The id is echoed on every response (errors included), bound as the log correlation id, and
-kept in a ContextVar so problem bodies can carry it without threading it through calls.
+The request-context middleware echoes the id on every response (errors included) and binds
+it as the log correlation id; `current_request_id()` reads it back anywhere in the request,
+so problem bodies carry it without threading it through calls.
 """
 
 from __future__ import annotations
 
+import random
 import re
-import uuid
-from contextvars import ContextVar
 
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
-from edgemart.logging import request_log_keys
+from edgemart.logging import current_log_keys
 
 REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
 _VALID_REQUEST_ID = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
 
-_current_request_id: ContextVar[str | None] = ContextVar("edgemart_request_id", default=None)
-
 
 def current_request_id() -> str | None:
-    return _current_request_id.get()
+    """This request's id: one ContextVar, shared with the log keys, holds both."""
+    request_id = current_log_keys().get("request_id")
+    return request_id if isinstance(request_id, str) else None
 
 
 def is_valid_request_id(value: str) -> bool:
@@ -31,7 +30,11 @@ def is_valid_request_id(value: str) -> bool:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex characters.
+
+    An id only has to be unique, not unguessable, so it comes from `random` (reseeded from
+    the OS after every fork) rather than a system call per request."""
+    return f"{random.getrandbits(128):032x}"
 
 
 def incoming_request_id(scope: Scope) -> str | None:
@@ -43,31 +46,3 @@ def incoming_request_id(scope: Scope) -> str | None:
                 return None
             return text if is_valid_request_id(text) else None
     return None
-
-
-class RequestIdMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = incoming_request_id(scope) or new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
-        log_keys: dict[str, object] = {"correlation_id": request_id, "request_id": request_id}
-        lambda_context = scope.get("aws.context")
-        if lambda_context is not None:
-            log_keys["aws_request_id"] = getattr(lambda_context, "aws_request_id", None)
-
-        async def send_with_request_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
-            await send(message)
-
-        token = _current_request_id.set(request_id)
-        try:
-            with request_log_keys(**log_keys):
-                await self.app(scope, receive, send_with_request_id)
-        finally:
-            _current_request_id.reset(token)

@@ -10,7 +10,6 @@ Fall-backs are counted (`rate_limit_fallback`) and logged at most once per `log_
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 
 from edgemart import metrics
@@ -51,7 +50,7 @@ class FallbackRateLimiter:
                 self._skip_shared_until = time.monotonic() + self.retry_after_s
                 self._note_failure(exc)
         metrics.increment(FALLBACK_METRIC)
-        return dataclasses.replace(await self.local.check(key, policy), fallback=True)
+        return (await self.local.check(key, policy))._replace(fallback=True)
 
     def _note_failure(self, exc: BaseException) -> None:
         self._unlogged += 1

@@ -1,8 +1,8 @@
 """In-process rate limiter: exact per process, bounded memory, safe across asyncio tasks.
 
 `check` never awaits, so on one event loop each check runs to completion before another
-starts: no lock is needed. Keys live in an LRU-ordered dict capped at `max_keys`; every check
-also drops up to two idle keys from the cold end (a key is idle once its newest request has
+starts: no lock is needed. Keys live in an LRU-ordered dict capped at `max_keys`; every new key
+first drops up to two idle keys from the cold end (a key is idle once its newest request has
 left its window), so memory follows the active keys. When the cap is reached by active keys
 the least recently seen one is evicted and starts over, which can only admit more, never
 refuse a legitimate request.
@@ -88,12 +88,13 @@ class MemoryRateLimiter:
         state = states.get(state_key)
         if isinstance(state, kind) and state.window_us == policy.window_us:
             states.move_to_end(state_key)
-        else:
-            state = kind(policy.window_us)
-            states[state_key] = state
-            if len(states) > self.max_keys:
-                states.popitem(last=False)
+            return state
+        # A new key: make room first, so idle keys go before the cap evicts active ones.
         self._sweep_idle(now_us)
+        state = kind(policy.window_us)
+        states[state_key] = state
+        if len(states) > self.max_keys:
+            states.popitem(last=False)
         return state
 
     def _sweep_idle(self, now_us: int) -> None:

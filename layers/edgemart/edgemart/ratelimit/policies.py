@@ -16,6 +16,7 @@ from edgemart.ratelimit.window import Algorithm, KeyKind, Policy
 from edgemart.settings import Settings, SettingsError
 
 WINDOW_S = 60
+_CACHE_SIZE = 4096
 
 DEFAULT_POLICIES: Mapping[str, tuple[int, KeyKind]] = {
     "home": (200, "ip"),
@@ -35,7 +36,8 @@ ROUTE_GROUPS: tuple[tuple[frozenset[str] | None, str, str], ...] = (
     (frozenset({"GET", "HEAD"}), r"/products/[^/]+", "store"),
     (None, r"/marketplace/home", "home"),
     (None, r"/marketplace/search(?:/popular)?", "search"),
-    (None, r"/purchases(?:/.*)?|/wallet", "purchases"),
+    (None, r"/purchases(?:/.*)?", "purchases"),
+    (None, r"/wallet", "purchases"),
     (None, r"/admin/.+", "admin"),
 )
 
@@ -43,9 +45,12 @@ ROUTE_GROUPS: tuple[tuple[frozenset[str] | None, str, str], ...] = (
 class RateLimitTable:
     def __init__(self, policies: Mapping[str, Policy]) -> None:
         self.policies = dict(policies)
-        self._rules = [
-            (methods, re.compile(pattern), group) for methods, pattern, group in ROUTE_GROUPS
-        ]
+        self._cache: dict[tuple[str, str], Policy | None] = {}
+        # Rules indexed by the path's first segment, so a request tries one or two patterns.
+        self._rules: dict[str, list[tuple[frozenset[str] | None, re.Pattern[str], str]]] = {}
+        for methods, pattern, group in ROUTE_GROUPS:
+            first_segment = re.split(r"[/(?|]", pattern.lstrip("/"), maxsplit=1)[0]
+            self._rules.setdefault(first_segment, []).append((methods, re.compile(pattern), group))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimitTable:
@@ -64,7 +69,20 @@ class RateLimitTable:
         return cls(policies)
 
     def policy_for(self, method: str, path: str) -> Policy | None:
-        for methods, pattern, group in self._rules:
+        cache_key = (method, path)
+        try:
+            return self._cache[cache_key]
+        except KeyError:
+            pass
+        policy = self._match(method, path)
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.clear()  # crude but O(1); paths with ids churn through it
+        self._cache[cache_key] = policy
+        return policy
+
+    def _match(self, method: str, path: str) -> Policy | None:
+        first_segment = path[1:].split("/", 1)[0]
+        for methods, pattern, group in self._rules.get(first_segment, ()):
             if (methods is None or method in methods) and pattern.fullmatch(path):
                 return self.policies.get(group)
         return None
