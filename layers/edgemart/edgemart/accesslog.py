@@ -20,7 +20,7 @@ from edgemart.settings import IPNetwork
 
 
 def should_log(
-    status: int, duration_ms: float, *, sample_rate: float, slow_ms: float, draw: float
+    status: int, duration_ms: float, sample_rate: float, slow_ms: float, draw: float
 ) -> bool:
     """Pure sampling rule: errors and slow requests always, the rest with `sample_rate`."""
     return status >= 400 or duration_ms >= slow_ms or draw < sample_rate

@@ -93,11 +93,7 @@ class RequestContextMiddleware:
         finally:
             duration_ms = (time.perf_counter() - started) * 1000
             if should_log(
-                status or 500,
-                duration_ms,
-                sample_rate=self.sample_rate,
-                slow_ms=self.slow_ms,
-                draw=self.rng.random(),
+                status or 500, duration_ms, self.sample_rate, self.slow_ms, self.rng.random()
             ):
                 log_access(scope, status or 500, duration_ms, self.trusted_proxies)
             unbind_request_log_keys(token)

@@ -16,8 +16,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edgemart.clientip import client_ip
 from edgemart.errors import ProblemError
 from edgemart.ratelimit.base import RateLimiter
+from edgemart.ratelimit.memory import MemoryRateLimiter
 from edgemart.ratelimit.policies import RateLimitTable
 from edgemart.ratelimit.window import Decision, Policy
+from edgemart.requestcontext import RESPONSE_HEADERS_KEY
 from edgemart.settings import IPNetwork
 
 SubjectResolver = Callable[[Scope], str | None]
@@ -71,7 +73,11 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limiter: RateLimiter = scope["app"].state.services.rate_limiter
-        decision = await limiter.check(self.identity(scope, policy), policy)
+        if type(limiter) is MemoryRateLimiter:
+            # The memory check never awaits; calling it directly spares a coroutine per request.
+            decision = limiter.check_now(self.identity(scope, policy), policy)
+        else:
+            decision = await limiter.check(self.identity(scope, policy), policy)
         outcome = "ok" if decision.allowed else "limited"
         scope.setdefault("state", {})["rate_limit"] = (
             f"{policy.name}:{outcome}:fallback" if decision.fallback else f"{policy.name}:{outcome}"
@@ -87,6 +93,12 @@ class RateLimitMiddleware:
                 b'"%s";r=%d;t=%d' % (policy.name.encode(), decision.remaining, decision.reset_s),
             ),
         )
+
+        pending = scope["state"].get(RESPONSE_HEADERS_KEY)
+        if pending is not None:
+            pending.extend(headers)  # sent by the request-context middleware's one wrapper
+            await self.app(scope, receive, send)
+            return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
