@@ -234,7 +234,9 @@ def main() -> None:
         serve_in_thread(create_upstash_app(redis_url, UPSTASH_TOKEN)) as upstash_url,
     ):
         results = asyncio.run(run_all(redis_url, upstash_url, args.seconds))
-    text = report(results, "python -m bench.ratelimit.run " + " ".join(sys.argv[1:]), redis_url)
+    prefix = f"REDIS_URL={os.environ['REDIS_URL']} " if os.environ.get("REDIS_URL") else ""
+    command = f"{prefix}python -m bench.ratelimit.run {' '.join(sys.argv[1:])}".strip()
+    text = report(results, command, redis_url)
     args.out.write_text(text)
     print(text)
 

@@ -28,7 +28,10 @@ def may_have_body(scope: Scope) -> bool:
     """A GET/HEAD/OPTIONS without Content-Length or Transfer-Encoding carries no body."""
     if scope.get("method") not in _BODILESS_METHODS:
         return True
-    return any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"])
+    for name, _ in scope["headers"]:
+        if name == b"content-length" or name == b"transfer-encoding":
+            return True
+    return False
 
 
 def limited_receive(receive: Receive, max_body_bytes: int) -> Receive:

@@ -8,7 +8,6 @@ the app's services on each request, so tests and the gateway can supply their ow
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,9 +24,23 @@ from edgemart.settings import IPNetwork
 SubjectResolver = Callable[[Scope], str | None]
 
 
-@functools.cache
-def _policy_header(policy: Policy) -> bytes:
-    return f'"{policy.name}";q={policy.limit};w={policy.window_s}'.encode()
+class _PolicyLabels:
+    """A policy's header bytes and access-log outcomes, built once rather than per request."""
+
+    __slots__ = ("name", "policy_header", "_outcomes")
+
+    def __init__(self, policy: Policy) -> None:
+        self.name = policy.name.encode()
+        self.policy_header = f'"{policy.name}";q={policy.limit};w={policy.window_s}'.encode()
+        self._outcomes = {
+            (allowed, fallback): f"{policy.name}:{'ok' if allowed else 'limited'}"
+            + (":fallback" if fallback else "")
+            for allowed in (True, False)
+            for fallback in (True, False)
+        }
+
+    def outcome(self, allowed: bool, fallback: bool) -> str:
+        return self._outcomes[(allowed, fallback)]
 
 
 def rate_limit_headers(policy: Policy, decision: Decision) -> dict[str, str]:
@@ -63,6 +76,7 @@ class RateLimitMiddleware:
         self.table = table
         self.trusted_proxies = tuple(trusted_proxies)
         self.subject_of = subject_of
+        self._labels: dict[str, _PolicyLabels] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,20 +92,17 @@ class RateLimitMiddleware:
             decision = limiter.check_now(self.identity(scope, policy), policy)
         else:
             decision = await limiter.check(self.identity(scope, policy), policy)
-        outcome = "ok" if decision.allowed else "limited"
-        scope.setdefault("state", {})["rate_limit"] = (
-            f"{policy.name}:{outcome}:fallback" if decision.fallback else f"{policy.name}:{outcome}"
+        labels = self._labels.get(policy.name) or self._remember_labels(policy)
+        scope.setdefault("state", {})["rate_limit"] = labels.outcome(
+            decision.allowed, decision.fallback
         )
         if not decision.allowed:
             await rate_limited_error(policy, decision).to_response()(scope, receive, send)
             return
         # Raw header bytes: this runs on every limited request, MutableHeaders is slower.
         headers = (
-            (b"ratelimit-policy", _policy_header(policy)),
-            (
-                b"ratelimit",
-                b'"%s";r=%d;t=%d' % (policy.name.encode(), decision.remaining, decision.reset_s),
-            ),
+            (b"ratelimit-policy", labels.policy_header),
+            (b"ratelimit", b'"%s";r=%d;t=%d' % (labels.name, decision.remaining, decision.reset_s)),
         )
 
         pending = scope["state"].get(RESPONSE_HEADERS_KEY)
@@ -106,6 +117,11 @@ class RateLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    def _remember_labels(self, policy: Policy) -> _PolicyLabels:
+        labels = _PolicyLabels(policy)
+        self._labels[policy.name] = labels
+        return labels
 
     def identity(self, scope: Scope, policy: Policy) -> str:
         """`user:<sub>` for user-keyed groups with a verified subject, else `ip:<address>`."""
