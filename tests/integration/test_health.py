@@ -69,3 +69,19 @@ async def test_health_turns_503_when_a_running_database_stops(tmp_path: Path) ->
             assert response.json()["checks"]["database"]["ok"] is False
     finally:
         server.cleanup()  # type: ignore[attr-defined]
+
+
+async def test_a_shared_limiter_outage_is_reported_but_not_fatal(module_database_url: str) -> None:
+    """Requests fall back to the local limiter, so the instance stays in service (200)."""
+    dead_redis = f"redis://127.0.0.1:{unused_port()}/0"
+    services = Services.from_settings(settings_for(module_database_url, redis_url=dead_redis))
+    transport = httpx.ASGITransport(app=create_gateway(services))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/health")
+    finally:
+        await services.aclose()
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "healthy"
+    assert body["checks"]["rate_limit_backend"] == {"ok": False, "backend": "redis"}
