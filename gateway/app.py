@@ -17,7 +17,11 @@ from edgemart.appfactory import build_app
 from edgemart.services import Services
 from edgemart.settings import Settings
 
-HTTP_FUNCTION_MODULES = ("functions.health.app",)
+HTTP_FUNCTION_MODULES = (
+    "functions.health.app",
+    "functions.home.app",
+    "functions.search.app",
+)
 
 
 def gateway_routes() -> list[BaseRoute]:

@@ -23,6 +23,7 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -301,3 +302,30 @@ def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
         yield server
     finally:
         server.kill()
+
+
+DEMO_AS_OF = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def catalog_database_url(module_database_url: str) -> str:
+    """This module's database with a small deterministic demo catalog loaded."""
+    from gateway.democatalog import seed_catalog
+
+    seed_catalog(module_database_url, products=600, stores=12, seed=11, as_of=DEMO_AS_OF)
+    return module_database_url
+
+
+@pytest.fixture(scope="module")
+async def catalog_client(catalog_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    services = Services.from_settings(
+        settings_for(
+            catalog_database_url,
+            cursor_secret="test-cursor-secret",
+            rate_limit_overrides=tuple((g, 0, 60) for g in ("home", "search", "store")),
+        )
+    )
+    transport = httpx.ASGITransport(app=create_gateway(services), client=("203.0.113.20", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+    await services.aclose()

@@ -3,7 +3,7 @@
 `NNNN_name.sql` files are applied in version order, each in its own transaction together with
 its row in `schema_migrations`, so a failed file leaves nothing half-applied. A session-level
 advisory lock serialises concurrent runners (two Lambdas, a gateway and a CLI): the second
-waits, then finds nothing left to do. An applied file whose text changed is refused rather
+waits (polling, see `_take_migration_lock`), then finds nothing left to do. An applied file whose text changed is refused rather
 than silently skipped.
 
 `CREATE INDEX CONCURRENTLY` cannot run in a transaction block. A file whose first line is
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from dataclasses import dataclass
 from importlib import resources
 
@@ -85,12 +86,14 @@ def load_migrations() -> list[Migration]:
     return migrations
 
 
-def apply_migrations(conninfo: str, migrations: list[Migration] | None = None) -> list[Migration]:
+def apply_migrations(
+    conninfo: str, migrations: list[Migration] | None = None, *, lock_timeout_s: float = 600.0
+) -> list[Migration]:
     """Apply every pending migration; returns the ones this call applied."""
     migrations = load_migrations() if migrations is None else migrations
     applied_now: list[Migration] = []
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK_KEY])
+        _take_migration_lock(conn, lock_timeout_s)
         try:
             conn.execute(_CREATE_VERSION_TABLE)
             rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
@@ -105,6 +108,22 @@ def apply_migrations(conninfo: str, migrations: list[Migration] | None = None) -
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK_KEY])
     return applied_now
+
+
+def _take_migration_lock(conn: psycopg.Connection[tuple[object, ...]], timeout_s: float) -> None:
+    """Poll with `pg_try_advisory_lock` rather than block in `pg_advisory_lock`: a runner
+    blocked inside a statement holds a transaction open, and `CREATE INDEX CONCURRENTLY` in the
+    runner that holds the lock waits for every open transaction: a deadlock."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", [MIGRATION_LOCK_KEY]).fetchone()
+        if row and row[0]:
+            return
+        if time.monotonic() > deadline:
+            raise MigrationError(f"another migration run held the lock for over {timeout_s} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
 
 
 def _check_unchanged(migration: Migration, recorded_checksum: str) -> None:

@@ -1,4 +1,5 @@
-"""The long-lived clients one process shares: settings, database pools, the rate limiter.
+"""The long-lived clients one process shares: settings, database pools, the rate limiter,
+the in-process response cache.
 
 Built once per process (per Lambda execution environment) and attached to the app, so tests
 can hand an app their own `Services` instead of patching module globals.
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from edgemart.cache import TTLCache
 from edgemart.db import Database
 from edgemart.ratelimit.base import RateLimiter
 from edgemart.ratelimit.policies import build_rate_limiter
@@ -22,6 +24,7 @@ class Services:
     primary: Database
     replica: Database
     rate_limiter: RateLimiter
+    cache: TTLCache
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -32,6 +35,7 @@ class Services:
             primary=primary,
             replica=replica,
             rate_limiter=build_rate_limiter(settings),
+            cache=TTLCache(),
         )
 
     async def aclose(self) -> None:

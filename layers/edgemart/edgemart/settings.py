@@ -50,6 +50,7 @@ class Settings:
     max_body_bytes: int = 65536
     trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=tuple)
     health_db_timeout_s: float = 2.0
+    cursor_secret: str | None = None
     jwt_secret: str | None = None
     jwt_jwks_url: str | None = None
     jwt_issuer: str | None = None
@@ -98,6 +99,7 @@ class Settings:
             max_body_bytes=env.integer("MAX_BODY_BYTES", defaults.max_body_bytes, low=0),
             trusted_proxies=env.networks("TRUSTED_PROXIES"),
             health_db_timeout_s=env.number("HEALTH_DB_TIMEOUT_S", defaults.health_db_timeout_s),
+            cursor_secret=env.text("CURSOR_SECRET"),
             jwt_secret=env.text("JWT_SECRET"),
             jwt_jwks_url=env.text("JWT_JWKS_URL"),
             jwt_issuer=env.text("JWT_ISSUER"),

@@ -1,0 +1,203 @@
+"""Search function: `GET /marketplace/search` and `GET /marketplace/search/popular`.
+
+Full-text search over the `search_vector` column PostgreSQL keeps current (GIN index,
+`websearch_to_tsquery`, ranked by `ts_rank_cd`), with filters, five sort orders and keyset
+pagination: each page continues strictly after the previous page's last sort key, so pages
+never repeat or skip a product while the catalog is unchanged, and no page costs an OFFSET.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from edgemart.appfactory import build_app, lambda_handler
+from edgemart.cache import CACHE_RULES, cached_response, normalised_query
+from edgemart.cursor import cursor_key, decode_cursor, encode_cursor, query_fingerprint
+from edgemart.products import product_summary
+from edgemart.services import services_of
+from edgemart.validation import QueryParams, ValidationError
+
+RULE = CACHE_RULES["search"]
+POPULAR_RULE = CACHE_RULES["popular_searches"]
+SORTS = ("relevance", "price_asc", "price_desc", "newest", "popular")
+MAX_PRICE = 1_000_000_000
+POPULAR_LIMIT = 20
+
+
+@dataclass(frozen=True, slots=True)
+class SortSpec:
+    """Sort key columns, all in one direction so that one row comparison continues a page
+    (`(k1, k2, id) < (...)`) and an index on the same columns can serve it."""
+
+    keys: tuple[str, ...]
+    casts: tuple[str, ...]
+    descending: bool
+
+
+SORT_SPECS: dict[str, SortSpec] = {
+    "relevance": SortSpec(
+        (
+            "round(ts_rank_cd(p.search_vector, query.q)::numeric, 6)",
+            "coalesce(p.quality_score::numeric, -1)",
+            "p.id",
+        ),
+        ("numeric", "numeric", "uuid"),
+        descending=True,
+    ),
+    "price_asc": SortSpec(("p.price_cents", "p.id"), ("bigint", "uuid"), descending=False),
+    "price_desc": SortSpec(("p.price_cents", "p.id"), ("bigint", "uuid"), descending=True),
+    "newest": SortSpec(("p.created_at", "p.id"), ("timestamptz", "uuid"), descending=True),
+    "popular": SortSpec(("p.sold_count", "p.id"), ("integer", "uuid"), descending=True),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParams:
+    q: str | None
+    category: str | None
+    min_price: int | None
+    max_price: int | None
+    sort: str
+    limit: int
+    cursor: str | None
+
+    @property
+    def fingerprint(self) -> str:
+        return query_fingerprint(self.q, self.category, self.min_price, self.max_price, self.sort)
+
+
+def parse_search(request: Request) -> SearchParams:
+    query = QueryParams(
+        request, ("q", "category", "min_price", "max_price", "sort", "limit", "cursor")
+    )
+    q = query.text("q", max_length=200)
+    category = query.text("category", max_length=60)
+    if q is None and category is None and "q" not in query.values:
+        query.error("q", "is required unless category is given")
+    min_price = query.integer("min_price", low=0, high=MAX_PRICE)
+    max_price = query.integer("max_price", low=0, high=MAX_PRICE)
+    if min_price is not None and max_price is not None and min_price > max_price:
+        query.error("min_price", "must not exceed max_price")
+    sort = query.choice("sort", SORTS, "relevance")
+    limit = query.integer("limit", default=20, low=1, high=50)
+    cursor = query.text("cursor", max_length=1000)
+    query.raise_if_invalid()
+    if sort == "relevance" and q is None:
+        sort = "popular"  # nothing to rank by: browse a category by popularity
+    return SearchParams(q, category, min_price, max_price, sort, limit or 20, cursor)
+
+
+def build_search_sql(params: SearchParams, position: list[Any] | None) -> tuple[bytes, list[Any]]:
+    """The page query: filters, keyset continuation after `position`, limit + 1 rows."""
+    spec = SORT_SPECS[params.sort]
+    keys = spec.keys
+    if params.q is not None and params.sort != "relevance":
+        # With a text query, matching rows come from the GIN index and are few; ordering by a
+        # plain column would tempt the planner into walking that column's index and testing
+        # every row against the query (seconds on a million rows). `+ 0` hides the index.
+        keys = tuple(_no_index(key) for key in keys)
+    args: list[Any] = []
+    conditions = ["p.is_available", "p.is_approved", "s.is_active"]
+    source = "products p JOIN stores s ON s.id = p.store_id"
+    if params.q is not None:
+        source += ", websearch_to_tsquery('english', %s) AS query(q)"
+        args.append(params.q)
+        conditions.append("p.search_vector @@ query.q")
+    if params.category is not None:
+        conditions.append("p.category_id = (SELECT id FROM categories WHERE slug = %s)")
+        args.append(params.category)
+    if params.min_price is not None:
+        conditions.append("p.price_cents >= %s")
+        args.append(params.min_price)
+    if params.max_price is not None:
+        conditions.append("p.price_cents <= %s")
+        args.append(params.max_price)
+    direction = "DESC" if spec.descending else "ASC"
+    if position is not None:
+        placeholders = ", ".join(f"%s::{cast}" for cast in spec.casts)
+        operator = "<" if spec.descending else ">"
+        conditions.append(f"({', '.join(keys)}) {operator} ({placeholders})")
+        args.extend(position)
+    key_columns = ", ".join(f"({key})::text AS k{index}" for index, key in enumerate(keys))
+    order_by = ", ".join(f"{key} {direction}" for key in keys)
+    sql = (
+        f"SELECT {product_summary()} AS item, {key_columns} FROM {source} "
+        f"WHERE {' AND '.join(conditions)} ORDER BY {order_by} LIMIT %s"
+    )
+    args.append(params.limit + 1)
+    return sql.encode(), args
+
+
+def _no_index(key: str) -> str:
+    if key == "p.id":
+        return key
+    if key == "p.created_at":
+        return "(p.created_at + interval '0 s')"
+    return f"({key} + 0)"
+
+
+async def load_search(request: Request, params: SearchParams) -> dict[str, Any]:
+    services = services_of(request)
+    key = cursor_key(services.settings.cursor_secret)
+    position = decode_cursor(key, params.fingerprint, params.cursor) if params.cursor else None
+    if position is not None and len(position) != len(SORT_SPECS[params.sort].keys):
+        raise ValidationError(
+            [{"field": "cursor", "location": "query", "message": "is not a valid cursor"}]
+        )
+    sql, args = build_search_sql(params, position)
+    async with services.replica.connection() as conn:
+        rows = await (await conn.execute(sql, args)).fetchall()
+    page = rows[: params.limit]
+    next_cursor = None
+    if len(rows) > params.limit:
+        last = page[-1]
+        keys = [last[f"k{index}"] for index in range(len(SORT_SPECS[params.sort].keys))]
+        next_cursor = encode_cursor(key, params.fingerprint, keys)
+    return {"results": [row["item"] for row in page], "next_cursor": next_cursor}
+
+
+async def search(request: Request) -> Response:
+    params = parse_search(request)
+    services = services_of(request)
+    cache_key = "search?" + normalised_query(request, RULE)
+    rendered = await services.cache.get_or_load(
+        cache_key, RULE.s_maxage, lambda: load_search(request, params)
+    )
+    return cached_response(request, rendered, RULE)
+
+
+POPULAR_SQL = b"""
+SELECT coalesce(json_agg(json_build_object(
+        'query', query, 'count', total_count,
+        'trending', current_count >= 3 AND current_count > 1.5 * previous_count
+    ) ORDER BY total_count DESC, query), '[]') AS searches
+FROM (SELECT query, total_count, current_count, previous_count FROM popular_searches
+      ORDER BY total_count DESC, query LIMIT %s) ranked
+"""
+
+
+async def load_popular(request: Request) -> dict[str, Any]:
+    async with services_of(request).replica.connection() as conn:
+        row = await (await conn.execute(POPULAR_SQL, [POPULAR_LIMIT])).fetchone()
+    return {"searches": row["searches"] if row else []}
+
+
+async def popular(request: Request) -> Response:
+    QueryParams(request, ()).raise_if_invalid()
+    rendered = await services_of(request).cache.get_or_load(
+        "popular_searches", POPULAR_RULE.s_maxage, lambda: load_popular(request)
+    )
+    return cached_response(request, rendered, POPULAR_RULE)
+
+
+routes = [
+    Route("/marketplace/search", search, methods=["GET"]),
+    Route("/marketplace/search/popular", popular, methods=["GET"]),
+]
+app = build_app(routes)
+handler = lambda_handler(app)

@@ -1,0 +1,205 @@
+"""HTTP caching: the cache-rules table, ETags and conditional GETs, and the in-process cache.
+
+`CACHE_RULES` is the single source of DESIGN.md §5: it renders the `Cache-Control` the
+functions send, and the SAM template's CloudFront policies and the local edge are checked
+against it. The in-process cache (L1) holds rendered JSON bytes with their ETag, so a hit
+costs no query and no serialisation; concurrent misses for one key run the loader once
+(single-flight); and the last good copy of each key is kept after it expires, for serving
+stale data while the database is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+NO_STORE = "no-store"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRule:
+    """Caching for one group of GET routes. `query_params` lists the parameters that are part
+    of the cache key (None: every parameter, normalised; empty: none)."""
+
+    name: str
+    routes: tuple[str, ...]
+    s_maxage: int
+    stale_while_revalidate: int
+    stale_if_error: int
+    query_params: tuple[str, ...] | None = ()
+
+    @property
+    def cache_control(self) -> str:
+        return (
+            f"public, max-age=0, s-maxage={self.s_maxage}, "
+            f"stale-while-revalidate={self.stale_while_revalidate}, "
+            f"stale-if-error={self.stale_if_error}"
+        )
+
+
+DAY, HOUR = 86_400, 3_600
+
+CACHE_RULES: Mapping[str, CacheRule] = {
+    rule.name: rule
+    for rule in (
+        CacheRule("home", ("GET /marketplace/home",), 60, 300, DAY),
+        CacheRule("search", ("GET /marketplace/search",), 30, 60, HOUR, query_params=None),
+        CacheRule("popular_searches", ("GET /marketplace/search/popular",), 60, 300, DAY),
+        CacheRule(
+            "store_page",
+            ("GET /stores/{slug}",),
+            120,
+            600,
+            DAY,
+            query_params=("limit", "cursor", "category"),
+        ),
+        CacheRule("product_page", ("GET /products/{id}",), 120, 600, DAY),
+    )
+}
+"""Routes not listed here (purchases, wallet, admin, health, seller pages) send no-store."""
+
+
+def normalised_query(request: Request, rule: CacheRule) -> str:
+    """The query string as part of a cache key: only the rule's parameters, sorted."""
+    items = request.query_params.multi_items()
+    if rule.query_params is not None:
+        items = [(k, v) for k, v in items if k in rule.query_params]
+    return "&".join(f"{k}={v}" for k, v in sorted(items))
+
+
+def strong_etag(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def if_none_match_hits(header: str | None, etag: str) -> bool:
+    """RFC 9110 §13.1.2: weak comparison, a list of tags, or `*`."""
+    if not header:
+        return False
+    opaque = etag.removeprefix("W/")
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == opaque:
+            return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A JSON body rendered once, with its ETag and when it was made."""
+
+    body: bytes
+    etag: str
+    created_at: float
+
+    @classmethod
+    def of(cls, payload: Any, *, now: float) -> Rendered:
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        return cls(body, strong_etag(body), now)
+
+
+def cached_response(
+    request: Request,
+    rendered: Rendered,
+    rule: CacheRule,
+    *,
+    stale: bool = False,
+    now: float | None = None,
+) -> Response:
+    """200 with the body, or 304 when `If-None-Match` matches; both carry ETag and
+    Cache-Control. A stale copy adds `X-Edgemart-Stale: true` and `Age`."""
+    headers = {"ETag": rendered.etag, "Cache-Control": rule.cache_control}
+    if stale:
+        age = max(0, int((now if now is not None else time.time()) - rendered.created_at))
+        headers["X-Edgemart-Stale"] = "true"
+        headers["Age"] = str(age)
+    if if_none_match_hits(request.headers.get("if-none-match"), rendered.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(rendered.body, headers=headers, media_type="application/json")
+
+
+class _Entry:
+    __slots__ = ("rendered", "expires_at")
+
+    def __init__(self, rendered: Rendered, expires_at: float) -> None:
+        self.rendered = rendered
+        self.expires_at = expires_at
+
+
+class TTLCache:
+    """In-process cache of rendered responses with single-flight and last-known-good copies.
+
+    `get_or_load` returns a fresh entry, or runs `loader` once however many callers miss the
+    same key at the same time. Expired entries stay (up to `max_entries`, least recently used
+    evicted first) as the last known good copy, which `last_good` returns for stale serving.
+    """
+
+    def __init__(
+        self, *, max_entries: int = 10_000, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._inflight: dict[str, asyncio.Task[Rendered]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def fresh(self, key: str) -> Rendered | None:
+        entry = self._entries.get(key)
+        if entry is None or entry.expires_at <= self.clock():
+            return None
+        self._entries.move_to_end(key)
+        return entry.rendered
+
+    def last_good(self, key: str) -> Rendered | None:
+        entry = self._entries.get(key)
+        return entry.rendered if entry is not None else None
+
+    def put(self, key: str, rendered: Rendered, ttl_s: float) -> None:
+        self._entries[key] = _Entry(rendered, self.clock() + ttl_s)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def invalidate(self, key: str) -> None:
+        """Forget a key entirely (after a write this process made)."""
+        self._entries.pop(key, None)
+
+    def invalidate_prefix(self, prefix: str) -> None:
+        for key in [key for key in self._entries if key.startswith(prefix)]:
+            del self._entries[key]
+
+    async def get_or_load(
+        self, key: str, ttl_s: float, loader: Callable[[], Awaitable[Any]]
+    ) -> Rendered:
+        rendered = self.fresh(key)
+        if rendered is not None:
+            return rendered
+        task = self._inflight.get(key)
+        if task is None:
+            # The load runs as its own task: a caller that gives up (client gone) does not
+            # cancel it for the others waiting on the same key.
+            task = asyncio.ensure_future(self._load(key, ttl_s, loader))
+            self._inflight[key] = task
+            task.add_done_callback(lambda done: self._load_finished(key, done))
+        return await asyncio.shield(task)
+
+    async def _load(self, key: str, ttl_s: float, loader: Callable[[], Awaitable[Any]]) -> Rendered:
+        rendered = Rendered.of(await loader(), now=self.clock())
+        self.put(key, rendered, ttl_s)
+        return rendered
+
+    def _load_finished(self, key: str, task: asyncio.Task[Rendered]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here, so an unawaited failure is not reported twice

@@ -1,0 +1,216 @@
+"""GET /marketplace/search and /popular through the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edgemart.services import Services
+from gateway.app import create_gateway
+from gateway.democatalog import seed_catalog
+from tests.conftest import DEMO_AS_OF, settings_for
+
+pytestmark = pytest.mark.anyio
+
+SORTS = ["relevance", "price_asc", "price_desc", "newest", "popular"]
+
+
+async def walk(client: httpx.AsyncClient, params: dict[str, Any]) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(1000):
+        page_params = {**params, **({"cursor": cursor} if cursor else {})}
+        response = await client.get("/marketplace/search", params=page_params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert len(body["results"]) <= int(params.get("limit", 20))
+        results.extend(body["results"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return results
+    raise AssertionError("pagination did not end")
+
+
+def matching_ids(url: str, where: str, args: list[Any]) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            (
+                "SELECT p.id::text FROM products p JOIN stores s ON s.id = p.store_id "
+                f"WHERE p.is_available AND p.is_approved AND s.is_active AND {where}"
+            ).encode(),
+            args,
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+@pytest.mark.parametrize("sort", SORTS)
+async def test_every_sort_is_sorted_and_complete(
+    catalog_client: httpx.AsyncClient, catalog_database_url: str, sort: str
+) -> None:
+    results = await walk(catalog_client, {"q": "chair", "sort": sort, "limit": 7})
+    expected = matching_ids(
+        catalog_database_url, "p.search_vector @@ websearch_to_tsquery('english', %s)", ["chair"]
+    )
+    ids = [r["id"] for r in results]
+    assert len(ids) == len(set(ids)) and set(ids) == expected and expected
+    if sort == "price_asc":
+        assert [r["price_cents"] for r in results] == sorted(r["price_cents"] for r in results)
+    if sort == "price_desc":
+        prices = [r["price_cents"] for r in results]
+        assert prices == sorted(prices, reverse=True)
+    if sort == "newest":
+        created = [r["created_at"] for r in results]
+        assert created == sorted(created, reverse=True)
+    if sort == "popular":
+        sold = [r["sold_count"] for r in results]
+        assert sold == sorted(sold, reverse=True)
+
+
+async def test_filters(catalog_client: httpx.AsyncClient, catalog_database_url: str) -> None:
+    params = {"category": "lamps", "min_price": "1000", "max_price": "4000", "limit": "50"}
+    results = await walk(catalog_client, params)
+    expected = matching_ids(
+        catalog_database_url,
+        "p.category_id = (SELECT id FROM categories WHERE slug = 'lamps') "
+        "AND p.price_cents BETWEEN 1000 AND 4000",
+        [],
+    )
+    assert {r["id"] for r in results} == expected
+    assert all(1000 <= r["price_cents"] <= 4000 for r in results)
+
+
+@pytest.mark.parametrize(
+    ("params", "fields"),
+    [
+        ({}, {"q"}),
+        ({"q": ""}, {"q"}),
+        ({"q": "x" * 201}, {"q"}),
+        ({"q": "a", "limit": "0"}, {"limit"}),
+        ({"q": "a", "limit": "51"}, {"limit"}),
+        ({"q": "a", "limit": "1.5"}, {"limit"}),
+        ({"q": "a", "min_price": "-1"}, {"min_price"}),
+        ({"q": "a", "min_price": "10", "max_price": "5"}, {"min_price"}),
+        ({"q": "a", "max_price": "abc"}, {"max_price"}),
+        ({"q": "a", "sort": "cheapest"}, {"sort"}),
+        ({"q": "a", "color": "red"}, {"color"}),
+        ({"q": "a", "cursor": "forged.cursor"}, {"cursor"}),
+    ],
+)
+async def test_bad_input_is_422(
+    catalog_client: httpx.AsyncClient, params: dict[str, str], fields: set[str]
+) -> None:
+    response = await catalog_client.get("/marketplace/search", params=params)
+    assert response.status_code == 422
+    body = response.json()
+    assert body["code"] == "validation_error"
+    assert {error["field"] for error in body["errors"]} == fields
+
+
+async def test_a_modified_cursor_is_422(catalog_client: httpx.AsyncClient) -> None:
+    first = (
+        await catalog_client.get("/marketplace/search", params={"q": "chair", "limit": 2})
+    ).json()
+    cursor = first["next_cursor"]
+    assert cursor
+    payload, signature = cursor.split(".")
+    tampered = payload[:-1] + ("A" if payload[-1] != "A" else "B") + "." + signature
+    for bad in (tampered, cursor + "x", signature + "." + payload):
+        response = await catalog_client.get(
+            "/marketplace/search", params={"q": "chair", "limit": 2, "cursor": bad}
+        )
+        assert response.status_code == 422, bad
+    # A valid cursor of another query is refused too.
+    other = await catalog_client.get(
+        "/marketplace/search", params={"q": "lamp", "limit": 2, "cursor": cursor}
+    )
+    assert other.status_code == 422
+
+
+async def test_popular_searches_shape(
+    catalog_client: httpx.AsyncClient, catalog_database_url: str
+) -> None:
+    with psycopg.connect(catalog_database_url) as conn:
+        conn.execute(
+            "INSERT INTO popular_searches (query, total_count, current_count, previous_count) "
+            "VALUES ('office chair', 120, 40, 10), ('lamp', 300, 5, 9), ('rug', 7, 1, 1)"
+        )
+    response = await catalog_client.get("/marketplace/search/popular")
+    assert response.status_code == 200
+    assert response.json() == {
+        "searches": [
+            {"query": "lamp", "count": 300, "trending": False},
+            {"query": "office chair", "count": 120, "trending": True},
+            {"query": "rug", "count": 7, "trending": False},
+        ]
+    }
+    assert response.headers["cache-control"].startswith("public, max-age=0, s-maxage=60")
+
+
+@settings(
+    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    catalog_seed=st.integers(1, 10_000),
+    size=st.integers(20, 250),
+    page=st.integers(1, 50),
+    sort=st.sampled_from(SORTS),
+)
+def test_pages_never_repeat_or_skip(
+    migrated_database_url: str, catalog_seed: int, size: int, page: int, sort: str
+) -> None:
+    """Over random catalogs and page sizes, walking the cursors returns every match once."""
+    url = migrated_database_url
+    seed_catalog(url, products=size, stores=5, seed=catalog_seed, as_of=DEMO_AS_OF, replace=True)
+    expected = matching_ids(url, "true", [])
+
+    async def run() -> list[dict[str, Any]]:
+        services = Services.from_settings(
+            settings_for(url, cursor_secret="s", rate_limit_overrides=(("search", 0, 60),))
+        )
+        transport = httpx.ASGITransport(app=create_gateway(services))
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                results: list[dict[str, Any]] = []
+                for category in (
+                    "chairs",
+                    "desks",
+                    "lamps",
+                    "rugs",
+                    "kitchen",
+                    "coffee",
+                    "audio",
+                    "cameras",
+                    "books",
+                    "stationery",
+                    "bags",
+                    "shoes",
+                    "jackets",
+                    "jewelry",
+                    "watches",
+                    "plants",
+                    "garden",
+                    "toys",
+                    "games",
+                    "bikes",
+                    "outdoor",
+                    "fitness",
+                    "beauty",
+                    "pets",
+                ):
+                    results += await walk(
+                        client, {"category": category, "sort": sort, "limit": page}
+                    )
+                return results
+        finally:
+            await services.aclose()
+
+    results = asyncio.run(run())
+    ids = [r["id"] for r in results]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == expected
