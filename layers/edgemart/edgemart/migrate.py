@@ -3,8 +3,8 @@
 `NNNN_name.sql` files are applied in version order, each in its own transaction together with
 its row in `schema_migrations`, so a failed file leaves nothing half-applied. A session-level
 advisory lock serialises concurrent runners (two Lambdas, a gateway and a CLI): the second
-waits (polling, see `_take_migration_lock`), then finds nothing left to do. An applied file whose text changed is refused rather
-than silently skipped.
+waits (polling, see `_take_migration_lock`), then finds nothing left to do. An applied
+file whose text changed is refused rather than silently skipped.
 
 `CREATE INDEX CONCURRENTLY` cannot run in a transaction block. A file whose first line is
 `-- edgemart: no-transaction` is run one statement at a time in autocommit instead; such a file
