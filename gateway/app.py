@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute
 from edgemart.appfactory import build_app
 from edgemart.services import Services
 from edgemart.settings import Settings
+from gateway.scheduler import default_schedules, running
 
 HTTP_FUNCTION_MODULES = (
     "functions.health.app",
@@ -31,12 +32,15 @@ def gateway_routes() -> list[BaseRoute]:
     return routes
 
 
-def create_gateway(services: Services | None = None) -> Starlette:
+def create_gateway(services: Services | None = None, *, run_schedules: bool = False) -> Starlette:
+    """The gateway app; `run_schedules` runs the scheduled functions in-process (serve)."""
     gateway_services = services or Services.from_settings(Settings.from_env())
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
+        schedules = default_schedules() if run_schedules else []
+        async with running(schedules, gateway_services):
+            yield
         await gateway_services.aclose()
 
     return build_app(gateway_routes(), services=gateway_services, lifespan=lifespan)

@@ -87,7 +87,7 @@ def _run_uvicorn(settings: Settings, host: str, port: int) -> None:
 
     from gateway.app import create_gateway
 
-    app = create_gateway(Services.from_settings(settings))
+    app = create_gateway(Services.from_settings(settings), run_schedules=True)
     config = uvicorn.Config(app, host=host, port=port, access_log=False, lifespan="on")
     uvicorn.Server(config).run()
 

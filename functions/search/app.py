@@ -164,6 +164,9 @@ async def load_search(request: Request, params: SearchParams) -> dict[str, Any]:
 async def search(request: Request) -> Response:
     params = parse_search(request)
     services = services_of(request)
+    if params.q is not None and params.cursor is None:
+        # Counted in a buffer (memory or Redis), flushed to the database by refresh_views.
+        await services.search_counts.record(params.q)
     cache_key = "search?" + normalised_query(request, RULE)
     rendered = await services.cache.get_or_load(
         cache_key, RULE.s_maxage, lambda: load_search(request, params)

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,82 +16,32 @@ import functions.health.app as health_function
 from edgemart.services import Services
 from gateway.app import create_gateway
 from tests.conftest import settings_for, unused_port
-
-EVENTS = Path(__file__).resolve().parent.parent / "events"
-
-
-@dataclass
-class FakeLambdaContext:
-    """The attributes of the Lambda runtime's context object that code reads."""
-
-    aws_request_id: str = "c6af9ac6-7b61-11e6-9a41-93e812345678"
-    function_name: str = "HealthFunction"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:HealthFunction"
-
-
-def load_event(name: str) -> dict[str, Any]:
-    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
-    return event
+from tests.contract.lambda_harness import (
+    FakeLambdaContext,
+    body_of,
+    headers_of,
+    installed_services,
+    load_event,
+)
 
 
 @pytest.fixture
 def lambda_services(module_database_url: str) -> Iterator[Services]:
-    """Point the function's module-level app at the test database, on a loop of its own as
-    the Lambda runtime would give it."""
-    yield from _install_services(settings_for(module_database_url))
+    with installed_services(health_function.app, settings_for(module_database_url)) as services:
+        yield services
 
 
 @pytest.fixture
 def dead_database_services() -> Iterator[Services]:
     dead = f"postgresql://postgres@127.0.0.1:{unused_port()}/postgres?connect_timeout=1"
-    yield from _install_services(settings_for(dead, health_db_timeout_s=1.0))
-
-
-def _install_services(settings: Any) -> Iterator[Services]:
-    _close_idle_event_loop()
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    services = Services.from_settings(settings)
-    previous = health_function.app.state.services
-    health_function.app.state.services = services
-    try:
+    settings = settings_for(dead, health_db_timeout_s=1.0)
+    with installed_services(health_function.app, settings) as services:
         yield services
-    finally:
-        health_function.app.state.services = previous
-        loop.run_until_complete(services.aclose())
-        loop.close()
-        asyncio.set_event_loop(None)
-
-
-def _close_idle_event_loop() -> None:
-    """Mangum sets up an event loop when the module is imported; close it (it is idle) so
-    each test runs on a loop it owns and closes."""
-    try:
-        existing = asyncio.get_event_loop_policy().get_event_loop()
-    except RuntimeError:
-        return
-    if not existing.is_closed() and not existing.is_running():
-        existing.close()
 
 
 def invoke(event_name: str) -> dict[str, Any]:
     response: dict[str, Any] = health_function.handler(load_event(event_name), FakeLambdaContext())
     return response
-
-
-def body_of(response: dict[str, Any]) -> Any:
-    body = response["body"]
-    if response.get("isBase64Encoded"):
-        body = base64.b64decode(body).decode()
-    return json.loads(body)
-
-
-def headers_of(response: dict[str, Any]) -> dict[str, str]:
-    headers = {k.lower(): v for k, v in response.get("headers", {}).items()}
-    for name, values in response.get("multiValueHeaders", {}).items():
-        headers[name.lower()] = ", ".join(values)
-    return headers
 
 
 def gateway_status(services: Services, method: str, path: str) -> int:

@@ -15,6 +15,7 @@ from edgemart.cache import TTLCache
 from edgemart.db import Database
 from edgemart.ratelimit.base import RateLimiter
 from edgemart.ratelimit.policies import build_rate_limiter
+from edgemart.searchcounts import MemorySearchCounts, RedisSearchCounts, SearchCounts
 from edgemart.settings import Settings
 
 
@@ -25,6 +26,7 @@ class Services:
     replica: Database
     rate_limiter: RateLimiter
     cache: TTLCache
+    search_counts: SearchCounts
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -36,10 +38,16 @@ class Services:
             replica=replica,
             rate_limiter=build_rate_limiter(settings),
             cache=TTLCache(),
+            search_counts=(
+                RedisSearchCounts(settings.redis_url)
+                if settings.redis_url
+                else MemorySearchCounts()
+            ),
         )
 
     async def aclose(self) -> None:
         await self.rate_limiter.aclose()
+        await self.search_counts.aclose()
         await self.primary.close()
         if self.replica is not self.primary:
             await self.replica.close()

@@ -51,6 +51,7 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=tuple)
     health_db_timeout_s: float = 2.0
     cursor_secret: str | None = None
+    search_trending_period_s: int = 3600
     jwt_secret: str | None = None
     jwt_jwks_url: str | None = None
     jwt_issuer: str | None = None
@@ -100,6 +101,9 @@ class Settings:
             trusted_proxies=env.networks("TRUSTED_PROXIES"),
             health_db_timeout_s=env.number("HEALTH_DB_TIMEOUT_S", defaults.health_db_timeout_s),
             cursor_secret=env.text("CURSOR_SECRET"),
+            search_trending_period_s=env.integer(
+                "SEARCH_TRENDING_PERIOD_S", defaults.search_trending_period_s, low=60
+            ),
             jwt_secret=env.text("JWT_SECRET"),
             jwt_jwks_url=env.text("JWT_JWKS_URL"),
             jwt_issuer=env.text("JWT_ISSUER"),

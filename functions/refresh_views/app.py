@@ -1,0 +1,61 @@
+"""refresh_views (scheduled every 5 minutes): refresh the home page's materialized views and
+flush buffered search counts into `popular_searches`.
+
+Everything runs in one transaction under `pg_try_advisory_xact_lock`, so overlapping runs
+never stack: a run that finds the lock taken skips, logs it and succeeds. A transaction-level
+lock (not a session one) stays correct behind a transaction pooler. REFRESH ... CONCURRENTLY
+lets readers keep reading the old contents meanwhile. Drained search counts go back into the
+buffer if the flush fails or the run skips, so none are lost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from edgemart.jobs import JobRunner
+from edgemart.logging import logger
+from edgemart.searchcounts import flush_search_counts
+from edgemart.services import Services
+
+REFRESH_LOCK_KEY = int.from_bytes(b"emrefrsh", "big") & 0x7FFF_FFFF_FFFF_FFFF
+VIEWS = ("mv_category_counts", "mv_hot_products")
+REFRESH_STATEMENT_TIMEOUT = "5min"
+
+
+async def refresh_views(services: Services, event: Mapping[str, Any]) -> dict[str, Any]:
+    counts = await services.search_counts.drain()
+    try:
+        report = await _refresh(services, counts)
+    except BaseException:
+        await services.search_counts.restore(counts)
+        raise
+    if report["status"] == "skipped":
+        await services.search_counts.restore(counts)
+    return report
+
+
+async def _refresh(services: Services, counts: dict[str, int]) -> dict[str, Any]:
+    async with services.primary.connection() as conn, conn.transaction():
+        row = await (
+            await conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS locked", [REFRESH_LOCK_KEY])
+        ).fetchone()
+        if not row or not row["locked"]:
+            logger.info("refresh_views: another run holds the lock; skipping")
+            return {"status": "skipped", "reason": "another refresh is running"}
+        await conn.execute(f"SET LOCAL statement_timeout = '{REFRESH_STATEMENT_TIMEOUT}'".encode())
+        timings: dict[str, float] = {}
+        for view in VIEWS:
+            started = time.perf_counter()
+            await conn.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {view}".encode())
+            timings[view] = round((time.perf_counter() - started) * 1000, 1)
+        flushed = await flush_search_counts(
+            conn, counts, services.settings.search_trending_period_s
+        )
+    logger.info("refresh_views: refreshed %s, flushed %d search queries", timings, flushed)
+    return {"status": "refreshed", "views_ms": timings, "search_queries_flushed": flushed}
+
+
+runner = JobRunner(refresh_views)
+handler = runner.handler

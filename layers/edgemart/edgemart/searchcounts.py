@@ -1,0 +1,124 @@
+"""Buffered search counts: searches are counted in memory or Redis, never with a database
+write per request, and `flush_search_counts` (called by refresh_views) moves them into
+`popular_searches` in one statement.
+
+`popular_searches` keeps a running total and two period counts (`current_count`,
+`previous_count`); a query is *trending* when its current period clearly beats the previous
+one. Periods are `SEARCH_TRENDING_PERIOD_S` long (default one hour), aligned to the epoch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from edgemart.db import Connection
+
+_SPACES = re.compile(r"\s+")
+REDIS_KEY = "edgemart:search_counts"
+
+# Atomically read and clear the hash, so a count is flushed exactly once.
+_DRAIN_SCRIPT = """
+local counts = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return counts
+"""
+
+
+def normalise_query(query: str) -> str:
+    return _SPACES.sub(" ", query.strip().lower())[:200]
+
+
+class SearchCounts(Protocol):
+    async def record(self, query: str) -> None: ...
+
+    async def drain(self) -> dict[str, int]:
+        """Every count recorded since the last drain, removed from the buffer."""
+        ...
+
+    async def restore(self, counts: dict[str, int]) -> None:
+        """Put drained counts back (their flush failed), so nothing is lost."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class MemorySearchCounts:
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+
+    async def record(self, query: str) -> None:
+        self._counts[normalise_query(query)] += 1
+
+    async def drain(self) -> dict[str, int]:
+        counts, self._counts = self._counts, Counter()
+        return dict(counts)
+
+    async def restore(self, counts: dict[str, int]) -> None:
+        self._counts.update(counts)
+
+    async def aclose(self) -> None:
+        self._counts.clear()
+
+
+class RedisSearchCounts:
+    """Shared across processes: one HINCRBY per search, drained by a Lua script."""
+
+    def __init__(self, url: str) -> None:
+        from edgemart.ratelimit.redis import RedisRateLimiter
+
+        # Reuse the limiter's lazily built, per-loop, bounded client factory.
+        self._clients = RedisRateLimiter(url)
+
+    async def record(self, query: str) -> None:
+        await self._clients.client().hincrby(REDIS_KEY, normalise_query(query), 1)
+
+    async def drain(self) -> dict[str, int]:
+        flat = await self._clients.client().eval(_DRAIN_SCRIPT, 1, REDIS_KEY)
+        return {flat[index].decode(): int(flat[index + 1]) for index in range(0, len(flat), 2)}
+
+    async def restore(self, counts: dict[str, int]) -> None:
+        if counts:
+            async with self._clients.client().pipeline(transaction=False) as pipe:
+                for query, count in counts.items():
+                    pipe.hincrby(REDIS_KEY, query, count)
+                await pipe.execute()
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
+
+
+ROTATE_SQL = b"""
+UPDATE popular_searches
+SET previous_count = CASE WHEN now() - period_start < 2 * %(period)s::interval
+                          THEN current_count ELSE 0 END,
+    current_count = 0,
+    period_start = date_bin(%(period)s::interval, now(), 'epoch'),
+    updated_at = now()
+WHERE now() - period_start >= %(period)s::interval
+"""
+
+UPSERT_SQL = b"""
+INSERT INTO popular_searches (query, total_count, current_count, period_start)
+SELECT query, n, n, date_bin(%(period)s::interval, now(), 'epoch')
+FROM unnest(%(queries)s::text[], %(counts)s::bigint[]) AS flushed(query, n)
+ON CONFLICT (query) DO UPDATE
+SET total_count = popular_searches.total_count + excluded.total_count,
+    current_count = popular_searches.current_count + excluded.current_count,
+    updated_at = now()
+"""
+
+
+async def flush_search_counts(conn: Connection, counts: dict[str, int], period_s: int) -> int:
+    """Rotate expired periods, then add `counts`; returns how many queries were written."""
+    period = f"{period_s} seconds"
+    await conn.execute(ROTATE_SQL, {"period": period})
+    if counts:
+        queries = sorted(counts)
+        await conn.execute(
+            UPSERT_SQL,
+            {"period": period, "queries": queries, "counts": [counts[q] for q in queries]},
+        )
+    return len(counts)

@@ -1,0 +1,63 @@
+"""Home and search Lambda handlers answer real API Gateway v1/v2 events like the gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import functions.home.app as home_function
+import functions.search.app as search_function
+from edgemart.services import Services
+from tests.conftest import settings_for
+from tests.contract.lambda_harness import (
+    FakeLambdaContext,
+    body_of,
+    headers_of,
+    installed_services,
+    load_event,
+)
+
+
+@pytest.fixture
+def home_services(catalog_database_url: str) -> Iterator[Services]:
+    with installed_services(home_function.app, settings_for(catalog_database_url)) as services:
+        yield services
+
+
+@pytest.fixture
+def search_services(catalog_database_url: str) -> Iterator[Services]:
+    settings = settings_for(catalog_database_url, cursor_secret="s")
+    with installed_services(search_function.app, settings) as services:
+        yield services
+
+
+@pytest.mark.parametrize("event", ["apigw_v2_get_home.json", "apigw_v1_get_home.json"])
+def test_home(home_services: Services, event: str) -> None:
+    response = home_function.handler(load_event(event), FakeLambdaContext())
+    assert response["statusCode"] == 200
+    headers = headers_of(response)
+    assert headers["cache-control"].startswith("public, max-age=0, s-maxage=60")
+    assert headers["etag"].startswith('"')
+    assert len(body_of(response)["hot"]) == 10
+
+
+@pytest.mark.parametrize("event", ["apigw_v2_get_search.json", "apigw_v1_get_search.json"])
+def test_search(search_services: Services, event: str) -> None:
+    response = search_function.handler(load_event(event), FakeLambdaContext())
+    assert response["statusCode"] == 200
+    body = body_of(response)
+    prices = [product["price_cents"] for product in body["results"]]
+    assert len(prices) == 5 and prices == sorted(prices)
+    assert body["next_cursor"]
+
+
+@pytest.mark.parametrize(
+    "event", ["apigw_v2_get_search_bad_query.json", "apigw_v1_get_search_bad_query.json"]
+)
+def test_search_rejects_the_sample_query(search_services: Services, event: str) -> None:
+    response = search_function.handler(load_event(event), FakeLambdaContext())
+    assert response["statusCode"] == 422
+    assert headers_of(response)["content-type"] == "application/problem+json"
+    fields = {error["field"] for error in body_of(response)["errors"]}
+    assert "q" in fields or "parameter1" in fields

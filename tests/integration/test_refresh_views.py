@@ -1,0 +1,96 @@
+"""refresh_views: refreshes under a lock, skips when overlapping, flushes search counts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from edgemart.jobs import JobRunner
+from edgemart.services import Services
+from functions.refresh_views.app import REFRESH_LOCK_KEY, refresh_views
+from tests.conftest import settings_for
+
+pytestmark = pytest.mark.anyio
+EVENT = json.loads((Path(__file__).parents[1] / "events/eventbridge_scheduled.json").read_text())
+
+
+async def test_refresh_picks_up_catalog_changes_and_flushes_counts(
+    catalog_database_url: str,
+) -> None:
+    services = Services.from_settings(settings_for(catalog_database_url))
+    try:
+        with psycopg.connect(catalog_database_url) as conn:
+            conn.execute(
+                "UPDATE products SET sold_count = 99999999 WHERE id = "
+                "(SELECT id FROM products WHERE is_available ORDER BY created_at LIMIT 1)"
+            )
+        for query in ("Office  Chair", "office chair", "lamp"):
+            await services.search_counts.record(query)
+        report = await refresh_views(services, EVENT)
+        assert report["status"] == "refreshed"
+        assert set(report["views_ms"]) == {"mv_category_counts", "mv_hot_products"}
+        assert report["search_queries_flushed"] == 2
+        with psycopg.connect(catalog_database_url) as conn:
+            top = conn.execute("SELECT max(sold_count) FROM mv_hot_products").fetchone()
+            counts = dict(
+                conn.execute("SELECT query, total_count FROM popular_searches").fetchall()
+            )
+        assert top == (99999999,)
+        assert counts["office chair"] >= 2 and counts["lamp"] >= 1
+        assert await services.search_counts.drain() == {}
+    finally:
+        await services.aclose()
+
+
+async def test_an_overlapping_run_skips_and_keeps_its_counts(catalog_database_url: str) -> None:
+    """Run A takes the refresh lock, then stalls behind a table lock the test holds; run B,
+    started meanwhile, must skip."""
+    first = Services.from_settings(settings_for(catalog_database_url))
+    second = Services.from_settings(settings_for(catalog_database_url))
+    blocker = await psycopg.AsyncConnection.connect(catalog_database_url)
+    try:
+        await blocker.execute("BEGIN")
+        await blocker.execute("LOCK TABLE products IN ACCESS EXCLUSIVE MODE")  # stalls the refresh
+        run_a = asyncio.create_task(refresh_views(first, EVENT))
+        await _wait_for_advisory_lock(catalog_database_url)
+        await second.search_counts.record("rug")
+        report_b = await refresh_views(second, EVENT)
+        assert report_b["status"] == "skipped"
+        assert await second.search_counts.drain() == {"rug": 1}  # restored, not lost
+        await blocker.execute("COMMIT")
+        report_a = await asyncio.wait_for(run_a, 30)
+        assert report_a["status"] == "refreshed"
+    finally:
+        await blocker.close()
+        await first.aclose()
+        await second.aclose()
+
+
+async def _wait_for_advisory_lock(url: str) -> None:
+    key_low = REFRESH_LOCK_KEY & 0xFFFF_FFFF
+    for _ in range(300):
+        with psycopg.connect(url) as conn:
+            held = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s",
+                [key_low],
+            ).fetchone()
+        if held and held[0]:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("run A never took the refresh lock")
+
+
+def test_lambda_handler_with_a_scheduled_event(catalog_database_url: str) -> None:
+    runner = JobRunner(
+        refresh_views, services=Services.from_settings(settings_for(catalog_database_url))
+    )
+    try:
+        first = runner.handler(EVENT, None)
+        second = runner.handler(EVENT, None)  # warm invocation: same loop, same pool
+    finally:
+        runner.close()
+    assert first["status"] == second["status"] == "refreshed"
