@@ -22,6 +22,7 @@ HTTP_FUNCTION_MODULES = (
     "functions.health.app",
     "functions.home.app",
     "functions.search.app",
+    "functions.store.app",
 )
 
 

@@ -1,5 +1,5 @@
 """refresh_views (scheduled every 5 minutes): refresh the home page's materialized views and
-flush buffered search counts into `popular_searches`.
+flush the buffered counters (search queries into `popular_searches`, product views).
 
 Everything runs in one transaction under `pg_try_advisory_xact_lock`, so overlapping runs
 never stack: a run that finds the lock taken skips, logs it and succeeds. A transaction-level
@@ -14,9 +14,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from edgemart.counters import flush_search_counts, flush_view_counts
 from edgemart.jobs import JobRunner
 from edgemart.logging import logger
-from edgemart.searchcounts import flush_search_counts
 from edgemart.services import Services
 
 REFRESH_LOCK_KEY = int.from_bytes(b"emrefrsh", "big") & 0x7FFF_FFFF_FFFF_FFFF
@@ -26,17 +26,22 @@ REFRESH_STATEMENT_TIMEOUT = "5min"
 
 async def refresh_views(services: Services, event: Mapping[str, Any]) -> dict[str, Any]:
     counts = await services.search_counts.drain()
+    views = await services.view_counts.drain()
     try:
-        report = await _refresh(services, counts)
+        report = await _refresh(services, counts, views)
     except BaseException:
         await services.search_counts.restore(counts)
+        await services.view_counts.restore(views)
         raise
     if report["status"] == "skipped":
         await services.search_counts.restore(counts)
+        await services.view_counts.restore(views)
     return report
 
 
-async def _refresh(services: Services, counts: dict[str, int]) -> dict[str, Any]:
+async def _refresh(
+    services: Services, counts: dict[str, int], views: dict[str, int]
+) -> dict[str, Any]:
     async with services.primary.connection() as conn, conn.transaction():
         row = await (
             await conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS locked", [REFRESH_LOCK_KEY])
@@ -53,8 +58,19 @@ async def _refresh(services: Services, counts: dict[str, int]) -> dict[str, Any]
         flushed = await flush_search_counts(
             conn, counts, services.settings.search_trending_period_s
         )
-    logger.info("refresh_views: refreshed %s, flushed %d search queries", timings, flushed)
-    return {"status": "refreshed", "views_ms": timings, "search_queries_flushed": flushed}
+        viewed = await flush_view_counts(conn, views)
+    logger.info(
+        "refresh_views: refreshed %s, flushed %d search queries and %d product view counts",
+        timings,
+        flushed,
+        viewed,
+    )
+    return {
+        "status": "refreshed",
+        "views_ms": timings,
+        "search_queries_flushed": flushed,
+        "product_views_flushed": viewed,
+    }
 
 
 runner = JobRunner(refresh_views)

@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from edgemart.counters import normalise_query
 from edgemart.jobs import JobRunner
 from edgemart.services import Services
 from functions.refresh_views.app import REFRESH_LOCK_KEY, refresh_views
@@ -29,9 +30,15 @@ async def test_refresh_picks_up_catalog_changes_and_flushes_counts(
                 "(SELECT id FROM products WHERE is_available ORDER BY created_at LIMIT 1)"
             )
         for query in ("Office  Chair", "office chair", "lamp"):
-            await services.search_counts.record(query)
+            await services.search_counts.record(normalise_query(query))
+        with psycopg.connect(catalog_database_url) as conn:
+            viewed = conn.execute("SELECT id::text, view_count FROM products LIMIT 1").fetchone()
+        assert viewed is not None
+        for _ in range(3):
+            await services.view_counts.record(viewed[0])
         report = await refresh_views(services, EVENT)
         assert report["status"] == "refreshed"
+        assert report["product_views_flushed"] == 1
         assert set(report["views_ms"]) == {"mv_category_counts", "mv_hot_products"}
         assert report["search_queries_flushed"] == 2
         with psycopg.connect(catalog_database_url) as conn:
@@ -40,6 +47,11 @@ async def test_refresh_picks_up_catalog_changes_and_flushes_counts(
                 conn.execute("SELECT query, total_count FROM popular_searches").fetchall()
             )
         assert top == (99999999,)
+        with psycopg.connect(catalog_database_url) as conn:
+            after = conn.execute(
+                "SELECT view_count FROM products WHERE id = %s", [viewed[0]]
+            ).fetchone()
+        assert after == (viewed[1] + 3,)
         assert counts["office chair"] >= 2 and counts["lamp"] >= 1
         assert await services.search_counts.drain() == {}
     finally:

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from edgemart.cache import TTLCache
+from edgemart.counters import SEARCH_COUNTS_KEY, VIEW_COUNTS_KEY, BufferedCounts, buffered_counts
 from edgemart.db import Database
 from edgemart.ratelimit.base import RateLimiter
 from edgemart.ratelimit.policies import build_rate_limiter
-from edgemart.searchcounts import MemorySearchCounts, RedisSearchCounts, SearchCounts
 from edgemart.settings import Settings
 
 
@@ -26,7 +26,8 @@ class Services:
     replica: Database
     rate_limiter: RateLimiter
     cache: TTLCache
-    search_counts: SearchCounts
+    search_counts: BufferedCounts
+    view_counts: BufferedCounts
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -38,16 +39,14 @@ class Services:
             replica=replica,
             rate_limiter=build_rate_limiter(settings),
             cache=TTLCache(),
-            search_counts=(
-                RedisSearchCounts(settings.redis_url)
-                if settings.redis_url
-                else MemorySearchCounts()
-            ),
+            search_counts=buffered_counts(settings.redis_url, SEARCH_COUNTS_KEY),
+            view_counts=buffered_counts(settings.redis_url, VIEW_COUNTS_KEY),
         )
 
     async def aclose(self) -> None:
         await self.rate_limiter.aclose()
         await self.search_counts.aclose()
+        await self.view_counts.aclose()
         await self.primary.close()
         if self.replica is not self.primary:
             await self.replica.close()

@@ -1,6 +1,6 @@
-"""Buffered search counts: searches are counted in memory or Redis, never with a database
-write per request, and `flush_search_counts` (called by refresh_views) moves them into
-`popular_searches` in one statement.
+"""Buffered counters (search queries, product views): counted in memory or Redis, never with
+a database write per request; refresh_views drains them and writes each kind in one
+statement (`flush_search_counts`, `flush_view_counts`).
 
 `popular_searches` keeps a running total and two period counts (`current_count`,
 `previous_count`); a query is *trending* when its current period clearly beats the previous
@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from edgemart.db import Connection
 
 _SPACES = re.compile(r"\s+")
-REDIS_KEY = "edgemart:search_counts"
+SEARCH_COUNTS_KEY = "edgemart:search_counts"
+VIEW_COUNTS_KEY = "edgemart:view_counts"
 
 # Atomically read and clear the hash, so a count is flushed exactly once.
 _DRAIN_SCRIPT = """
@@ -31,8 +32,8 @@ def normalise_query(query: str) -> str:
     return _SPACES.sub(" ", query.strip().lower())[:200]
 
 
-class SearchCounts(Protocol):
-    async def record(self, query: str) -> None: ...
+class BufferedCounts(Protocol):
+    async def record(self, name: str) -> None: ...
 
     async def drain(self) -> dict[str, int]:
         """Every count recorded since the last drain, removed from the buffer."""
@@ -45,12 +46,14 @@ class SearchCounts(Protocol):
     async def aclose(self) -> None: ...
 
 
-class MemorySearchCounts:
+class MemoryCounts:
+    """Per process: in Lambda, only the process that counted can flush (see README)."""
+
     def __init__(self) -> None:
         self._counts: Counter[str] = Counter()
 
-    async def record(self, query: str) -> None:
-        self._counts[normalise_query(query)] += 1
+    async def record(self, name: str) -> None:
+        self._counts[name] += 1
 
     async def drain(self) -> dict[str, int]:
         counts, self._counts = self._counts, Counter()
@@ -63,27 +66,28 @@ class MemorySearchCounts:
         self._counts.clear()
 
 
-class RedisSearchCounts:
-    """Shared across processes: one HINCRBY per search, drained by a Lua script."""
+class RedisCounts:
+    """Shared across processes: one HINCRBY per event, drained by a Lua script."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, key: str) -> None:
         from edgemart.ratelimit.redis import RedisRateLimiter
 
         # Reuse the limiter's lazily built, per-loop, bounded client factory.
         self._clients = RedisRateLimiter(url)
+        self.key = key
 
-    async def record(self, query: str) -> None:
-        await self._clients.client().hincrby(REDIS_KEY, normalise_query(query), 1)
+    async def record(self, name: str) -> None:
+        await self._clients.client().hincrby(self.key, name, 1)
 
     async def drain(self) -> dict[str, int]:
-        flat = await self._clients.client().eval(_DRAIN_SCRIPT, 1, REDIS_KEY)
+        flat = await self._clients.client().eval(_DRAIN_SCRIPT, 1, self.key)
         return {flat[index].decode(): int(flat[index + 1]) for index in range(0, len(flat), 2)}
 
     async def restore(self, counts: dict[str, int]) -> None:
         if counts:
             async with self._clients.client().pipeline(transaction=False) as pipe:
                 for query, count in counts.items():
-                    pipe.hincrby(REDIS_KEY, query, count)
+                    pipe.hincrby(self.key, query, count)
                 await pipe.execute()
 
     async def aclose(self) -> None:
@@ -122,3 +126,21 @@ async def flush_search_counts(conn: Connection, counts: dict[str, int], period_s
             {"period": period, "queries": queries, "counts": [counts[q] for q in queries]},
         )
     return len(counts)
+
+
+VIEWS_SQL = b"""
+UPDATE products SET view_count = view_count + viewed.n
+FROM unnest(%s::uuid[], %s::bigint[]) AS viewed(id, n)
+WHERE products.id = viewed.id
+"""
+
+
+async def flush_view_counts(conn: Connection, counts: dict[str, int]) -> int:
+    if counts:
+        ids = sorted(counts)  # a stable order: concurrent flushes lock rows alike
+        await conn.execute(VIEWS_SQL, [ids, [counts[i] for i in ids]])
+    return len(counts)
+
+
+def buffered_counts(redis_url: str | None, key: str) -> BufferedCounts:
+    return RedisCounts(redis_url, key) if redis_url else MemoryCounts()
