@@ -1,26 +1,36 @@
-"""Store function: public store pages and product detail.
+"""Store function: public store pages and product detail, and the seller's side.
 
 `GET /stores/{slug}` pages through a store's listed products newest first with keyset
 cursors (the `(store_id, created_at DESC, id DESC)` index); `GET /products/{id}` is the
 product detail. Both are cached per §5; views are counted in a buffer that refresh_views
 flushes, never with a write per request.
+
+Sellers (bearer JWT): `POST /stores`, `POST /products`, `PATCH /products/{id}` (owner only,
+gated by the `listings` kill switch) and `GET /stores/{slug}/payouts` (owner only; anyone
+else gets 404, so store ownership does not leak). A new listing is live at once with
+`quality_score = null` (pending verification). Writes drop this process's cached copies, so
+it serves the new data at once; other processes and the CDN catch up within the route's TTL.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from psycopg.errors import UniqueViolation
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edgemart.appfactory import build_app, lambda_handler
+from edgemart.auth import ForbiddenError, authenticate
 from edgemart.cache import CACHE_RULES, cached_response, normalised_query
 from edgemart.cursor import cursor_key, decode_cursor, encode_cursor, query_fingerprint
+from edgemart.db import Connection
 from edgemart.errors import ProblemError
 from edgemart.products import product_summary, rfc3339
 from edgemart.services import services_of
-from edgemart.validation import QueryParams, ValidationError, path_uuid
+from edgemart.validation import QueryParams, ValidationError, json_object, path_uuid
 
 STORE_RULE = CACHE_RULES["store_page"]
 PRODUCT_RULE = CACHE_RULES["product_page"]
@@ -138,9 +148,217 @@ async def product_page(request: Request) -> Response:
     return cached_response(request, rendered, PRODUCT_RULE)
 
 
+SLUG = re.compile(r"[a-z0-9-]{3,60}")
+CURRENCY = re.compile(r"[A-Z]{3}")
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class StoreSlugTakenError(ProblemError):
+    def __init__(self, slug: str) -> None:
+        super().__init__(409, "store_slug_taken", "Store slug taken", f"'{slug}' is taken")
+
+
+class ListingsDisabledError(ProblemError):
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            503,
+            "listings_disabled",
+            "Listings are switched off",
+            "New and changed listings are paused; try again later",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+
+
+PRODUCT_FROM_P = f"{product_summary()} AS product FROM p JOIN stores s ON s.id = p.store_id"
+
+STORE_JSON = f"""json_build_object(
+    'slug', s.slug, 'name', s.name, 'description', s.description, 'rating', s.rating,
+    'product_count', 0, 'created_at', {rfc3339("s.created_at")})"""
+
+
+async def create_store(request: Request) -> Response:
+    principal = await authenticate(request)
+    body = await json_object(request)
+    slug = body.text("slug", required=True, max_length=60, pattern=SLUG)
+    name = body.text("name", required=True, min_length=1, max_length=100)
+    description = body.text("description", max_length=2000) or ""
+    body.finish()
+    sql = (
+        "INSERT INTO stores AS s (slug, name, description, owner_sub) VALUES (%s, %s, %s, %s) "
+        f"RETURNING {STORE_JSON} AS store"
+    )
+    try:
+        async with services_of(request).primary.connection() as conn:
+            row = await (
+                await conn.execute(sql.encode(), [slug, name, description, principal.sub])
+            ).fetchone()
+    except UniqueViolation:
+        raise StoreSlugTakenError(str(slug)) from None
+    return JSONResponse(row["store"] if row else None, status_code=201, headers=NO_STORE)
+
+
+async def _ensure_listings_enabled(conn: Connection) -> None:
+    row = await (
+        await conn.execute(
+            "SELECT enabled, GREATEST(1, ceil(extract(epoch FROM cooldown_until - now())))::int "
+            "AS retry FROM kill_switches WHERE name = 'listings'"
+        )
+    ).fetchone()
+    if row and row["enabled"]:
+        raise ListingsDisabledError(max(60, row["retry"] or 60))
+
+
+async def create_product(request: Request) -> Response:
+    principal = await authenticate(request)
+    body = await json_object(request)
+    store_slug = body.text("store_slug", required=True, max_length=60, pattern=SLUG)
+    category_id = body.integer("category_id", required=True, low=1, high=2**31 - 1)
+    name = body.text("name", required=True, min_length=1, max_length=200)
+    description = body.text("description", max_length=5000) or ""
+    price = body.integer("price_cents", required=True, low=1, high=1_000_000_000)
+    currency = body.text("currency", max_length=3, pattern=CURRENCY) or "USD"
+    stock = body.integer("stock", required=True, low=0, high=1_000_000)
+    body.finish()
+    services = services_of(request)
+    async with services.primary.connection() as conn:
+        await _ensure_listings_enabled(conn)
+        store = await (
+            await conn.execute(
+                "SELECT id, owner_sub FROM stores WHERE slug = %s AND is_active", [store_slug]
+            )
+        ).fetchone()
+        category = await (
+            await conn.execute("SELECT id FROM categories WHERE id = %s", [category_id])
+        ).fetchone()
+        errors = []
+        if store is None:
+            errors.append({"field": "store_slug", "location": "body", "message": "unknown store"})
+        if category is None:
+            errors.append(
+                {"field": "category_id", "location": "body", "message": "unknown category"}
+            )
+        if store is None or category is None:
+            raise ValidationError(errors)
+        if store["owner_sub"] != principal.sub:
+            raise ForbiddenError("Only the store's owner can list products in it")
+        row = await (
+            await conn.execute(
+                (
+                    "WITH p AS (INSERT INTO products (store_id, category_id, name, description, "
+                    "price_cents, currency, stock, quality_score) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, NULL) RETURNING *) "
+                    f"SELECT {PRODUCT_FROM_P}"
+                ).encode(),
+                [store["id"], category_id, name, description, price, currency, stock],
+            )
+        ).fetchone()
+    services.cache.invalidate_prefix(f"store:{store_slug}?")
+    return JSONResponse(row["product"] if row else None, status_code=201, headers=NO_STORE)
+
+
+async def update_product(request: Request) -> Response:
+    principal = await authenticate(request)
+    product_id = str(path_uuid(request, "product_id"))
+    body = await json_object(request)
+    changes: dict[str, Any] = {
+        "price_cents": body.integer("price_cents", low=1, high=1_000_000_000),
+        "stock": body.integer("stock", low=0, high=1_000_000),
+        "is_available": body.boolean("is_available"),
+        "name": body.text("name", min_length=1, max_length=200),
+        "description": body.text("description", max_length=5000),
+    }
+    body.finish()
+    changes = {column: value for column, value in changes.items() if body.has(column)}
+    if not changes:
+        raise ValidationError(
+            [{"field": "body", "location": "body", "message": "give at least one field to change"}]
+        )
+    services = services_of(request)
+    async with services.primary.connection() as conn:
+        await _ensure_listings_enabled(conn)
+        owner = await (
+            await conn.execute(
+                "SELECT s.owner_sub, s.slug FROM products p JOIN stores s ON s.id = p.store_id "
+                "WHERE p.id = %s",
+                [product_id],
+            )
+        ).fetchone()
+        if owner is None:
+            raise ProductNotFoundError()
+        if owner["owner_sub"] != principal.sub:
+            raise ForbiddenError("Only the store's owner can change its products")
+        assignments = ", ".join(f"{column} = %s" for column in changes)
+        row = await (
+            await conn.execute(
+                (
+                    f"WITH p AS (UPDATE products SET {assignments}, updated_at = now() "
+                    "WHERE id = %s RETURNING *) "
+                    f"SELECT {PRODUCT_FROM_P}"
+                ).encode(),
+                [*changes.values(), product_id],
+            )
+        ).fetchone()
+    services.cache.invalidate(f"product:{product_id}")
+    services.cache.invalidate_prefix(f"store:{owner['slug']}?")
+    return JSONResponse(row["product"] if row else None, headers=NO_STORE)
+
+
+PAYOUTS_SQL = f"""
+SELECT json_build_object('order_id', po.order_id, 'amount_cents', po.amount_cents,
+                         'fee_cents', po.fee_cents, 'created_at', {rfc3339("po.created_at")})
+       AS payout, po.created_at::text AS k0, po.id::text AS k1
+FROM payouts po WHERE po.store_id = %s {{after}}
+ORDER BY po.created_at DESC, po.id DESC LIMIT %s
+"""
+
+
+async def store_payouts(request: Request) -> Response:
+    principal = await authenticate(request)
+    slug = str(request.path_params["slug"])
+    query = QueryParams(request, ("limit", "cursor"))
+    limit = query.integer("limit", default=50, low=1, high=100) or 50
+    cursor = query.text("cursor", max_length=1000)
+    query.raise_if_invalid()
+    services = services_of(request)
+    key = cursor_key(services.settings.cursor_secret)
+    fingerprint = query_fingerprint("payouts", slug, principal.sub)
+    position = decode_cursor(key, fingerprint, cursor) if cursor else None
+    async with services.primary.connection() as conn:
+        store = await (
+            await conn.execute(
+                "SELECT id, (SELECT json_build_object('total', coalesce(sum(amount_cents), 0), "
+                "'fees', coalesce(sum(fee_cents), 0)) FROM payouts WHERE store_id = s.id) AS sums "
+                "FROM stores s WHERE slug = %s AND owner_sub = %s",
+                [slug, principal.sub],
+            )
+        ).fetchone()
+        if store is None:
+            raise StoreNotFoundError()
+        after = "AND (po.created_at, po.id) < (%s::timestamptz, %s::uuid)" if position else ""
+        args = [store["id"], *(position or []), limit + 1]
+        rows = await (await conn.execute(PAYOUTS_SQL.format(after=after).encode(), args)).fetchall()
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = encode_cursor(key, fingerprint, [page[-1]["k0"], page[-1]["k1"]])
+    return JSONResponse(
+        {
+            "payouts": [row["payout"] for row in page],
+            "total_cents": store["sums"]["total"],
+            "total_fee_cents": store["sums"]["fees"],
+            "next_cursor": next_cursor,
+        },
+        headers=NO_STORE,
+    )
+
+
 routes = [
+    Route("/stores", create_store, methods=["POST"]),
     Route("/stores/{slug}", store_page, methods=["GET"]),
+    Route("/stores/{slug}/payouts", store_payouts, methods=["GET"]),
+    Route("/products", create_product, methods=["POST"]),
     Route("/products/{product_id}", product_page, methods=["GET"]),
+    Route("/products/{product_id}", update_product, methods=["PATCH"]),
 ]
 app = build_app(routes)
 handler = lambda_handler(app)

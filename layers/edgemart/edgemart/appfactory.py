@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
+from edgemart.auth import subject_from_scope
 from edgemart.errors import ProblemError, http_exception_handler, problem_error_handler
 from edgemart.logging import logger
 from edgemart.ratelimit.middleware import RateLimitMiddleware
@@ -51,6 +52,7 @@ def build_app(
             RateLimitMiddleware,
             table=RateLimitTable.from_settings(settings),
             trusted_proxies=settings.trusted_proxies,
+            subject_of=subject_from_scope,
         ),
     ]
     app = Starlette(

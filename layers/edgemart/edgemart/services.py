@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from edgemart.auth import Authenticator
 from edgemart.cache import TTLCache
 from edgemart.counters import SEARCH_COUNTS_KEY, VIEW_COUNTS_KEY, BufferedCounts, buffered_counts
 from edgemart.db import Database
@@ -28,6 +29,7 @@ class Services:
     cache: TTLCache
     search_counts: BufferedCounts
     view_counts: BufferedCounts
+    authenticator: Authenticator
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -41,6 +43,7 @@ class Services:
             cache=TTLCache(),
             search_counts=buffered_counts(settings.redis_url, SEARCH_COUNTS_KEY),
             view_counts=buffered_counts(settings.redis_url, VIEW_COUNTS_KEY),
+            authenticator=Authenticator.from_settings(settings),
         )
 
     async def aclose(self) -> None:
