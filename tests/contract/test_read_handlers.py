@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
+import psycopg
 import pytest
 
 import functions.home.app as home_function
 import functions.search.app as search_function
+import functions.store.app as store_function
 from edgemart.services import Services
 from tests.conftest import settings_for
 from tests.contract.lambda_harness import (
@@ -61,3 +64,36 @@ def test_search_rejects_the_sample_query(search_services: Services, event: str) 
     assert headers_of(response)["content-type"] == "application/problem+json"
     fields = {error["field"] for error in body_of(response)["errors"]}
     assert "q" in fields or "parameter1" in fields
+
+
+@pytest.fixture
+def store_services(catalog_database_url: str) -> Iterator[Services]:
+    settings = settings_for(catalog_database_url, cursor_secret="s")
+    with installed_services(store_function.app, settings) as services:
+        yield services
+
+
+def with_path(event: dict[str, Any], path: str) -> dict[str, Any]:
+    if "rawPath" in event:
+        event["rawPath"] = path
+        event["requestContext"]["http"]["path"] = path
+    else:
+        event["path"] = path
+    return event
+
+
+@pytest.mark.parametrize(
+    "event", ["apigw_v2_get_store_unknown.json", "apigw_v1_get_store_unknown.json"]
+)
+def test_store_page(store_services: Services, catalog_database_url: str, event: str) -> None:
+    missing = store_function.handler(load_event(event), FakeLambdaContext())
+    assert missing["statusCode"] == 404
+    assert body_of(missing)["code"] == "store_not_found"
+    with psycopg.connect(catalog_database_url) as conn:
+        row = conn.execute("SELECT slug FROM stores ORDER BY slug LIMIT 1").fetchone()
+    assert row is not None
+    found = store_function.handler(
+        with_path(load_event(event), f"/stores/{row[0]}"), FakeLambdaContext()
+    )
+    assert found["statusCode"] == 200
+    assert body_of(found)["store"]["slug"] == row[0]
