@@ -1,5 +1,6 @@
 """refresh_views (scheduled every 5 minutes): refresh the home page's materialized views and
-flush the buffered counters (search queries into `popular_searches`, product views).
+flush the buffered counters (search queries into `popular_searches`, product views, the
+search history of signed-in users).
 
 Everything runs in one transaction under `pg_try_advisory_xact_lock`, so overlapping runs
 never stack: a run that finds the lock taken skips, logs it and succeeds. A transaction-level
@@ -14,7 +15,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from edgemart.counters import flush_search_counts, flush_view_counts
+from edgemart.counters import (
+    BufferedCounts,
+    flush_search_counts,
+    flush_search_history,
+    flush_view_counts,
+)
 from edgemart.jobs import JobRunner
 from edgemart.logging import logger
 from edgemart.services import Services
@@ -25,22 +31,25 @@ REFRESH_STATEMENT_TIMEOUT = "5min"
 
 
 async def refresh_views(services: Services, event: Mapping[str, Any]) -> dict[str, Any]:
-    counts = await services.search_counts.drain()
-    views = await services.view_counts.drain()
+    buffers = (services.search_counts, services.view_counts, services.search_history)
+    drained = [await buffer.drain() for buffer in buffers]
     try:
-        report = await _refresh(services, counts, views)
+        report = await _refresh(services, *drained)
     except BaseException:
-        await services.search_counts.restore(counts)
-        await services.view_counts.restore(views)
+        await _restore(buffers, drained)
         raise
     if report["status"] == "skipped":
-        await services.search_counts.restore(counts)
-        await services.view_counts.restore(views)
+        await _restore(buffers, drained)
     return report
 
 
+async def _restore(buffers: tuple[BufferedCounts, ...], drained: list[dict[str, int]]) -> None:
+    for buffer, counts in zip(buffers, drained, strict=True):
+        await buffer.restore(counts)
+
+
 async def _refresh(
-    services: Services, counts: dict[str, int], views: dict[str, int]
+    services: Services, counts: dict[str, int], views: dict[str, int], history: dict[str, int]
 ) -> dict[str, Any]:
     async with services.primary.connection() as conn, conn.transaction():
         row = await (
@@ -59,6 +68,7 @@ async def _refresh(
             conn, counts, services.settings.search_trending_period_s
         )
         viewed = await flush_view_counts(conn, views)
+        remembered = await flush_search_history(conn, history)
     logger.info(
         "refresh_views: refreshed %s, flushed %d search queries and %d product view counts",
         timings,
@@ -70,6 +80,7 @@ async def _refresh(
         "views_ms": timings,
         "search_queries_flushed": flushed,
         "product_views_flushed": viewed,
+        "search_history_flushed": remembered,
     }
 
 

@@ -16,8 +16,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from edgemart.appfactory import build_app, lambda_handler
+from edgemart.auth import authenticate
 from edgemart.cache import CACHE_RULES, cached_response, normalised_query
-from edgemart.counters import normalise_query
+from edgemart.counters import history_entry, normalise_query
 from edgemart.cursor import cursor_key, decode_cursor, encode_cursor, query_fingerprint
 from edgemart.products import product_summary
 from edgemart.services import services_of
@@ -168,6 +169,9 @@ async def search(request: Request) -> Response:
     if params.q is not None and params.cursor is None:
         # Counted in a buffer (memory or Redis), flushed to the database by refresh_views.
         await services.search_counts.record(normalise_query(params.q))
+        if "authorization" in request.headers:
+            principal = await authenticate(request)
+            await services.search_history.record(history_entry(principal.sub, params.q))
     cache_key = "search?" + normalised_query(request, RULE)
     rendered = await services.cache.get_or_load(
         cache_key, RULE.s_maxage, lambda: load_search(request, params)

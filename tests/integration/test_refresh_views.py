@@ -106,3 +106,57 @@ def test_lambda_handler_with_a_scheduled_event(catalog_database_url: str) -> Non
     finally:
         runner.close()
     assert first["status"] == second["status"] == "refreshed"
+
+
+async def test_signed_in_search_history_is_kept_and_bounded(catalog_database_url: str) -> None:
+    import time as clock
+
+    import httpx
+    import jwt
+
+    from gateway.app import create_gateway
+
+    secret = "history-tests-secret-of-at-least-32-bytes"
+    services = Services.from_settings(
+        settings_for(
+            catalog_database_url,
+            jwt_secret=secret,
+            cursor_secret="s",
+            rate_limit_overrides=(("search", 0, 60),),
+        )
+    )
+    now = int(clock.time())
+    auth = {"Authorization": "Bearer " + jwt.encode({"sub": "hist-user", "exp": now + 60}, secret)}
+    transport = httpx.ASGITransport(app=create_gateway(services))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            signed_in = await client.get(
+                "/marketplace/search", params={"q": "Oak  Lamp"}, headers=auth
+            )
+            anonymous = await client.get("/marketplace/search", params={"q": "rug"})
+            bad = await client.get(
+                "/marketplace/search", params={"q": "x"}, headers={"Authorization": "Bearer nope"}
+            )
+        assert (signed_in.status_code, anonymous.status_code, bad.status_code) == (200, 200, 401)
+        report = await refresh_views(services, EVENT)
+        assert report["search_history_flushed"] == 1
+        with psycopg.connect(catalog_database_url) as conn:
+            for index in range(60):
+                conn.execute(
+                    "INSERT INTO search_history (user_sub, query, created_at) "
+                    "VALUES ('hist-user', %s, now() - interval '1 day' + %s * interval '1 s')",
+                    [f"old {index}", index],
+                )
+        await services.search_history.record("hist-user\x1fnewest")
+        await refresh_views(services, EVENT)
+        with psycopg.connect(catalog_database_url) as conn:
+            rows = conn.execute(
+                "SELECT query FROM search_history WHERE user_sub = 'hist-user' "
+                "ORDER BY created_at DESC, id DESC"
+            ).fetchall()
+        queries = [row[0] for row in rows]
+        assert len(queries) == 50
+        assert queries[:2] == ["newest", "oak lamp"]
+        assert "old 0" not in queries and "old 59" in queries
+    finally:
+        await services.aclose()

@@ -1,6 +1,7 @@
-"""Buffered counters (search queries, product views): counted in memory or Redis, never with
-a database write per request; refresh_views drains them and writes each kind in one
-statement (`flush_search_counts`, `flush_view_counts`).
+"""Buffered counters (search queries, product views, signed-in users' search history):
+counted in memory or Redis, never with a database write per request; refresh_views drains
+them and writes each kind in one statement (`flush_search_counts`, `flush_view_counts`,
+`flush_search_history`).
 
 `popular_searches` keeps a running total and two period counts (`current_count`,
 `previous_count`); a query is *trending* when its current period clearly beats the previous
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
 _SPACES = re.compile(r"\s+")
 SEARCH_COUNTS_KEY = "edgemart:search_counts"
 VIEW_COUNTS_KEY = "edgemart:view_counts"
+SEARCH_HISTORY_KEY = "edgemart:search_history"
+HISTORY_SEPARATOR = "\x1f"  # unit separator: cannot occur in a JWT subject or a search
+SEARCH_HISTORY_PER_USER = 50
 
 # Atomically read and clear the hash, so a count is flushed exactly once.
 _DRAIN_SCRIPT = """
@@ -144,3 +148,39 @@ async def flush_view_counts(conn: Connection, counts: dict[str, int]) -> int:
 
 def buffered_counts(redis_url: str | None, key: str) -> BufferedCounts:
     return RedisCounts(redis_url, key) if redis_url else MemoryCounts()
+
+
+def history_entry(user_sub: str, query: str) -> str:
+    return f"{user_sub}{HISTORY_SEPARATOR}{normalise_query(query)}"
+
+
+HISTORY_INSERT_SQL = b"""
+INSERT INTO search_history (user_sub, query)
+SELECT user_sub, query FROM unnest(%s::text[], %s::text[]) AS searched(user_sub, query)
+"""
+
+HISTORY_TRIM_SQL = b"""
+DELETE FROM search_history h USING (
+    SELECT id FROM (
+        SELECT id, row_number() OVER (PARTITION BY user_sub ORDER BY created_at DESC, id DESC)
+               AS newest_first
+        FROM search_history WHERE user_sub = ANY(%s::text[])
+    ) ranked WHERE newest_first > %s
+) old WHERE h.id = old.id
+"""
+
+
+async def flush_search_history(
+    conn: Connection, entries: dict[str, int], keep_per_user: int = SEARCH_HISTORY_PER_USER
+) -> int:
+    """Record each (user, query) searched since the last flush once, then keep only each
+    user's newest `keep_per_user` rows."""
+    pairs = sorted(
+        entry.split(HISTORY_SEPARATOR, 1) for entry in entries if HISTORY_SEPARATOR in entry
+    )
+    if not pairs:
+        return 0
+    users = [user for user, _ in pairs]
+    await conn.execute(HISTORY_INSERT_SQL, [users, [query for _, query in pairs]])
+    await conn.execute(HISTORY_TRIM_SQL, [sorted(set(users)), keep_per_user])
+    return len(pairs)

@@ -13,7 +13,13 @@ from starlette.requests import Request
 
 from edgemart.auth import Authenticator
 from edgemart.cache import TTLCache
-from edgemart.counters import SEARCH_COUNTS_KEY, VIEW_COUNTS_KEY, BufferedCounts, buffered_counts
+from edgemart.counters import (
+    SEARCH_COUNTS_KEY,
+    SEARCH_HISTORY_KEY,
+    VIEW_COUNTS_KEY,
+    BufferedCounts,
+    buffered_counts,
+)
 from edgemart.db import Database
 from edgemart.ratelimit.base import RateLimiter
 from edgemart.ratelimit.policies import build_rate_limiter
@@ -29,6 +35,7 @@ class Services:
     cache: TTLCache
     search_counts: BufferedCounts
     view_counts: BufferedCounts
+    search_history: BufferedCounts
     authenticator: Authenticator
 
     @classmethod
@@ -43,6 +50,7 @@ class Services:
             cache=TTLCache(),
             search_counts=buffered_counts(settings.redis_url, SEARCH_COUNTS_KEY),
             view_counts=buffered_counts(settings.redis_url, VIEW_COUNTS_KEY),
+            search_history=buffered_counts(settings.redis_url, SEARCH_HISTORY_KEY),
             authenticator=Authenticator.from_settings(settings),
         )
 
@@ -50,6 +58,7 @@ class Services:
         await self.rate_limiter.aclose()
         await self.search_counts.aclose()
         await self.view_counts.aclose()
+        await self.search_history.aclose()
         await self.primary.close()
         if self.replica is not self.primary:
             await self.replica.close()
