@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from edgemart.ratelimit.base import Clock, RateLimitBackendError, now_micros
-from edgemart.ratelimit.script import decision_from_reply, script_call
-from edgemart.ratelimit.window import Decision, Policy
+from edgemart.ratelimit.base import Clock
+from edgemart.ratelimit.script import ScriptedRateLimiter
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 
-class RedisRateLimiter:
+class RedisRateLimiter(ScriptedRateLimiter):
     backend = "redis"
 
     def __init__(
@@ -30,8 +29,8 @@ class RedisRateLimiter:
         socket_timeout_s: float = 1.0,
         max_connections: int = 50,
     ) -> None:
+        super().__init__(clock=clock)
         self.url = url
-        self.clock = clock
         self.socket_timeout_s = socket_timeout_s
         self.max_connections = max_connections
         self._client: Redis | None = None
@@ -58,27 +57,24 @@ class RedisRateLimiter:
             self._loop = loop
         return self._client
 
-    async def check(self, key: str, policy: Policy) -> Decision:
-        from redis.exceptions import NoScriptError, RedisError
+    async def _evalsha(self, sha: str, keys: list[str], args: list[str]) -> Any:
+        return await self.client().evalsha(sha, len(keys), *keys, *args)
 
-        now_us = None if self.clock is None else now_micros(self.clock)
-        script, sha, keys, args = script_call(key, policy, now_us)
-        client = self.client()
-        try:
-            try:
-                reply: Any = await client.evalsha(sha, len(keys), *keys, *args)
-            except NoScriptError:
-                await client.script_load(script)
-                reply = await client.evalsha(sha, len(keys), *keys, *args)
-        except RedisError as exc:
-            raise RateLimitBackendError(f"redis: {exc}") from exc
-        return decision_from_reply(policy, reply)
+    async def _script_load(self, script: str) -> None:
+        await self.client().script_load(script)
 
-    async def ping(self) -> bool:
-        try:
-            return bool(await self.client().ping())
-        except Exception:
-            return False
+    async def _ping(self) -> bool:
+        return bool(await self.client().ping())
+
+    def _is_noscript(self, exc: Exception) -> bool:
+        from redis.exceptions import NoScriptError
+
+        return isinstance(exc, NoScriptError)
+
+    def _is_client_error(self, exc: Exception) -> bool:
+        from redis.exceptions import RedisError
+
+        return isinstance(exc, RedisError)
 
     async def aclose(self) -> None:
         client, self._client, self._loop = self._client, None, None

@@ -12,8 +12,9 @@ import hashlib
 import itertools
 import os
 from collections.abc import Sequence
+from typing import Any
 
-from edgemart.ratelimit.base import RateLimitBackendError
+from edgemart.ratelimit.base import Clock, RateLimitBackendError, now_micros
 from edgemart.ratelimit.window import Decision, Policy, counter_decision, log_decision
 
 _SERVER_TIME = """
@@ -105,3 +106,52 @@ def decision_from_reply(policy: Policy, reply: object) -> Decision:
     if policy.algorithm == "counter":
         return counter_decision(policy, bool(allowed), prev=second, cur=first, now_us=now_us)
     return log_decision(policy, bool(allowed), count=first, oldest_us=second, now_us=now_us)
+
+
+class ScriptedRateLimiter:
+    """What the Redis and Upstash backends share: one EVALSHA per check, the script loaded
+    again on NOSCRIPT, client errors turned into `RateLimitBackendError`. A backend supplies
+    only the client primitives (Powertools' persistence-layer pattern)."""
+
+    backend = "scripted"
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self.clock = clock
+
+    async def check(self, key: str, policy: Policy) -> Decision:
+        now_us = None if self.clock is None else now_micros(self.clock)
+        script, sha, keys, args = script_call(key, policy, now_us)
+        try:
+            try:
+                reply = await self._evalsha(sha, keys, args)
+            except Exception as exc:
+                if not self._is_noscript(exc):
+                    raise
+                await self._script_load(script)
+                reply = await self._evalsha(sha, keys, args)
+        except Exception as exc:
+            if not self._is_client_error(exc):
+                raise
+            raise RateLimitBackendError(f"{self.backend}: {exc}") from exc
+        return decision_from_reply(policy, reply)
+
+    async def ping(self) -> bool:
+        try:
+            return await self._ping()
+        except Exception:
+            return False
+
+    async def _evalsha(self, sha: str, keys: list[str], args: list[str]) -> Any:
+        raise NotImplementedError
+
+    async def _script_load(self, script: str) -> None:
+        raise NotImplementedError
+
+    async def _ping(self) -> bool:
+        raise NotImplementedError
+
+    def _is_noscript(self, exc: Exception) -> bool:
+        raise NotImplementedError
+
+    def _is_client_error(self, exc: Exception) -> bool:
+        raise NotImplementedError

@@ -9,21 +9,20 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from edgemart.ratelimit.base import Clock, RateLimitBackendError, now_micros
-from edgemart.ratelimit.script import decision_from_reply, script_call
-from edgemart.ratelimit.window import Decision, Policy
+from edgemart.ratelimit.base import Clock
+from edgemart.ratelimit.script import ScriptedRateLimiter
 
 if TYPE_CHECKING:
     from upstash_redis.asyncio import Redis
 
 
-class UpstashRateLimiter:
+class UpstashRateLimiter(ScriptedRateLimiter):
     backend = "upstash"
 
     def __init__(self, url: str, token: str, *, clock: Clock | None = None) -> None:
+        super().__init__(clock=clock)
         self.url = url
         self.token = token
-        self.clock = clock
         self._client: Redis | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -38,30 +37,25 @@ class UpstashRateLimiter:
             self._loop = loop
         return self._client
 
-    async def check(self, key: str, policy: Policy) -> Decision:
+    async def _evalsha(self, sha: str, keys: list[str], args: list[str]) -> Any:
+        return await self.client().evalsha(sha, keys=keys, args=args)
+
+    async def _script_load(self, script: str) -> None:
+        await self.client().script_load(script)
+
+    async def _ping(self) -> bool:
+        return bool(await self.client().ping())
+
+    def _is_noscript(self, exc: Exception) -> bool:
+        from upstash_redis.errors import UpstashError
+
+        return isinstance(exc, UpstashError) and "NOSCRIPT" in str(exc)
+
+    def _is_client_error(self, exc: Exception) -> bool:
         from httpx import HTTPError
         from upstash_redis.errors import UpstashError
 
-        now_us = None if self.clock is None else now_micros(self.clock)
-        script, sha, keys, args = script_call(key, policy, now_us)
-        client = self.client()
-        try:
-            try:
-                reply: Any = await client.evalsha(sha, keys=keys, args=args)
-            except UpstashError as exc:
-                if "NOSCRIPT" not in str(exc):
-                    raise
-                await client.script_load(script)
-                reply = await client.evalsha(sha, keys=keys, args=args)
-        except (UpstashError, HTTPError, OSError) as exc:
-            raise RateLimitBackendError(f"upstash: {exc}") from exc
-        return decision_from_reply(policy, reply)
-
-    async def ping(self) -> bool:
-        try:
-            return bool(await self.client().ping())
-        except Exception:
-            return False
+        return isinstance(exc, UpstashError | HTTPError | OSError)
 
     async def aclose(self) -> None:
         client, self._client, self._loop = self._client, None, None
