@@ -29,6 +29,7 @@ POPULAR_RULE = CACHE_RULES["popular_searches"]
 SORTS = ("relevance", "price_asc", "price_desc", "newest", "popular")
 MAX_PRICE = 1_000_000_000
 POPULAR_LIMIT = 20
+WALK_WINDOW = 3000  # listed products a sorted walk looks at before giving up (see below)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,22 +95,13 @@ def parse_search(request: Request) -> SearchParams:
     return SearchParams(q, category, min_price, max_price, sort, limit or 20, cursor)
 
 
-def build_search_sql(params: SearchParams, position: list[Any] | None) -> tuple[bytes, list[Any]]:
-    """The page query: filters, keyset continuation after `position`, limit + 1 rows."""
+def _filters(
+    params: SearchParams, keys: tuple[str, ...], position: list[Any] | None
+) -> tuple[list[str], list[Any]]:
+    """Listing, category, price and keyset conditions (not the text match) and their args."""
     spec = SORT_SPECS[params.sort]
-    keys = spec.keys
-    if params.q is not None and params.sort != "relevance":
-        # With a text query, matching rows come from the GIN index and are few; ordering by a
-        # plain column would tempt the planner into walking that column's index and testing
-        # every row against the query (seconds on a million rows). `+ 0` hides the index.
-        keys = tuple(_no_index(key) for key in keys)
+    conditions = ["p.is_available", "p.is_approved"]
     args: list[Any] = []
-    conditions = ["p.is_available", "p.is_approved", "s.is_active"]
-    source = "products p JOIN stores s ON s.id = p.store_id"
-    if params.q is not None:
-        source += ", websearch_to_tsquery('english', %s) AS query(q)"
-        args.append(params.q)
-        conditions.append("p.search_vector @@ query.q")
     if params.category is not None:
         conditions.append("p.category_id = (SELECT id FROM categories WHERE slug = %s)")
         args.append(params.category)
@@ -119,17 +111,71 @@ def build_search_sql(params: SearchParams, position: list[Any] | None) -> tuple[
     if params.max_price is not None:
         conditions.append("p.price_cents <= %s")
         args.append(params.max_price)
-    direction = "DESC" if spec.descending else "ASC"
     if position is not None:
         placeholders = ", ".join(f"%s::{cast}" for cast in spec.casts)
         operator = "<" if spec.descending else ">"
         conditions.append(f"({', '.join(keys)}) {operator} ({placeholders})")
         args.extend(position)
+    return conditions, args
+
+
+def _select(keys: tuple[str, ...]) -> str:
     key_columns = ", ".join(f"({key})::text AS k{index}" for index, key in enumerate(keys))
-    order_by = ", ".join(f"{key} {direction}" for key in keys)
+    return f"SELECT {product_summary()} AS item, {key_columns}"
+
+
+def _order(keys: tuple[str, ...], descending: bool) -> str:
+    direction = "DESC" if descending else "ASC"
+    return ", ".join(f"{key} {direction}" for key in keys)
+
+
+def build_search_sql(params: SearchParams, position: list[Any] | None) -> tuple[bytes, list[Any]]:
+    """The page query: filters, keyset continuation after `position`, limit + 1 rows."""
+    spec = SORT_SPECS[params.sort]
+    keys = spec.keys
+    if params.q is not None and params.sort != "relevance":
+        # Here the text match must drive the plan (GIN index, then sort the matches):
+        # ordering by a plain column would tempt the planner into walking that column's index
+        # and testing every row against the query (seconds on a million rows for a rare term).
+        # `+ 0` hides the index. Common terms take the walk in `build_window_sql` instead.
+        keys = tuple(_no_index(key) for key in keys)
+    args: list[Any] = []
+    source = "products p JOIN stores s ON s.id = p.store_id"
+    text_match: list[str] = []
+    if params.q is not None:
+        source += ", websearch_to_tsquery('english', %s) AS query(q)"
+        args.append(params.q)
+        text_match.append("p.search_vector @@ query.q")
+    conditions, filter_args = _filters(params, keys, position)
+    args.extend(filter_args)
+    where = " AND ".join([*conditions, "s.is_active", *text_match])
     sql = (
-        f"SELECT {product_summary()} AS item, {key_columns} FROM {source} "
-        f"WHERE {' AND '.join(conditions)} ORDER BY {order_by} LIMIT %s"
+        f"{_select(keys)} FROM {source} WHERE {where} "
+        f"ORDER BY {_order(keys, spec.descending)} LIMIT %s"
+    )
+    args.append(params.limit + 1)
+    return sql.encode(), args
+
+
+def build_window_sql(
+    params: SearchParams, position: list[Any] | None, window: int
+) -> tuple[bytes, list[Any]]:
+    """For a text query in a column order: walk that column's index through the next
+    `window` listed products and keep the matches. For a common term the page fills within a
+    few milliseconds; when it does not fill, `build_search_sql` gives the exact answer."""
+    spec = SORT_SPECS[params.sort]
+    conditions, args = _filters(params, spec.keys, position)
+    inner = (
+        f"SELECT p.* FROM products p WHERE {' AND '.join(conditions)} "
+        f"ORDER BY {_order(spec.keys, spec.descending)} LIMIT %s"
+    )
+    args.append(window)
+    args.append(params.q)
+    sql = (
+        f"{_select(spec.keys)} FROM ({inner}) p JOIN stores s ON s.id = p.store_id, "
+        "websearch_to_tsquery('english', %s) AS query(q) "
+        "WHERE p.search_vector @@ query.q AND s.is_active "
+        f"ORDER BY {_order(spec.keys, spec.descending)} LIMIT %s"
     )
     args.append(params.limit + 1)
     return sql.encode(), args
@@ -151,9 +197,14 @@ async def load_search(request: Request, params: SearchParams) -> dict[str, Any]:
         raise ValidationError(
             [{"field": "cursor", "location": "query", "message": "is not a valid cursor"}]
         )
-    sql, args = build_search_sql(params, position)
     async with services.replica.connection() as conn:
-        rows = await (await conn.execute(sql, args)).fetchall()
+        rows: list[Any] = []
+        if params.q is not None and params.sort != "relevance":
+            sql, args = build_window_sql(params, position, WALK_WINDOW)
+            rows = await (await conn.execute(sql, args)).fetchall()
+        if len(rows) <= params.limit:  # the walk did not fill a page: ask the exact way
+            sql, args = build_search_sql(params, position)
+            rows = await (await conn.execute(sql, args)).fetchall()
     page = rows[: params.limit]
     next_cursor = None
     if len(rows) > params.limit:

@@ -73,8 +73,17 @@ def lambda_handler(app: Starlette) -> Callable[[dict[str, Any], Any], dict[str, 
 
     Lifespan is off: Mangum would run startup/shutdown on every invocation
     (Kludex/mangum#342). Pools open lazily on first use instead, once per environment.
+    Mangum itself is built on the first invocation: building it sets up an event loop, which
+    importing a function's module (the gateway, tests, tools) should not do.
     """
-    from mangum import Mangum
+    mangum: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
 
-    handler: Callable[[dict[str, Any], Any], dict[str, Any]] = Mangum(app, lifespan="off")
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        nonlocal mangum
+        if mangum is None:
+            from mangum import Mangum
+
+            mangum = Mangum(app, lifespan="off")
+        return mangum(event, context)
+
     return handler
