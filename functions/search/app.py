@@ -20,6 +20,7 @@ from edgemart.auth import authenticate
 from edgemart.cache import CACHE_RULES, cached_response, normalised_query
 from edgemart.counters import history_entry, normalise_query
 from edgemart.cursor import cursor_key, decode_cursor, encode_cursor, query_fingerprint
+from edgemart.db import Connection
 from edgemart.products import product_summary
 from edgemart.services import services_of
 from edgemart.validation import QueryParams, ValidationError
@@ -189,6 +190,20 @@ def _no_index(key: str) -> str:
     return f"({key} + 0)"
 
 
+async def search_rows(
+    conn: Connection, params: SearchParams, position: list[Any] | None
+) -> list[Any]:
+    """One page (+1 row) of results: the index walk when it can fill the page, else exact."""
+    rows: list[Any] = []
+    if params.q is not None and params.sort != "relevance":
+        sql, args = build_window_sql(params, position, WALK_WINDOW)
+        rows = await (await conn.execute(sql, args)).fetchall()
+    if len(rows) <= params.limit:  # the walk did not fill a page: ask the exact way
+        sql, args = build_search_sql(params, position)
+        rows = await (await conn.execute(sql, args)).fetchall()
+    return rows
+
+
 async def load_search(request: Request, params: SearchParams) -> dict[str, Any]:
     services = services_of(request)
     key = cursor_key(services.settings.cursor_secret)
@@ -198,13 +213,7 @@ async def load_search(request: Request, params: SearchParams) -> dict[str, Any]:
             [{"field": "cursor", "location": "query", "message": "is not a valid cursor"}]
         )
     async with services.replica.connection() as conn:
-        rows: list[Any] = []
-        if params.q is not None and params.sort != "relevance":
-            sql, args = build_window_sql(params, position, WALK_WINDOW)
-            rows = await (await conn.execute(sql, args)).fetchall()
-        if len(rows) <= params.limit:  # the walk did not fill a page: ask the exact way
-            sql, args = build_search_sql(params, position)
-            rows = await (await conn.execute(sql, args)).fetchall()
+        rows = await search_rows(conn, params, position)
     page = rows[: params.limit]
     next_cursor = None
     if len(rows) > params.limit:

@@ -1,0 +1,286 @@
+"""Read-path benchmark: database-path latency (no cache) of home, search and store pages at
+three catalog sizes, side by side with the naive "before" queries, plus reads of the home
+page while its materialized view refreshes.
+
+    python -m bench.read_path.run [--sizes 10000,100000,1000000] [--out bench/read_path]
+
+Uses DATABASE_URL as an admin connection to create `edgemart_bench_<size>` databases (kept
+between runs; `--reseed` rebuilds them), else an embedded PostgreSQL. Each query runs the
+same SQL the functions run, through one psycopg connection, one at a time; the result table
+gives p50/p95/p99 in milliseconds, and a plot of p99 against catalog size is written next
+to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import dict_row
+
+from edgemart.migrate import apply_migrations
+from functions.home.app import HOME_SQL
+from functions.search.app import SearchParams, search_rows
+from functions.store.app import STORE_SQL, store_page_sql
+from gateway.democatalog import seed_catalog
+
+NAIVE_HOME = [
+    # What a first version does: live aggregates and sorts on the base tables.
+    b"""SELECT c.id, c.slug, c.name, count(p.id) FROM categories c LEFT JOIN products p
+        ON p.category_id = c.id AND p.is_available AND p.is_approved GROUP BY c.id""",
+    b"""SELECT p.*, s.slug, s.name FROM products p JOIN stores s ON s.id = p.store_id
+        WHERE p.is_available AND p.is_approved ORDER BY p.sold_count DESC LIMIT 10""",
+    b"""SELECT p.*, s.slug, s.name FROM products p JOIN stores s ON s.id = p.store_id
+        WHERE p.is_available AND p.is_approved
+        ORDER BY p.quality_score DESC NULLS LAST, p.rating DESC NULLS LAST LIMIT 10""",
+    b"""SELECT p.*, s.slug, s.name FROM products p JOIN stores s ON s.id = p.store_id
+        WHERE p.is_available AND p.is_approved ORDER BY p.created_at DESC LIMIT 10""",
+]
+NAIVE_SEARCH = b"""
+SELECT p.*, s.slug, s.name FROM products p JOIN stores s ON s.id = p.store_id
+WHERE p.is_available AND p.is_approved AND (p.name ILIKE %(like)s OR p.description ILIKE %(like)s)
+ORDER BY p.sold_count DESC LIMIT 21
+"""
+SEARCH_SHAPES = {
+    "search 'leather backpack' (relevance)": SearchParams(
+        "leather backpack", None, None, None, "relevance", 20, None
+    ),
+    "search 'oak chair' (price_asc)": SearchParams(
+        "oak chair", None, None, None, "price_asc", 20, None
+    ),
+    "search 'lamp' (newest)": SearchParams("lamp", None, None, None, "newest", 20, None),
+    "search 'lamp' (relevance)": SearchParams("lamp", None, None, None, "relevance", 20, None),
+    "browse category 'lamps' (popular)": SearchParams(
+        None, "lamps", None, None, "popular", 20, None
+    ),
+}
+
+
+@contextmanager
+def admin_url() -> Iterator[str]:
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    from pgserver import get_server  # type: ignore[attr-defined]
+
+    with tempfile.TemporaryDirectory() as folder:
+        server = get_server(Path(folder) / "pg", cleanup_mode="stop")
+        try:
+            yield str(server.get_uri())
+        finally:
+            server.cleanup()
+
+
+def catalog(admin: str, size: int, reseed: bool) -> str:
+    name = f"edgemart_bench_{size}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if exists and reseed:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)'.encode())
+            exists = None
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"'.encode())
+    url = make_conninfo(admin, dbname=name)
+    apply_migrations(url)
+    with psycopg.connect(url) as conn:
+        count = conn.execute("SELECT count(*) FROM products").fetchone()
+    if not count or count[0] != size:
+        started = time.perf_counter()
+        seed_catalog(url, products=size, seed=1, replace=True)
+        print(f"seeded {size:,} products in {time.perf_counter() - started:.0f} s", flush=True)
+    return url
+
+
+async def timings(run: Callable[[], Awaitable[Any]], *, iterations: int) -> list[float]:
+    for _ in range(min(5, iterations)):
+        await run()
+    samples = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        await run()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def percentile(samples: list[float], share: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+async def measure(url: str, size: int) -> dict[str, list[float]]:
+    fast = 300 if size <= 100_000 else 200
+    slow = 30 if size <= 100_000 else 8
+    results: dict[str, list[float]] = {}
+    async with await psycopg.AsyncConnection.connect(
+        url, autocommit=True, row_factory=dict_row
+    ) as conn:
+
+        async def fetch(sql: bytes, args: Any = None) -> Any:
+            return await (await conn.execute(sql, args)).fetchall()
+
+        results["home"] = await timings(lambda: fetch(HOME_SQL.encode()), iterations=fast)
+
+        async def naive_home() -> None:
+            for sql in NAIVE_HOME:
+                await fetch(sql)
+
+        results["home, naive (live aggregates)"] = await timings(naive_home, iterations=slow)
+        for label, params in SEARCH_SHAPES.items():
+            results[label] = await timings(
+                lambda params=params: search_rows(conn, params, None),  # type: ignore[misc]
+                iterations=fast if "relevance" not in label or "leather" in label else slow * 3,
+            )
+        results["search 'oak chair', naive (ILIKE)"] = await timings(
+            lambda: fetch(NAIVE_SEARCH, {"like": "%oak chair%"}), iterations=slow
+        )
+        store = (await fetch(b"SELECT id, slug FROM stores ORDER BY slug LIMIT 1"))[0]
+
+        async def store_page() -> None:
+            await fetch(STORE_SQL, [store["slug"]])
+            await fetch(store_page_sql(False, False), [store["id"], 25])
+
+        results["store page"] = await timings(store_page, iterations=fast)
+    return results
+
+
+async def home_during_refresh(url: str) -> tuple[list[float], float]:
+    """Home query latencies while `REFRESH ... CONCURRENTLY` of both views runs."""
+    refresher = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    reader = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    samples: list[float] = []
+    try:
+
+        async def refresh() -> float:
+            started = time.perf_counter()
+            await refresher.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY mv_category_counts")
+            await refresher.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY mv_hot_products")
+            return time.perf_counter() - started
+
+        task = asyncio.create_task(refresh())
+        while not task.done():
+            started = time.perf_counter()
+            await (await reader.execute(HOME_SQL.encode())).fetchall()
+            samples.append((time.perf_counter() - started) * 1000)
+        return samples, await task
+    finally:
+        await refresher.close()
+        await reader.close()
+
+
+def plot(results: dict[int, dict[str, list[float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted(results)
+    figure, axis = plt.subplots(figsize=(8, 5))
+    for label in results[sizes[0]]:
+        axis.plot(
+            sizes,
+            [percentile(results[s][label], 0.99) for s in sizes],
+            marker="o",
+            label=label,
+            linestyle="--" if "naive" in label else "-",
+        )
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("products in the catalog")
+    axis.set_ylabel("p99 latency, ms (database path)")
+    axis.set_title("edgemart read path vs naive queries")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def report(
+    results: dict[int, dict[str, list[float]]],
+    refresh: tuple[list[float], float] | None,
+    command: str,
+) -> str:
+    sizes = sorted(results)
+    lines = [
+        "# Read-path benchmark",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {platform.node()} · {platform.machine()} · {os.cpu_count()} cores · "
+        f"Python {platform.python_version()}  ",
+        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        "Database path (no cache): the functions' own SQL over one connection, one query at a "
+        "time. Milliseconds, p50 / p95 / p99.",
+        "",
+        "| query | " + " | ".join(f"{size:,} products" for size in sizes) + " |",
+        "|---|" + "---:|" * len(sizes),
+    ]
+    for label in results[sizes[0]]:
+        cells = []
+        for size in sizes:
+            samples = results[size][label]
+            cells.append(
+                f"{percentile(samples, 0.5):.1f} / {percentile(samples, 0.95):.1f} / "
+                f"{percentile(samples, 0.99):.1f}"
+            )
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    largest = results[sizes[-1]]
+    home, naive_home = largest["home"], largest["home, naive (live aggregates)"]
+    search = largest["search 'oak chair' (price_asc)"]
+    naive_search = largest["search 'oak chair', naive (ILIKE)"]
+    lines += [
+        "",
+        f"At {sizes[-1]:,} products: home is {statistics.median(naive_home) / statistics.median(home):.0f}× "
+        f"faster than the naive home (p50), 'oak chair' search "
+        f"{statistics.median(naive_search) / statistics.median(search):.0f}× faster than ILIKE.",
+    ]
+    if refresh is not None:
+        samples, seconds = refresh
+        lines += [
+            "",
+            f"Home read during a {seconds:.1f} s `REFRESH ... CONCURRENTLY` of both views at "
+            f"{sizes[-1]:,} products: {len(samples)} reads, p50 {percentile(samples, 0.5):.1f} ms, "
+            f"max {max(samples):.1f} ms — readers are never blocked.",
+        ]
+    lines += ["", "![p99 latency against catalog size](latency.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--reseed", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent)
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    results: dict[int, dict[str, list[float]]] = {}
+    refresh = None
+    with admin_url() as admin:
+        for size in sizes:
+            url = catalog(admin, size, args.reseed)
+            results[size] = asyncio.run(measure(url, size))
+            print(f"measured {size:,}", flush=True)
+            if size == max(sizes):
+                refresh = asyncio.run(home_during_refresh(url))
+    command = "python -m bench.read_path.run " + " ".join(sys.argv[1:])
+    text = report(results, refresh, command.strip())
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "RESULTS.md").write_text(text)
+    plot(results, args.out / "latency.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
