@@ -387,6 +387,9 @@ def seed_catalog(
         conn.execute("ANALYZE categories, stores, products, wallets")
         conn.execute("REFRESH MATERIALIZED VIEW mv_category_counts")
         conn.execute("REFRESH MATERIALIZED VIEW mv_hot_products")
+        # A home page rendered from the previous catalog must not outlive it: without a
+        # snapshot the home function renders live until refresh_views stores a new one.
+        conn.execute("DELETE FROM home_snapshot")
     return SeedReport(len(CATEGORIES), store_count, products, buyers, time.perf_counter() - started)
 
 

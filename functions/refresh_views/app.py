@@ -21,6 +21,7 @@ from edgemart.counters import (
     flush_search_history,
     flush_view_counts,
 )
+from edgemart.homepage import STORE_SNAPSHOT_SQL
 from edgemart.jobs import JobRunner
 from edgemart.logging import logger
 from edgemart.services import Services
@@ -64,6 +65,7 @@ async def _refresh(
             started = time.perf_counter()
             await conn.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {view}".encode())
             timings[view] = round((time.perf_counter() - started) * 1000, 1)
+        await conn.execute(STORE_SNAPSHOT_SQL)
         flushed = await flush_search_counts(
             conn, counts, services.settings.search_trending_period_s
         )

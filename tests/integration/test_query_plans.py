@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from functions.home.app import HOME_SQL
+from edgemart.homepage import HOME_SQL
 from functions.search.app import SORTS, SearchParams, build_search_sql
 from functions.store.app import PRODUCT_SQL, STORE_SQL, store_page_sql
 from gateway.democatalog import seed_catalog

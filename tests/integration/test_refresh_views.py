@@ -48,6 +48,9 @@ async def test_refresh_picks_up_catalog_changes_and_flushes_counts(
             )
         assert top == (99999999,)
         with psycopg.connect(catalog_database_url) as conn:
+            snapshot = conn.execute("SELECT document FROM home_snapshot WHERE id = 1").fetchone()
+        assert snapshot is not None and snapshot[0]["hot"][0]["sold_count"] == 99999999
+        with psycopg.connect(catalog_database_url) as conn:
             after = conn.execute(
                 "SELECT view_count FROM products WHERE id = %s", [viewed[0]]
             ).fetchone()
