@@ -280,7 +280,8 @@ def main() -> None:
             print(f"measured {size:,}", flush=True)
             if size == max(sizes):
                 refresh = asyncio.run(home_during_refresh(url))
-    command = "python -m bench.read_path.run " + " ".join(sys.argv[1:])
+    prefix = f"DATABASE_URL={os.environ['DATABASE_URL']} " if os.environ.get("DATABASE_URL") else ""
+    command = f"{prefix}python -m bench.read_path.run " + " ".join(sys.argv[1:])
     text = report(results, refresh, command.strip())
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "RESULTS.md").write_text(text)
