@@ -195,7 +195,9 @@ async def search_rows(
 ) -> list[Any]:
     """One page (+1 row) of results: the index walk when it can fill the page, else exact."""
     rows: list[Any] = []
-    if params.q is not None and params.sort != "relevance":
+    if params.q is not None and params.sort != "relevance" and len(params.q.split()) == 1:
+        # Only one-word queries are common enough for the walk to pay off; every extra word
+        # narrows the matches, and the exact plan is then the fast one.
         sql, args = build_window_sql(params, position, WALK_WINDOW)
         rows = await (await conn.execute(sql, args)).fetchall()
     if len(rows) <= params.limit:  # the walk did not fill a page: ask the exact way

@@ -97,3 +97,11 @@ def test_store_page(store_services: Services, catalog_database_url: str, event: 
     )
     assert found["statusCode"] == 200
     assert body_of(found)["store"]["slug"] == row[0]
+
+
+@pytest.mark.parametrize("event", ["apigw_v2_post_home.json", "apigw_v1_post_home.json"])
+def test_home_wrong_method(home_services: Services, event: str) -> None:
+    response = home_function.handler(load_event(event), FakeLambdaContext())
+    assert response["statusCode"] == 405
+    assert body_of(response)["code"] == "method_not_allowed"
+    assert headers_of(response)["allow"] == "GET, HEAD"
