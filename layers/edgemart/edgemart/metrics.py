@@ -1,8 +1,8 @@
 """Process-wide counters (fall-backs, breaker changes, purchase outcomes, ...).
 
-Counting is an in-memory add, cheap enough for any request path. `snapshot()` feeds tests
-and /health. (Export as CloudWatch EMF through Powertools Metrics is the metrics row of
-DESIGN.md §2, not built yet.)
+Counting is an in-memory add, cheap enough for any request path; tests read counts back.
+(Export as CloudWatch EMF through Powertools Metrics is the metrics row of DESIGN.md §2,
+not built yet.)
 """
 
 from __future__ import annotations
@@ -18,7 +18,3 @@ def increment(name: str, value: int = 1) -> None:
 
 def count(name: str) -> int:
     return _counts[name]
-
-
-def snapshot() -> dict[str, int]:
-    return dict(_counts)

@@ -14,7 +14,6 @@ from starlette.types import Scope
 
 from edgemart.logging import current_log_keys
 
-REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
 _VALID_REQUEST_ID = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
 
