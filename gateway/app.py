@@ -21,6 +21,7 @@ from gateway.scheduler import default_schedules, running
 HTTP_FUNCTION_MODULES = (
     "functions.health.app",
     "functions.home.app",
+    "functions.purchase.app",
     "functions.search.app",
     "functions.store.app",
 )

@@ -57,6 +57,9 @@ class Settings:
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     kill_switch_cooldown_s: int = 60
+    platform_fee_basis_points: int = 1000
+    idempotency_key_ttl_s: int = 86_400
+    idempotency_key_wait_s: float = 5.0
     version: str = __version__
 
     @classmethod
@@ -110,6 +113,15 @@ class Settings:
             jwt_audience=env.text("JWT_AUDIENCE"),
             kill_switch_cooldown_s=env.integer(
                 "KILL_SWITCH_COOLDOWN_S", defaults.kill_switch_cooldown_s, low=0
+            ),
+            platform_fee_basis_points=env.integer(
+                "PLATFORM_FEE_BPS", defaults.platform_fee_basis_points, low=0
+            ),
+            idempotency_key_ttl_s=env.integer(
+                "IDEMPOTENCY_KEY_TTL_S", defaults.idempotency_key_ttl_s, low=60
+            ),
+            idempotency_key_wait_s=env.number(
+                "IDEMPOTENCY_KEY_WAIT_S", defaults.idempotency_key_wait_s
             ),
             version=env.text("EDGEMART_VERSION") or defaults.version,
         )

@@ -1,0 +1,212 @@
+"""Purchase function: `POST /purchases`, `GET /purchases/{id}`, `GET /wallet`.
+
+A purchase is one call of the `purchase()` SQL function (migration 0008): one round trip,
+one transaction holding the key claim, the conditional stock update, the wallet debit, the
+order, the payout and the audit row. Business outcomes (201, 402, 404, 409) are stored under
+the Idempotency-Key and replayed with `Idempotent-Replayed: true`; a 503 or 500 stores
+nothing, so a retry can succeed. Failures that API.md lists write `failed_transactions`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import psycopg
+from psycopg_pool import PoolTimeout
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from edgemart.appfactory import build_app, lambda_handler
+from edgemart.auth import authenticate
+from edgemart.errors import ProblemError, problem_response
+from edgemart.logging import logger
+from edgemart.requestid import current_request_id
+from edgemart.services import Services, services_of
+from edgemart.validation import json_object, path_uuid
+
+NO_STORE = {"Cache-Control": "no-store"}
+READ_ONLY_RETRY_AFTER_S = 5
+_PRINTABLE_ASCII = frozenset(range(0x20, 0x7F))
+
+# code → (title, detail) of the problems a purchase can end in.
+OUTCOMES: dict[str, tuple[str, str]] = {
+    "insufficient_funds": ("Insufficient funds", "The wallet balance is too low"),
+    "product_not_found": ("Product not found", "Unknown or unavailable product"),
+    "out_of_stock": ("Out of stock", "Not enough stock for this quantity"),
+    "price_changed": ("Price changed", "The price differs from expected_unit_price_cents"),
+    "idempotency_key_reused": (
+        "Idempotency key reused",
+        "This key was used for a different request",
+    ),
+    "purchases_disabled": ("Purchases are switched off", "Try again later"),
+}
+
+PURCHASE_SQL = b"""
+SELECT status, body, replayed, original_request_id
+FROM purchase(%s, %s, %s, %s, %s, %s, %s, %s, %s * interval '1 s', %s * interval '1 s')
+"""
+
+
+class IdempotencyKeyError(ProblemError):
+    def __init__(self, code: str, detail: str) -> None:
+        title = (
+            "Idempotency-Key required"
+            if code == "idempotency_key_required"
+            else ("Invalid Idempotency-Key")
+        )
+        super().__init__(400, code, title, detail)
+
+
+def idempotency_key(request: Request) -> str:
+    raw = request.headers.get("idempotency-key")
+    if not raw:
+        raise IdempotencyKeyError("idempotency_key_required", "Send an Idempotency-Key header")
+    encoded = raw.encode("latin-1")
+    if len(encoded) > 255 or not set(encoded) <= _PRINTABLE_ASCII:
+        raise IdempotencyKeyError("invalid_idempotency_key", "1 to 255 printable ASCII characters")
+    return raw
+
+
+def fingerprint(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def outcome_response(status: int, body: dict[str, Any], request_id: str | None) -> Response:
+    if status in (200, 201, 202):
+        return JSONResponse(body, status_code=status, headers=NO_STORE)
+    code = str(body.get("code"))
+    title, detail = OUTCOMES.get(code, ("Purchase failed", code))
+    headers = dict(NO_STORE)
+    extra: dict[str, Any] = {}
+    if code == "purchases_disabled":
+        headers["Retry-After"] = str(body.get("retry_after", 60))
+    if "current_unit_price_cents" in body:
+        extra["current_unit_price_cents"] = body["current_unit_price_cents"]
+    response = problem_response(status, code, title, detail, headers=headers, extra=extra)
+    if request_id is not None and request_id != current_request_id():
+        # A replay carries the original response, request id included.
+        document = json.loads(response.body)
+        document["request_id"] = request_id
+        response = Response(
+            json.dumps(document, separators=(",", ":")),
+            status_code=status,
+            headers=headers,
+            media_type=response.media_type,
+        )
+    return response
+
+
+async def record_failure(services: Services, user: str, key: str, code: str, message: str) -> None:
+    """Best effort, in its own transaction: the purchase itself has been rolled back."""
+    try:
+        async with services.primary.connection(timeout_s=1) as conn:
+            await conn.execute(
+                "INSERT INTO failed_transactions (user_sub, idempotency_key, error_code, message, "
+                "request_id) VALUES (%s, %s, %s, %s, %s)",
+                [user, key, code, message[:500], current_request_id()],
+            )
+    except Exception as exc:  # the database may be the thing that failed
+        logger.warning("could not record failed purchase %s for %s: %r", code, user, exc)
+
+
+async def create_purchase(request: Request) -> Response:
+    principal = await authenticate(request)
+    key = idempotency_key(request)
+    body = await json_object(request)
+    product_id = body.uuid("product_id", required=True)
+    quantity = body.integer("quantity", required=True, low=1, high=10)
+    expected = body.integer("expected_unit_price_cents", low=1, high=1_000_000_000)
+    body.finish()
+    services = services_of(request)
+    settings = services.settings
+    args = [
+        principal.sub,
+        key,
+        fingerprint(body.data),
+        product_id,
+        quantity,
+        expected,
+        settings.platform_fee_basis_points,
+        current_request_id(),
+        settings.idempotency_key_ttl_s,
+        settings.idempotency_key_wait_s,
+    ]
+    try:
+        async with services.primary.connection() as conn:
+            row = await (await conn.execute(PURCHASE_SQL, args)).fetchone()
+    except psycopg.errors.LockNotAvailable:
+        return problem_response(
+            409,
+            "idempotency_key_in_use",
+            "Idempotency key in use",
+            "A request with this key is still being processed",
+            headers=NO_STORE,
+        )
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        await record_failure(services, principal.sub, key, "read_only_mode", repr(exc))
+        return problem_response(
+            503,
+            "read_only_mode",
+            "Service in read-only mode",
+            "The database is unavailable; no money moved",
+            headers={**NO_STORE, "Retry-After": str(READ_ONLY_RETRY_AFTER_S)},
+        )
+    except Exception as exc:
+        await record_failure(services, principal.sub, key, "internal_error", repr(exc))
+        raise
+    if row is None:
+        raise RuntimeError("purchase() returned no row")
+    response = outcome_response(row["status"], row["body"], row["original_request_id"])
+    if row["replayed"]:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+class OrderNotFoundError(ProblemError):
+    def __init__(self) -> None:
+        super().__init__(404, "order_not_found", "Order not found")
+
+
+ORDER_SQL = b"""
+SELECT jsonb_build_object(
+    'id', o.id, 'status', o.status, 'product_id', o.product_id, 'quantity', o.quantity,
+    'unit_price_cents', o.unit_price_cents, 'total_cents', o.total_cents,
+    'created_at', to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+    'failure_code', o.failure_code) AS document
+FROM orders o WHERE o.id = %s AND o.user_sub = %s
+"""
+
+
+async def get_purchase(request: Request) -> Response:
+    principal = await authenticate(request)
+    order_id = path_uuid(request, "order_id")
+    async with services_of(request).primary.connection() as conn:
+        row = await (await conn.execute(ORDER_SQL, [order_id, principal.sub])).fetchone()
+    if row is None:
+        raise OrderNotFoundError()  # also for other users' orders: no existence leak
+    return JSONResponse(row["document"], headers=NO_STORE)
+
+
+async def wallet(request: Request) -> Response:
+    principal = await authenticate(request)
+    async with services_of(request).primary.connection() as conn:
+        row = await (
+            await conn.execute(
+                "SELECT balance_cents FROM wallets WHERE user_sub = %s", [principal.sub]
+            )
+        ).fetchone()
+    balance = row["balance_cents"] if row else 0
+    return JSONResponse({"sub": principal.sub, "balance_cents": balance}, headers=NO_STORE)
+
+
+routes = [
+    Route("/purchases", create_purchase, methods=["POST"]),
+    Route("/purchases/{order_id}", get_purchase, methods=["GET"]),
+    Route("/wallet", wallet, methods=["GET"]),
+]
+app = build_app(routes)
+handler = lambda_handler(app)

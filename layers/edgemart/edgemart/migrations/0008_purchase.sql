@@ -1,0 +1,150 @@
+-- The purchase as one server-side function: one round trip, one transaction.
+--
+-- Keys are global (API.md: the same key from another user is "reused", 422), found by
+-- (key, created_at) in every partition the key can live in. Claims of one key are serialised
+-- by a transaction-scoped advisory lock on the key's hash, so a duplicate arriving while the
+-- first is running waits for it (bounded by lock_timeout) and then replays its response; the
+-- claim and the purchase commit together, so no half-done state is ever visible.
+--
+-- The product row lock is taken by the conditional UPDATE (no SELECT ... FOR UPDATE first)
+-- and held to COMMIT; everything after it is a few inserts in the same function call.
+-- Business failures (402, 404, 409) roll back the purchase's writes (the inner block is a
+-- savepoint) and are stored under the key, so a retry replays them.
+
+CREATE INDEX idempotency_keys_key_idx ON idempotency_keys (key, created_at);
+
+CREATE FUNCTION purchase(
+    p_user text,
+    p_key text,
+    p_fingerprint text,
+    p_product uuid,
+    p_quantity integer,
+    p_expected_unit_price bigint,
+    p_fee_basis_points integer,
+    p_request_id text,
+    p_key_ttl interval,
+    p_key_wait interval
+) RETURNS TABLE (status integer, body jsonb, replayed boolean, original_request_id text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    existing idempotency_keys%ROWTYPE;
+    switch_on boolean;
+    retry_after integer;
+    unit_price bigint;
+    seller uuid;
+    total bigint;
+    fee bigint;
+    new_order orders%ROWTYPE;
+    outcome_status integer;
+    outcome_body jsonb;
+    failure text;
+    available boolean;
+    current_price bigint;
+BEGIN
+    PERFORM set_config('lock_timeout', (extract(epoch FROM p_key_wait) * 1000)::int || 'ms', true);
+    PERFORM pg_advisory_xact_lock(hashtextextended('purchase-key:' || p_key, 0));
+    PERFORM set_config('lock_timeout', '0', true);
+
+    SELECT * INTO existing FROM idempotency_keys k
+    WHERE k.key = p_key AND k.created_at > now() - p_key_ttl
+    ORDER BY k.created_at DESC LIMIT 1;
+    IF FOUND THEN
+        IF existing.user_sub <> p_user OR existing.fingerprint <> p_fingerprint THEN
+            RETURN QUERY SELECT 422, jsonb_build_object('code', 'idempotency_key_reused'), false,
+                p_request_id;
+        ELSE
+            RETURN QUERY SELECT existing.response_status, existing.response_body, true,
+                existing.request_id;
+        END IF;
+        RETURN;
+    END IF;
+
+    SELECT ks.enabled,
+           GREATEST(1, ceil(extract(epoch FROM ks.cooldown_until - now())))::int
+    INTO switch_on, retry_after
+    FROM kill_switches ks WHERE ks.name = 'purchases';
+    IF switch_on THEN
+        INSERT INTO failed_transactions
+            (user_sub, product_id, idempotency_key, error_code, message, request_id)
+        VALUES (p_user, p_product, p_key, 'purchases_disabled',
+                'purchases are switched off', p_request_id);
+        RETURN QUERY SELECT 503, jsonb_build_object(
+            'code', 'purchases_disabled', 'retry_after', GREATEST(coalesce(retry_after, 60), 60)
+        ), false, p_request_id;
+        RETURN;
+    END IF;
+
+    BEGIN
+        UPDATE products p
+        SET stock = p.stock - p_quantity, sold_count = p.sold_count + p_quantity,
+            updated_at = now()
+        WHERE p.id = p_product AND p.is_available AND p.is_approved AND p.stock >= p_quantity
+          AND (p_expected_unit_price IS NULL OR p.price_cents = p_expected_unit_price)
+          AND EXISTS (SELECT 1 FROM stores s WHERE s.id = p.store_id AND s.is_active)
+        RETURNING p.price_cents, p.store_id INTO unit_price, seller;
+        IF NOT FOUND THEN
+            SELECT (p.is_available AND p.is_approved AND s.is_active), p.price_cents
+            INTO available, current_price
+            FROM products p JOIN stores s ON s.id = p.store_id WHERE p.id = p_product;
+            IF NOT coalesce(available, false) THEN
+                RAISE EXCEPTION USING ERRCODE = 'EM404', MESSAGE = 'product_not_found';
+            ELSIF p_expected_unit_price IS NOT NULL AND current_price <> p_expected_unit_price THEN
+                RAISE EXCEPTION USING ERRCODE = 'EM409', MESSAGE = 'price_changed',
+                    DETAIL = current_price::text;
+            ELSE
+                RAISE EXCEPTION USING ERRCODE = 'EM409', MESSAGE = 'out_of_stock';
+            END IF;
+        END IF;
+
+        total := unit_price * p_quantity;
+        fee := total * p_fee_basis_points / 10000;
+        UPDATE wallets w SET balance_cents = w.balance_cents - total, updated_at = now()
+        WHERE w.user_sub = p_user AND w.balance_cents >= total;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'EM402', MESSAGE = 'insufficient_funds';
+        END IF;
+
+        INSERT INTO orders (user_sub, product_id, store_id, quantity, unit_price_cents,
+                            total_cents, status, idempotency_key, request_id)
+        VALUES (p_user, p_product, seller, p_quantity, unit_price, total, 'completed', p_key,
+                p_request_id)
+        RETURNING * INTO new_order;
+        INSERT INTO payouts (order_id, store_id, amount_cents, fee_cents)
+        VALUES (new_order.id, seller, total - fee, fee);
+        INSERT INTO audit_log (actor_sub, action, entity_type, entity_id, details, request_id)
+        VALUES (p_user, 'purchase', 'order', new_order.id::text,
+                jsonb_build_object('product_id', p_product, 'quantity', p_quantity,
+                                   'total_cents', total, 'fee_cents', fee),
+                p_request_id);
+        outcome_status := 201;
+        outcome_body := jsonb_build_object(
+            'id', new_order.id, 'status', new_order.status, 'product_id', new_order.product_id,
+            'quantity', new_order.quantity, 'unit_price_cents', new_order.unit_price_cents,
+            'total_cents', new_order.total_cents,
+            'created_at', to_char(new_order.created_at AT TIME ZONE 'UTC',
+                                  'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+            'failure_code', NULL);
+    EXCEPTION WHEN SQLSTATE 'EM404' OR SQLSTATE 'EM409' OR SQLSTATE 'EM402' THEN
+        -- The savepoint of this block undid the stock and wallet changes.
+        GET STACKED DIAGNOSTICS failure = MESSAGE_TEXT;
+        outcome_status := CASE SQLSTATE WHEN 'EM404' THEN 404 WHEN 'EM402' THEN 402 ELSE 409 END;
+        outcome_body := jsonb_build_object('code', failure);
+        IF failure = 'price_changed' THEN
+            outcome_body := outcome_body || jsonb_build_object('current_unit_price_cents',
+                                                               current_price);
+        END IF;
+        IF outcome_status <> 404 THEN
+            INSERT INTO failed_transactions
+                (user_sub, product_id, idempotency_key, error_code, message, request_id)
+            VALUES (p_user, p_product, p_key, failure, failure, p_request_id);
+        END IF;
+    END;
+
+    INSERT INTO idempotency_keys
+        (user_sub, key, expires_at, fingerprint, status, response_status, response_body,
+         request_id)
+    VALUES (p_user, p_key, now() + p_key_ttl, p_fingerprint, 'completed', outcome_status,
+            outcome_body, p_request_id);
+    RETURN QUERY SELECT outcome_status, outcome_body, false, p_request_id;
+END;
+$$;

@@ -1,0 +1,308 @@
+"""POST /purchases and friends: every row of API.md's table, and real concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import jwt
+import psycopg
+import pytest
+
+from edgemart.services import Services
+from gateway.app import create_gateway
+from tests.conftest import settings_for, unused_port
+
+pytestmark = pytest.mark.anyio
+SECRET = "purchase-tests-secret-of-at-least-32-bytes"
+
+
+def auth(sub: str, **claims: Any) -> dict[str, str]:
+    now = int(time.time())
+    token = jwt.encode({"sub": sub, "exp": now + 600, **claims}, SECRET, algorithm="HS256")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def headers(sub: str, key: str | None = None) -> dict[str, str]:
+    return {**auth(sub), "Idempotency-Key": key or uuid.uuid4().hex}
+
+
+def sql(url: str, statement: str, *args: Any) -> Any:
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(statement.encode(), args or None)
+        return cursor.fetchall() if cursor.description else None
+
+
+@pytest.fixture(scope="module")
+async def client(catalog_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    settings = settings_for(
+        catalog_database_url,
+        jwt_secret=SECRET,
+        db_pool_max_size=20,
+        db_pool_timeout_s=10.0,
+        idempotency_key_wait_s=0.5,
+        rate_limit_overrides=(("purchases", 0, 60),),
+    )
+    services = Services.from_settings(settings)
+    transport = httpx.ASGITransport(app=create_gateway(services))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as http:
+        yield http
+    await services.aclose()
+
+
+def new_product(url: str, *, stock: int, price: int = 1000, available: bool = True) -> str:
+    rows = sql(
+        url,
+        "INSERT INTO products (store_id, category_id, name, price_cents, stock, is_available) "
+        "SELECT id, 1, 'Test item', %s, %s, %s FROM stores ORDER BY slug LIMIT 1 "
+        "RETURNING id::text",
+        price,
+        stock,
+        available,
+    )
+    return str(rows[0][0])
+
+
+def fund(url: str, sub: str, cents: int) -> None:
+    sql(
+        url,
+        "INSERT INTO wallets (user_sub, balance_cents) VALUES (%s, %s) "
+        "ON CONFLICT (user_sub) DO UPDATE SET balance_cents = excluded.balance_cents",
+        sub,
+        cents,
+    )
+
+
+def failures(url: str, key: str) -> list[str]:
+    return [
+        r[0]
+        for r in sql(
+            url, "SELECT error_code FROM failed_transactions WHERE idempotency_key = %s", key
+        )
+    ]
+
+
+async def test_order_placed_and_ledger(
+    client: httpx.AsyncClient, catalog_database_url: str
+) -> None:
+    url = catalog_database_url
+    product = new_product(url, stock=5, price=2500)
+    fund(url, "ann", 10_000)
+    response = await client.post(
+        "/purchases", json={"product_id": product, "quantity": 2}, headers=headers("ann")
+    )
+    assert response.status_code == 201, response.text
+    order = response.json()
+    assert order["status"] == "completed" and order["failure_code"] is None
+    assert (order["quantity"], order["unit_price_cents"], order["total_cents"]) == (2, 2500, 5000)
+    assert sql(url, "SELECT stock, sold_count FROM products WHERE id = %s", product) == [(3, 2)]
+    assert sql(url, "SELECT balance_cents FROM wallets WHERE user_sub = 'ann'") == [(5000,)]
+    (payout,) = sql(
+        url, "SELECT amount_cents, fee_cents FROM payouts WHERE order_id = %s", order["id"]
+    )
+    assert payout[0] + payout[1] == 5000 and payout[1] == 500  # 10% platform fee
+    assert sql(url, "SELECT count(*) FROM audit_log WHERE entity_id = %s", order["id"]) == [(1,)]
+    fetched = await client.get(f"/purchases/{order['id']}", headers=auth("ann"))
+    assert fetched.status_code == 200 and fetched.json() == order
+    for other in (auth("bob"), auth("root", roles=["admin"])):
+        hidden = await client.get(f"/purchases/{order['id']}", headers=other)
+        assert hidden.status_code == 404 and hidden.json()["code"] == "order_not_found"
+    assert (await client.get("/purchases/not-a-uuid", headers=auth("ann"))).status_code == 422
+    wallet = await client.get("/wallet", headers=auth("ann"))
+    assert wallet.json() == {"sub": "ann", "balance_cents": 5000}
+    assert (await client.get("/wallet", headers=auth("nobody"))).json()["balance_cents"] == 0
+
+
+async def test_replay_reuse_and_in_progress(
+    client: httpx.AsyncClient, catalog_database_url: str
+) -> None:
+    url = catalog_database_url
+    product = new_product(url, stock=10)
+    fund(url, "cat", 10_000)
+    key = uuid.uuid4().hex
+    body = {"product_id": product, "quantity": 1}
+    first = await client.post("/purchases", json=body, headers=headers("cat", key))
+    again = await client.post("/purchases", json=body, headers=headers("cat", key))
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    changed = await client.post(
+        "/purchases", json={**body, "quantity": 2}, headers=headers("cat", key)
+    )
+    assert changed.status_code == 422 and changed.json()["code"] == "idempotency_key_reused"
+    stranger = await client.post("/purchases", json=body, headers=headers("dan", key))
+    assert stranger.status_code == 422 and stranger.json()["code"] == "idempotency_key_reused"
+    assert sql(url, "SELECT count(*) FROM orders WHERE idempotency_key = %s", key) == [(1,)]
+    busy_key = uuid.uuid4().hex
+    with psycopg.connect(url) as holder:  # a first request still running under this key
+        holder.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ["purchase-key:" + busy_key]
+        )
+        busy = await client.post("/purchases", json=body, headers=headers("cat", busy_key))
+    assert busy.status_code == 409 and busy.json()["code"] == "idempotency_key_in_use"
+
+
+async def test_business_failures_are_stored_and_recorded(
+    client: httpx.AsyncClient, catalog_database_url: str
+) -> None:
+    url = catalog_database_url
+    fund(url, "eve", 1500)
+    cases = [
+        ({"product_id": str(uuid.uuid4()), "quantity": 1}, 404, "product_not_found", False),
+        (
+            {"product_id": new_product(url, stock=5, available=False), "quantity": 1},
+            404,
+            "product_not_found",
+            False,
+        ),
+        ({"product_id": new_product(url, stock=1), "quantity": 2}, 409, "out_of_stock", True),
+        (
+            {
+                "product_id": new_product(url, stock=5),
+                "quantity": 1,
+                "expected_unit_price_cents": 999,
+            },
+            409,
+            "price_changed",
+            True,
+        ),
+        (
+            {"product_id": new_product(url, stock=5, price=1000), "quantity": 2},
+            402,
+            "insufficient_funds",
+            True,
+        ),
+    ]
+    for body, status, code, recorded in cases:
+        key = uuid.uuid4().hex
+        response = await client.post("/purchases", json=body, headers=headers("eve", key))
+        assert (response.status_code, response.json()["code"]) == (status, code), body
+        replay = await client.post("/purchases", json=body, headers=headers("eve", key))
+        assert replay.status_code == status and replay.json() == response.json()
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert failures(url, key) == ([code] if recorded else [])
+    assert sql(url, "SELECT balance_cents FROM wallets WHERE user_sub = 'eve'") == [(1500,)]
+    assert sql(url, "SELECT count(*) FROM orders WHERE user_sub = 'eve'") == [(0,)]
+
+
+async def test_kill_switch_releases_the_key(
+    client: httpx.AsyncClient, catalog_database_url: str
+) -> None:
+    url = catalog_database_url
+    product = new_product(url, stock=5)
+    fund(url, "fay", 10_000)
+    key = uuid.uuid4().hex
+    body = {"product_id": product, "quantity": 1}
+    sql(url, "UPDATE kill_switches SET enabled = true WHERE name = 'purchases'")
+    try:
+        refused = await client.post("/purchases", json=body, headers=headers("fay", key))
+    finally:
+        sql(url, "UPDATE kill_switches SET enabled = false WHERE name = 'purchases'")
+    assert refused.status_code == 503 and refused.json()["code"] == "purchases_disabled"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert failures(url, key) == ["purchases_disabled"]
+    retried = await client.post("/purchases", json=body, headers=headers("fay", key))
+    assert retried.status_code == 201  # a 503 stored nothing under the key
+
+
+@pytest.mark.parametrize(
+    ("extra_headers", "body", "status", "code"),
+    [
+        ({"Idempotency-Key": None}, {"quantity": 1}, 400, "idempotency_key_required"),
+        ({"Idempotency-Key": ""}, {"quantity": 1}, 400, "idempotency_key_required"),
+        ({"Idempotency-Key": "k" * 256}, {"quantity": 1}, 400, "invalid_idempotency_key"),
+        ({"Idempotency-Key": "café".encode()}, {"quantity": 1}, 400, "invalid_idempotency_key"),
+        ({"Idempotency-Key": "a\tb"}, {"quantity": 1}, 400, "invalid_idempotency_key"),
+        ({}, {"quantity": "1"}, 422, "validation_error"),
+        ({}, {"quantity": 1.5}, 422, "validation_error"),
+        ({}, {"quantity": 11}, 422, "validation_error"),
+        ({}, {"product_id": "nope", "quantity": 1}, 422, "validation_error"),
+        ({"Authorization": None}, {"quantity": 1}, 401, "unauthorized"),
+    ],
+)
+async def test_refusals_before_any_work(
+    client: httpx.AsyncClient,
+    catalog_database_url: str,
+    extra_headers: dict[str, Any],
+    body: dict[str, Any],
+    status: int,
+    code: str,
+) -> None:
+    request_headers: dict[str, Any] = {**headers("gus"), **extra_headers}
+    request_headers = {k: v for k, v in request_headers.items() if v is not None}
+    payload = {"product_id": str(uuid.uuid4()), **body}
+    response = await client.post("/purchases", json=payload, headers=request_headers)
+    assert (response.status_code, response.json()["code"]) == (status, code)
+    assert sql(
+        catalog_database_url, "SELECT count(*) FROM failed_transactions WHERE user_sub = 'gus'"
+    ) == [(0,)]
+
+
+async def test_database_unavailable_is_503_read_only(catalog_database_url: str) -> None:
+    dead = f"postgresql://postgres@127.0.0.1:{unused_port()}/postgres?connect_timeout=1"
+    services = Services.from_settings(settings_for(dead, jwt_secret=SECRET, db_pool_timeout_s=1.0))
+    transport = httpx.ASGITransport(app=create_gateway(services))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            response = await http.post(
+                "/purchases",
+                json={"product_id": str(uuid.uuid4()), "quantity": 1},
+                headers=headers("hal"),
+            )
+    finally:
+        await services.aclose()
+    assert response.status_code == 503 and response.json()["code"] == "read_only_mode"
+    assert response.headers["retry-after"] == "5"
+
+
+async def test_200_buyers_race_for_50_units(
+    client: httpx.AsyncClient, catalog_database_url: str
+) -> None:
+    url = catalog_database_url
+    product = new_product(url, stock=50, price=700)
+    for index in range(200):
+        fund(url, f"racer-{index}", 10_000)
+    responses = await asyncio.gather(
+        *(
+            client.post(
+                "/purchases",
+                json={"product_id": product, "quantity": 1},
+                headers=headers(f"racer-{index}"),
+            )
+            for index in range(200)
+        )
+    )
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses == {201: 50, 409: 150}
+    assert {r.json()["code"] for r in responses if r.status_code == 409} == {"out_of_stock"}
+    assert sql(url, "SELECT stock, sold_count FROM products WHERE id = %s", product) == [(0, 50)]
+    assert sql(
+        url, "SELECT count(*), sum(total_cents) FROM orders WHERE product_id = %s", product
+    ) == [(50, 35_000)]
+    debited = sql(
+        url, "SELECT sum(10000 - balance_cents) FROM wallets WHERE user_sub LIKE 'racer-%%'"
+    )
+    assert debited == [(35_000,)]
+
+
+async def test_50_requests_with_one_key_make_one_order(
+    client: httpx.AsyncClient, catalog_database_url: str
+) -> None:
+    url = catalog_database_url
+    product = new_product(url, stock=100)
+    fund(url, "ivy", 100_000)
+    key = uuid.uuid4().hex
+    body = {"product_id": product, "quantity": 1}
+    responses = await asyncio.gather(
+        *(client.post("/purchases", json=body, headers=headers("ivy", key)) for _ in range(50))
+    )
+    assert sql(url, "SELECT count(*) FROM orders WHERE idempotency_key = %s", key) == [(1,)]
+    placed = [r for r in responses if r.status_code == 201]
+    assert placed and all(r.json() == placed[0].json() for r in placed)
+    assert {r.status_code for r in responses} <= {201, 409}
+    assert sum(1 for r in placed if "idempotent-replayed" not in r.headers) == 1
