@@ -306,3 +306,190 @@ async def test_50_requests_with_one_key_make_one_order(
     assert placed and all(r.json() == placed[0].json() for r in placed)
     assert {r.status_code for r in responses} <= {201, 409}
     assert sum(1 for r in placed if "idempotent-replayed" not in r.headers) == 1
+
+
+@pytest.fixture
+def fault_on(catalog_database_url: str) -> Any:
+    """Install a trigger that fails (or stalls) the audit insert of a purchase of one product:
+    a fault after the stock update and the wallet debit, before commit."""
+    installed: list[str] = []
+
+    def install(product: str, *, action: str) -> None:
+        body = "RAISE EXCEPTION 'injected fault'" if action == "raise" else "PERFORM pg_sleep(5)"
+        sql(
+            catalog_database_url,
+            f"""
+            CREATE OR REPLACE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.details->>'product_id' = '{product}' THEN {body}; END IF;
+                RETURN NEW;
+            END $$;
+            CREATE OR REPLACE TRIGGER test_fault BEFORE INSERT ON audit_log
+                FOR EACH ROW EXECUTE FUNCTION test_fault();""",
+        )
+        installed.append(product)
+
+    yield install
+    sql(catalog_database_url, "DROP TRIGGER IF EXISTS test_fault ON audit_log")
+
+
+def snapshot(url: str, product: str, buyer: str) -> tuple[Any, ...]:
+    return (
+        sql(url, "SELECT stock, sold_count FROM products WHERE id = %s", product),
+        sql(url, "SELECT balance_cents FROM wallets WHERE user_sub = %s", buyer),
+        sql(url, "SELECT count(*) FROM orders WHERE product_id = %s", product),
+        sql(
+            url,
+            "SELECT count(*) FROM payouts p JOIN orders o ON o.id = p.order_id "
+            "WHERE o.product_id = %s",
+            product,
+        ),
+    )
+
+
+async def test_a_fault_before_commit_leaves_nothing_but_a_failure_row(
+    client: httpx.AsyncClient, catalog_database_url: str, fault_on: Any
+) -> None:
+    url = catalog_database_url
+    product = new_product(url, stock=5)
+    fund(url, "jon", 10_000)
+    before = snapshot(url, product, "jon")
+    fault_on(product, action="raise")
+    key = uuid.uuid4().hex
+    body = {"product_id": product, "quantity": 1}
+    response = await client.post("/purchases", json=body, headers=headers("jon", key))
+    assert response.status_code == 500 and response.json()["code"] == "internal_error"
+    assert "injected" not in response.text
+    assert snapshot(url, product, "jon") == before
+    assert failures(url, key) == ["internal_error"]
+    sql(url, "DROP TRIGGER test_fault ON audit_log")
+    retried = await client.post("/purchases", json=body, headers=headers("jon", key))
+    assert retried.status_code == 201  # the 500 released the key
+
+
+async def test_a_killed_connection_mid_purchase_moves_no_money(
+    client: httpx.AsyncClient, catalog_database_url: str, fault_on: Any
+) -> None:
+    url = catalog_database_url
+    product = new_product(url, stock=5)
+    fund(url, "kim", 10_000)
+    before = snapshot(url, product, "kim")
+    fault_on(product, action="stall")
+    key = uuid.uuid4().hex
+    request = asyncio.create_task(
+        client.post(
+            "/purchases", json={"product_id": product, "quantity": 1}, headers=headers("kim", key)
+        )
+    )
+    for _ in range(200):  # wait until the purchase is stalled inside its transaction
+        stalled = sql(
+            url,
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE '%%FROM purchase(%%' "
+            "AND state = 'active' AND pid <> pg_backend_pid()",
+        )
+        if stalled:
+            break
+        await asyncio.sleep(0.02)
+    assert stalled, "the purchase never reached the fault"
+    sql(url, "SELECT pg_terminate_backend(%s)", stalled[0][0])
+    response = await request
+    assert response.status_code == 503 and response.json()["code"] == "read_only_mode"
+    assert snapshot(url, product, "kim") == before
+    assert failures(url, key) == ["read_only_mode"]
+
+
+async def test_a_key_claimed_yesterday_is_still_found(
+    client: httpx.AsyncClient, catalog_database_url: str
+) -> None:
+    """Partitions are daily: a duplicate just after midnight must find yesterday's claim."""
+    url = catalog_database_url
+    product = new_product(url, stock=5)
+    fund(url, "lou", 10_000)
+    key = uuid.uuid4().hex
+    body = {"product_id": product, "quantity": 1}
+    first = await client.post("/purchases", json=body, headers=headers("lou", key))
+    assert first.status_code == 201
+    # Move the claim into yesterday's partition, as if made at 23:59:59 UTC.
+    sql(
+        url,
+        "UPDATE idempotency_keys SET created_at = date_trunc('day', now() AT TIME ZONE 'UTC') "
+        "AT TIME ZONE 'UTC' - interval '1 second' WHERE key = %s",
+        key,
+    )
+    partition = sql(
+        url, "SELECT tableoid::regclass::text FROM idempotency_keys WHERE key = %s", key
+    )
+    yesterday = sql(
+        url,
+        "SELECT 'idempotency_keys_' || to_char((now() AT TIME ZONE 'UTC')::date - 1, 'YYYYMMDD')",
+    )
+    assert partition == yesterday
+    replay = await client.post("/purchases", json=body, headers=headers("lou", key))
+    assert replay.status_code == 201 and replay.headers["idempotent-replayed"] == "true"
+    assert sql(url, "SELECT count(*) FROM orders WHERE idempotency_key = %s", key) == [(1,)]
+
+
+async def test_randomised_mixed_run_keeps_the_ledger_balanced(
+    client: httpx.AsyncClient, catalog_database_url: str
+) -> None:
+    import random
+
+    url = catalog_database_url
+    rng = random.Random(7)
+    users = [f"mixed-{index}" for index in range(30)]
+    for user in users:
+        fund(url, user, rng.choice([500, 3_000, 20_000]))
+    start_balance = dict(
+        sql(url, "SELECT user_sub, balance_cents FROM wallets WHERE user_sub LIKE 'mixed-%%'")
+    )
+    products = [new_product(url, stock=20, price=rng.choice([300, 900, 1500])) for _ in range(10)]
+    sent: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def one(index: int) -> None:
+        if sent and rng.random() < 0.2:
+            user, key, body = rng.choice(sent)  # a retry of an earlier request
+        else:
+            user, key = rng.choice(users), uuid.uuid4().hex
+            body = {"product_id": rng.choice(products), "quantity": rng.randint(1, 3)}
+            sent.append((user, key, body))
+        request = client.post("/purchases", json=body, headers=headers(user, key))
+        if rng.random() < 0.1:
+            try:  # the client gives up early; it will retry the same key later
+                await asyncio.wait_for(request, timeout=0.002)
+            except TimeoutError:
+                sent.append((user, key, body))
+            return
+        response = await request
+        assert response.status_code in (201, 402, 409), response.text
+
+    await asyncio.gather(*(one(index) for index in range(300)))
+    for user, key, body in sent:  # every key once more: all must replay or complete cleanly
+        response = await client.post("/purchases", json=body, headers=headers(user, key))
+        assert response.status_code in (201, 402, 409)
+
+    rows = sql(
+        url,
+        "SELECT o.total_cents, o.unit_price_cents * o.quantity, p.amount_cents + "
+        "p.fee_cents FROM orders o JOIN payouts p ON p.order_id = o.id "
+        "WHERE o.user_sub LIKE 'mixed-%%' AND o.status = 'completed'",
+    )
+    assert rows and all(total == computed == paid for total, computed, paid in rows)
+    orders_total = sum(total for total, _, _ in rows)
+    end_balance = dict(
+        sql(url, "SELECT user_sub, balance_cents FROM wallets WHERE user_sub LIKE 'mixed-%%'")
+    )
+    assert sum(start_balance[u] - end_balance[u] for u in users) == orders_total
+    for product in products:
+        ((stock, sold),) = sql(url, "SELECT stock, sold_count FROM products WHERE id = %s", product)
+        ordered = sql(
+            url, "SELECT coalesce(sum(quantity), 0) FROM orders WHERE product_id = %s", product
+        )[0][0]
+        assert stock + sold == 20 and sold == ordered
+    keys = {key for _, key, _ in sent}
+    duplicates = sql(
+        url,
+        "SELECT idempotency_key FROM orders WHERE idempotency_key = ANY(%s) "
+        "GROUP BY idempotency_key HAVING count(*) > 1",
+        list(keys),
+    )
+    assert duplicates == []
