@@ -19,6 +19,7 @@ from edgemart.settings import Settings
 from gateway.scheduler import default_schedules, running
 
 HTTP_FUNCTION_MODULES = (
+    "functions.admin.app",
     "functions.health.app",
     "functions.home.app",
     "functions.purchase.app",

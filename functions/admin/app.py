@@ -1,0 +1,203 @@
+"""Admin function (admin role): kill switches with a cooldown, wallet credits, a product's
+purchase mode. Every change is written to `audit_log` with the acting user and request id,
+in the same transaction as the change."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from edgemart.appfactory import build_app, lambda_handler
+from edgemart.auth import ADMIN_ROLE, Principal, authenticate, require_role
+from edgemart.db import Connection
+from edgemart.errors import ProblemError
+from edgemart.products import rfc3339
+from edgemart.requestid import current_request_id
+from edgemart.services import services_of
+from edgemart.validation import ValidationError, json_object, path_uuid
+
+NO_STORE = {"Cache-Control": "no-store"}
+SWITCHES = ("purchases", "listings")
+MODES = ("direct", "queued")
+SUBJECT = re.compile(r"[^\s]{1,255}")
+
+
+class KillSwitchNotFoundError(ProblemError):
+    def __init__(self) -> None:
+        super().__init__(404, "kill_switch_not_found", "Kill switch not found")
+
+
+class CooldownActiveError(ProblemError):
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            409,
+            "cooldown_active",
+            "Cooldown active",
+            f"This switch changed recently; it can change again in {retry_after_s} s",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+
+
+async def admin(request: Request) -> Principal:
+    principal = await authenticate(request)
+    require_role(principal, (ADMIN_ROLE,))
+    return principal
+
+
+async def audit(
+    conn: Connection,
+    principal: Principal,
+    action: str,
+    entity: str,
+    entity_id: str,
+    details: dict[str, Any],
+) -> None:
+    await conn.execute(
+        "INSERT INTO audit_log (actor_sub, action, entity_type, entity_id, details, request_id) "
+        "VALUES (%s, %s, %s, %s, %s::jsonb, %s)",
+        [principal.sub, action, entity, entity_id, json.dumps(details), current_request_id()],
+    )
+
+
+SWITCH_JSON = f"""json_build_object(
+    'name', name, 'enabled', enabled, 'reason', reason, 'changed_by', changed_by,
+    'changed_at', {rfc3339("changed_at")}, 'cooldown_until', {rfc3339("cooldown_until")})"""
+
+
+def switch_name(request: Request) -> str:
+    name = str(request.path_params["name"])
+    if name not in SWITCHES:
+        raise KillSwitchNotFoundError()
+    return name
+
+
+async def get_switch(request: Request) -> Response:
+    await admin(request)
+    name = switch_name(request)
+    async with services_of(request).primary.connection() as conn:
+        row = await (
+            await conn.execute(
+                f"SELECT {SWITCH_JSON} AS switch FROM kill_switches WHERE name = %s".encode(),
+                [name],
+            )
+        ).fetchone()
+    if row is None:
+        raise KillSwitchNotFoundError()
+    return JSONResponse(row["switch"], headers=NO_STORE)
+
+
+async def put_switch(request: Request) -> Response:
+    principal = await admin(request)
+    name = switch_name(request)
+    body = await json_object(request)
+    enabled = body.boolean("enabled", required=True)
+    reason = body.text("reason", max_length=500) or ""
+    body.finish()
+    services = services_of(request)
+    cooldown = services.settings.kill_switch_cooldown_s
+    async with services.primary.connection() as conn, conn.transaction():
+        current = await (
+            await conn.execute(
+                "SELECT enabled, "
+                "GREATEST(0, ceil(extract(epoch FROM cooldown_until - now())))::int AS wait "
+                "FROM kill_switches WHERE name = %s FOR UPDATE",
+                [name],
+            )
+        ).fetchone()
+        if current is None:
+            raise KillSwitchNotFoundError()
+        if current["enabled"] != enabled:
+            if current["wait"]:
+                raise CooldownActiveError(current["wait"])
+            await conn.execute(
+                "UPDATE kill_switches SET enabled = %s, reason = %s, changed_by = %s, "
+                "changed_at = now(), cooldown_until = now() + %s * interval '1 s' WHERE name = %s",
+                [enabled, reason, principal.sub, cooldown, name],
+            )
+            await audit(
+                conn,
+                principal,
+                "kill_switch.set",
+                "kill_switch",
+                name,
+                {"enabled": enabled, "reason": reason},
+            )
+        row = await (
+            await conn.execute(
+                f"SELECT {SWITCH_JSON} AS switch FROM kill_switches WHERE name = %s".encode(),
+                [name],
+            )
+        ).fetchone()
+    return JSONResponse(row["switch"] if row else None, headers=NO_STORE)
+
+
+async def credit_wallet(request: Request) -> Response:
+    principal = await admin(request)
+    sub = str(request.path_params["sub"])
+    if not SUBJECT.fullmatch(sub):
+        raise ValidationError([{"field": "sub", "location": "path", "message": "is not a subject"}])
+    body = await json_object(request)
+    amount = body.integer("amount_cents", required=True, low=1, high=1_000_000_000)
+    reason = body.text("reason", max_length=500) or ""
+    body.finish()
+    async with services_of(request).primary.connection() as conn, conn.transaction():
+        row = await (
+            await conn.execute(
+                "INSERT INTO wallets (user_sub, balance_cents) VALUES (%s, %s) "
+                "ON CONFLICT (user_sub) DO UPDATE SET balance_cents = wallets.balance_cents + "
+                "excluded.balance_cents, updated_at = now() RETURNING balance_cents",
+                [sub, amount],
+            )
+        ).fetchone()
+        await audit(
+            conn,
+            principal,
+            "wallet.credit",
+            "wallet",
+            sub,
+            {"amount_cents": amount, "reason": reason},
+        )
+    balance = row["balance_cents"] if row else 0
+    return JSONResponse({"sub": sub, "balance_cents": balance}, headers=NO_STORE)
+
+
+class ProductNotFoundError(ProblemError):
+    def __init__(self) -> None:
+        super().__init__(404, "product_not_found", "Product not found")
+
+
+async def set_purchase_mode(request: Request) -> Response:
+    principal = await admin(request)
+    product_id = str(path_uuid(request, "product_id"))
+    body = await json_object(request)
+    mode = body.text("mode", required=True, max_length=10)
+    if mode is not None and mode not in MODES:
+        body.error("mode", f"must be one of {', '.join(MODES)}")
+    body.finish()
+    async with services_of(request).primary.connection() as conn, conn.transaction():
+        row = await (
+            await conn.execute(
+                "UPDATE products SET purchase_mode = %s, updated_at = now() WHERE id = %s "
+                "RETURNING id",
+                [mode, product_id],
+            )
+        ).fetchone()
+        if row is None:
+            raise ProductNotFoundError()
+        await audit(conn, principal, "product.purchase_mode", "product", product_id, {"mode": mode})
+    return JSONResponse({"product_id": product_id, "mode": mode}, headers=NO_STORE)
+
+
+routes = [
+    Route("/admin/kill-switches/{name}", get_switch, methods=["GET"]),
+    Route("/admin/kill-switches/{name}", put_switch, methods=["PUT"]),
+    Route("/admin/wallets/{sub}/credits", credit_wallet, methods=["POST"]),
+    Route("/admin/products/{product_id}/purchase-mode", set_purchase_mode, methods=["PUT"]),
+]
+app = build_app(routes)
+handler = lambda_handler(app)
