@@ -55,6 +55,10 @@ async def running(schedules: list[Schedule], services: Services) -> AsyncIterato
 
 
 def default_schedules() -> list[Schedule]:
+    from functions.maintenance.app import maintenance
     from functions.refresh_views.app import refresh_views
 
-    return [Schedule("refresh_views", refresh_views, 300)]
+    return [
+        Schedule("refresh_views", refresh_views, 300),
+        Schedule("maintenance", maintenance, 86_400),
+    ]

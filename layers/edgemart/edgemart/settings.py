@@ -60,6 +60,8 @@ class Settings:
     platform_fee_basis_points: int = 1000
     idempotency_key_ttl_s: int = 86_400
     idempotency_key_wait_s: float = 5.0
+    idempotency_retention_s: int = 86_400
+    search_history_days: int = 90
     version: str = __version__
 
     @classmethod
@@ -122,6 +124,12 @@ class Settings:
             ),
             idempotency_key_wait_s=env.number(
                 "IDEMPOTENCY_KEY_WAIT_S", defaults.idempotency_key_wait_s
+            ),
+            idempotency_retention_s=env.integer(
+                "IDEMPOTENCY_RETENTION_S", defaults.idempotency_retention_s, low=0
+            ),
+            search_history_days=env.integer(
+                "SEARCH_HISTORY_DAYS", defaults.search_history_days, low=1
             ),
             version=env.text("EDGEMART_VERSION") or defaults.version,
         )
