@@ -1,0 +1,244 @@
+"""Purchase throughput: our one-round-trip `purchase()` vs the seeds' SELECT ... FOR UPDATE
+then UPDATE pattern vs pgbench's bare single-row UPDATE (the ceiling), side by side.
+
+    python -m bench.purchase.run [--seconds S] [--out bench/purchase/RESULTS.md]
+
+Uses DATABASE_URL as admin to create `edgemart_bench_purchase` (else an embedded PostgreSQL).
+Scenarios: (a) every client buys the same hot product, (b) purchases spread over 10,000
+products; at 8 and 32 concurrent clients, each client its own connection and its own buyer.
+Our path runs exactly the SQL the purchase function runs. After every run: oversold units
+(stock below zero is impossible by CHECK; counted anyway as sold - initial stock) must be 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from edgemart.migrate import apply_migrations
+from gateway.democatalog import seed_catalog
+
+PURCHASE_SQL = """SELECT status FROM purchase(%s, %s, 'fp', %s, 1, NULL, 1000, 'bench',
+                  interval '1 day', interval '5 s')"""
+INITIAL_STOCK = 10_000_000
+
+
+@contextmanager
+def admin_url() -> Iterator[str]:
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    from pgserver import get_server  # type: ignore[attr-defined]
+
+    with tempfile.TemporaryDirectory() as folder:
+        server = get_server(Path(folder) / "pg", cleanup_mode="stop")
+        try:
+            yield str(server.get_uri())
+        finally:
+            server.cleanup()
+
+
+def prepare(admin: str) -> tuple[str, list[str]]:
+    name = "edgemart_bench_purchase"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+        conn.execute(f'CREATE DATABASE "{name}"'.encode())
+    url = make_conninfo(admin, dbname=name)
+    apply_migrations(url)
+    seed_catalog(url, products=10_000, seed=3, buyers=64)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE products SET stock = %s, is_available = true", [INITIAL_STOCK])
+        conn.execute("UPDATE wallets SET balance_cents = 1000000000000")
+        ids = [str(row[0]) for row in conn.execute("SELECT id FROM products ORDER BY id")]
+    return url, ids
+
+
+async def ours(conn: psycopg.AsyncConnection[Any], buyer: str, product: str) -> None:
+    row = await (await conn.execute(PURCHASE_SQL, [buyer, uuid.uuid4().hex, product])).fetchone()
+    if not row or row[0] != 201:
+        raise RuntimeError(f"purchase returned {row}")
+
+
+async def for_update(conn: psycopg.AsyncConnection[Any], buyer: str, product: str) -> None:
+    """The seeds' pattern: read-lock the row, check, then write, over several round trips."""
+    async with conn.transaction():
+        price, store, stock = (  # type: ignore[misc]
+            await (
+                await conn.execute(
+                    "SELECT price_cents, store_id, stock FROM products WHERE id = %s FOR UPDATE",
+                    [product],
+                )
+            ).fetchone()
+        )
+        if stock < 1:
+            raise RuntimeError("out of stock")
+        await conn.execute(
+            "UPDATE products SET stock = stock - 1, sold_count = sold_count + 1 WHERE id = %s",
+            [product],
+        )
+        await conn.execute(
+            "UPDATE wallets SET balance_cents = balance_cents - %s WHERE user_sub = %s",
+            [price, buyer],
+        )
+        order = await (
+            await conn.execute(
+                "INSERT INTO orders (user_sub, product_id, store_id, quantity, unit_price_cents, "
+                "total_cents, status) VALUES (%s, %s, %s, 1, %s, %s, 'completed') RETURNING id",
+                [buyer, product, store, price, price],
+            )
+        ).fetchone()
+        await conn.execute(
+            "INSERT INTO payouts (order_id, store_id, amount_cents, fee_cents) "
+            "VALUES (%s, %s, %s, %s)",
+            [
+                order[0],
+                store,
+                price - price // 10,  # type: ignore[index]
+                price // 10,
+            ],
+        )
+
+
+async def drive(
+    url: str,
+    clients: int,
+    seconds: float,
+    products: list[str],
+    step: Callable[[psycopg.AsyncConnection[Any], str, str], Awaitable[None]],
+) -> tuple[float, list[float]]:
+    connections = [
+        await psycopg.AsyncConnection.connect(url, autocommit=True) for _ in range(clients)
+    ]
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def client(index: int) -> None:
+        rng = random.Random(index)
+        conn, buyer = connections[index], f"buyer-{index + 1}"
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            await step(conn, buyer, products[rng.randrange(len(products))])
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(index) for index in range(clients)))
+    elapsed = time.perf_counter() - started
+    for conn in connections:
+        await conn.close()
+    return len(latencies) / elapsed, latencies
+
+
+def pgbench(url: str, clients: int, seconds: float, product: str) -> float:
+    params = conninfo_to_dict(url)
+    script = Path(tempfile.mkdtemp()) / "update.sql"
+    script.write_text(f"UPDATE products SET sold_count = sold_count + 1 WHERE id = '{product}';\n")
+    command = [
+        "pgbench",
+        "-n",
+        "-c",
+        str(clients),
+        "-j",
+        "2",
+        "-T",
+        str(int(seconds)),
+        "-f",
+        str(script),
+        "-M",
+        "prepared",
+    ]
+    for flag, key in (("-h", "host"), ("-p", "port"), ("-U", "user")):
+        if params.get(key):
+            command += [flag, str(params[key])]
+    command.append(str(params["dbname"]))
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    match = re.search(r"tps = ([\d.]+)", output)
+    if match is None:
+        raise RuntimeError(output)
+    return float(match[1])
+
+
+def oversold(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(GREATEST(0, sold_count - %s)), 0) + "
+            "(SELECT count(*) FROM products WHERE stock < 0) FROM products",
+            [INITIAL_STOCK],
+        ).fetchone()
+    return int(row[0]) if row else -1
+
+
+def percentile(samples: list[float], share: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
+    args = parser.parse_args()
+    if shutil.which("pgbench") is None:
+        sys.exit("pgbench is not installed (Debian: postgresql-client)")
+    rows = []
+    with admin_url() as admin:
+        url, products = prepare(admin)
+        hot = products[:1]
+        for scenario, pool in (("hot product", hot), ("10,000 products", products)):
+            for clients in (8, 32):
+                ours_rate, ours_lat = asyncio.run(drive(url, clients, args.seconds, pool, ours))
+                fu_rate, fu_lat = asyncio.run(drive(url, clients, args.seconds, pool, for_update))
+                ceiling = pgbench(url, clients, args.seconds, hot[0]) if pool is hot else None
+                rows.append((scenario, clients, ours_rate, ours_lat, fu_rate, fu_lat, ceiling))
+                print(scenario, clients, f"{ours_rate:.0f}", f"{fu_rate:.0f}", ceiling, flush=True)
+        sold_over = oversold(url)
+    lines = [
+        "# Purchase benchmark",
+        "",
+        f"Command: `{'DATABASE_URL=' + os.environ['DATABASE_URL'] + ' ' if os.environ.get('DATABASE_URL') else ''}"
+        f"python -m bench.purchase.run {' '.join(sys.argv[1:])}`  ",
+        f"Machine: {platform.node()} · {platform.machine()} · {os.cpu_count()} cores · "
+        f"Python {platform.python_version()} · PostgreSQL on the same machine  ",
+        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        "Purchases per second (p50 / p99 ms). *ours*: the `purchase()` function the purchase "
+        "route calls, one round trip. *FOR UPDATE*: SELECT ... FOR UPDATE then UPDATE, "
+        "wallet, order, payout, 6 round trips in a transaction. *ceiling*: pgbench, one "
+        "prepared single-row UPDATE of the hot product per transaction.",
+        "",
+        "| scenario | clients | ours | FOR UPDATE | ours / FOR UPDATE | pgbench ceiling | ours / ceiling |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for scenario, clients, rate, lat, fu_rate, fu_lat, ceiling in rows:
+        ceiling_cells = f"{ceiling:,.0f} | {rate / ceiling:.0%}" if ceiling else "— | —"
+        lines.append(
+            f"| {scenario} | {clients} | {rate:,.0f} ({percentile(lat, 0.5):.1f} / "
+            f"{percentile(lat, 0.99):.1f}) | {fu_rate:,.0f} ({percentile(fu_lat, 0.5):.1f} / "
+            f"{percentile(fu_lat, 0.99):.1f}) | {rate / fu_rate:.2f}× | {ceiling_cells} |"
+        )
+    lines += ["", f"Oversold units across every run: {sold_over}."]
+    text = "\n".join(lines) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
