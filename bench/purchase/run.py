@@ -209,11 +209,11 @@ def main() -> None:
                 rows.append((scenario, clients, ours_rate, ours_lat, fu_rate, fu_lat, ceiling))
                 print(scenario, clients, f"{ours_rate:.0f}", f"{fu_rate:.0f}", ceiling, flush=True)
         sold_over = oversold(url)
+    prefix = f"DATABASE_URL={os.environ['DATABASE_URL']} " if os.environ.get("DATABASE_URL") else ""
     lines = [
         "# Purchase benchmark",
         "",
-        f"Command: `{'DATABASE_URL=' + os.environ['DATABASE_URL'] + ' ' if os.environ.get('DATABASE_URL') else ''}"
-        f"python -m bench.purchase.run {' '.join(sys.argv[1:])}`  ",
+        f"Command: `{prefix}python -m bench.purchase.run {' '.join(sys.argv[1:])}`  ",
         f"Machine: {platform.node()} · {platform.machine()} · {os.cpu_count()} cores · "
         f"Python {platform.python_version()} · PostgreSQL on the same machine  ",
         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
@@ -223,7 +223,8 @@ def main() -> None:
         "wallet, order, payout, 6 round trips in a transaction. *ceiling*: pgbench, one "
         "prepared single-row UPDATE of the hot product per transaction.",
         "",
-        "| scenario | clients | ours | FOR UPDATE | ours / FOR UPDATE | pgbench ceiling | ours / ceiling |",
+        "| scenario | clients | ours | FOR UPDATE | ours / FOR UPDATE | pgbench ceiling "
+        "| ours / ceiling |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for scenario, clients, rate, lat, fu_rate, fu_lat, ceiling in rows:

@@ -160,7 +160,12 @@ async def test_business_failures_are_stored_and_recorded(
             "product_not_found",
             False,
         ),
-        ({"product_id": new_product(url, stock=1), "quantity": 2}, 409, "out_of_stock", True),
+        (
+            {"product_id": new_product(url, stock=1, price=100), "quantity": 2},
+            409,
+            "out_of_stock",
+            True,
+        ),
         (
             {
                 "product_id": new_product(url, stock=5),
