@@ -24,36 +24,20 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from bench.database import admin_url
 from edgemart.migrate import apply_migrations
 from gateway.democatalog import seed_catalog
 
 PURCHASE_SQL = """SELECT status FROM purchase(%s, %s, 'fp', %s, 1, NULL, 1000, 'bench',
                   interval '1 day', interval '5 s')"""
 INITIAL_STOCK = 10_000_000
-
-
-@contextmanager
-def admin_url() -> Iterator[str]:
-    configured = os.environ.get("DATABASE_URL")
-    if configured:
-        yield configured
-        return
-    from pgserver import get_server  # type: ignore[attr-defined]
-
-    with tempfile.TemporaryDirectory() as folder:
-        server = get_server(Path(folder) / "pg", cleanup_mode="stop")
-        try:
-            yield str(server.get_uri())
-        finally:
-            server.cleanup()
 
 
 def prepare(admin: str) -> tuple[str, list[str]]:

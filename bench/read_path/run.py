@@ -19,10 +19,8 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
+from bench.database import admin_url
 from edgemart.homepage import HOME_SQL, SNAPSHOT_SQL, STORE_SNAPSHOT_SQL
 from edgemart.migrate import apply_migrations
 from functions.search.app import SearchParams, search_rows
@@ -66,22 +65,6 @@ SEARCH_SHAPES = {
         None, "lamps", None, None, "popular", 20, None
     ),
 }
-
-
-@contextmanager
-def admin_url() -> Iterator[str]:
-    configured = os.environ.get("DATABASE_URL")
-    if configured:
-        yield configured
-        return
-    from pgserver import get_server  # type: ignore[attr-defined]
-
-    with tempfile.TemporaryDirectory() as folder:
-        server = get_server(Path(folder) / "pg", cleanup_mode="stop")
-        try:
-            yield str(server.get_uri())
-        finally:
-            server.cleanup()
 
 
 def catalog(admin: str, size: int, reseed: bool) -> str:

@@ -16,7 +16,7 @@ from edgemart.appfactory import build_app, lambda_handler
 from edgemart.auth import ADMIN_ROLE, Principal, authenticate, require_role
 from edgemart.db import Connection
 from edgemart.errors import ProblemError
-from edgemart.products import rfc3339
+from edgemart.products import ProductNotFoundError, rfc3339
 from edgemart.requestid import current_request_id
 from edgemart.services import services_of
 from edgemart.validation import ValidationError, json_object, path_uuid
@@ -164,11 +164,6 @@ async def credit_wallet(request: Request) -> Response:
         )
     balance = row["balance_cents"] if row else 0
     return JSONResponse({"sub": sub, "balance_cents": balance}, headers=NO_STORE)
-
-
-class ProductNotFoundError(ProblemError):
-    def __init__(self) -> None:
-        super().__init__(404, "product_not_found", "Product not found")
 
 
 async def set_purchase_mode(request: Request) -> Response:

@@ -28,7 +28,7 @@ from edgemart.cache import CACHE_RULES, cached_response, normalised_query
 from edgemart.cursor import cursor_key, decode_cursor, encode_cursor, query_fingerprint
 from edgemart.db import Connection
 from edgemart.errors import ProblemError
-from edgemart.products import product_summary, rfc3339
+from edgemart.products import ProductNotFoundError, product_summary, rfc3339
 from edgemart.services import services_of
 from edgemart.validation import QueryParams, ValidationError, json_object, path_uuid
 
@@ -39,11 +39,6 @@ PRODUCT_RULE = CACHE_RULES["product_page"]
 class StoreNotFoundError(ProblemError):
     def __init__(self) -> None:
         super().__init__(404, "store_not_found", "Store not found")
-
-
-class ProductNotFoundError(ProblemError):
-    def __init__(self) -> None:
-        super().__init__(404, "product_not_found", "Product not found")
 
 
 STORE_SQL = f"""

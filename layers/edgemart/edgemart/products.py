@@ -7,6 +7,15 @@ only passes bytes along. The shape is API.md's `Product`: times as RFC 3339 UTC 
 
 from __future__ import annotations
 
+from edgemart.errors import ProblemError
+
+
+class ProductNotFoundError(ProblemError):
+    """Unknown, unavailable or unapproved product (404 `product_not_found`)."""
+
+    def __init__(self) -> None:
+        super().__init__(404, "product_not_found", "Product not found")
+
 
 def rfc3339(column: str) -> str:
     return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
