@@ -35,7 +35,8 @@ async def health(request: Request) -> JSONResponse:
     services = services_of(request)
     database = await check_database(services.primary, services.settings.health_db_timeout_s)
     limiter_ok = await services.rate_limiter.ping()
-    circuit_state = "closed"  # the circuit breaker arrives with the resilience work
+    breaker = services.primary.breaker
+    circuit_state = breaker.state if breaker is not None else "closed"
     healthy = database["ok"] and circuit_state == "closed"
     body = {
         "status": "healthy" if healthy else "degraded",

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from edgemart.appfactory import build_app, lambda_handler
-from edgemart.cache import CACHE_RULES, cached_response
+from edgemart.cache import CACHE_RULES, serve_cached
 from edgemart.homepage import HOME_SQL, SNAPSHOT_SQL
 from edgemart.services import services_of
 
@@ -31,9 +31,8 @@ async def load_home(request: Request) -> Any:
 
 
 async def home(request: Request) -> Response:
-    services = services_of(request)
-    rendered = await services.cache.get_or_load("home", RULE.s_maxage, lambda: load_home(request))
-    return cached_response(request, rendered, RULE)
+    cache = services_of(request).cache
+    return await serve_cached(request, cache, "home", RULE, lambda: load_home(request))
 
 
 routes = [Route("/marketplace/home", home, methods=["GET"])]

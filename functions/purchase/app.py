@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.auth import authenticate
+from edgemart.breaker import CircuitOpenError
 from edgemart.errors import ProblemError, problem_response
 from edgemart.logging import logger
 from edgemart.requestid import current_request_id
@@ -146,14 +147,15 @@ async def create_purchase(request: Request) -> Response:
             "A request with this key is still being processed",
             headers=NO_STORE,
         )
-    except (psycopg.OperationalError, PoolTimeout) as exc:
+    except (psycopg.OperationalError, PoolTimeout, CircuitOpenError) as exc:
         await record_failure(services, principal.sub, key, "read_only_mode", repr(exc))
+        retry_after = max(1, round(getattr(exc, "retry_after_s", READ_ONLY_RETRY_AFTER_S)))
         return problem_response(
             503,
             "read_only_mode",
             "Service in read-only mode",
             "The database is unavailable; no money moved",
-            headers={**NO_STORE, "Retry-After": str(READ_ONLY_RETRY_AFTER_S)},
+            headers={**NO_STORE, "Retry-After": str(retry_after)},
         )
     except Exception as exc:
         await record_failure(services, principal.sub, key, "internal_error", repr(exc))

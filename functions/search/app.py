@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.auth import authenticate
-from edgemart.cache import CACHE_RULES, cached_response, normalised_query
+from edgemart.cache import CACHE_RULES, normalised_query, serve_cached
 from edgemart.counters import history_entry, normalise_query
 from edgemart.cursor import cursor_key, decode_cursor, encode_cursor, query_fingerprint
 from edgemart.db import Connection
@@ -235,10 +235,9 @@ async def search(request: Request) -> Response:
             principal = await authenticate(request)
             await services.search_history.record(history_entry(principal.sub, params.q))
     cache_key = "search?" + normalised_query(request, RULE)
-    rendered = await services.cache.get_or_load(
-        cache_key, RULE.s_maxage, lambda: load_search(request, params)
+    return await serve_cached(
+        request, services.cache, cache_key, RULE, lambda: load_search(request, params)
     )
-    return cached_response(request, rendered, RULE)
 
 
 POPULAR_SQL = b"""
@@ -259,10 +258,13 @@ async def load_popular(request: Request) -> dict[str, Any]:
 
 async def popular(request: Request) -> Response:
     QueryParams(request, ()).raise_if_invalid()
-    rendered = await services_of(request).cache.get_or_load(
-        "popular_searches", POPULAR_RULE.s_maxage, lambda: load_popular(request)
+    return await serve_cached(
+        request,
+        services_of(request).cache,
+        "popular_searches",
+        POPULAR_RULE,
+        lambda: load_popular(request),
     )
-    return cached_response(request, rendered, POPULAR_RULE)
 
 
 routes = [

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.auth import ForbiddenError, authenticate
-from edgemart.cache import CACHE_RULES, cached_response, normalised_query
+from edgemart.cache import CACHE_RULES, normalised_query, serve_cached
 from edgemart.cursor import cursor_key, decode_cursor, encode_cursor, query_fingerprint
 from edgemart.db import Connection
 from edgemart.errors import ProblemError
@@ -108,12 +108,13 @@ async def store_page(request: Request) -> Response:
     query.raise_if_invalid()
     services = services_of(request)
     cache_key = f"store:{slug}?{normalised_query(request, STORE_RULE)}"
-    rendered = await services.cache.get_or_load(
+    return await serve_cached(
+        request,
+        services.cache,
         cache_key,
-        STORE_RULE.s_maxage,
+        STORE_RULE,
         lambda: load_store_page(request, slug, category, limit, cursor),
     )
-    return cached_response(request, rendered, STORE_RULE)
 
 
 PRODUCT_SQL = f"""
@@ -136,11 +137,14 @@ async def product_page(request: Request) -> Response:
     product_id = str(path_uuid(request, "product_id"))
     QueryParams(request, ()).raise_if_invalid()
     services = services_of(request)
-    rendered = await services.cache.get_or_load(
-        f"product:{product_id}", PRODUCT_RULE.s_maxage, lambda: load_product(request, product_id)
-    )
     await services.view_counts.record(product_id)
-    return cached_response(request, rendered, PRODUCT_RULE)
+    return await serve_cached(
+        request,
+        services.cache,
+        f"product:{product_id}",
+        PRODUCT_RULE,
+        lambda: load_product(request, product_id),
+    )
 
 
 SLUG = re.compile(r"[a-z0-9-]{3,60}")

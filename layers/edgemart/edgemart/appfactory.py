@@ -20,7 +20,13 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from edgemart.auth import subject_from_scope
-from edgemart.errors import ProblemError, http_exception_handler, problem_error_handler
+from edgemart.db import UNAVAILABLE_ERRORS
+from edgemart.errors import (
+    ProblemError,
+    http_exception_handler,
+    problem_error_handler,
+    unavailable_handler,
+)
 from edgemart.logging import logger
 from edgemart.ratelimit.middleware import RateLimitMiddleware
 from edgemart.ratelimit.policies import RateLimitTable
@@ -61,6 +67,7 @@ def build_app(
         exception_handlers={
             ProblemError: problem_error_handler,
             HTTPException: http_exception_handler,
+            **dict.fromkeys(UNAVAILABLE_ERRORS, unavailable_handler),
         },
         lifespan=lifespan,
     )

@@ -203,3 +203,25 @@ class TTLCache:
             del self._inflight[key]
         if not task.cancelled():
             task.exception()  # retrieved here, so an unawaited failure is not reported twice
+
+
+async def serve_cached(
+    request: Request,
+    cache: TTLCache,
+    key: str,
+    rule: CacheRule,
+    loader: Callable[[], Awaitable[Any]],
+) -> Response:
+    """The route's response from the cache or the loader; when the database is unavailable,
+    the last good copy, marked stale (`X-Edgemart-Stale: true`, `Age`). With no copy at all
+    the unavailability propagates (503)."""
+    from edgemart.db import UNAVAILABLE_ERRORS
+
+    try:
+        rendered = await cache.get_or_load(key, rule.s_maxage, loader)
+    except UNAVAILABLE_ERRORS:
+        stale = cache.last_good(key)
+        if stale is None:
+            raise
+        return cached_response(request, stale, rule, stale=True, now=cache.clock())
+    return cached_response(request, rendered, rule)

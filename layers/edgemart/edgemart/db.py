@@ -17,14 +17,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, OperationalError
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from edgemart.breaker import CircuitBreaker, CircuitOpenError
 from edgemart.errors import EdgemartError
 from edgemart.settings import Settings
 
 Connection = AsyncConnection[DictRow]
+
+# Errors that mean "the database is not available", as opposed to "it answered with an error":
+# connection loss, statement timeouts (QueryCanceled is an OperationalError), an exhausted
+# pool, an open circuit. These feed the breaker and turn into stale reads or 503s.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    PoolTimeout,
+    CircuitOpenError,
+)
 
 
 class DatabaseNotConfiguredError(EdgemartError):
@@ -42,8 +52,10 @@ class Database:
         timeout_s: float = 5.0,
         statement_timeout_ms: int = 0,
         transaction_pooler: bool = False,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.conninfo = conninfo
+        self.breaker = breaker
         self.name = name
         self.min_size = min_size
         self.max_size = max(max_size, min_size)
@@ -72,6 +84,12 @@ class Database:
             timeout_s=settings.db_pool_timeout_s,
             statement_timeout_ms=settings.db_statement_timeout_ms,
             transaction_pooler=settings.database_pooler == "transaction",
+            breaker=CircuitBreaker(
+                f"database_{name}",
+                failure_threshold=settings.circuit_failure_threshold,
+                success_threshold=settings.circuit_success_threshold,
+                open_timeout_s=settings.circuit_open_timeout_s,
+            ),
         )
 
     def connection_kwargs(self) -> dict[str, Any]:
@@ -109,9 +127,30 @@ class Database:
 
     @asynccontextmanager
     async def connection(self, *, timeout_s: float | None = None) -> AsyncIterator[Connection]:
-        pool = await self.pool()
-        async with pool.connection(timeout=timeout_s) as conn:
-            yield conn
+        """A pooled connection, through the circuit breaker: an unavailable database counts
+        as a failure, any answer (errors included) as a success."""
+        breaker = self.breaker
+        if breaker is not None:
+            breaker.before_call()
+        try:
+            pool = await self.pool()
+            async with pool.connection(timeout=timeout_s) as conn:
+                yield conn
+        except (OperationalError, PoolTimeout):
+            if breaker is not None:
+                breaker.record_failure()
+            raise
+        except Exception:
+            if breaker is not None:
+                breaker.record_success()
+            raise
+        except BaseException:  # cancelled: the call told us nothing
+            if breaker is not None:
+                breaker.abandon()
+            raise
+        else:
+            if breaker is not None:
+                breaker.record_success()
 
     async def close(self) -> None:
         pool, self._pool, self._loop = self._pool, None, None

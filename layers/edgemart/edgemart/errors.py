@@ -150,3 +150,26 @@ def _default_phrase(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return ""
+
+
+async def unavailable_handler(request: Request, exc: Exception) -> Response:
+    """The database is unavailable (connection lost, pool exhausted, circuit open): 503 with
+    Retry-After. Writes are refused as `read_only_mode`; reads that had no stale copy to fall
+    back on get `service_unavailable`."""
+    retry_after = max(1, round(getattr(exc, "retry_after_s", 5)))
+    headers = {"Retry-After": str(retry_after), "Cache-Control": "no-store"}
+    if request.method in ("GET", "HEAD"):
+        return problem_response(
+            503,
+            "service_unavailable",
+            "Service unavailable",
+            "The database is unavailable and no cached copy exists",
+            headers=headers,
+        )
+    return problem_response(
+        503,
+        "read_only_mode",
+        "Service in read-only mode",
+        "The database is unavailable; nothing was changed",
+        headers=headers,
+    )

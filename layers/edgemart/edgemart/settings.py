@@ -50,6 +50,9 @@ class Settings:
     max_body_bytes: int = 65536
     trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=tuple)
     health_db_timeout_s: float = 2.0
+    circuit_failure_threshold: int = 5
+    circuit_success_threshold: int = 3
+    circuit_open_timeout_s: float = 30.0
     cursor_secret: str | None = None
     search_trending_period_s: int = 3600
     jwt_secret: str | None = None
@@ -105,6 +108,15 @@ class Settings:
             max_body_bytes=env.integer("MAX_BODY_BYTES", defaults.max_body_bytes, low=0),
             trusted_proxies=env.networks("TRUSTED_PROXIES"),
             health_db_timeout_s=env.number("HEALTH_DB_TIMEOUT_S", defaults.health_db_timeout_s),
+            circuit_failure_threshold=env.integer(
+                "CIRCUIT_FAILURE_THRESHOLD", defaults.circuit_failure_threshold, low=1
+            ),
+            circuit_success_threshold=env.integer(
+                "CIRCUIT_SUCCESS_THRESHOLD", defaults.circuit_success_threshold, low=1
+            ),
+            circuit_open_timeout_s=env.number(
+                "CIRCUIT_OPEN_TIMEOUT_S", defaults.circuit_open_timeout_s
+            ),
             cursor_secret=env.text("CURSOR_SECRET"),
             search_trending_period_s=env.integer(
                 "SEARCH_TRENDING_PERIOD_S", defaults.search_trending_period_s, low=60

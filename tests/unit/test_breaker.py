@@ -1,0 +1,89 @@
+"""The circuit breaker's state machine, driven by an injected clock (no sleeps)."""
+
+import pytest
+
+from edgemart.breaker import CircuitBreaker, CircuitOpenError
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def breaker(clock: Clock, **options: float) -> CircuitBreaker:
+    settings = {"failure_threshold": 3, "success_threshold": 2, "open_timeout_s": 30.0}
+    settings.update(options)
+    return CircuitBreaker("db", clock=clock, **settings)  # type: ignore[arg-type]
+
+
+def test_opens_after_consecutive_failures_and_refuses() -> None:
+    clock = Clock()
+    circuit = breaker(clock)
+    for _ in range(2):
+        circuit.before_call()
+        circuit.record_failure()
+    assert circuit.state == "closed"
+    circuit.record_success()  # a success resets the run
+    for _ in range(3):
+        circuit.record_failure()
+    assert circuit.state == "open"
+    clock.now += 10
+    with pytest.raises(CircuitOpenError) as refused:
+        circuit.before_call()
+    assert refused.value.retry_after_s == pytest.approx(20)
+
+
+def test_half_open_probe_then_close() -> None:
+    clock = Clock()
+    circuit = breaker(clock)
+    for _ in range(3):
+        circuit.record_failure()
+    clock.now += 30
+    assert circuit.state == "half_open"
+    circuit.before_call()  # the one probe
+    with pytest.raises(CircuitOpenError):
+        circuit.before_call()  # a second caller while the probe is out
+    circuit.record_success()
+    assert circuit.state == "half_open"  # needs two successes
+    circuit.before_call()
+    circuit.record_success()
+    assert circuit.state == "closed"
+
+
+def test_a_failed_probe_opens_again_for_a_full_timeout() -> None:
+    clock = Clock()
+    circuit = breaker(clock)
+    for _ in range(3):
+        circuit.record_failure()
+    clock.now += 30
+    circuit.before_call()
+    circuit.record_failure()
+    assert circuit.state == "open"
+    clock.now += 29
+    assert circuit.state == "open"
+    clock.now += 1
+    assert circuit.state == "half_open"
+
+
+def test_failure_rate_over_the_window() -> None:
+    clock = Clock()
+    circuit = breaker(clock, failure_threshold=100, failure_rate=0.5, window_s=60, min_calls=10)
+    for index in range(10):
+        clock.now += 1
+        (circuit.record_failure if index % 2 else circuit.record_success)()
+    assert circuit.state == "open"  # 5 of 10 failed
+
+
+def test_old_calls_leave_the_window() -> None:
+    clock = Clock()
+    circuit = breaker(clock, failure_threshold=100, failure_rate=0.5, window_s=60, min_calls=10)
+    for _ in range(9):
+        circuit.record_failure()
+    clock.now += 61
+    for _ in range(9):
+        circuit.record_success()
+    circuit.record_failure()
+    assert circuit.state == "closed"  # 1 of the last 10 failed
