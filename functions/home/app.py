@@ -32,7 +32,9 @@ async def load_home(request: Request) -> Any:
 
 async def home(request: Request) -> Response:
     cache = services_of(request).cache
-    return await serve_cached(request, cache, "home", RULE, lambda: load_home(request))
+    return await serve_cached(
+        request, cache, "home", RULE, lambda: load_home(request), retry=services_of(request).retry
+    )
 
 
 routes = [Route("/marketplace/home", home, methods=["GET"])]

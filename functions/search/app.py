@@ -236,7 +236,12 @@ async def search(request: Request) -> Response:
             await services.search_history.record(history_entry(principal.sub, params.q))
     cache_key = "search?" + normalised_query(request, RULE)
     return await serve_cached(
-        request, services.cache, cache_key, RULE, lambda: load_search(request, params)
+        request,
+        services.cache,
+        cache_key,
+        RULE,
+        lambda: load_search(request, params),
+        retry=services_of(request).retry,
     )
 
 
@@ -264,6 +269,7 @@ async def popular(request: Request) -> Response:
         "popular_searches",
         POPULAR_RULE,
         lambda: load_popular(request),
+        retry=services_of(request).retry,
     )
 
 

@@ -114,6 +114,7 @@ async def store_page(request: Request) -> Response:
         cache_key,
         STORE_RULE,
         lambda: load_store_page(request, slug, category, limit, cursor),
+        retry=services_of(request).retry,
     )
 
 
@@ -144,6 +145,7 @@ async def product_page(request: Request) -> Response:
         f"product:{product_id}",
         PRODUCT_RULE,
         lambda: load_product(request, product_id),
+        retry=services_of(request).retry,
     )
 
 

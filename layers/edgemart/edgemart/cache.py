@@ -17,10 +17,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
+
+if TYPE_CHECKING:
+    from edgemart.retry import RetryPolicy
 
 NO_STORE = "no-store"
 
@@ -211,14 +214,18 @@ async def serve_cached(
     key: str,
     rule: CacheRule,
     loader: Callable[[], Awaitable[Any]],
+    *,
+    retry: RetryPolicy | None = None,
 ) -> Response:
-    """The route's response from the cache or the loader; when the database is unavailable,
+    """The route's response from the cache or the loader (retried on transient errors when a
+    policy is given: a read is safe to repeat); when the database is unavailable,
     the last good copy, marked stale (`X-Edgemart-Stale: true`, `Age`). With no copy at all
     the unavailability propagates (503)."""
     from edgemart.db import UNAVAILABLE_ERRORS
 
+    load = loader if retry is None else (lambda: retry.run(loader))
     try:
-        rendered = await cache.get_or_load(key, rule.s_maxage, loader)
+        rendered = await cache.get_or_load(key, rule.s_maxage, load)
     except UNAVAILABLE_ERRORS:
         stale = cache.last_good(key)
         if stale is None:

@@ -23,6 +23,7 @@ from edgemart.counters import (
 from edgemart.db import Database
 from edgemart.ratelimit.base import RateLimiter
 from edgemart.ratelimit.policies import build_rate_limiter
+from edgemart.retry import RetryPolicy
 from edgemart.settings import Settings
 
 
@@ -37,6 +38,7 @@ class Services:
     view_counts: BufferedCounts
     search_history: BufferedCounts
     authenticator: Authenticator
+    retry: RetryPolicy
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -52,6 +54,7 @@ class Services:
             view_counts=buffered_counts(settings.redis_url, VIEW_COUNTS_KEY),
             search_history=buffered_counts(settings.redis_url, SEARCH_HISTORY_KEY),
             authenticator=Authenticator.from_settings(settings),
+            retry=RetryPolicy(),
         )
 
     async def aclose(self) -> None:
