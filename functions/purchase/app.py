@@ -5,6 +5,7 @@ one transaction holding the key claim, the conditional stock update, the wallet 
 order, the payout and the audit row. Business outcomes (201, 402, 404, 409) are stored under
 the Idempotency-Key and replayed with `Idempotent-Replayed: true`; a 503 or 500 stores
 nothing, so a retry can succeed. Failures that API.md lists write `failed_transactions`.
+A transient database error (a lost connection, a deadlock) is retried with the same key.
 """
 
 from __future__ import annotations
@@ -136,9 +137,15 @@ async def create_purchase(request: Request) -> Response:
         settings.idempotency_key_ttl_s,
         settings.idempotency_key_wait_s,
     ]
-    try:
+
+    async def attempt() -> Any:
         async with services.primary.connection() as conn:
-            row = await (await conn.execute(PURCHASE_SQL, args)).fetchone()
+            return await (await conn.execute(PURCHASE_SQL, args)).fetchone()
+
+    try:
+        # Safe to repeat: if a lost connection hid a commit, the retry finds the key and
+        # replays the outcome instead of buying twice.
+        row = await services.retry.run(attempt)
     except psycopg.errors.LockNotAvailable:
         return problem_response(
             409,
