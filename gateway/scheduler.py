@@ -54,11 +54,29 @@ async def running(schedules: list[Schedule], services: Services) -> AsyncIterato
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+HEARTBEAT_EVERY_S = 10.0
+
+
+async def heartbeat(services: Services, event: Mapping[str, Any]) -> dict[str, Any]:
+    """`SELECT 1` through the pool and its circuit breaker, so the gateway notices an outage
+    (and a recovery: the heartbeat is the half-open probe) even with no traffic. Lambda has no
+    such loop: there, request outcomes drive the breaker."""
+    from edgemart.db import UNAVAILABLE_ERRORS
+
+    try:
+        async with services.primary.connection() as conn:
+            await conn.execute("SELECT 1")
+    except UNAVAILABLE_ERRORS as exc:
+        return {"database": "unavailable", "error": type(exc).__name__}
+    return {"database": "ok"}
+
+
 def default_schedules() -> list[Schedule]:
     from functions.maintenance.app import maintenance
     from functions.refresh_views.app import refresh_views
 
     return [
+        Schedule("heartbeat", heartbeat, HEARTBEAT_EVERY_S),
         Schedule("refresh_views", refresh_views, 300),
         Schedule("maintenance", maintenance, 86_400),
     ]

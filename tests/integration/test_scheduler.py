@@ -36,3 +36,26 @@ async def test_jobs_run_on_schedule_with_a_scheduled_event(catalog_database_url:
     assert len(events) >= 3
     assert all(e["detail-type"] == "Scheduled Event" for e in events)
     assert all(r["status"] == "refreshed" for r in reports)
+
+
+async def test_heartbeat_opens_the_circuit_without_traffic() -> None:
+    import dataclasses
+
+    from gateway.scheduler import heartbeat
+    from tests.conftest import unused_port
+
+    dead = f"postgresql://postgres@127.0.0.1:{unused_port()}/postgres?connect_timeout=1"
+    settings = dataclasses.replace(
+        settings_for(dead, db_pool_timeout_s=0.3), circuit_failure_threshold=2
+    )
+    services = Services.from_settings(settings)
+    try:
+        async with running([Schedule("heartbeat", heartbeat, 0.05)], services):
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if services.primary.breaker and services.primary.breaker.state == "open":
+                    break
+        assert services.primary.breaker is not None
+        assert services.primary.breaker.state == "open"
+    finally:
+        await services.aclose()
