@@ -71,6 +71,7 @@ async def test_outage_under_load(tmp_path: Path) -> None:
             {"sub": f"buyer-{index % 20 + 1}", "exp": int(time.time()) + 600}, SECRET
         )
         while not stop.is_set():
+            started_in = phase  # a request belongs to the phase it started in
             choice = rng.random()
             if choice < 0.3:
                 kind, response = "home", await client.get("/marketplace/home")
@@ -90,15 +91,15 @@ async def test_outage_under_load(tmp_path: Path) -> None:
                 )
             code = response.json().get("code", "") if response.status_code >= 400 else ""
             stale = "stale" if response.headers.get("x-edgemart-stale") else ""
-            outcomes[phase][(kind, response.status_code, code or stale)] += 1
+            outcomes[started_in][(kind, response.status_code, code or stale)] += 1
             await asyncio.sleep(0.01)
 
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             workers = [asyncio.create_task(worker(client, i)) for i in range(8)]
             await asyncio.sleep(3)
+            server.cleanup()  # type: ignore[attr-defined]  # synchronous: stopped when it returns
             phase = "outage"
-            server.cleanup()  # type: ignore[attr-defined]
             await asyncio.sleep(OUTAGE_S)
             server = start_embedded_postgres(tmp_path / "pg")
             back_at = time.monotonic()

@@ -131,7 +131,13 @@ class Database:
         as a failure, any answer (errors included) as a success."""
         breaker = self.breaker
         if breaker is not None:
+            probing = breaker.state == "half_open"
             breaker.before_call()
+            if probing:
+                # psycopg_pool retries a lost server with a growing backoff (tens of seconds
+                # after a long outage); the probe must test the database now, so it gets a
+                # fresh pool rather than waiting behind the old one's schedule.
+                await self._replace_pool()
         try:
             pool = await self.pool()
             async with pool.connection(timeout=timeout_s) as conn:
@@ -151,6 +157,11 @@ class Database:
         else:
             if breaker is not None:
                 breaker.record_success()
+
+    async def _replace_pool(self) -> None:
+        old, self._pool = self._pool, None
+        if old is not None:
+            await old.close(timeout=0)
 
     async def close(self) -> None:
         pool, self._pool, self._loop = self._pool, None, None
