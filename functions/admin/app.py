@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.auth import ADMIN_ROLE, Principal, authenticate, require_role
+from edgemart.cache import NO_STORE
 from edgemart.db import Connection
 from edgemart.errors import ProblemError
 from edgemart.products import ProductNotFoundError, rfc3339
@@ -21,7 +22,6 @@ from edgemart.requestid import current_request_id
 from edgemart.services import services_of
 from edgemart.validation import ValidationError, json_object, path_uuid
 
-NO_STORE = {"Cache-Control": "no-store"}
 SWITCHES = ("purchases", "listings")
 MODES = ("direct", "queued")
 SUBJECT = re.compile(r"[^\s]{1,255}")

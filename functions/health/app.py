@@ -12,11 +12,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from edgemart.appfactory import build_app, lambda_handler
+from edgemart.cache import NO_STORE
 from edgemart.db import Database
 from edgemart.logging import logger
 from edgemart.services import services_of
-
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 async def check_database(database: Database, timeout_s: float) -> dict[str, Any]:

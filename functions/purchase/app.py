@@ -15,22 +15,20 @@ import json
 from typing import Any
 
 import psycopg
-from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.auth import authenticate
-from edgemart.breaker import CircuitOpenError
+from edgemart.cache import NO_STORE
+from edgemart.db import UNAVAILABLE_ERRORS
 from edgemart.errors import ProblemError, problem_response
 from edgemart.logging import logger
 from edgemart.requestid import current_request_id
 from edgemart.services import Services, services_of
 from edgemart.validation import json_object, path_uuid
 
-NO_STORE = {"Cache-Control": "no-store"}
-READ_ONLY_RETRY_AFTER_S = 5
 _PRINTABLE_ASCII = frozenset(range(0x20, 0x7F))
 
 # code → (title, detail) of the problems a purchase can end in.
@@ -88,18 +86,10 @@ def outcome_response(status: int, body: dict[str, Any], request_id: str | None) 
         headers["Retry-After"] = str(body.get("retry_after", 60))
     if "current_unit_price_cents" in body:
         extra["current_unit_price_cents"] = body["current_unit_price_cents"]
-    response = problem_response(status, code, title, detail, headers=headers, extra=extra)
-    if request_id is not None and request_id != current_request_id():
-        # A replay carries the original response, request id included.
-        document = json.loads(response.body)
-        document["request_id"] = request_id
-        response = Response(
-            json.dumps(document, separators=(",", ":")),
-            status_code=status,
-            headers=headers,
-            media_type=response.media_type,
-        )
-    return response
+    # A replay carries the original response, request id included.
+    return problem_response(
+        status, code, title, detail, headers=headers, extra=extra, request_id=request_id
+    )
 
 
 async def record_failure(services: Services, user: str, key: str, code: str, message: str) -> None:
@@ -154,16 +144,10 @@ async def create_purchase(request: Request) -> Response:
             "A request with this key is still being processed",
             headers=NO_STORE,
         )
-    except (psycopg.OperationalError, PoolTimeout, CircuitOpenError) as exc:
+    except UNAVAILABLE_ERRORS as exc:
+        # Recorded here; the app's unavailable handler answers 503 read_only_mode.
         await record_failure(services, principal.sub, key, "read_only_mode", repr(exc))
-        retry_after = max(1, round(getattr(exc, "retry_after_s", READ_ONLY_RETRY_AFTER_S)))
-        return problem_response(
-            503,
-            "read_only_mode",
-            "Service in read-only mode",
-            "The database is unavailable; no money moved",
-            headers={**NO_STORE, "Retry-After": str(retry_after)},
-        )
+        raise
     except Exception as exc:
         await record_failure(services, principal.sub, key, "internal_error", repr(exc))
         raise

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.auth import ForbiddenError, authenticate
-from edgemart.cache import CACHE_RULES, normalised_query, serve_cached
+from edgemart.cache import CACHE_RULES, NO_STORE, normalised_query, serve_cached
 from edgemart.cursor import cursor_key, decode_cursor, encode_cursor, query_fingerprint
 from edgemart.db import Connection
 from edgemart.errors import ProblemError
@@ -71,11 +71,7 @@ async def load_store_page(
     services = services_of(request)
     key = cursor_key(services.settings.cursor_secret)
     fingerprint = query_fingerprint("store", slug, category)
-    position = decode_cursor(key, fingerprint, cursor) if cursor else None
-    if position is not None and len(position) != 2:
-        raise ValidationError(
-            [{"field": "cursor", "location": "query", "message": "is not a valid cursor"}]
-        )
+    position = decode_cursor(key, fingerprint, cursor, length=2) if cursor else None
     async with services.replica.connection() as conn:
         store = await (await conn.execute(STORE_SQL, [slug])).fetchone()
         if store is None:
@@ -151,7 +147,6 @@ async def product_page(request: Request) -> Response:
 
 SLUG = re.compile(r"[a-z0-9-]{3,60}")
 CURRENCY = re.compile(r"[A-Z]{3}")
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 class StoreSlugTakenError(ProblemError):
@@ -323,7 +318,7 @@ async def store_payouts(request: Request) -> Response:
     services = services_of(request)
     key = cursor_key(services.settings.cursor_secret)
     fingerprint = query_fingerprint("payouts", slug, principal.sub)
-    position = decode_cursor(key, fingerprint, cursor) if cursor else None
+    position = decode_cursor(key, fingerprint, cursor, length=2) if cursor else None
     async with services.primary.connection() as conn:
         store = await (
             await conn.execute(

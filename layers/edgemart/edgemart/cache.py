@@ -22,10 +22,13 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from edgemart.db import UNAVAILABLE_ERRORS
+
 if TYPE_CHECKING:
     from edgemart.retry import RetryPolicy
 
-NO_STORE = "no-store"
+NO_STORE: Mapping[str, str] = {"Cache-Control": "no-store"}
+"""Headers for everything that must never be cached (money, admin, health, seller pages)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +224,6 @@ async def serve_cached(
     policy is given: a read is safe to repeat); when the database is unavailable,
     the last good copy, marked stale (`X-Edgemart-Stale: true`, `Age`). With no copy at all
     the unavailability propagates (503)."""
-    from edgemart.db import UNAVAILABLE_ERRORS
-
     load = loader if retry is None else (lambda: retry.run(loader))
     try:
         rendered = await cache.get_or_load(key, rule.s_maxage, load)

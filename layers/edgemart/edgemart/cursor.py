@@ -55,8 +55,9 @@ def encode_cursor(key: bytes, fingerprint: str, position: list[Any]) -> str:
     return f"{_b64(payload)}.{_b64(signature)}"
 
 
-def decode_cursor(key: bytes, fingerprint: str, cursor: str) -> list[Any]:
-    """The position a cursor carries, or ValidationError (field `cursor`)."""
+def decode_cursor(key: bytes, fingerprint: str, cursor: str, *, length: int) -> list[Any]:
+    """The position (`length` sort-key values) a cursor carries, or ValidationError (field
+    `cursor`)."""
     try:
         payload_text, signature_text = cursor.split(".")
         payload, signature = _unb64(payload_text), _unb64(signature_text)
@@ -66,6 +67,8 @@ def decode_cursor(key: bytes, fingerprint: str, cursor: str) -> list[Any]:
         document = json.loads(payload)
         if document["f"] != fingerprint or not isinstance(document["p"], list):
             raise ValueError("cursor of another query")
+        if len(document["p"]) != length:
+            raise ValueError("cursor of another sort order")
         position: list[Any] = document["p"]
         return position
     except (ValueError, KeyError, TypeError):

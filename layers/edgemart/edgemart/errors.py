@@ -94,7 +94,10 @@ def problem_body(
     title: str,
     detail: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
+    """The problem document; `request_id` defaults to this request's (a replayed response
+    carries the original one)."""
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + code.replace("_", "-"),
         "title": title,
@@ -103,7 +106,7 @@ def problem_body(
     if detail is not None:
         body["detail"] = detail
     body["code"] = code
-    body["request_id"] = current_request_id()
+    body["request_id"] = request_id or current_request_id()
     if extra:
         body.update(extra)
     return body
@@ -117,8 +120,9 @@ def problem_response(
     *,
     headers: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
+    request_id: str | None = None,
 ) -> Response:
-    body = problem_body(status, code, title, detail, extra)
+    body = problem_body(status, code, title, detail, extra, request_id)
     return Response(
         json.dumps(body, separators=(",", ":"), ensure_ascii=False),
         status_code=status,

@@ -42,16 +42,16 @@ class _PolicyLabels:
     def outcome(self, allowed: bool, fallback: bool) -> str:
         return self._outcomes[(allowed, fallback)]
 
+    def headers(self, decision: Decision) -> tuple[tuple[bytes, bytes], ...]:
+        """Raw header bytes: this runs on every limited request, MutableHeaders is slower."""
+        return (
+            (b"ratelimit-policy", self.policy_header),
+            (b"ratelimit", b'"%s";r=%d;t=%d' % (self.name, decision.remaining, decision.reset_s)),
+        )
 
-def rate_limit_headers(policy: Policy, decision: Decision) -> dict[str, str]:
-    return {
-        "RateLimit-Policy": f'"{policy.name}";q={policy.limit};w={policy.window_s}',
-        "RateLimit": f'"{policy.name}";r={decision.remaining};t={decision.reset_s}',
-    }
 
-
-def rate_limited_error(policy: Policy, decision: Decision) -> ProblemError:
-    headers = rate_limit_headers(policy, decision)
+def rate_limited_error(policy: Policy, decision: Decision, labels: _PolicyLabels) -> ProblemError:
+    headers = {name.decode(): value.decode() for name, value in labels.headers(decision)}
     headers["Retry-After"] = str(decision.retry_after_s)
     return ProblemError(
         429,
@@ -97,13 +97,10 @@ class RateLimitMiddleware:
             decision.allowed, decision.fallback
         )
         if not decision.allowed:
-            await rate_limited_error(policy, decision).to_response()(scope, receive, send)
+            error = rate_limited_error(policy, decision, labels)
+            await error.to_response()(scope, receive, send)
             return
-        # Raw header bytes: this runs on every limited request, MutableHeaders is slower.
-        headers = (
-            (b"ratelimit-policy", labels.policy_header),
-            (b"ratelimit", b'"%s";r=%d;t=%d' % (labels.name, decision.remaining, decision.reset_s)),
-        )
+        headers = labels.headers(decision)
 
         pending = scope["state"].get(RESPONSE_HEADERS_KEY)
         if pending is not None:
