@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from edgemart.db import Connection
+    from edgemart.redisclient import LazyRedis
 
 _SPACES = re.compile(r"\s+")
 SEARCH_COUNTS_KEY = "edgemart:search_counts"
@@ -73,29 +74,26 @@ class MemoryCounts:
 class RedisCounts:
     """Shared across processes: one HINCRBY per event, drained by a Lua script."""
 
-    def __init__(self, url: str, key: str) -> None:
-        from edgemart.ratelimit.redis import RedisRateLimiter
-
-        # Reuse the limiter's lazily built, per-loop, bounded client factory.
-        self._clients = RedisRateLimiter(url)
+    def __init__(self, redis: LazyRedis, key: str) -> None:
+        self.redis = redis
         self.key = key
 
     async def record(self, name: str) -> None:
-        await self._clients.client().hincrby(self.key, name, 1)
+        await self.redis.client().hincrby(self.key, name, 1)
 
     async def drain(self) -> dict[str, int]:
-        flat = await self._clients.client().eval(_DRAIN_SCRIPT, 1, self.key)
+        flat = await self.redis.client().eval(_DRAIN_SCRIPT, 1, self.key)
         return {flat[index].decode(): int(flat[index + 1]) for index in range(0, len(flat), 2)}
 
     async def restore(self, counts: dict[str, int]) -> None:
         if counts:
-            async with self._clients.client().pipeline(transaction=False) as pipe:
+            async with self.redis.client().pipeline(transaction=False) as pipe:
                 for query, count in counts.items():
                     pipe.hincrby(self.key, query, count)
                 await pipe.execute()
 
     async def aclose(self) -> None:
-        await self._clients.aclose()
+        await self.redis.aclose()
 
 
 ROTATE_SQL = b"""
@@ -146,8 +144,8 @@ async def flush_view_counts(conn: Connection, counts: dict[str, int]) -> int:
     return len(counts)
 
 
-def buffered_counts(redis_url: str | None, key: str) -> BufferedCounts:
-    return RedisCounts(redis_url, key) if redis_url else MemoryCounts()
+def buffered_counts(redis: LazyRedis | None, key: str) -> BufferedCounts:
+    return RedisCounts(redis, key) if redis is not None else MemoryCounts()
 
 
 def history_entry(user_sub: str, query: str) -> str:

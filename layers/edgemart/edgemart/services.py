@@ -23,6 +23,7 @@ from edgemart.counters import (
 from edgemart.db import Database
 from edgemart.ratelimit.base import RateLimiter
 from edgemart.ratelimit.policies import build_rate_limiter
+from edgemart.redisclient import LazyRedis
 from edgemart.retry import RetryPolicy
 from edgemart.settings import Settings
 
@@ -44,15 +45,17 @@ class Services:
     def from_settings(cls, settings: Settings) -> Services:
         primary = Database.primary_from(settings)
         replica = Database.replica_from(settings) if settings.database_replica_url else primary
+        # One Redis client (one bounded pool) for the limiter and every counter buffer.
+        redis = LazyRedis(settings.redis_url) if settings.redis_url else None
         return cls(
             settings=settings,
             primary=primary,
             replica=replica,
-            rate_limiter=build_rate_limiter(settings),
+            rate_limiter=build_rate_limiter(settings, redis=redis),
             cache=TTLCache(),
-            search_counts=buffered_counts(settings.redis_url, SEARCH_COUNTS_KEY),
-            view_counts=buffered_counts(settings.redis_url, VIEW_COUNTS_KEY),
-            search_history=buffered_counts(settings.redis_url, SEARCH_HISTORY_KEY),
+            search_counts=buffered_counts(redis, SEARCH_COUNTS_KEY),
+            view_counts=buffered_counts(redis, VIEW_COUNTS_KEY),
+            search_history=buffered_counts(redis, SEARCH_HISTORY_KEY),
             authenticator=Authenticator.from_settings(settings),
             retry=RetryPolicy(),
         )

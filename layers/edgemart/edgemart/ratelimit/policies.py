@@ -10,10 +10,14 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from edgemart.ratelimit.base import RateLimiter
 from edgemart.ratelimit.window import Algorithm, KeyKind, Policy
 from edgemart.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from edgemart.redisclient import LazyRedis
 
 WINDOW_S = 60
 _CACHE_SIZE = 4096
@@ -88,8 +92,9 @@ class RateLimitTable:
         return None
 
 
-def build_rate_limiter(settings: Settings) -> RateLimiter:
-    """The configured backend, with the local limiter behind any shared one."""
+def build_rate_limiter(settings: Settings, *, redis: LazyRedis | None = None) -> RateLimiter:
+    """The configured backend, with the local limiter behind any shared one. `redis` is the
+    process's shared client, used by the Redis backend when given."""
     from edgemart.ratelimit.memory import MemoryRateLimiter
 
     local = MemoryRateLimiter(max_keys=settings.rate_limit_memory_max_keys)
@@ -109,7 +114,7 @@ def build_rate_limiter(settings: Settings) -> RateLimiter:
             raise SettingsError("RATE_LIMIT_BACKEND=redis needs REDIS_URL")
         from edgemart.ratelimit.redis import RedisRateLimiter
 
-        shared = RedisRateLimiter(settings.redis_url)
+        shared = RedisRateLimiter(settings.redis_url, redis=redis)
     else:
         if not (settings.upstash_redis_rest_url and settings.upstash_redis_rest_token):
             raise SettingsError(

@@ -1,0 +1,52 @@
+"""One redis-py asyncio client per process, shared by everything that talks to Redis (the
+rate limiter and the buffered counters), so a process holds one bounded connection pool.
+
+The client is built lazily per event loop, since its connections belong to the loop that
+opened them, and never retries by itself: callers decide what a failure means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+
+class LazyRedis:
+    def __init__(
+        self, url: str, *, socket_timeout_s: float = 1.0, max_connections: int = 50
+    ) -> None:
+        self.url = url
+        self.socket_timeout_s = socket_timeout_s
+        self.max_connections = max_connections
+        self._client: Redis | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def client(self) -> Redis:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            from redis.asyncio import BlockingConnectionPool, Redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            # A bounded pool that makes a burst wait for a connection instead of failing
+            # with "Too many connections"; the caller's timeout bounds the wait.
+            pool = BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=self.max_connections,
+                timeout=None,
+                socket_timeout=self.socket_timeout_s,
+                socket_connect_timeout=self.socket_timeout_s,
+                retry=Retry(NoBackoff(), 0),
+            )
+            self._client = Redis(connection_pool=pool)
+            self._loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the pool; safe to call more than once (a later use opens a new one)."""
+        client, self._client, self._loop = self._client, None, None
+        if client is not None:
+            await client.aclose(close_connection_pool=True)
