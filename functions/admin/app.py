@@ -69,6 +69,17 @@ SWITCH_JSON = f"""json_build_object(
     'changed_at', {rfc3339("changed_at")}, 'cooldown_until', {rfc3339("cooldown_until")})"""
 
 
+async def switch_document(conn: Connection, name: str) -> Any:
+    row = await (
+        await conn.execute(
+            f"SELECT {SWITCH_JSON} AS switch FROM kill_switches WHERE name = %s".encode(), [name]
+        )
+    ).fetchone()
+    if row is None:
+        raise KillSwitchNotFoundError()
+    return row["switch"]
+
+
 def switch_name(request: Request) -> str:
     name = str(request.path_params["name"])
     if name not in SWITCHES:
@@ -80,15 +91,8 @@ async def get_switch(request: Request) -> Response:
     await admin(request)
     name = switch_name(request)
     async with services_of(request).primary.connection() as conn:
-        row = await (
-            await conn.execute(
-                f"SELECT {SWITCH_JSON} AS switch FROM kill_switches WHERE name = %s".encode(),
-                [name],
-            )
-        ).fetchone()
-    if row is None:
-        raise KillSwitchNotFoundError()
-    return JSONResponse(row["switch"], headers=NO_STORE)
+        document = await switch_document(conn, name)
+    return JSONResponse(document, headers=NO_STORE)
 
 
 async def put_switch(request: Request) -> Response:
@@ -127,13 +131,8 @@ async def put_switch(request: Request) -> Response:
                 name,
                 {"enabled": enabled, "reason": reason},
             )
-        row = await (
-            await conn.execute(
-                f"SELECT {SWITCH_JSON} AS switch FROM kill_switches WHERE name = %s".encode(),
-                [name],
-            )
-        ).fetchone()
-    return JSONResponse(row["switch"] if row else None, headers=NO_STORE)
+        document = await switch_document(conn, name)
+    return JSONResponse(document, headers=NO_STORE)
 
 
 async def credit_wallet(request: Request) -> Response:

@@ -209,9 +209,9 @@ async def search_rows(
 async def load_search(request: Request, params: SearchParams) -> dict[str, Any]:
     services = services_of(request)
     key = cursor_key(services.settings.cursor_secret)
-    keys = len(SORT_SPECS[params.sort].keys)
+    key_count = len(SORT_SPECS[params.sort].keys)
     position = (
-        decode_cursor(key, params.fingerprint, params.cursor, length=keys)
+        decode_cursor(key, params.fingerprint, params.cursor, length=key_count)
         if params.cursor
         else None
     )
@@ -221,8 +221,8 @@ async def load_search(request: Request, params: SearchParams) -> dict[str, Any]:
     next_cursor = None
     if len(rows) > params.limit:
         last = page[-1]
-        keys = [last[f"k{index}"] for index in range(len(SORT_SPECS[params.sort].keys))]
-        next_cursor = encode_cursor(key, params.fingerprint, keys)
+        last_keys = [last[f"k{index}"] for index in range(key_count)]
+        next_cursor = encode_cursor(key, params.fingerprint, last_keys)
     return {"results": [row["item"] for row in page], "next_cursor": next_cursor}
 
 
