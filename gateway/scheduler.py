@@ -74,9 +74,11 @@ async def heartbeat(services: Services, event: Mapping[str, Any]) -> dict[str, A
 def default_schedules() -> list[Schedule]:
     from functions.maintenance.app import maintenance
     from functions.refresh_views.app import refresh_views
+    from functions.score_listings.app import score_listings
 
     return [
         Schedule("heartbeat", heartbeat, HEARTBEAT_EVERY_S),
         Schedule("refresh_views", refresh_views, 300),
         Schedule("maintenance", maintenance, 86_400),
+        Schedule("score_listings", score_listings, 60),
     ]

@@ -30,10 +30,40 @@ async def check_database(database: Database, timeout_s: float) -> dict[str, Any]
     return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 3)}
 
 
+SCORING_STATUS_SQL = b"SELECT scorer, degraded_reason, last_run_at FROM scoring_status WHERE id = 1"
+
+
+async def check_scoring(database: Database, timeout_s: float) -> dict[str, Any]:
+    """The listing scorer's state after its last run (written by score_listings).
+
+    A degraded scorer (heuristic scores because the model failed to load) is reported here
+    but does not make the service unhealthy: every request is still served."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with database.connection(timeout_s=timeout_s) as conn:
+                row = await (await conn.execute(SCORING_STATUS_SQL)).fetchone()
+    except Exception as exc:  # reported as unknown; the database check says why
+        logger.warning("health: scoring status unavailable: %r", exc)
+        return {"ok": False, "scorer": None}
+    if row is None:
+        return {"ok": True, "scorer": None, "last_run_at": None}
+    return {
+        "ok": row["scorer"] == "model",
+        "scorer": row["scorer"],
+        "degraded_reason": row["degraded_reason"],
+        "last_run_at": row["last_run_at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
 async def health(request: Request) -> JSONResponse:
     services = services_of(request)
     database = await check_database(services.primary, services.settings.health_db_timeout_s)
     limiter_ok = await services.rate_limiter.ping()
+    scoring = (
+        await check_scoring(services.primary, services.settings.health_db_timeout_s)
+        if database["ok"]
+        else {"ok": False, "scorer": None}
+    )
     breaker = services.primary.breaker
     circuit_state = breaker.state if breaker is not None else "closed"
     healthy = database["ok"] and circuit_state == "closed"
@@ -45,6 +75,7 @@ async def health(request: Request) -> JSONResponse:
             "database": database,
             "rate_limit_backend": {"ok": limiter_ok, "backend": services.rate_limiter.backend},
             "circuit": {"state": circuit_state},
+            "scoring": scoring,
         },
     }
     return JSONResponse(body, status_code=200 if healthy else 503, headers=NO_STORE)

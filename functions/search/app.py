@@ -47,7 +47,7 @@ SORT_SPECS: dict[str, SortSpec] = {
     "relevance": SortSpec(
         (
             "round(ts_rank_cd(p.search_vector, query.q)::numeric, 6)",
-            "coalesce(p.quality_score::numeric, -1)",
+            "listing_rank_score(p.quality_score)::numeric",
             "p.id",
         ),
         ("numeric", "numeric", "uuid"),

@@ -27,7 +27,9 @@ SELECT json_build_object(
             'product_count', c.product_count) ORDER BY c.name), '[]')
         FROM mv_category_counts c),
     'hot', {_list("h.sold_count DESC, h.id")},
-    'top_rated', {_list("h.quality_score DESC NULLS LAST, h.rating DESC NULLS LAST, h.id")},
+    'top_rated', {
+    _list("listing_rank_score(h.quality_score) DESC, h.rating DESC NULLS LAST, h.id")
+},
     'new_arrivals', {_list("h.created_at DESC, h.id DESC")},
     'generated_at', {rfc3339("now()")}
 ) AS home

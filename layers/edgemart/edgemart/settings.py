@@ -65,6 +65,12 @@ class Settings:
     idempotency_key_wait_s: float = 5.0
     idempotency_retention_s: int = 86_400
     search_history_days: int = 90
+    # None: the model shipped with the layer (edgemart/scoring/listing_quality.onnx).
+    scoring_model_path: Path | None = None
+    scoring_batch_size: int = 256
+    scoring_max_batches: int = 20
+    scoring_max_attempts: int = 3
+    scoring_lease_s: int = 120
     version: str = __version__
 
     @classmethod
@@ -143,6 +149,17 @@ class Settings:
             search_history_days=env.integer(
                 "SEARCH_HISTORY_DAYS", defaults.search_history_days, low=1
             ),
+            scoring_model_path=env.path("SCORING_MODEL_PATH"),
+            scoring_batch_size=env.integer(
+                "SCORING_BATCH_SIZE", defaults.scoring_batch_size, low=1
+            ),
+            scoring_max_batches=env.integer(
+                "SCORING_MAX_BATCHES", defaults.scoring_max_batches, low=1
+            ),
+            scoring_max_attempts=env.integer(
+                "SCORING_MAX_ATTEMPTS", defaults.scoring_max_attempts, low=1
+            ),
+            scoring_lease_s=env.integer("SCORING_LEASE_S", defaults.scoring_lease_s, low=1),
             version=env.text("EDGEMART_VERSION") or defaults.version,
         )
 
@@ -156,6 +173,10 @@ class _Env:
     def text(self, name: str) -> str | None:
         value = self._environ.get(name, "").strip()
         return value or None
+
+    def path(self, name: str) -> Path | None:
+        text = self.text(name)
+        return Path(text) if text else None
 
     def integer(self, name: str, default: int, *, low: int | None = None) -> int:
         raw = self.text(name)

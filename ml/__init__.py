@@ -1,0 +1,1 @@
+"""Offline training for edgemart's models; never deployed (needs the `train` extra)."""

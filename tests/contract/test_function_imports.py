@@ -1,0 +1,38 @@
+"""What each function pays at cold start: HTTP functions never import the heavy optional
+libraries (onnxruntime, numpy, boto3, upstash-redis) with the default configuration; only
+score_listings loads onnxruntime, and only when it scores."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gateway.app import HTTP_FUNCTION_MODULES
+
+HEAVY = ("onnxruntime", "numpy", "boto3", "botocore", "upstash_redis")
+
+PROBE = """
+import importlib, json, sys
+importlib.import_module(sys.argv[1])
+print(json.dumps(sorted(name for name in sys.modules if name.split('.')[0] in sys.argv[2:])))
+"""
+
+
+def heavy_modules_after_import(module: str) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, module, *HEAVY],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ".", "JWT_SECRET": "x" * 32},
+    )
+    loaded: list[str] = json.loads(result.stdout)
+    return loaded
+
+
+@pytest.mark.parametrize("module", [*HTTP_FUNCTION_MODULES, "functions.score_listings.app"])
+def test_function_imports_no_heavy_optional_library(module: str) -> None:
+    assert heavy_modules_after_import(module) == []
