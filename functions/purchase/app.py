@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.auth import authenticate
+from edgemart.breaker import CircuitOpenError
 from edgemart.cache import NO_STORE
 from edgemart.db import UNAVAILABLE_ERRORS
 from edgemart.errors import ProblemError, problem_response
@@ -144,6 +145,8 @@ async def create_purchase(request: Request) -> Response:
             "A request with this key is still being processed",
             headers=NO_STORE,
         )
+    except CircuitOpenError:
+        raise  # refused before anything ran: nothing to record (and nowhere to record it)
     except UNAVAILABLE_ERRORS as exc:
         # Recorded here; the app's unavailable handler answers 503 read_only_mode.
         await record_failure(services, principal.sub, key, "read_only_mode", repr(exc))

@@ -6,10 +6,11 @@ import uuid
 
 import pytest
 
-from edgemart.counters import MemoryCounts, RedisCounts
+from edgemart import metrics
+from edgemart.counters import COUNTER_FALLBACK_METRIC, MemoryCounts, RedisCounts
 from edgemart.redisclient import LazyRedis
 from edgemart.services import Services
-from tests.conftest import settings_for
+from tests.conftest import RedisProcess, settings_for
 
 pytestmark = pytest.mark.anyio
 
@@ -47,3 +48,23 @@ async def test_limiter_and_counters_share_one_client(redis_url: str) -> None:
         assert counter_clients == {id(limiter_redis)}
     finally:
         await services.aclose()
+
+
+async def test_redis_down_counts_locally_and_loses_nothing(own_redis: RedisProcess) -> None:
+    redis = LazyRedis(own_redis.url)
+    counts = RedisCounts(redis, "edgemart-test:views", retry_after_s=0.0)
+    before = metrics.count(COUNTER_FALLBACK_METRIC)
+    try:
+        await counts.record("lamp")
+        own_redis.kill()
+        for name in ("lamp", "rug"):
+            await counts.record(name)  # never raises: counted in this process
+        assert metrics.count(COUNTER_FALLBACK_METRIC) == before + 2
+        assert await counts.drain() == {"lamp": 1, "rug": 1}  # what this process holds
+        await counts.restore({"rug": 1})  # a failed flush, Redis still down: kept locally
+        own_redis.start()  # the restarted server kept nothing: its "lamp" is gone with it
+        await counts.record("lamp")
+        assert metrics.count(COUNTER_FALLBACK_METRIC) == before + 2  # Redis used again
+        assert await counts.drain() == {"lamp": 1, "rug": 1}
+    finally:
+        await counts.aclose()

@@ -96,3 +96,23 @@ async def test_database_outage_and_recovery(tmp_path: Path) -> None:
     finally:
         await services.aclose()
         server.cleanup()  # type: ignore[attr-defined]
+
+
+async def test_a_lock_wait_timeout_is_not_a_database_failure(migrated_database_url: str) -> None:
+    """55P03 (a concurrent request holds the row or key) is contention, not an outage: the
+    circuit must not open because buyers collide on one idempotency key."""
+    services = Services.from_settings(
+        dataclasses.replace(settings_for(migrated_database_url), circuit_failure_threshold=1)
+    )
+    try:
+        with psycopg.connect(migrated_database_url) as holder:
+            holder.execute("SELECT pg_advisory_lock(42)")
+            for _ in range(3):
+                with pytest.raises(psycopg.errors.LockNotAvailable):
+                    async with services.primary.connection() as conn, conn.transaction():
+                        await conn.execute("SET LOCAL lock_timeout = '20ms'")
+                        await conn.execute("SELECT pg_advisory_xact_lock(42)")
+        assert services.primary.breaker is not None
+        assert services.primary.breaker.state == "closed"
+    finally:
+        await services.aclose()

@@ -10,9 +10,14 @@ one. Periods are `SEARCH_TRENDING_PERIOD_S` long (default one hour), aligned to 
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections import Counter
 from typing import TYPE_CHECKING, Protocol
+
+from edgemart import metrics
+from edgemart.logging import ThrottledWarning
 
 if TYPE_CHECKING:
     from edgemart.db import Connection
@@ -24,6 +29,7 @@ VIEW_COUNTS_KEY = "edgemart:view_counts"
 SEARCH_HISTORY_KEY = "edgemart:search_history"
 HISTORY_SEPARATOR = "\x1f"  # unit separator: cannot occur in a JWT subject or a search
 SEARCH_HISTORY_PER_USER = 50
+COUNTER_FALLBACK_METRIC = "counter_fallback"
 
 # Atomically read and clear the hash, so a count is flushed exactly once.
 _DRAIN_SCRIPT = """
@@ -72,25 +78,69 @@ class MemoryCounts:
 
 
 class RedisCounts:
-    """Shared across processes: one HINCRBY per event, drained by a Lua script."""
+    """Shared across processes: one HINCRBY per event, drained by a Lua script.
 
-    def __init__(self, redis: LazyRedis, key: str) -> None:
+    Counting is never worth failing a request for: if Redis errors or does not answer within
+    `timeout_s`, the event is counted in this process instead (metric `counter_fallback`,
+    logged at most once a minute) and Redis is skipped for `retry_after_s`. `drain` returns
+    the local counts too, so the next flush writes them; counts Redis holds while it cannot
+    be drained stay there for a later flush. Nothing is lost unless Redis itself loses it."""
+
+    def __init__(
+        self,
+        redis: LazyRedis,
+        key: str,
+        *,
+        timeout_s: float = 0.05,
+        retry_after_s: float = 1.0,
+    ) -> None:
         self.redis = redis
         self.key = key
+        self.timeout_s = timeout_s
+        self.retry_after_s = retry_after_s
+        self.local = MemoryCounts()
+        self._skip_redis_until = 0.0
+        self._failures = ThrottledWarning(
+            f"counting in Redis ({key}) failed (%r); counting in this process"
+        )
 
     async def record(self, name: str) -> None:
-        await self.redis.client().hincrby(self.key, name, 1)
+        if time.monotonic() >= self._skip_redis_until:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await self.redis.client().hincrby(self.key, name, 1)
+                return
+            except Exception as exc:  # any Redis failure: count locally instead
+                self._redis_failed(exc)
+        metrics.increment(COUNTER_FALLBACK_METRIC)
+        await self.local.record(name)
 
     async def drain(self) -> dict[str, int]:
-        flat = await self.redis.client().eval(_DRAIN_SCRIPT, 1, self.key)
-        return {flat[index].decode(): int(flat[index + 1]) for index in range(0, len(flat), 2)}
+        counts = Counter(await self.local.drain())
+        try:
+            flat = await self.redis.client().eval(_DRAIN_SCRIPT, 1, self.key)
+        except Exception as exc:  # Redis down: flush what this process holds now
+            self._redis_failed(exc)
+            return dict(counts)
+        for index in range(0, len(flat), 2):
+            counts[flat[index].decode()] += int(flat[index + 1])
+        return dict(counts)
 
     async def restore(self, counts: dict[str, int]) -> None:
-        if counts:
+        if not counts:
+            return
+        try:
             async with self.redis.client().pipeline(transaction=False) as pipe:
                 for query, count in counts.items():
                     pipe.hincrby(self.key, query, count)
                 await pipe.execute()
+        except Exception as exc:  # kept in this process for the next flush instead
+            self._redis_failed(exc)
+            await self.local.restore(counts)
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        self._skip_redis_until = time.monotonic() + self.retry_after_s
+        self._failures.note(exc)
 
     async def aclose(self) -> None:
         await self.redis.aclose()

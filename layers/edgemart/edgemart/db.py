@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from psycopg import AsyncConnection, OperationalError
+from psycopg.errors import LockNotAvailable
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -128,7 +129,9 @@ class Database:
     @asynccontextmanager
     async def connection(self, *, timeout_s: float | None = None) -> AsyncIterator[Connection]:
         """A pooled connection, through the circuit breaker: an unavailable database counts
-        as a failure, any answer (errors included) as a success."""
+        as a failure, any answer (errors included) as a success. A lock wait that timed out
+        (`55P03`, e.g. a concurrent request holding the same idempotency key) is an answer
+        about contention, not about the database's health."""
         breaker = self.breaker
         if breaker is not None:
             probing = breaker.state == "half_open"
@@ -142,6 +145,10 @@ class Database:
             pool = await self.pool()
             async with pool.connection(timeout=timeout_s) as conn:
                 yield conn
+        except LockNotAvailable:
+            if breaker is not None:
+                breaker.record_success()
+            raise
         except (OperationalError, PoolTimeout):
             if breaker is not None:
                 breaker.record_failure()

@@ -10,6 +10,7 @@ ContextVar set per request; the cost of formatting is paid only for lines actual
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -56,3 +57,23 @@ def unbind_request_log_keys(token: object) -> None:
 
 def current_log_keys() -> Mapping[str, object]:
     return _request_keys.get()
+
+
+class ThrottledWarning:
+    """A recurring failure logged at most once per `every_s`, saying how many times it
+    happened since the last line: a backend that is down must not write a line per request."""
+
+    def __init__(self, message: str, *, every_s: float = 60.0) -> None:
+        self.message = message
+        self.every_s = every_s
+        self._next_at = 0.0
+        self._unlogged = 0
+
+    def note(self, *args: object) -> None:
+        self._unlogged += 1
+        now = time.monotonic()
+        if now < self._next_at:
+            return
+        logger.warning(self.message + " (%d times since the last report)", *args, self._unlogged)
+        self._unlogged = 0
+        self._next_at = now + self.every_s

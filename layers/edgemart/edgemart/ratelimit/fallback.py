@@ -13,7 +13,7 @@ import asyncio
 import time
 
 from edgemart import metrics
-from edgemart.logging import logger
+from edgemart.logging import ThrottledWarning
 from edgemart.ratelimit.base import RateLimiter
 from edgemart.ratelimit.memory import MemoryRateLimiter
 from edgemart.ratelimit.window import Decision, Policy
@@ -36,10 +36,11 @@ class FallbackRateLimiter:
         self.backend = shared.backend
         self.timeout_s = timeout_s
         self.retry_after_s = retry_after_s
-        self.log_every_s = log_every_s
         self._skip_shared_until = 0.0
-        self._next_log_at = 0.0
-        self._unlogged = 0
+        self._failures = ThrottledWarning(
+            f"rate limit backend {self.backend} failed (%r); using the local limiter",
+            every_s=log_every_s,
+        )
 
     async def check(self, key: str, policy: Policy) -> Decision:
         if time.monotonic() >= self._skip_shared_until:
@@ -48,24 +49,9 @@ class FallbackRateLimiter:
                     return await self.shared.check(key, policy)
             except Exception as exc:  # any failure of the shared backend means: go local
                 self._skip_shared_until = time.monotonic() + self.retry_after_s
-                self._note_failure(exc)
+                self._failures.note(exc)
         metrics.increment(FALLBACK_METRIC)
         return (await self.local.check(key, policy))._replace(fallback=True)
-
-    def _note_failure(self, exc: BaseException) -> None:
-        self._unlogged += 1
-        now = time.monotonic()
-        if now < self._next_log_at:
-            return
-        logger.warning(
-            "rate limit backend %s failed (%r); using the local limiter "
-            "(%d failures since the last report)",
-            self.backend,
-            exc,
-            self._unlogged,
-        )
-        self._unlogged = 0
-        self._next_log_at = now + self.log_every_s
 
     async def ping(self) -> bool:
         try:

@@ -1,0 +1,172 @@
+"""The load the chaos tests drive: a mix of home/store/product reads and purchases through
+the gateway, each outcome counted under the phase (before/outage/after) it started in, and
+the ledger checks every chaos run ends with."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import httpx
+import jwt
+import psycopg
+
+Outcome = tuple[str, int, str]  # (kind, status, problem code or "stale")
+DOCUMENTED_503_CODES = ("read_only_mode", "service_unavailable")
+
+
+@dataclass(frozen=True)
+class ChaosCatalog:
+    products: list[str]
+    slugs: list[str]
+    units: dict[str, int]  # stock + sold per product, conserved by every purchase
+    stock: dict[str, int]
+    balances_cents: int  # all wallets together
+
+    @classmethod
+    def read(cls, url: str) -> ChaosCatalog:
+        with psycopg.connect(url) as conn:
+            products = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT id::text FROM products WHERE is_available AND stock > 0 LIMIT 20"
+                )
+            ]
+            slugs = [row[0] for row in conn.execute("SELECT slug FROM stores")]
+            units = dict(conn.execute("SELECT id::text, stock + sold_count FROM products"))
+            stock = dict(conn.execute("SELECT id::text, stock FROM products"))
+            balances = conn.execute("SELECT coalesce(sum(balance_cents), 0) FROM wallets")
+            ((balances_cents,),) = balances.fetchall()
+        return cls(products, slugs, units, stock, int(balances_cents))
+
+
+@dataclass
+class MixedLoad:
+    """Workers issuing requests until stopped. With `retry_purchases`, a purchase answered
+    503 is retried with the same idempotency key, as a client would."""
+
+    catalog: ChaosCatalog
+    secret: str
+    buyers: int = 20
+    retry_purchases: bool = False
+    phase: str = "before"
+    outcomes: dict[str, Counter[Outcome]] = field(default_factory=dict)
+    rng: random.Random = field(default_factory=lambda: random.Random(1))
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def count(self, phase: str, outcome: Outcome) -> None:
+        self.outcomes.setdefault(phase, Counter())[outcome] += 1
+
+    async def worker(self, client: httpx.AsyncClient, index: int) -> None:
+        subject = f"buyer-{index % self.buyers + 1}"
+        token = jwt.encode({"sub": subject, "exp": int(time.time()) + 600}, self.secret)
+        while not self._stop.is_set():
+            started_in = self.phase  # a request belongs to the phase it started in
+            choice = self.rng.random()
+            if choice < 0.3:
+                kind, response = "home", await client.get("/marketplace/home")
+            elif choice < 0.5:
+                kind = "store"
+                response = await client.get(f"/stores/{self.rng.choice(self.catalog.slugs)}")
+            elif choice < 0.7:
+                kind = "product"
+                response = await client.get(f"/products/{self.rng.choice(self.catalog.products)}")
+            else:
+                kind, response = "purchase", await self.purchase(client, token)
+            self.count(started_in, (kind, response.status_code, outcome_label(response)))
+            await asyncio.sleep(0.01)
+
+    async def purchase(self, client: httpx.AsyncClient, token: str) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
+        body = {"product_id": self.rng.choice(self.catalog.products), "quantity": 1}
+        for _attempt in range(3 if self.retry_purchases else 1):
+            response = await client.post("/purchases", json=body, headers=headers)
+            if response.status_code != 503:
+                break
+            await asyncio.sleep(0.05)
+        return response
+
+    async def run(self, client: httpx.AsyncClient, workers: int = 8) -> list[asyncio.Task[None]]:
+        return [asyncio.create_task(self.worker(client, i)) for i in range(workers)]
+
+    async def stop(self, tasks: Iterable[asyncio.Task[None]]) -> None:
+        self._stop.set()
+        await asyncio.gather(*tasks)
+
+    def total(self, phase: str, *, kind: str | None = None, status: int | None = None) -> int:
+        return sum(
+            n
+            for (k, s, _), n in self.outcomes.get(phase, Counter()).items()
+            if (kind is None or k == kind) and (status is None or s == status)
+        )
+
+    def with_code(self, phase: str, code: str) -> int:
+        return sum(n for (_, _, c), n in self.outcomes.get(phase, Counter()).items() if c == code)
+
+    def undocumented_5xx(self) -> list[Outcome]:
+        return [
+            outcome
+            for counts in self.outcomes.values()
+            for outcome in counts
+            if outcome[1] >= 500 and not (outcome[1] == 503 and outcome[2] in DOCUMENTED_503_CODES)
+        ]
+
+    def report(self) -> dict[str, dict[str, int]]:
+        return {
+            phase: {f"{k} {s} {c}".strip(): n for (k, s, c), n in sorted(counts.items())}
+            for phase, counts in self.outcomes.items()
+        }
+
+
+def outcome_label(response: httpx.Response) -> str:
+    if response.status_code >= 400:
+        code = response.json().get("code", "")
+        return str(code)
+    return "stale" if response.headers.get("x-edgemart-stale") else ""
+
+
+def ledger_problems(url: str, catalog: ChaosCatalog) -> list[str]:
+    """Every invariant of the purchase issue that does not hold, described (empty: all hold)."""
+    problems = []
+    with psycopg.connect(url) as conn:
+
+        def one(sql: str) -> object:
+            row = conn.execute(sql).fetchone()
+            return row[0] if row else None
+
+        units = dict(conn.execute("SELECT id::text, stock + sold_count FROM products"))
+        if units != catalog.units:
+            problems.append("stock + sold changed for some product")
+        stock = dict(conn.execute("SELECT id::text, stock FROM products"))
+        ordered = dict(
+            conn.execute(
+                "SELECT product_id::text, sum(quantity) FROM orders "
+                "WHERE status = 'completed' GROUP BY product_id"
+            )
+        )
+        if any(catalog.stock[p] - stock[p] != ordered.get(p, 0) for p in stock):
+            problems.append("stock taken != units in completed orders")
+        debited = catalog.balances_cents - int(
+            one("SELECT coalesce(sum(balance_cents), 0) FROM wallets")  # type: ignore[call-overload]
+        )
+        if debited != one(
+            "SELECT coalesce(sum(total_cents), 0) FROM orders WHERE status = 'completed'"
+        ):
+            problems.append("wallet debits != completed order totals")
+        checks = {
+            "order total != payout + fee": "SELECT count(*) FROM orders o JOIN payouts p "
+            "ON p.order_id = o.id WHERE o.total_cents <> p.amount_cents + p.fee_cents",
+            "completed order without payout": "SELECT count(*) FROM orders o LEFT JOIN "
+            "payouts p ON p.order_id = o.id WHERE o.status = 'completed' AND p.id IS NULL",
+            "two orders under one idempotency key": "SELECT count(*) FROM (SELECT 1 FROM "
+            "orders GROUP BY user_sub, idempotency_key HAVING count(*) > 1) dup",
+        }
+        for problem, sql in checks.items():
+            if one(sql) != 0:
+                problems.append(problem)
+    return problems

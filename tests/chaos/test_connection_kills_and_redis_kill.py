@@ -1,0 +1,114 @@
+"""Chaos: under the mixed load, (1) every client connection to PostgreSQL is killed with
+`pg_terminate_backend` twice a second for 8 s, then (2) the rate limiter's Redis is killed
+for 5 s and restarted. Transient errors are retried, no order is duplicated, nothing answers
+500; limits fall back to local while Redis is down and are shared again once it is back.
+Servers are the test's own; loopback only; about 25 s."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import redis
+
+from edgemart import metrics
+from edgemart.ratelimit.fallback import FALLBACK_METRIC
+from edgemart.services import Services
+from gateway.app import create_gateway
+from tests.chaos.load import ChaosCatalog, MixedLoad, ledger_problems
+from tests.chaos.test_database_outage_under_load import (
+    SECRET,
+    chaos_settings,
+    start_chaos_database,
+)
+from tests.conftest import RedisProcess, unused_port
+
+pytestmark = [pytest.mark.anyio, pytest.mark.chaos]
+KILL_FOR_S = 8.0
+REDIS_DOWN_S = 5.0
+
+TERMINATE_SQL = """
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+"""
+
+
+async def kill_connections(url: str, seconds: float) -> int:
+    """Terminate every other client backend of the database every 0.5 s; how many died."""
+    killed = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        for _ in range(int(seconds / 0.5)):
+            row = conn.execute(TERMINATE_SQL).fetchone()
+            killed += int(row[0]) if row else 0
+            await asyncio.sleep(0.5)
+    return killed
+
+
+async def test_connection_kills_then_redis_kill_under_load(tmp_path: Path) -> None:
+    server, url = start_chaos_database(tmp_path / "pg")
+    own_redis = RedisProcess(unused_port(), tmp_path)
+    own_redis.start()
+    catalog = ChaosCatalog.read(url)
+    services = Services.from_settings(
+        chaos_settings(
+            url,
+            redis_url=own_redis.url,
+            # Limits on (and high enough never to refuse), so every request checks Redis.
+            rate_limit_overrides=tuple(
+                (g, 1_000_000, 60) for g in ("home", "search", "store", "purchases")
+            ),
+            circuit_failure_threshold=5,
+        )
+    )
+    transport = httpx.ASGITransport(app=create_gateway(services))
+    load = MixedLoad(catalog, SECRET, retry_purchases=True)
+    fallbacks: dict[str, int] = {}
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            workers = await load.run(client)
+            await asyncio.sleep(2)
+            load.phase = "connection kills"
+            killed = await kill_connections(url, KILL_FOR_S)
+            load.phase = "redis down"
+            fallbacks["before"] = metrics.count(FALLBACK_METRIC)
+            own_redis.kill()
+            await asyncio.sleep(REDIS_DOWN_S)
+            fallbacks["down"] = metrics.count(FALLBACK_METRIC) - fallbacks["before"]
+            own_redis.start()
+            load.phase = "after"
+            await asyncio.sleep(2)  # the first requests find the restarted server
+            load.phase = "redis back"
+            settled = metrics.count(FALLBACK_METRIC)
+            await asyncio.sleep(3)
+            fallbacks["redis back"] = metrics.count(FALLBACK_METRIC) - settled
+            keys_after = redis.Redis(port=own_redis.port).dbsize()
+            await load.stop(workers)
+    finally:
+        await services.aclose()
+        own_redis.kill()
+    try:
+        problems = ledger_problems(url, catalog)
+        print(
+            {
+                "outcomes": load.report(),
+                "backends_killed": killed,
+                "fallback_checks": fallbacks,
+                "ledger_problems": problems,
+            }
+        )
+        assert killed > 0
+        assert load.undocumented_5xx() == []
+        assert [o for counts in load.outcomes.values() for o in counts if o[1] == 500] == []
+        assert load.total("connection kills", kind="purchase", status=201) > 0
+        # Redis down: (almost) every check is local, and requests are still answered. Redis
+        # back: checks are shared again; the few local ones left are the limiter's 50 ms
+        # timeout tripping when this one process (load generator and server) is saturated.
+        assert fallbacks["down"] > 0.9 * load.total("redis down")
+        assert load.total("redis down", kind="home", status=200) > 0
+        assert fallbacks["redis back"] < 0.5 * load.total("redis back") and keys_after > 0
+        assert problems == []  # retried purchases never bought twice; the ledger balances
+    finally:
+        server.cleanup()  # type: ignore[attr-defined]
