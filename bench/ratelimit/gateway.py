@@ -96,12 +96,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def pin(cpu: int) -> list[str]:
+    """Server and load generator on separate cores (when there are two and taskset exists),
+    so neither steals the other's core and runs are comparable."""
+    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+        return ["taskset", "-c", str(cpu)]
+    return []
+
+
 def wrk_run(app_name: str, seconds: float) -> tuple[float, float]:
     """(requests per wall second, requests per server CPU second) for one wrk run."""
     port = free_port()
     env = {**os.environ, "EDGEMART_BENCH_DISCARD_LOGS": "1"}
     server = subprocess.Popen(
         [
+            *pin(1),
             sys.executable,
             "-m",
             "uvicorn",
@@ -131,7 +140,7 @@ def wrk_run(app_name: str, seconds: float) -> tuple[float, float]:
                 time.sleep(0.1)
         cpu_before = cpu_seconds(server.pid)
         output = subprocess.run(
-            ["wrk", "-t1", "-c32", f"-d{seconds:.0f}s", url],
+            [*pin(0), "wrk", "-t1", "-c32", f"-d{seconds:.0f}s", url],
             capture_output=True,
             text=True,
             check=True,
@@ -186,9 +195,11 @@ def main() -> None:
             f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
             "",
             "`GET /marketplace/search` returning a small JSON body. Full app = request id + "
-            "access log (1% sampled) + memory rate limiter + body limit.",
+            "access log (1% sampled) + memory rate limiter (as the request-context middleware's "
+            "gate) + body limit; the limiter adds its two `RateLimit` headers.",
             "",
-            "## Through uvicorn, driven by wrk (1 thread, 32 connections, loopback)",
+            "## Through uvicorn, driven by wrk (1 thread, 32 connections, loopback; server "
+            "pinned to CPU 1, wrk to CPU 0)",
             "",
             "| app | requests/s (median) | runs | requests per server CPU-second (median) | runs |",
             "|---|---:|---|---:|---|",

@@ -1,9 +1,11 @@
 """`build_app` (the standard Starlette app every HTTP function serves) and `lambda_handler`.
 
 The middleware stack, outermost first:
-request context (request id, unhandled errors, access log, body limit) → rate limit →
-Starlette's exception middleware (renders `ProblemError` and `HTTPException` as
-problem+json) → routes.
+request context (request id, unhandled errors, access log, body limit, and the rate limiter
+as its gate) → Starlette's exception middleware (renders `ProblemError` and `HTTPException`
+as problem+json) → routes. Starlette's ServerErrorMiddleware is left out: the request-context
+middleware already turns anything unhandled into a 500 problem with the request id, so that
+layer would only cost every request its frame and `send` wrapper.
 The gateway composes the same routes through the same factory, so a request behaves the same
 whether the gateway or a Lambda handler serves it.
 """
@@ -17,7 +19,9 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from edgemart.auth import subject_from_scope
 from edgemart.db import UNAVAILABLE_ERRORS
@@ -28,13 +32,30 @@ from edgemart.errors import (
     unavailable_handler,
 )
 from edgemart.logging import logger
-from edgemart.ratelimit.middleware import RateLimitMiddleware
+from edgemart.ratelimit.gate import RateLimitGate
 from edgemart.ratelimit.policies import RateLimitTable
 from edgemart.requestcontext import RequestContextMiddleware
 from edgemart.services import Services
 from edgemart.settings import Settings
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
+
+
+class EdgemartApp(Starlette):
+    """Starlette without its ServerErrorMiddleware (see the module docstring); handlers for
+    500/Exception are refused rather than silently ignored."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        if any(key in (500, Exception) for key in self.exception_handlers):
+            raise ValueError("unhandled errors are rendered by RequestContextMiddleware")
+        app: ASGIApp = self.router
+        stack = [
+            *self.user_middleware,
+            Middleware(ExceptionMiddleware, handlers=dict(self.exception_handlers)),
+        ]
+        for cls, args, kwargs in reversed(stack):
+            app = cls(app, *args, **kwargs)
+        return app
 
 
 def build_app(
@@ -46,6 +67,11 @@ def build_app(
     services = services or Services.from_settings(Settings.from_env())
     settings = services.settings
     logger.setLevel(settings.log_level)
+    rate_limit = RateLimitGate(
+        table=RateLimitTable.from_settings(settings),
+        trusted_proxies=settings.trusted_proxies,
+        subject_of=subject_from_scope,
+    )
     middleware = [
         Middleware(
             RequestContextMiddleware,
@@ -53,15 +79,10 @@ def build_app(
             slow_ms=settings.slow_request_ms,
             max_body_bytes=settings.max_body_bytes,
             trusted_proxies=settings.trusted_proxies,
-        ),
-        Middleware(
-            RateLimitMiddleware,
-            table=RateLimitTable.from_settings(settings),
-            trusted_proxies=settings.trusted_proxies,
-            subject_of=subject_from_scope,
+            gate=rate_limit,
         ),
     ]
-    app = Starlette(
+    app = EdgemartApp(
         routes=list(routes),
         middleware=middleware,
         exception_handlers={

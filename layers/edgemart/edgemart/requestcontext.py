@@ -5,20 +5,24 @@
 - **unhandled errors**: anything that escapes the routes becomes a 500 `internal_error`
   problem (traceback in the log, nothing internal in the body), still carrying the request id;
 - **access log**: one sampled line once the response is sent;
-- **body limit**: 413 for a declared or received body over `max_body_bytes`.
+- **body limit**: 413 for a declared or received body over `max_body_bytes`;
+- **gate**: an optional check before the app (the rate limiter) that may answer instead.
 
-These are one middleware rather than four because each ASGI layer, with its `send` wrapper,
-costs every request about two microseconds (bench/ratelimit/GATEWAY.md): one wrapper here also
-appends the headers inner layers leave in `scope["state"]["response_headers"]` (the rate
-limiter's), so they need no wrapper of their own.
+These are one middleware rather than five because each ASGI layer, with its `send` wrapper,
+costs every request several microseconds through a server (bench/ratelimit/GATEWAY.md): one
+wrapper here also appends the headers the gate and inner code leave in
+`scope["state"]["response_headers"]`, so they need no wrapper of their own. Being outermost,
+it is also the app's error boundary: `build_app` leaves out Starlette's ServerErrorMiddleware,
+which would only add a layer.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgemart.accesslog import log_access, should_log
@@ -29,6 +33,8 @@ from edgemart.requestid import incoming_request_id, new_request_id
 from edgemart.settings import IPNetwork
 
 RESPONSE_HEADERS_KEY = "response_headers"
+# Runs before the app; returns the response to send instead, or None to go on.
+RequestGate = Callable[[Scope], Awaitable[Response | None]]
 
 
 class RequestContextMiddleware:
@@ -40,9 +46,11 @@ class RequestContextMiddleware:
         slow_ms: float,
         max_body_bytes: int,
         trusted_proxies: Sequence[IPNetwork] = (),
+        gate: RequestGate | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.app = app
+        self.gate = gate
         self.max_body_bytes = max_body_bytes
         self.sample_rate = sample_rate
         self.slow_ms = slow_ms
@@ -80,6 +88,11 @@ class RequestContextMiddleware:
                     if length is not None and length > self.max_body_bytes:
                         raise PayloadTooLargeError(self.max_body_bytes)
                     receive = limited_receive(receive, self.max_body_bytes)
+                if self.gate is not None:
+                    refusal = await self.gate(scope)
+                    if refusal is not None:
+                        await refusal(scope, receive, send_with_context)
+                        return
                 await self.app(scope, receive, send_with_context)
             except PayloadTooLargeError as exc:
                 if status:

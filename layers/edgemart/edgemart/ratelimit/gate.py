@@ -1,16 +1,23 @@
-"""Rate limiting as pure ASGI middleware.
+"""Rate limiting as a gate the request-context middleware runs before the app.
 
 Limited routes get `RateLimit-Policy` and `RateLimit` headers on every response (syntax of
 draft-ietf-httpapi-ratelimit-headers-09: `"search";q=60;w=60` and `"search";r=12;t=41`); a
 request over the limit gets 429 `rate_limited` with `Retry-After`. The limiter is read from
 the app's services on each request, so tests and the gateway can supply their own.
+
+A gate rather than its own ASGI middleware: each middleware layer adds a frame to every
+resumption of the request's coroutine chain and a `send` wrapper, which through uvicorn cost
+a request more than the limiter's own work (bench/ratelimit/GATEWAY.md). The headers go into
+`scope["state"]["response_headers"]`, which the request-context middleware's one `send`
+wrapper appends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Scope
 
 from edgemart.clientip import client_ip
 from edgemart.errors import ProblemError
@@ -63,29 +70,26 @@ def rate_limited_error(policy: Policy, decision: Decision, labels: _PolicyLabels
     )
 
 
-class RateLimitMiddleware:
+class RateLimitGate:
+    """`await gate(scope)`: None to let the request through (its headers queued), or the
+    429 response to send instead."""
+
     def __init__(
         self,
-        app: ASGIApp,
         *,
         table: RateLimitTable,
         trusted_proxies: Sequence[IPNetwork] = (),
         subject_of: SubjectResolver | None = None,
     ) -> None:
-        self.app = app
         self.table = table
         self.trusted_proxies = tuple(trusted_proxies)
         self.subject_of = subject_of
         self._labels: dict[str, _PolicyLabels] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def __call__(self, scope: Scope) -> Response | None:
         policy = self.table.policy_for(scope["method"], scope["path"])
         if policy is None:
-            await self.app(scope, receive, send)
-            return
+            return None
         limiter: RateLimiter = scope["app"].state.services.rate_limiter
         if type(limiter) is MemoryRateLimiter:
             # The memory check never awaits; calling it directly spares a coroutine per request.
@@ -93,27 +97,12 @@ class RateLimitMiddleware:
         else:
             decision = await limiter.check(self.identity(scope, policy), policy)
         labels = self._labels.get(policy.name) or self._remember_labels(policy)
-        scope.setdefault("state", {})["rate_limit"] = labels.outcome(
-            decision.allowed, decision.fallback
-        )
+        state = scope["state"]
+        state["rate_limit"] = labels.outcome(decision.allowed, decision.fallback)
         if not decision.allowed:
-            error = rate_limited_error(policy, decision, labels)
-            await error.to_response()(scope, receive, send)
-            return
-        headers = labels.headers(decision)
-
-        pending = scope["state"].get(RESPONSE_HEADERS_KEY)
-        if pending is not None:
-            pending.extend(headers)  # sent by the request-context middleware's one wrapper
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *headers]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+            return rate_limited_error(policy, decision, labels).to_response()
+        state[RESPONSE_HEADERS_KEY].extend(labels.headers(decision))
+        return None
 
     def _remember_labels(self, policy: Policy) -> _PolicyLabels:
         labels = _PolicyLabels(policy)
