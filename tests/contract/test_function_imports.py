@@ -12,12 +12,19 @@ import pytest
 
 from gateway.app import HTTP_FUNCTION_MODULES
 
-HEAVY = ("onnxruntime", "numpy", "boto3", "botocore", "upstash_redis")
+# Packages, and botocore's client machinery: Powertools imports the bare `botocore` package
+# (under a millisecond) whenever it is installed, as it always is in Lambda; building a
+# session or client is the cost that matters.
+HEAVY = ("onnxruntime", "numpy", "boto3", "upstash_redis", "botocore.session", "botocore.client")
 
 PROBE = """
 import importlib, json, sys
 importlib.import_module(sys.argv[1])
-print(json.dumps(sorted(name for name in sys.modules if name.split('.')[0] in sys.argv[2:])))
+heavy = sys.argv[2:]
+print(json.dumps(sorted(
+    name for name in sys.modules
+    if any(name == h or name.startswith(h + ".") for h in heavy)
+)))
 """
 
 

@@ -1,0 +1,198 @@
+"""template.yaml against the code: routes, functions, schedules and CloudFront cache policies
+agree with the gateway, the cache rules and DESIGN.md; cfn-lint and `sam validate --lint`
+pass."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from starlette.routing import Route
+
+from edgemart.cache import CACHE_RULES, CacheRule
+from gateway.app import HTTP_FUNCTION_MODULES
+from gateway.scheduler import default_schedules
+
+ROOT = Path(__file__).parents[2]
+TEMPLATE = ROOT / "template.yaml"
+DESIGN = ROOT.parent / "shared" / "DESIGN.md"
+CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"  # AWS managed policy
+SCHEDULE_RATES_S = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86_400}
+
+
+class TemplateLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short tags: `!Ref X` becomes {"Ref": X}, `!Sub s` becomes
+    {"Fn::Sub": s}, and so on."""
+
+
+def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
+
+
+TemplateLoader.add_multi_constructor("!", _tag)
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.load(TEMPLATE.read_text(), Loader=TemplateLoader)  # noqa: S506
+    return loaded
+
+
+def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {
+        name: resource["Properties"]
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == kind
+    }
+
+
+def function_folder(properties: dict[str, Any]) -> str:
+    match = re.fullmatch(r"functions/(\w+)/", properties["CodeUri"])
+    assert match, properties["CodeUri"]
+    return match[1]
+
+
+def test_one_function_per_folder(template: dict[str, Any]) -> None:
+    folders = {p.name for p in (ROOT / "functions").iterdir() if (p / "app.py").is_file()}
+    declared = [
+        function_folder(p) for p in resources(template, "AWS::Serverless::Function").values()
+    ]
+    assert sorted(declared) == sorted(folders)
+
+
+def test_http_routes_match_the_code(template: dict[str, Any]) -> None:
+    for properties in resources(template, "AWS::Serverless::Function").values():
+        folder = function_folder(properties)
+        module = f"functions.{folder}.app"
+        in_template = {
+            (event["Properties"]["Method"], event["Properties"]["Path"])
+            for event in properties.get("Events", {}).values()
+            if event["Type"] == "HttpApi"
+        }
+        if module not in HTTP_FUNCTION_MODULES:
+            assert in_template == set(), f"{folder} is not an HTTP function"
+            continue
+        in_code = {
+            (method, route.path)
+            for route in importlib.import_module(module).routes
+            if isinstance(route, Route)
+            for method in (route.methods or ()) - {"HEAD"}
+        }
+        assert in_template == in_code, folder
+
+
+def test_schedules_match_design_and_gateway(template: dict[str, Any]) -> None:
+    in_template = {}
+    for properties in resources(template, "AWS::Serverless::Function").values():
+        for event in properties.get("Events", {}).values():
+            if event["Type"] in ("Schedule", "ScheduleV2"):
+                match = re.fullmatch(
+                    r"rate\((\d+) (\w+)\)", event["Properties"]["ScheduleExpression"]
+                )
+                assert match
+                in_template[function_folder(properties)] = (
+                    int(match[1]) * SCHEDULE_RATES_S[match[2]]
+                )
+    in_gateway = {s.name: s.every_s for s in default_schedules() if s.name != "heartbeat"}
+    assert in_template == in_gateway
+    if DESIGN.is_file():  # ../shared beside the checkout (CI has it)
+        design = DESIGN.read_text()
+        words = {60: "every minute", 300: "every 5 min", 86_400: "daily"}
+        for name, every_s in in_template.items():
+            row = next(line for line in design.splitlines() if line.startswith(f"| {name} |"))
+            assert words[int(every_s)] in row, row
+
+
+def behaviours(template: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    (distribution,) = resources(template, "AWS::CloudFront::Distribution").values()
+    config = distribution["DistributionConfig"]
+    return config["DefaultCacheBehavior"], config["CacheBehaviors"]
+
+
+def behaviour_for(template: dict[str, Any], path: str) -> dict[str, Any]:
+    """The first cache behaviour whose pattern matches `path`, as CloudFront picks it."""
+    default, ordered = behaviours(template)
+    for behaviour in ordered:
+        pattern = re.escape(behaviour["PathPattern"]).replace(r"\*", ".*").replace(r"\?", ".")
+        if re.fullmatch(pattern, path):
+            return behaviour
+    return default
+
+
+def sample_path(route: str) -> str:
+    """`GET /products/{id}` -> `/products/sample`."""
+    return re.sub(r"\{\w+\}", "sample", route.split(" ", 1)[1])
+
+
+@pytest.mark.parametrize("rule", CACHE_RULES.values(), ids=lambda rule: rule.name)
+def test_cache_policy_equals_its_rule(template: dict[str, Any], rule: CacheRule) -> None:
+    policies = resources(template, "AWS::CloudFront::CachePolicy")
+    for route in rule.routes:
+        behaviour = behaviour_for(template, sample_path(route))
+        reference = behaviour["CachePolicyId"]
+        assert isinstance(reference, dict), f"{route} is not cached by its own policy"
+        config = policies[reference["Ref"]]["CachePolicyConfig"]
+        assert (config["MinTTL"], config["DefaultTTL"], config["MaxTTL"]) == (
+            0,
+            rule.s_maxage,
+            rule.s_maxage,
+        )
+        key = config["ParametersInCacheKeyAndForwardedToOrigin"]
+        assert key["HeadersConfig"] == {"HeaderBehavior": "none"}
+        assert key["CookiesConfig"] == {"CookieBehavior": "none"}
+        queries = key["QueryStringsConfig"]
+        if rule.query_params is None:
+            assert queries == {"QueryStringBehavior": "all"}
+        elif not rule.query_params:
+            assert queries == {"QueryStringBehavior": "none"}
+        else:
+            assert queries["QueryStringBehavior"] == "whitelist"
+            assert sorted(queries["QueryStrings"]) == sorted(rule.query_params)
+
+
+def test_uncached_routes_are_never_cached_at_the_edge(template: dict[str, Any]) -> None:
+    # Rules name path parameters as API.md does ({id}); routes as the code does ({product_id}).
+    cached = {sample_path(route) for rule in CACHE_RULES.values() for route in rule.routes}
+    for module in HTTP_FUNCTION_MODULES:
+        for route in importlib.import_module(module).routes:
+            for method in sorted((route.methods or set()) - {"HEAD"}):
+                label = f"{method} {route.path}"
+                if method != "GET" or sample_path(label) in cached:
+                    continue  # CloudFront never caches other methods
+                behaviour = behaviour_for(template, sample_path(label))
+                assert behaviour["CachePolicyId"] == CACHING_DISABLED, label
+
+
+def run_tool(*command: str) -> subprocess.CompletedProcess[str]:
+    executable = shutil.which(command[0], path=str(Path(sys.executable).parent))
+    if executable is None:
+        pytest.fail(f"{command[0]} is not installed (pip install -e '.[dev]')")
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1"}
+    return subprocess.run(
+        [executable, *command[1:]], cwd=ROOT, capture_output=True, text=True, env=env
+    )
+
+
+def test_cfn_lint_is_clean() -> None:
+    result = run_tool("cfn-lint", "template.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_sam_validate_lint() -> None:
+    result = run_tool("sam", "validate", "--lint", "--region", "us-east-1")
+    assert result.returncode == 0, result.stdout + result.stderr
