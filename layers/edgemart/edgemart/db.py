@@ -23,6 +23,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from edgemart.breaker import CircuitBreaker, CircuitOpenError
+from edgemart.dbsecret import DatabaseSecret
 from edgemart.errors import EdgemartError
 from edgemart.settings import Settings
 
@@ -45,7 +46,7 @@ class DatabaseNotConfiguredError(EdgemartError):
 class Database:
     def __init__(
         self,
-        conninfo: str | None,
+        conninfo: str | DatabaseSecret | None,
         *,
         name: str = "primary",
         min_size: int = 1,
@@ -69,14 +70,23 @@ class Database:
 
     @classmethod
     def primary_from(cls, settings: Settings) -> Database:
-        return cls._from(settings, settings.database_url, "primary")
+        conninfo: str | DatabaseSecret | None = settings.database_url
+        if settings.database_secret_arn:
+            conninfo = DatabaseSecret(
+                settings.database_secret_arn,
+                host=settings.database_host,
+                max_age_s=settings.database_secret_max_age_s,
+            )
+        return cls._from(settings, conninfo, "primary")
 
     @classmethod
     def replica_from(cls, settings: Settings) -> Database:
         return cls._from(settings, settings.database_replica_url, "replica")
 
     @classmethod
-    def _from(cls, settings: Settings, conninfo: str | None, name: str) -> Database:
+    def _from(
+        cls, settings: Settings, conninfo: str | DatabaseSecret | None, name: str
+    ) -> Database:
         return cls(
             conninfo,
             name=name,
@@ -112,8 +122,10 @@ class Database:
         if self._pool is None:
             async with self._lock:
                 if self._pool is None:
+                    secret = self.conninfo if isinstance(self.conninfo, DatabaseSecret) else None
                     pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
                         self.conninfo,
+                        connection_class=(secret.connection_class() if secret else AsyncConnection),
                         min_size=self.min_size,
                         max_size=self.max_size,
                         timeout=self.timeout_s,

@@ -28,6 +28,11 @@ class SettingsError(EdgemartError):
 @dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str | None = None
+    # Credentials from Secrets Manager (RDS JSON) instead of DATABASE_URL; DATABASE_HOST
+    # overrides the secret's host (an RDS Proxy or Supavisor endpoint).
+    database_secret_arn: str | None = None
+    database_host: str | None = None
+    database_secret_max_age_s: int = 300
     database_replica_url: str | None = None
     database_pooler: str = "session"
     db_pool_min_size: int = 1
@@ -79,6 +84,11 @@ class Settings:
         defaults = cls()
         return cls(
             database_url=env.text("DATABASE_URL"),
+            database_secret_arn=env.text("DATABASE_SECRET_ARN"),
+            database_host=env.text("DATABASE_HOST"),
+            database_secret_max_age_s=env.integer(
+                "DATABASE_SECRET_MAX_AGE_S", defaults.database_secret_max_age_s, low=0
+            ),
             database_replica_url=env.text("DATABASE_REPLICA_URL"),
             database_pooler=env.choice(
                 "DATABASE_POOLER", ("session", "transaction"), defaults.database_pooler
