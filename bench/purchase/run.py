@@ -36,7 +36,7 @@ from edgemart.migrate import apply_migrations
 from gateway.democatalog import seed_catalog
 
 PURCHASE_SQL = """SELECT status FROM purchase(%s, %s, 'fp', %s, 1, NULL, 1000, 'bench',
-                  interval '1 day', interval '5 s')"""
+                  interval '1 day', interval '5 s', false)"""
 INITIAL_STOCK = 10_000_000
 
 

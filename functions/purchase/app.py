@@ -6,6 +6,10 @@ order, the payout and the audit row. Business outcomes (201, 402, 404, 409) are 
 the Idempotency-Key and replayed with `Idempotent-Replayed: true`; a 503 or 500 stores
 nothing, so a retry can succeed. Failures that API.md lists write `failed_transactions`.
 A transient database error (a lost connection, a deadlock) is retried with the same key.
+
+Products in queued mode (hot items), when `PURCHASE_QUEUE_URL` is set: the same call stores
+the order as `queued` and answers 202; the order's SQS message is sent inside the transaction,
+before the commit, and functions/order_worker applies it (migration 0010).
 """
 
 from __future__ import annotations
@@ -47,8 +51,19 @@ OUTCOMES: dict[str, tuple[str, str]] = {
 
 PURCHASE_SQL = b"""
 SELECT status, body, replayed, original_request_id
-FROM purchase(%s, %s, %s, %s, %s, %s, %s, %s, %s * interval '1 s', %s * interval '1 s')
+FROM purchase(%s, %s, %s, %s, %s, %s, %s, %s, %s * interval '1 s', %s * interval '1 s', %s)
 """
+
+
+class QueueUnavailableError(ProblemError):
+    def __init__(self) -> None:
+        super().__init__(
+            503,
+            "service_unavailable",
+            "Purchase queue unavailable",
+            "The order could not be queued; nothing was charged. Retry with the same key.",
+            headers={"Retry-After": "5"},
+        )
 
 
 class IdempotencyKeyError(ProblemError):
@@ -127,11 +142,24 @@ async def create_purchase(request: Request) -> Response:
         current_request_id(),
         settings.idempotency_key_ttl_s,
         settings.idempotency_key_wait_s,
+        services.purchase_queue is not None,
     ]
+    queue = services.purchase_queue
 
     async def attempt() -> Any:
         async with services.primary.connection() as conn:
-            return await (await conn.execute(PURCHASE_SQL, args)).fetchone()
+            if queue is None:  # one statement, its own transaction: the direct path
+                return await (await conn.execute(PURCHASE_SQL, args)).fetchone()
+            async with conn.transaction():
+                row = await (await conn.execute(PURCHASE_SQL, args)).fetchone()
+                if row is not None and row["status"] == 202 and not row["replayed"]:
+                    # Enqueued before the commit: a queued order always has its message.
+                    try:
+                        await queue.send(str(row["body"]["id"]), str(product_id))
+                    except Exception as exc:  # boto3 raises many types; the order rolls back
+                        logger.warning("purchase queue send failed: %r", exc)
+                        raise QueueUnavailableError() from exc
+                return row
 
     try:
         # Safe to repeat: if a lost connection hid a commit, the retry finds the key and
@@ -147,6 +175,9 @@ async def create_purchase(request: Request) -> Response:
         )
     except CircuitOpenError:
         raise  # refused before anything ran: nothing to record (and nowhere to record it)
+    except QueueUnavailableError as exc:
+        await record_failure(services, principal.sub, key, "queue_unavailable", repr(exc))
+        raise
     except UNAVAILABLE_ERRORS as exc:
         # Recorded here; the app's unavailable handler answers 503 read_only_mode.
         await record_failure(services, principal.sub, key, "read_only_mode", repr(exc))

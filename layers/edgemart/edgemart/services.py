@@ -21,6 +21,7 @@ from edgemart.counters import (
     buffered_counts,
 )
 from edgemart.db import Database
+from edgemart.purchasequeue import PurchaseQueue, SqsPurchaseQueue
 from edgemart.ratelimit.base import RateLimiter
 from edgemart.ratelimit.policies import build_rate_limiter
 from edgemart.redisclient import LazyRedis
@@ -40,6 +41,7 @@ class Services:
     search_history: BufferedCounts
     authenticator: Authenticator
     retry: RetryPolicy
+    purchase_queue: PurchaseQueue | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -58,6 +60,13 @@ class Services:
             search_history=buffered_counts(redis, SEARCH_HISTORY_KEY),
             authenticator=Authenticator.from_settings(settings),
             retry=RetryPolicy(),
+            purchase_queue=(
+                SqsPurchaseQueue(
+                    settings.purchase_queue_url, endpoint_url=settings.sqs_endpoint_url
+                )
+                if settings.purchase_queue_url
+                else None
+            ),
         )
 
     async def aclose(self) -> None:

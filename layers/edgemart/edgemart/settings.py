@@ -70,6 +70,9 @@ class Settings:
     idempotency_key_wait_s: float = 5.0
     idempotency_retention_s: int = 86_400
     search_history_days: int = 90
+    # Queued purchases (hot items): off unless a queue is configured.
+    purchase_queue_url: str | None = None
+    sqs_endpoint_url: str | None = None
     # None: the model shipped with the layer (edgemart/scoring/listing_quality.onnx).
     scoring_model_path: Path | None = None
     scoring_batch_size: int = 256
@@ -159,6 +162,8 @@ class Settings:
             search_history_days=env.integer(
                 "SEARCH_HISTORY_DAYS", defaults.search_history_days, low=1
             ),
+            purchase_queue_url=env.text("PURCHASE_QUEUE_URL"),
+            sqs_endpoint_url=env.text("SQS_ENDPOINT_URL"),
             scoring_model_path=env.path("SCORING_MODEL_PATH"),
             scoring_batch_size=env.integer(
                 "SCORING_BATCH_SIZE", defaults.scoring_batch_size, low=1

@@ -1,0 +1,111 @@
+"""order_worker (SQS trigger): applies queued purchases of hot items in batches.
+
+A batch's messages are grouped by product and each group is applied in ONE transaction by
+`apply_queued_orders()` (migration 0010): the product row is locked once, the group's orders
+are filled first come first served up to the stock (and each buyer's balance), the rest fail
+`out_of_stock` / `insufficient_funds`. A redelivered message finds its order already applied
+and changes nothing. Failures are reported per message through Powertools batch processing
+(`ReportBatchItemFailures`): a group whose transaction fails, a message whose order is not
+visible yet (its purchase is still committing) and a message that is not ours are returned to
+the queue; everything else is deleted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from edgemart import metrics
+from edgemart.jobs import JobRunner
+from edgemart.logging import logger
+from edgemart.purchasequeue import purchase_message
+from edgemart.services import Services
+
+APPLY_SQL = b"""
+SELECT order_id::text AS order_id, status, failure_code
+FROM apply_queued_orders(%s::uuid, %s::uuid[], %s)
+"""
+
+
+class MessageFailedError(Exception):
+    """This message goes back to the queue (retried, then dead-lettered)."""
+
+
+def group_by_product(records: list[Mapping[str, Any]]) -> tuple[dict[str, list[str]], set[str]]:
+    """Pure: order ids per product, and the message ids that are not purchase messages."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    malformed: set[str] = set()
+    for record in records:
+        try:
+            order_id, product_id = purchase_message(record["body"])
+        except ValueError:
+            malformed.add(record["messageId"])
+            continue
+        groups[product_id].append(order_id)
+    return groups, malformed
+
+
+async def apply_groups(services: Services, groups: dict[str, list[str]]) -> dict[str, str]:
+    """Each order's outcome (`completed`, `failed`), or `retry` when its group's transaction
+    failed or its order was not found."""
+    outcomes: dict[str, str] = {}
+    fee = services.settings.platform_fee_basis_points
+    for product_id, order_ids in groups.items():
+        try:
+            async with services.primary.connection() as conn:
+                rows = await (
+                    await conn.execute(APPLY_SQL, [product_id, order_ids, fee])
+                ).fetchall()
+        except Exception:  # the whole group goes back to the queue; logged with its cause
+            logger.exception(
+                "order_worker: applying %d orders of %s failed", len(order_ids), product_id
+            )
+            outcomes.update(dict.fromkeys(order_ids, "retry"))
+            continue
+        applied = {row["order_id"]: row["status"] for row in rows}
+        for order_id in order_ids:
+            outcomes[order_id] = applied.get(order_id, "retry")
+    return outcomes
+
+
+async def order_worker(services: Services, event: Mapping[str, Any]) -> dict[str, Any]:
+    records = list(event.get("Records", ()))
+    groups, malformed = group_by_product(records)
+    outcomes = await apply_groups(services, groups)
+    counts: dict[str, int] = defaultdict(int)
+    for outcome in outcomes.values():
+        counts[outcome] += 1
+    for name, value in counts.items():
+        metrics.increment(f"queued_orders.{name}", value)
+    if malformed:
+        logger.error("order_worker: %d messages are not purchase messages", len(malformed))
+
+    def handle(record: SQSRecord) -> None:
+        if record.message_id in malformed:
+            raise MessageFailedError(f"not a purchase message: {record.message_id}")
+        order_id, _ = purchase_message(record.body)
+        if outcomes.get(order_id) == "retry":
+            raise MessageFailedError(f"order {order_id} not applied yet")
+
+    # Every failure is reported per message, a wholly failed batch included (rather than
+    # raising, which would also return every message but hide which ones failed and why).
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    response = process_partial_response(
+        event=dict(event), record_handler=handle, processor=processor, context=None
+    )
+    logger.info(
+        "order_worker: %s", dict(counts, failed_messages=len(response["batchItemFailures"]))
+    )
+    return dict(response)
+
+
+runner = JobRunner(order_worker)
+handler = runner.handler

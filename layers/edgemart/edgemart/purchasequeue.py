@@ -1,0 +1,51 @@
+"""The queue of purchases for hot items (products in queued mode): one SQS message per order,
+`{"order_id", "product_id"}`, read by functions/order_worker.
+
+The purchase function sends the message before its transaction commits, so an order is never
+left queued without a message; the worker retries a message whose order it cannot see yet (the
+commit is a moment later) and a message whose transaction rolled back ends, after the queue's
+receive limit, in the dead-letter queue with no order behind it.
+
+boto3 is imported when the first message is sent, so only a purchase function configured with
+`PURCHASE_QUEUE_URL` pays for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Protocol
+
+
+class PurchaseQueue(Protocol):
+    async def send(self, order_id: str, product_id: str) -> None: ...
+
+
+class SqsPurchaseQueue:
+    def __init__(self, queue_url: str, *, endpoint_url: str | None = None) -> None:
+        self.queue_url = queue_url
+        self.endpoint_url = endpoint_url
+        self._client: Any = None
+
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("sqs", endpoint_url=self.endpoint_url)
+        return self._client
+
+    async def send(self, order_id: str, product_id: str) -> None:
+        body = json.dumps({"order_id": order_id, "product_id": product_id})
+        # boto3 is synchronous: the send runs in a thread so the event loop keeps serving.
+        await asyncio.to_thread(
+            self.client().send_message, QueueUrl=self.queue_url, MessageBody=body
+        )
+
+
+def purchase_message(body: str) -> tuple[str, str]:
+    """(order_id, product_id) from a message body; ValueError if it is not one of ours."""
+    try:
+        data = json.loads(body)
+        return str(data["order_id"]), str(data["product_id"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"not a purchase message: {body[:100]!r}") from exc

@@ -1,0 +1,224 @@
+"""Queued mode end to end: POST /purchases on a hot product answers 202 and sends an SQS
+message (moto), the worker applies the queue in batches against the real database, and a
+replayed batch changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from edgemart.services import Services
+from functions.order_worker.app import order_worker
+from gateway.app import create_gateway
+from tests.conftest import settings_for
+from tests.integration.test_purchase import SECRET, auth, fund, headers, new_product, sql
+
+pytestmark = pytest.mark.anyio
+SQS_RECORD = json.loads(
+    (Path(__file__).parents[1] / "events/sqs_receive_message.json").read_text()
+)["Records"][0]
+
+
+@pytest.fixture
+def queue_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    from moto import mock_aws
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        import boto3
+
+        yield boto3.client("sqs").create_queue(QueueName="purchases")["QueueUrl"]
+
+
+@pytest.fixture
+async def services(catalog_database_url: str, queue_url: str) -> AsyncIterator[Services]:
+    services = Services.from_settings(
+        settings_for(
+            catalog_database_url,
+            jwt_secret=SECRET,
+            purchase_queue_url=queue_url,
+            rate_limit_overrides=(("purchases", 0, 60),),
+            db_pool_max_size=20,
+        )
+    )
+    yield services
+    await services.aclose()
+
+
+def lambda_records(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """SQS messages as the Lambda SQS event carries them (shape from sam generate-event)."""
+    return [
+        {
+            **SQS_RECORD,
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "md5OfBody": message["MD5OfBody"],
+        }
+        for message in messages
+    ]
+
+
+async def drain(services: Services, queue_url: str, batch_size: int) -> list[dict[str, Any]]:
+    """Receive and apply until the queue is empty; returns the batches applied."""
+    import boto3
+
+    sqs = boto3.client("sqs")
+    batches: list[dict[str, Any]] = []
+    while True:
+        messages: list[dict[str, Any]] = []
+        while len(messages) < batch_size:
+            received = sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=min(10, batch_size - len(messages))
+            ).get("Messages", [])
+            if not received:
+                break
+            messages.extend(received)
+        if not messages:
+            return batches
+        event = {"Records": lambda_records(messages)}
+        response = await order_worker(services, event)
+        failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
+        assert failed == set(), response
+        for start in range(0, len(messages), 10):
+            sqs.delete_message_batch(
+                QueueUrl=queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(messages[start : start + 10])
+                ],
+            )
+        batches.append(event)
+
+
+def ledger(url: str, product: str) -> dict[str, Any]:
+    ((stock, sold),) = sql(url, "SELECT stock, sold_count FROM products WHERE id = %s", product)
+    statuses = dict(
+        sql(url, "SELECT status, count(*) FROM orders WHERE product_id = %s GROUP BY 1", product)
+    )
+    ((debited, totals, unbalanced),) = sql(
+        url,
+        "SELECT (SELECT 100 * 10000 - sum(balance_cents) FROM wallets "
+        "WHERE user_sub LIKE 'hot-buyer-%%'), "
+        "(SELECT sum(total_cents) FROM orders WHERE product_id = %s AND status = 'completed'), "
+        "(SELECT count(*) FROM orders o JOIN payouts p ON p.order_id = o.id "
+        "WHERE o.product_id = %s AND o.total_cents <> p.amount_cents + p.fee_cents)",
+        product,
+        product,
+    )
+    return {
+        "stock": stock,
+        "sold": sold,
+        "statuses": statuses,
+        "debited": debited,
+        "completed_totals": totals,
+        "unbalanced": unbalanced,
+    }
+
+
+async def test_a_thousand_queued_purchases_of_three_hundred_units(
+    catalog_database_url: str, services: Services, queue_url: str
+) -> None:
+    url = catalog_database_url
+    product = new_product(url, stock=300, price=1000)
+    sql(url, "UPDATE products SET purchase_mode = 'queued' WHERE id = %s", product)
+    for index in range(100):
+        fund(url, f"hot-buyer-{index}", 10_000)  # enough for 10 units each
+    transport = httpx.ASGITransport(app=create_gateway(services))
+    limit = asyncio.Semaphore(32)
+
+    async def buy(client: httpx.AsyncClient, index: int) -> httpx.Response:
+        async with limit:
+            return await client.post(
+                "/purchases",
+                json={"product_id": product, "quantity": 1},
+                headers=headers(f"hot-buyer-{index % 100}", f"hot-{index}"),
+            )
+
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        responses = await asyncio.gather(*(buy(client, i) for i in range(1000)))
+        assert Counter(r.status_code for r in responses) == {202: 1000}
+        assert {r.json()["status"] for r in responses} == {"queued"}
+        before_worker = ledger(url, product)
+        assert (before_worker["stock"], before_worker["statuses"]) == (300, {"queued": 1000})
+
+        batches = await drain(services, queue_url, batch_size=50)
+        after = ledger(url, product)
+        assert after["stock"] == 0 and after["sold"] == 300
+        assert after["statuses"] == {"completed": 300, "failed": 700}
+        assert after["debited"] == after["completed_totals"] == 300 * 1000
+        assert after["unbalanced"] == 0
+
+        # Redelivery: the same batch again changes nothing.
+        replayed = await order_worker(services, batches[0])
+        assert replayed["batchItemFailures"] == []
+        assert ledger(url, product) == after
+
+        # Buyers see the outcome; a retried request replays its 202.
+        first = responses[0].json()
+        order = await client.get(f"/purchases/{first['id']}", headers=auth("hot-buyer-0"))
+        assert order.json()["status"] in ("completed", "failed")
+        failed = sql(
+            url,
+            "SELECT id::text, user_sub FROM orders WHERE product_id = %s AND status = 'failed' "
+            "LIMIT 1",
+            product,
+        )[0]
+        seen = await client.get(f"/purchases/{failed[0]}", headers=auth(str(failed[1])))
+        assert (seen.json()["status"], seen.json()["failure_code"]) == ("failed", "out_of_stock")
+        again = await client.post(
+            "/purchases",
+            json={"product_id": product, "quantity": 1},
+            headers=headers("hot-buyer-0", "hot-0"),
+        )
+        assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
+    assert ledger(url, product) == after
+
+
+async def test_failed_records_are_reported_back(
+    catalog_database_url: str, services: Services
+) -> None:
+    url = catalog_database_url
+    product = new_product(url, stock=5)
+    fund(url, "batch-buyer", 100_000)
+    ((order_id,),) = sql(
+        url,
+        "INSERT INTO orders (user_sub, product_id, store_id, quantity, unit_price_cents, "
+        "total_cents, status, idempotency_key) SELECT 'batch-buyer', id, store_id, 1, "
+        "price_cents, price_cents, 'queued', 'batch-key' FROM products WHERE id = %s "
+        "RETURNING id::text",
+        product,
+    )
+    unknown_order = str(uuid.uuid4())  # its purchase has not committed (or rolled back)
+    records = [
+        {
+            **SQS_RECORD,
+            "messageId": "good",
+            "body": json.dumps({"order_id": order_id, "product_id": product}),
+        },
+        {**SQS_RECORD, "messageId": "not-ours", "body": "Hello from SQS!"},
+        {
+            **SQS_RECORD,
+            "messageId": "not-yet",
+            "body": json.dumps({"order_id": unknown_order, "product_id": product}),
+        },
+    ]
+    response = await order_worker(services, {"Records": records})
+    assert sorted(item["itemIdentifier"] for item in response["batchItemFailures"]) == [
+        "not-ours",
+        "not-yet",
+    ]
+    assert sql(url, "SELECT status FROM orders WHERE id = %s", order_id) == [("completed",)]
