@@ -153,7 +153,13 @@ def test_cache_policy_equals_its_rule(template: dict[str, Any], rule: CacheRule)
             rule.s_maxage,
         )
         key = config["ParametersInCacheKeyAndForwardedToOrigin"]
-        assert key["HeadersConfig"] == {"HeaderBehavior": "none"}
+        if rule.key_headers:
+            assert key["HeadersConfig"] == {
+                "HeaderBehavior": "whitelist",
+                "Headers": list(rule.key_headers),
+            }
+        else:
+            assert key["HeadersConfig"] == {"HeaderBehavior": "none"}
         assert key["CookiesConfig"] == {"CookieBehavior": "none"}
         queries = key["QueryStringsConfig"]
         if rule.query_params is None:
@@ -176,6 +182,24 @@ def test_uncached_routes_are_never_cached_at_the_edge(template: dict[str, Any]) 
                     continue  # CloudFront never caches other methods
                 behaviour = behaviour_for(template, sample_path(label))
                 assert behaviour["CachePolicyId"] == CACHING_DISABLED, label
+
+
+def test_every_write_reaches_the_origin_with_its_token(template: dict[str, Any]) -> None:
+    """Writes carry a JWT. CloudFront forwards Authorization only in a cache key, or with
+    caching disabled and an all-viewer origin request policy."""
+    policies = resources(template, "AWS::CloudFront::CachePolicy")
+    for module in HTTP_FUNCTION_MODULES:
+        for route in importlib.import_module(module).routes:
+            for method in sorted((route.methods or set()) - {"GET", "HEAD"}):
+                behaviour = behaviour_for(template, sample_path(f"{method} {route.path}"))
+                assert method in behaviour["AllowedMethods"], (method, route.path)
+                reference = behaviour["CachePolicyId"]
+                if reference == CACHING_DISABLED:
+                    assert behaviour["OriginRequestPolicyId"], (method, route.path)
+                    continue
+                config = policies[reference["Ref"]]["CachePolicyConfig"]
+                headers = config["ParametersInCacheKeyAndForwardedToOrigin"]["HeadersConfig"]
+                assert "Authorization" in headers.get("Headers", []), (method, route.path)
 
 
 def run_tool(*command: str) -> subprocess.CompletedProcess[str]:

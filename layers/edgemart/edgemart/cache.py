@@ -34,7 +34,10 @@ NO_STORE: Mapping[str, str] = {"Cache-Control": "no-store"}
 @dataclass(frozen=True, slots=True)
 class CacheRule:
     """Caching for one group of GET routes. `query_params` lists the parameters that are part
-    of the cache key (None: every parameter, normalised; empty: none)."""
+    of the cache key (None: every parameter, normalised; empty: none). `key_headers` are
+    request headers in the edge's cache key: `Authorization` where a signed-in request must
+    reach the origin with its token (search history; PATCH shares the product path), while
+    anonymous requests, which carry none, still share one entry."""
 
     name: str
     routes: tuple[str, ...]
@@ -42,6 +45,7 @@ class CacheRule:
     stale_while_revalidate: int
     stale_if_error: int
     query_params: tuple[str, ...] | None = ()
+    key_headers: tuple[str, ...] = ()
 
     @property
     def cache_control(self) -> str:
@@ -58,7 +62,15 @@ CACHE_RULES: Mapping[str, CacheRule] = {
     rule.name: rule
     for rule in (
         CacheRule("home", ("GET /marketplace/home",), 60, 300, DAY),
-        CacheRule("search", ("GET /marketplace/search",), 30, 60, HOUR, query_params=None),
+        CacheRule(
+            "search",
+            ("GET /marketplace/search",),
+            30,
+            60,
+            HOUR,
+            query_params=None,
+            key_headers=("Authorization",),
+        ),
         CacheRule("popular_searches", ("GET /marketplace/search/popular",), 60, 300, DAY),
         CacheRule(
             "store_page",
@@ -68,7 +80,9 @@ CACHE_RULES: Mapping[str, CacheRule] = {
             DAY,
             query_params=("limit", "cursor", "category"),
         ),
-        CacheRule("product_page", ("GET /products/{id}",), 120, 600, DAY),
+        CacheRule(
+            "product_page", ("GET /products/{id}",), 120, 600, DAY, key_headers=("Authorization",)
+        ),
     )
 }
 """Routes not listed here (purchases, wallet, admin, health, seller pages) send no-store."""
