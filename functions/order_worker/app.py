@@ -39,18 +39,22 @@ class MessageFailedError(Exception):
     """This message goes back to the queue (retried, then dead-lettered)."""
 
 
-def group_by_product(records: list[Mapping[str, Any]]) -> tuple[dict[str, list[str]], set[str]]:
-    """Pure: order ids per product, and the message ids that are not purchase messages."""
+def group_by_product(
+    records: list[Mapping[str, Any]],
+) -> tuple[dict[str, list[str]], dict[str, str | None]]:
+    """Pure: order ids per product, and each message's order id (None: not a purchase
+    message)."""
     groups: dict[str, list[str]] = defaultdict(list)
-    malformed: set[str] = set()
+    order_of: dict[str, str | None] = {}
     for record in records:
         try:
             order_id, product_id = purchase_message(record["body"])
         except ValueError:
-            malformed.add(record["messageId"])
+            order_of[record["messageId"]] = None
             continue
+        order_of[record["messageId"]] = order_id
         groups[product_id].append(order_id)
-    return groups, malformed
+    return groups, order_of
 
 
 async def apply_groups(services: Services, groups: dict[str, list[str]]) -> dict[str, str]:
@@ -78,20 +82,21 @@ async def apply_groups(services: Services, groups: dict[str, list[str]]) -> dict
 
 async def order_worker(services: Services, event: Mapping[str, Any]) -> dict[str, Any]:
     records = list(event.get("Records", ()))
-    groups, malformed = group_by_product(records)
+    groups, order_of = group_by_product(records)
     outcomes = await apply_groups(services, groups)
     counts: dict[str, int] = defaultdict(int)
     for outcome in outcomes.values():
         counts[outcome] += 1
     for name, value in counts.items():
         metrics.increment(f"queued_orders.{name}", value)
+    malformed = sum(order_id is None for order_id in order_of.values())
     if malformed:
-        logger.error("order_worker: %d messages are not purchase messages", len(malformed))
+        logger.error("order_worker: %d messages are not purchase messages", malformed)
 
     def handle(record: SQSRecord) -> None:
-        if record.message_id in malformed:
+        order_id = order_of.get(record.message_id)
+        if order_id is None:
             raise MessageFailedError(f"not a purchase message: {record.message_id}")
-        order_id, _ = purchase_message(record.body)
         if outcomes.get(order_id) == "retry":
             raise MessageFailedError(f"order {order_id} not applied yet")
 
