@@ -86,6 +86,16 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--role", action="append", default=[], help="role claim; repeatable")
     token.add_argument("--ttl", type=_positive, default=3600, help="seconds (default %(default)s)")
     token.set_defaults(run=_token)
+
+    edge = commands.add_parser(
+        "edge-vcl",
+        help="print the Varnish configuration of the local edge (from the cache rules)",
+        description="Print VCL for Debian's varnish that caches the gateway as CloudFront "
+        "does in AWS: e.g. `edgemart edge-vcl > edge.vcl && varnishd -F -a :8080 -f "
+        "$PWD/edge.vcl`.",
+    )
+    edge.add_argument("--backend", default="127.0.0.1:8000", help="gateway host:port")
+    edge.set_defaults(run=_edge_vcl)
     return parser
 
 
@@ -141,6 +151,16 @@ def _seed(args: argparse.Namespace) -> int:
         f"seeded {report.categories} categories, {report.stores} stores, "
         f"{report.products} products, {report.buyers} buyers in {report.seconds:.1f} s"
     )
+    return 0
+
+
+def _edge_vcl(args: argparse.Namespace) -> int:
+    from gateway.edge import render_vcl
+
+    host, _, port = args.backend.rpartition(":")
+    if not host or not port.isdigit():
+        raise EdgemartError(f"--backend must be host:port, not {args.backend!r}")
+    print(render_vcl(host, int(port)), end="")
     return 0
 
 
