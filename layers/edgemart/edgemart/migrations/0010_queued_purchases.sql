@@ -7,10 +7,10 @@
 --
 -- apply_queued_orders() is the worker's side: one transaction per product per batch. It locks
 -- the product row once, takes the batch's queued orders of that product first come first
--- served, completes each one that stock and the buyer's wallet allow (debit, payout, audit),
--- fails the rest (out_of_stock / insufficient_funds, with a failed_transactions row), and
--- moves the stock in one UPDATE. Orders that are no longer queued (a redelivered message) are
--- reported as they are and never applied twice.
+-- served, completes each one that stock and the buyer's wallet allow (debit, payout), fails
+-- the rest (out_of_stock / insufficient_funds, with a failed_transactions row), writes one
+-- audit row for the batch and moves the stock in one UPDATE. Orders that are no longer
+-- queued (a redelivered message) are reported as they are and never applied twice.
 
 DROP FUNCTION purchase(text, text, text, uuid, integer, bigint, integer, text, interval, interval);
 
@@ -136,13 +136,17 @@ BEGIN
                    d.total_cents * p_fee_basis_points / 10000
             FROM done d
         )
-        INSERT INTO audit_log (actor_sub, action, entity_type, entity_id, details, request_id)
-        SELECT d.user_sub, 'purchase', 'order', d.id::text,
-               jsonb_build_object('product_id', d.product_id, 'quantity', d.quantity,
-                                  'total_cents', d.total_cents,
-                                  'fee_cents', d.total_cents * p_fee_basis_points / 10000,
-                                  'queued', true),
-               d.request_id
+        -- One audit row per applied batch, naming every order in it (the direct path writes
+        -- one per purchase; here the batch is the unit of work).
+        INSERT INTO audit_log (actor_sub, action, entity_type, entity_id, details)
+        SELECT 'order_worker', 'purchase_batch', 'product', p_product::text,
+               jsonb_build_object(
+                   'orders', jsonb_agg(jsonb_build_object(
+                       'order_id', d.id, 'user_sub', d.user_sub, 'quantity', d.quantity,
+                       'total_cents', d.total_cents,
+                       'fee_cents', d.total_cents * p_fee_basis_points / 10000,
+                       'request_id', d.request_id)),
+                   'quantity', sum(d.quantity), 'total_cents', sum(d.total_cents))
         FROM done d;
         UPDATE products SET stock = stock - sold, sold_count = sold_count + sold,
                             updated_at = now()
