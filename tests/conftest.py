@@ -329,3 +329,18 @@ async def catalog_client(catalog_database_url: str) -> AsyncIterator[httpx.Async
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
     await services.aclose()
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """boto3 against moto: fake credentials, one region, every AWS call served in process."""
+    from moto import mock_aws
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield

@@ -39,24 +39,15 @@ def password_postgres(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture
-def secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def secrets(aws: None) -> Iterator[Any]:
+    import boto3
     from aws_lambda_powertools.utilities import parameters
     from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
-    from moto import mock_aws
 
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        import boto3
-
-        parameters.clear_caches()
-        DEFAULT_PROVIDERS.clear()  # a provider made outside the mock would be real
-        yield boto3.client("secretsmanager", region_name="us-east-1")
-        DEFAULT_PROVIDERS.clear()
+    parameters.clear_caches()
+    DEFAULT_PROVIDERS.clear()  # a provider made outside the mock would be real
+    yield boto3.client("secretsmanager", region_name="us-east-1")
+    DEFAULT_PROVIDERS.clear()
 
 
 def rds_secret(params: dict[str, Any], password: str) -> str:

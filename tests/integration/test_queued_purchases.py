@@ -8,7 +8,7 @@ import asyncio
 import json
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +28,11 @@ SQS_RECORD = json.loads(
 
 
 @pytest.fixture
-def queue_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    from moto import mock_aws
+def queue_url(aws: None) -> str:
+    import boto3
 
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        import boto3
-
-        yield boto3.client("sqs").create_queue(QueueName="purchases")["QueueUrl"]
+    url: str = boto3.client("sqs").create_queue(QueueName="purchases")["QueueUrl"]
+    return url
 
 
 @pytest.fixture
