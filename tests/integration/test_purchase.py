@@ -315,8 +315,8 @@ async def test_50_requests_with_one_key_make_one_order(
 
 @pytest.fixture
 def fault_on(catalog_database_url: str) -> Any:
-    """Install a trigger that fails (or stalls) the audit insert of a purchase of one product:
-    a fault after the stock update and the wallet debit, before commit."""
+    """Install a trigger that fails (or stalls) the payout insert of a purchase of one product:
+    the last write, after the stock update, the wallet debit and the order, before commit."""
     installed: list[str] = []
 
     def install(product: str, *, action: str) -> None:
@@ -333,16 +333,18 @@ def fault_on(catalog_database_url: str) -> Any:
             f"""
             CREATE OR REPLACE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
-                IF NEW.details->>'product_id' = '{product}' THEN {body}; END IF;
+                IF EXISTS (SELECT 1 FROM orders o
+                           WHERE o.id = NEW.order_id AND o.product_id = '{product}')
+                THEN {body}; END IF;
                 RETURN NEW;
             END $$;
-            CREATE OR REPLACE TRIGGER test_fault BEFORE INSERT ON audit_log
+            CREATE OR REPLACE TRIGGER test_fault BEFORE INSERT ON payouts
                 FOR EACH ROW EXECUTE FUNCTION test_fault();""",
         )
         installed.append(product)
 
     yield install
-    sql(catalog_database_url, "DROP TRIGGER IF EXISTS test_fault ON audit_log")
+    sql(catalog_database_url, "DROP TRIGGER IF EXISTS test_fault ON payouts")
 
 
 def snapshot(url: str, product: str, buyer: str) -> tuple[Any, ...]:
@@ -374,7 +376,7 @@ async def test_a_fault_before_commit_leaves_nothing_but_a_failure_row(
     assert "injected" not in response.text
     assert snapshot(url, product, "jon") == before
     assert failures(url, key) == ["internal_error"]
-    sql(url, "DROP TRIGGER test_fault ON audit_log")
+    sql(url, "DROP TRIGGER test_fault ON payouts")
     retried = await client.post("/purchases", json=body, headers=headers("jon", key))
     assert retried.status_code == 201  # the 500 released the key
 
