@@ -214,3 +214,57 @@ async def test_failed_records_are_reported_back(
         "not-yet",
     ]
     assert sql(url, "SELECT status FROM orders WHERE id = %s", order_id) == [("completed",)]
+
+
+async def test_a_buyer_who_cannot_pay_frees_stock_for_the_next_order(
+    catalog_database_url: str, services: Services
+) -> None:
+    """Stock 3, four orders in a batch; the second buyer cannot pay: orders 1, 3 and 4
+    complete (the refused order's unit goes to the fourth), first come first served."""
+    url = catalog_database_url
+    product = new_product(url, stock=3, price=1000)
+    buyers = ["fifo-a", "fifo-poor", "fifo-c", "fifo-d"]
+    for buyer in buyers:
+        fund(url, buyer, 500 if buyer == "fifo-poor" else 10_000)
+    order_ids = []
+    for index, buyer in enumerate(buyers):
+        ((order_id,),) = sql(
+            url,
+            "INSERT INTO orders (user_sub, product_id, store_id, quantity, unit_price_cents, "
+            "total_cents, status, idempotency_key, created_at) SELECT %s, id, store_id, 1, "
+            "price_cents, price_cents, 'queued', %s, now() + %s * interval '1 ms' "
+            "FROM products WHERE id = %s RETURNING id::text",
+            buyer,
+            f"fifo-{index}",
+            index,
+            product,
+        )
+        order_ids.append(order_id)
+    records = [
+        {
+            **SQS_RECORD,
+            "messageId": f"m{index}",
+            "body": json.dumps({"order_id": order_id, "product_id": product}),
+        }
+        for index, order_id in enumerate(reversed(order_ids))  # arrival order is created_at
+    ]
+    response = await order_worker(services, {"Records": records})
+    assert response["batchItemFailures"] == []
+    outcomes = dict(
+        sql(
+            url,
+            "SELECT user_sub, coalesce(failure_code, status) FROM orders WHERE product_id = %s",
+            product,
+        )
+    )
+    assert outcomes == {
+        "fifo-a": "completed",
+        "fifo-poor": "insufficient_funds",
+        "fifo-c": "completed",
+        "fifo-d": "completed",
+    }
+    assert sql(url, "SELECT stock FROM products WHERE id = %s", product) == [(0,)]
+    balances = dict(
+        sql(url, "SELECT user_sub, balance_cents FROM wallets WHERE user_sub LIKE 'fifo-%%'")
+    )
+    assert balances == {"fifo-a": 9000, "fifo-poor": 500, "fifo-c": 9000, "fifo-d": 9000}
