@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute
 from edgemart.appfactory import build_app
 from edgemart.services import Services
 from edgemart.settings import Settings
-from gateway.scheduler import default_schedules, running
+from gateway.scheduler import Schedule, default_schedules, running
 
 HTTP_FUNCTION_MODULES = (
     "functions.admin.app",
@@ -42,6 +42,10 @@ def create_gateway(services: Services | None = None, *, run_schedules: bool = Fa
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         schedules = default_schedules() if run_schedules else []
+        if run_schedules and gateway_services.purchase_queue is not None:
+            from gateway.sqspoller import POLL_EVERY_S, poll_purchase_queue
+
+            schedules.append(Schedule("order_worker", poll_purchase_queue, POLL_EVERY_S))
         async with running(schedules, gateway_services):
             yield
         await gateway_services.aclose()

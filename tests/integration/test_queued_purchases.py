@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -16,9 +17,10 @@ import httpx
 import pytest
 
 from edgemart.services import Services
+from edgemart.settings import RATE_LIMIT_GROUPS
 from functions.order_worker.app import order_worker
 from gateway.app import create_gateway
-from tests.conftest import settings_for
+from tests.conftest import serve_in_thread, settings_for
 from tests.integration.test_purchase import SECRET, auth, fund, headers, new_product, sql
 
 pytestmark = pytest.mark.anyio
@@ -268,3 +270,44 @@ async def test_a_buyer_who_cannot_pay_frees_stock_for_the_next_order(
         sql(url, "SELECT user_sub, balance_cents FROM wallets WHERE user_sub LIKE 'fifo-%%'")
     )
     assert balances == {"fifo-a": 9000, "fifo-poor": 500, "fifo-c": 9000, "fifo-d": 9000}
+
+
+def test_the_gateway_applies_its_queue_itself(catalog_database_url: str, queue_url: str) -> None:
+    """`edgemart serve` with a queue configured: the scheduler polls it and runs the worker,
+    so a queued order completes without AWS."""
+    url = catalog_database_url
+    product = new_product(url, stock=2, price=1000)
+    sql(url, "UPDATE products SET purchase_mode = 'queued' WHERE id = %s", product)
+    fund(url, "local-buyer", 10_000)
+    services = Services.from_settings(
+        settings_for(
+            url,
+            jwt_secret=SECRET,
+            purchase_queue_url=queue_url,
+            rate_limit_overrides=tuple((group, 0, 60) for group in RATE_LIMIT_GROUPS),
+        )
+    )
+    with serve_in_thread(create_gateway(services, run_schedules=True)) as base:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            placed = [
+                client.post(
+                    "/purchases",
+                    json={"product_id": product, "quantity": 1},
+                    headers=headers("local-buyer"),
+                )
+                for _ in range(3)
+            ]
+            assert [r.status_code for r in placed] == [202, 202, 202]
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                statuses = [
+                    client.get(f"/purchases/{r.json()['id']}", headers=auth("local-buyer")).json()[
+                        "status"
+                    ]
+                    for r in placed
+                ]
+                if "queued" not in statuses:
+                    break
+                time.sleep(0.2)
+    assert sorted(statuses) == ["completed", "completed", "failed"]
+    assert sql(url, "SELECT stock FROM products WHERE id = %s", product) == [(0,)]
