@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.report import provenance
 from gateway.app import HTTP_FUNCTION_MODULES
 
 JOB_MODULES = (
@@ -117,10 +117,7 @@ def main() -> None:
     lines = [
         "# Cold start: import and init per function",
         "",
-        f"Command: `python -m bench.coldstart.run {' '.join(sys.argv[1:])}`  ",
-        f"Machine: {platform.node()} · {platform.machine()} · {os.cpu_count()} cores · "
-        f"Python {platform.python_version()}  ",
-        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        *provenance(f"python -m bench.coldstart.run {' '.join(sys.argv[1:])}"),
         "",
         f"Wall time of a fresh process importing the handler module (median of {args.runs}, "
         "contenders interleaved; includes interpreter start-up, as Lambda's init does).",

@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -31,6 +29,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from bench.database import admin_url
+from bench.report import provenance
 from edgemart.migrate import apply_migrations
 from edgemart.services import Services
 from edgemart.settings import Settings
@@ -177,10 +176,10 @@ def main() -> None:
     lines = [
         "# One hot product: direct vs queued purchases",
         "",
-        f"Command: `python -m bench.hot_item.run {' '.join(sys.argv[1:])}`  ",
-        f"Machine: {platform.node()} · {platform.machine()} · {os.cpu_count()} cores · "
-        f"Python {platform.python_version()} · PostgreSQL on the same machine  ",
-        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        *provenance(
+            f"python -m bench.hot_item.run {' '.join(sys.argv[1:])}",
+            setup="PostgreSQL on the same machine",
+        ),
         "",
         "| mode | purchases/s (median) | runs | vs best direct |",
         "|---|---:|---|---:|",

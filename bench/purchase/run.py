@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import random
 import re
 import shutil
@@ -32,6 +31,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench.database import admin_url
+from bench.report import provenance
 from edgemart.migrate import apply_migrations
 from gateway.democatalog import seed_catalog
 
@@ -197,10 +197,10 @@ def main() -> None:
     lines = [
         "# Purchase benchmark",
         "",
-        f"Command: `{prefix}python -m bench.purchase.run {' '.join(sys.argv[1:])}`  ",
-        f"Machine: {platform.node()} · {platform.machine()} · {os.cpu_count()} cores · "
-        f"Python {platform.python_version()} · PostgreSQL on the same machine  ",
-        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        *provenance(
+            f"{prefix}python -m bench.purchase.run {' '.join(sys.argv[1:])}",
+            setup="PostgreSQL on the same machine",
+        ),
         "",
         "Purchases per second (p50 / p99 ms). *ours*: the `purchase()` function the purchase "
         "route calls, one round trip. *FOR UPDATE*: SELECT ... FOR UPDATE then UPDATE, "

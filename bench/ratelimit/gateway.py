@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -29,6 +28,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from bench.report import provenance
 
 SCOPE: dict[str, Any] = {
     "type": "http",
@@ -189,10 +190,7 @@ def main() -> None:
         [
             "# Middleware overhead: bare route vs `build_app`",
             "",
-            f"Command: `python -m bench.ratelimit.gateway {' '.join(sys.argv[1:])}`  ",
-            f"Machine: {platform.node()} · {platform.machine()} · {os.cpu_count()} cores · "
-            f"Python {platform.python_version()}  ",
-            f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+            *provenance(f"python -m bench.ratelimit.gateway {' '.join(sys.argv[1:])}"),
             "",
             "`GET /marketplace/search` returning a small JSON body. Full app = request id + "
             "access log (1% sampled) + memory rate limiter (as the request-context middleware's "

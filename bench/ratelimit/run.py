@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.report import provenance
 from edgemart.ratelimit.memory import MemoryRateLimiter
 from edgemart.ratelimit.redis import RedisRateLimiter
 from edgemart.ratelimit.script import LOG_SCRIPT, script_call
@@ -186,10 +186,7 @@ def report(results: list[Result], command: str, redis_url: str) -> str:
     lines = [
         "# Rate-limit benchmark",
         "",
-        f"Command: `{command}`  ",
-        f"Machine: {platform.node()} · {platform.machine()} · {os.cpu_count()} cores · "
-        f"Python {platform.python_version()} · Redis at {redis_url.split('@')[-1]}  ",
-        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        *provenance(f"{command}", setup=f"Redis at {redis_url.split('@')[-1]}"),
         "",
         "One check in flight at a time, single process; every check admitted (limit 1,000,000).",
         "",

@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 from starlette.requests import Request
@@ -25,6 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bench.ratelimit.gateway import SCOPE, drive
+from bench.report import provenance
 from edgemart.appfactory import build_app
 from edgemart.logging import logger
 from edgemart.services import Services
@@ -71,11 +70,10 @@ def main() -> None:
         [
             "# Home from the warm in-process cache vs a constant-JSON route",
             "",
-            "Command: `DATABASE_URL=postgresql://postgres@127.0.0.1:5432/edgemart_bench_10000 "
-            f"python -m bench.read_path.home_cached {' '.join(sys.argv[1:])}`  ",
-            f"Machine: {platform.node()} · {platform.machine()} · {os.cpu_count()} cores · "
-            f"Python {platform.python_version()}  ",
-            f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+            *provenance(
+                "DATABASE_URL=postgresql://postgres@127.0.0.1:5432/edgemart_bench_10000 "
+                f"python -m bench.read_path.home_cached {' '.join(sys.argv[1:])}"
+            ),
             "",
             "In-process ASGI driver, both apps through `build_app` (same middleware), paired "
             "rounds of 3,000 requests each.",

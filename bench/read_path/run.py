@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from bench.database import admin_url
+from bench.report import provenance
 from edgemart.homepage import HOME_SQL, SNAPSHOT_SQL, STORE_SNAPSHOT_SQL
 from edgemart.migrate import apply_migrations
 from functions.search.app import SearchParams, search_rows
@@ -204,10 +204,7 @@ def report(
     lines = [
         "# Read-path benchmark",
         "",
-        f"Command: `{command}`  ",
-        f"Machine: {platform.node()} · {platform.machine()} · {os.cpu_count()} cores · "
-        f"Python {platform.python_version()}  ",
-        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        *provenance(f"{command}"),
         "",
         "Database path (no cache): the functions' own SQL over one connection, one query at a "
         "time. Milliseconds, p50 / p95 / p99.",

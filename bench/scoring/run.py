@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -24,6 +23,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench.database import admin_url
+from bench.report import provenance
 from edgemart.migrate import apply_migrations
 from edgemart.scoring.features import Listing, listing_features
 from edgemart.scoring.model import BUNDLED_MODEL_PATH, load_onnx_scorer
@@ -178,10 +178,7 @@ def main() -> None:
     lines = [
         "# Listing scoring",
         "",
-        f"Command: `python -m bench.scoring.run {' '.join(sys.argv[1:])}`  ",
-        f"Machine: {platform.node()} · {platform.machine()} · {os.cpu_count()} cores · "
-        f"Python {platform.python_version()}  ",
-        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        *provenance(f"python -m bench.scoring.run {' '.join(sys.argv[1:])}"),
         "",
         f"Model: `{BUNDLED_MODEL_PATH.name}` ({BUNDLED_MODEL_PATH.stat().st_size:,} bytes), "
         "onnxruntime CPU, one intra-op thread.",

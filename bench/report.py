@@ -1,0 +1,21 @@
+"""What every benchmark result file starts with: the command, the machine and the date."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+
+def provenance(command: str, *, setup: str = "") -> list[str]:
+    """Markdown lines: `command` as run, this machine (plus `setup`, e.g. where the database
+    runs) and the UTC date."""
+    machine = (
+        f"{platform.node()} · {platform.machine()} · {os.cpu_count()} cores · "
+        f"Python {platform.python_version()}"
+    )
+    return [
+        f"Command: `{command}`  ",
+        f"Machine: {machine}{f' · {setup}' if setup else ''}  ",
+        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+    ]
