@@ -52,7 +52,9 @@ async def test_limiter_and_counters_share_one_client(redis_url: str) -> None:
 
 async def test_redis_down_counts_locally_and_loses_nothing(own_redis: RedisProcess) -> None:
     redis = LazyRedis(own_redis.url)
-    counts = RedisCounts(redis, "edgemart-test:views", retry_after_s=0.0)
+    # A generous timeout: a busy machine must not turn a slow first connection into a
+    # fall-back; a stopped server refuses connections at once anyway.
+    counts = RedisCounts(redis, "edgemart-test:views", timeout_s=2.0, retry_after_s=0.0)
     before = metrics.count(COUNTER_FALLBACK_METRIC)
     try:
         await counts.record("lamp")
