@@ -14,7 +14,8 @@ from edgemart.purchasequeue import SqsPurchaseQueue
 from edgemart.services import Services
 
 POLL_EVERY_S = 1.0
-BATCH_SIZE = 10  # SQS's maximum per receive
+BATCH_SIZE = 50  # as the template's event source mapping
+RECEIVE_MAX = 10  # SQS's maximum per receive and per batch delete
 MAX_BATCHES = 100
 
 
@@ -45,31 +46,53 @@ async def poll_purchase_queue(services: Services, event: Mapping[str, Any]) -> d
     if not isinstance(queue, SqsPurchaseQueue):
         return report
     for _ in range(MAX_BATCHES):
-        received, deleted, failed = await _one_batch(services, queue)
-        report["received"] += received
-        report["deleted"] += deleted
-        report["failed"] += failed
-        if received < BATCH_SIZE:
+        messages = await receive_batch(queue)
+        if not messages:
+            break
+        _, failed = await apply_batch(services, queue, messages)
+        report["received"] += len(messages)
+        report["deleted"] += len(messages) - len(failed)
+        report["failed"] += len(failed)
+        if len(messages) < BATCH_SIZE:
             break
     return report
 
 
-async def _one_batch(services: Services, queue: SqsPurchaseQueue) -> tuple[int, int, int]:
+async def receive_batch(
+    queue: SqsPurchaseQueue, batch_size: int = BATCH_SIZE
+) -> list[dict[str, Any]]:
+    """Up to `batch_size` messages, gathered over as many receives as that takes (as the
+    event source mapping batches them); fewer when the queue runs dry."""
+    messages: list[dict[str, Any]] = []
+    while len(messages) < batch_size:
+        received = await asyncio.to_thread(
+            queue.client().receive_message,
+            QueueUrl=queue.queue_url,
+            MaxNumberOfMessages=min(RECEIVE_MAX, batch_size - len(messages)),
+        )
+        if not received.get("Messages"):
+            break
+        messages.extend(received["Messages"])
+    return messages
+
+
+async def apply_batch(
+    services: Services, queue: SqsPurchaseQueue, messages: list[dict[str, Any]]
+) -> tuple[dict[str, Any], set[str]]:
+    """Run order_worker on the batch and delete the messages it did not report failed; the
+    event it ran on and the failed message ids."""
     from functions.order_worker.app import order_worker
 
-    client = queue.client()
-    received = await asyncio.to_thread(
-        client.receive_message, QueueUrl=queue.queue_url, MaxNumberOfMessages=BATCH_SIZE
-    )
-    messages: list[dict[str, Any]] = received.get("Messages", [])
-    if not messages:
-        return 0, 0, 0
-    response = await order_worker(services, lambda_sqs_event(messages, queue.queue_url))
+    event = lambda_sqs_event(messages, queue.queue_url)
+    response = await order_worker(services, event)
     failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
     done = [m for m in messages if m["MessageId"] not in failed]
-    if done:
-        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)]
+    for start in range(0, len(done), RECEIVE_MAX):
+        entries = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+            for i, m in enumerate(done[start : start + RECEIVE_MAX])
+        ]
         await asyncio.to_thread(
-            client.delete_message_batch, QueueUrl=queue.queue_url, Entries=entries
+            queue.client().delete_message_batch, QueueUrl=queue.queue_url, Entries=entries
         )
-    return len(messages), len(done), len(failed)
+    return event, failed

@@ -12,7 +12,7 @@ the queue; everything else is deleted.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -84,9 +84,7 @@ async def order_worker(services: Services, event: Mapping[str, Any]) -> dict[str
     records = list(event.get("Records", ()))
     groups, order_of = group_by_product(records)
     outcomes = await apply_groups(services, groups)
-    counts: dict[str, int] = defaultdict(int)
-    for outcome in outcomes.values():
-        counts[outcome] += 1
+    counts = Counter(outcomes.values())
     for name, value in counts.items():
         metrics.increment(f"queued_orders.{name}", value)
     malformed = sum(order_id is None for order_id in order_of.values())

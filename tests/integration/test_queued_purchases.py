@@ -16,10 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
+from edgemart.purchasequeue import SqsPurchaseQueue
 from edgemart.services import Services
 from edgemart.settings import RATE_LIMIT_GROUPS
 from functions.order_worker.app import order_worker
 from gateway.app import create_gateway
+from gateway.sqspoller import apply_batch, receive_batch
 from tests.conftest import serve_in_thread, settings_for
 from tests.integration.test_purchase import SECRET, auth, fund, headers, new_product, sql
 
@@ -52,50 +54,17 @@ async def services(catalog_database_url: str, queue_url: str) -> AsyncIterator[S
     await services.aclose()
 
 
-def lambda_records(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """SQS messages as the Lambda SQS event carries them (shape from sam generate-event)."""
-    return [
-        {
-            **SQS_RECORD,
-            "messageId": message["MessageId"],
-            "receiptHandle": message["ReceiptHandle"],
-            "body": message["Body"],
-            "md5OfBody": message["MD5OfBody"],
-        }
-        for message in messages
-    ]
-
-
-async def drain(services: Services, queue_url: str, batch_size: int) -> list[dict[str, Any]]:
-    """Receive and apply until the queue is empty; returns the batches applied."""
-    import boto3
-
-    sqs = boto3.client("sqs")
+async def drain(services: Services, batch_size: int) -> list[dict[str, Any]]:
+    """Receive and apply until the queue is empty, through the gateway's poller pieces;
+    returns the batches (Lambda SQS events) applied."""
+    queue = services.purchase_queue
+    assert isinstance(queue, SqsPurchaseQueue)
     batches: list[dict[str, Any]] = []
-    while True:
-        messages: list[dict[str, Any]] = []
-        while len(messages) < batch_size:
-            received = sqs.receive_message(
-                QueueUrl=queue_url, MaxNumberOfMessages=min(10, batch_size - len(messages))
-            ).get("Messages", [])
-            if not received:
-                break
-            messages.extend(received)
-        if not messages:
-            return batches
-        event = {"Records": lambda_records(messages)}
-        response = await order_worker(services, event)
-        failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
-        assert failed == set(), response
-        for start in range(0, len(messages), 10):
-            sqs.delete_message_batch(
-                QueueUrl=queue_url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                    for i, m in enumerate(messages[start : start + 10])
-                ],
-            )
+    while messages := await receive_batch(queue, batch_size):
+        event, failed = await apply_batch(services, queue, messages)
+        assert failed == set(), event
         batches.append(event)
+    return batches
 
 
 def ledger(url: str, product: str) -> dict[str, Any]:
@@ -124,7 +93,7 @@ def ledger(url: str, product: str) -> dict[str, Any]:
 
 
 async def test_a_thousand_queued_purchases_of_three_hundred_units(
-    catalog_database_url: str, services: Services, queue_url: str
+    catalog_database_url: str, services: Services
 ) -> None:
     url = catalog_database_url
     product = new_product(url, stock=300, price=1000)
@@ -149,7 +118,7 @@ async def test_a_thousand_queued_purchases_of_three_hundred_units(
         before_worker = ledger(url, product)
         assert (before_worker["stock"], before_worker["statuses"]) == (300, {"queued": 1000})
 
-        batches = await drain(services, queue_url, batch_size=50)
+        batches = await drain(services, batch_size=50)
         after = ledger(url, product)
         assert after["stock"] == 0 and after["sold"] == 300
         assert after["statuses"] == {"completed": 300, "failed": 700}
