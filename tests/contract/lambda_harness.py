@@ -13,8 +13,10 @@ from typing import Any
 
 from starlette.applications import Starlette
 
+from edgemart.jobs import Job, JobRunner, LambdaHandler
 from edgemart.services import Services
 from edgemart.settings import Settings
+from tests.conftest import settings_for
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 
@@ -76,3 +78,13 @@ def headers_of(response: dict[str, Any]) -> dict[str, str]:
     for name, values in response.get("multiValueHeaders", {}).items():
         headers[name.lower()] = ", ".join(values)
     return headers
+
+
+@contextmanager
+def job_handler(job: Job, database_url: str) -> Iterator[LambdaHandler]:
+    """A scheduled or queue function's Lambda handler on `database_url`, closed afterwards."""
+    runner = JobRunner(job, services=Services.from_settings(settings_for(database_url)))
+    try:
+        yield runner.handler
+    finally:
+        runner.close()

@@ -1,5 +1,6 @@
 """Scheduled and queue functions invoked through their Lambda handlers with the events
-`sam local generate-event` prints (cloudwatch scheduled-event, sqs receive-message)."""
+`sam local generate-event` prints (cloudwatch scheduled-event, sqs receive-message).
+refresh_views' handler is exercised in tests/integration/test_refresh_views.py."""
 
 from __future__ import annotations
 
@@ -7,24 +8,9 @@ import json
 
 import psycopg
 
-from edgemart.jobs import JobRunner
-from edgemart.services import Services
 from functions.order_worker.app import order_worker
-from functions.refresh_views.app import refresh_views
 from functions.score_listings.app import score_listings
-from tests.conftest import settings_for
-from tests.contract.lambda_harness import load_event
-
-
-def test_refresh_views_handler(catalog_database_url: str) -> None:
-    runner = JobRunner(
-        refresh_views, services=Services.from_settings(settings_for(catalog_database_url))
-    )
-    try:
-        report = runner.handler(load_event("eventbridge_scheduled.json"), None)
-    finally:
-        runner.close()
-    assert report["status"] == "refreshed"
+from tests.contract.lambda_harness import job_handler, load_event
 
 
 def test_score_listings_handler(catalog_database_url: str) -> None:
@@ -33,14 +19,9 @@ def test_score_listings_handler(catalog_database_url: str) -> None:
             "SELECT count(*) FROM products WHERE quality_score IS NULL"
         ).fetchall()
     assert pending > 0  # the demo catalog has listings pending verification
-    runner = JobRunner(
-        score_listings, services=Services.from_settings(settings_for(catalog_database_url))
-    )
-    try:
-        report = runner.handler(load_event("eventbridge_scheduled.json"), None)
-        again = runner.handler(load_event("eventbridge_scheduled.json"), None)
-    finally:
-        runner.close()
+    with job_handler(score_listings, catalog_database_url) as handler:
+        report = handler(load_event("eventbridge_scheduled.json"), None)
+        again = handler(load_event("eventbridge_scheduled.json"), None)
     assert (report["scorer"], report["scored"], report["failed"]) == ("model", pending, 0)
     assert again["claimed"] == 0  # nothing left pending
 
@@ -65,13 +46,8 @@ def test_order_worker_handler_reports_failed_records(catalog_database_url: str) 
         "body": json.dumps({"order_id": order_id, "product_id": product_id}),
     }
     event["Records"].append(ours)
-    runner = JobRunner(
-        order_worker, services=Services.from_settings(settings_for(catalog_database_url))
-    )
-    try:
-        response = runner.handler(event, None)
-    finally:
-        runner.close()
+    with job_handler(order_worker, catalog_database_url) as handler:
+        response = handler(event, None)
     assert response == {
         "batchItemFailures": [{"itemIdentifier": "19dd0b57-b21e-4ac1-bd88-01bbb068cb78"}]
     }

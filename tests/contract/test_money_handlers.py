@@ -11,7 +11,6 @@ import pytest
 
 import functions.admin.app as admin_function
 import functions.purchase.app as purchase_function
-from edgemart.jobs import JobRunner
 from edgemart.services import Services
 from functions.maintenance.app import maintenance
 from tests.conftest import settings_for
@@ -19,6 +18,7 @@ from tests.contract.lambda_harness import (
     FakeLambdaContext,
     body_of,
     installed_services,
+    job_handler,
     load_event,
 )
 from tests.integration.test_purchase import SECRET, auth, fund, new_product
@@ -87,11 +87,6 @@ def test_admin_switch(admin_services: Services, event: str) -> None:
 
 
 def test_maintenance_handler(catalog_database_url: str) -> None:
-    runner = JobRunner(
-        maintenance, services=Services.from_settings(settings_for(catalog_database_url))
-    )
-    try:
-        report = runner.handler(load_event("eventbridge_scheduled.json"), None)
-    finally:
-        runner.close()
+    with job_handler(maintenance, catalog_database_url) as handler:
+        report = handler(load_event("eventbridge_scheduled.json"), None)
     assert set(report) == {"partitions_created", "partitions_dropped", "search_history_trimmed"}

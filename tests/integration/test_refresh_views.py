@@ -10,10 +10,10 @@ import psycopg
 import pytest
 
 from edgemart.counters import normalise_query
-from edgemart.jobs import JobRunner
 from edgemart.services import Services
 from functions.refresh_views.app import REFRESH_LOCK_KEY, refresh_views
 from tests.conftest import settings_for
+from tests.contract.lambda_harness import job_handler
 
 pytestmark = pytest.mark.anyio
 EVENT = json.loads((Path(__file__).parents[1] / "events/eventbridge_scheduled.json").read_text())
@@ -100,14 +100,9 @@ async def _wait_for_advisory_lock(url: str) -> None:
 
 
 def test_lambda_handler_with_a_scheduled_event(catalog_database_url: str) -> None:
-    runner = JobRunner(
-        refresh_views, services=Services.from_settings(settings_for(catalog_database_url))
-    )
-    try:
-        first = runner.handler(EVENT, None)
-        second = runner.handler(EVENT, None)  # warm invocation: same loop, same pool
-    finally:
-        runner.close()
+    with job_handler(refresh_views, catalog_database_url) as handler:
+        first = handler(EVENT, None)
+        second = handler(EVENT, None)  # warm invocation: same loop, same pool
     assert first["status"] == second["status"] == "refreshed"
 
 
