@@ -24,3 +24,18 @@ def admin_url() -> Iterator[str]:
             yield str(server.get_uri())
         finally:
             server.cleanup()
+
+
+def fresh_database(admin: str, name: str) -> str:
+    """Drop `name` if it exists, create it empty and migrate it; its connection string."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from edgemart.migrate import apply_migrations
+
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+        conn.execute(f'CREATE DATABASE "{name}"'.encode())
+    url = make_conninfo(admin, dbname=name)
+    apply_migrations(url)
+    return url

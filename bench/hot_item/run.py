@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 
-from bench.database import admin_url
+from bench.database import admin_url, fresh_database
+from bench.purchase.run import PURCHASE_SQL
 from bench.report import provenance
-from edgemart.migrate import apply_migrations
 from edgemart.services import Services
 from edgemart.settings import Settings
 from functions.order_worker.app import order_worker
@@ -38,16 +37,10 @@ from gateway.democatalog import seed_catalog
 
 DATABASE = "edgemart_bench_hot_item"
 STOCK = 10_000_000
-PURCHASE_SQL = """SELECT status FROM purchase(%s, %s, 'fp', %s, 1, NULL, 1000, 'bench',
-                  interval '1 day', interval '5 s', false)"""
 
 
 def prepare(admin: str) -> tuple[str, str]:
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'.encode())
-        conn.execute(f'CREATE DATABASE "{DATABASE}"'.encode())
-    url = make_conninfo(admin, dbname=DATABASE)
-    apply_migrations(url)
+    url = fresh_database(admin, DATABASE)
     seed_catalog(url, products=1_000, seed=3, buyers=64)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("UPDATE wallets SET balance_cents = 1000000000000")

@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
-from bench.database import admin_url
+from bench.database import admin_url, fresh_database
 from bench.report import provenance
-from edgemart.migrate import apply_migrations
 from gateway.democatalog import seed_catalog
 
 PURCHASE_SQL = """SELECT status FROM purchase(%s, %s, 'fp', %s, 1, NULL, 1000, 'bench',
@@ -42,11 +41,7 @@ INITIAL_STOCK = 10_000_000
 
 def prepare(admin: str) -> tuple[str, list[str]]:
     name = "edgemart_bench_purchase"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
-        conn.execute(f'CREATE DATABASE "{name}"'.encode())
-    url = make_conninfo(admin, dbname=name)
-    apply_migrations(url)
+    url = fresh_database(admin, name)
     seed_catalog(url, products=10_000, seed=3, buyers=64)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("UPDATE products SET stock = %s, is_available = true", [INITIAL_STOCK])

@@ -20,11 +20,9 @@ import time
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from bench.database import admin_url
+from bench.database import admin_url, fresh_database
 from bench.report import provenance
-from edgemart.migrate import apply_migrations
 from edgemart.scoring.features import Listing, listing_features
 from edgemart.scoring.model import BUNDLED_MODEL_PATH, load_onnx_scorer
 from edgemart.services import Services
@@ -98,11 +96,7 @@ def job_rates(admin: str, pending: int) -> dict[int, float]:
     """Listings per second through score_listings (claim, score, write) per batch size."""
     from functions.score_listings.app import loader, score_listings
 
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
-        conn.execute(f"CREATE DATABASE {DATABASE}")
-    url = make_conninfo(**{**conninfo_to_dict(admin), "dbname": DATABASE})
-    apply_migrations(url)
+    url = fresh_database(admin, DATABASE)
     seed_catalog(url, products=pending, stores=20, seed=5)
     rates: dict[int, float] = {}
     for size in BATCH_SIZES:
