@@ -1,8 +1,9 @@
 """Purchase function: `POST /purchases`, `GET /purchases/{id}`, `GET /wallet`.
 
-A purchase is one call of the `purchase()` SQL function (migration 0008): one round trip,
-one transaction holding the key claim, the conditional stock update, the wallet debit, the
-order, the payout and the audit row. Business outcomes (201, 402, 404, 409) are stored under
+A purchase is one call of the `purchase()` SQL function (migrations 0008, 0011): one round
+trip, one transaction holding the key claim, the wallet debit, the order, the payout, the
+audit row and, last so the hot row lock is held for as little as possible, the conditional
+stock update. Business outcomes (201, 402, 404, 409) are stored under
 the Idempotency-Key and replayed with `Idempotent-Replayed: true`; a 503 or 500 stores
 nothing, so a retry can succeed. Failures that API.md lists write `failed_transactions`.
 A transient database error (a lost connection, a deadlock) is retried with the same key.

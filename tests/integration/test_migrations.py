@@ -94,6 +94,7 @@ def test_order_total_must_equal_price_times_quantity(catalog_row: tuple[str, str
 
 
 def test_orders_need_an_existing_product(migrated_database_url: str) -> None:
+    """The key is deferred to COMMIT (migration 0011), and enforced there."""
     with (
         psycopg.connect(migrated_database_url) as conn,
         pytest.raises(psycopg.errors.ForeignKeyViolation),
@@ -103,6 +104,7 @@ def test_orders_need_an_existing_product(migrated_database_url: str) -> None:
             "total_cents, status) VALUES ('b', gen_random_uuid(), gen_random_uuid(), 1, 1, 1, "
             "'completed')"
         )
+        conn.commit()
 
 
 def test_audit_log_is_append_only(migrated_database_url: str) -> None:

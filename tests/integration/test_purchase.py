@@ -315,9 +315,9 @@ async def test_50_requests_with_one_key_make_one_order(
 
 @pytest.fixture
 def fault_on(catalog_database_url: str) -> Any:
-    """Install a trigger that fails (or stalls) the payout insert of a purchase of one product:
-    the last write, after the stock update, the wallet debit and the order, before commit."""
-    installed: list[str] = []
+    """Install a trigger that fails (or stalls) a purchase of one product right after its stock
+    UPDATE: the wallet debit, the order, payout, audit and key rows are written, the row lock
+    is held, and only the commit is left."""
 
     def install(product: str, *, action: str) -> None:
         body = (
@@ -333,18 +333,15 @@ def fault_on(catalog_database_url: str) -> Any:
             f"""
             CREATE OR REPLACE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
-                IF EXISTS (SELECT 1 FROM orders o
-                           WHERE o.id = NEW.order_id AND o.product_id = '{product}')
-                THEN {body}; END IF;
+                IF NEW.id = '{product}' AND NEW.stock < OLD.stock THEN {body}; END IF;
                 RETURN NEW;
             END $$;
-            CREATE OR REPLACE TRIGGER test_fault BEFORE INSERT ON payouts
+            CREATE OR REPLACE TRIGGER test_fault AFTER UPDATE ON products
                 FOR EACH ROW EXECUTE FUNCTION test_fault();""",
         )
-        installed.append(product)
 
     yield install
-    sql(catalog_database_url, "DROP TRIGGER IF EXISTS test_fault ON payouts")
+    sql(catalog_database_url, "DROP TRIGGER IF EXISTS test_fault ON products")
 
 
 def snapshot(url: str, product: str, buyer: str) -> tuple[Any, ...]:
@@ -376,7 +373,7 @@ async def test_a_fault_before_commit_leaves_nothing_but_a_failure_row(
     assert "injected" not in response.text
     assert snapshot(url, product, "jon") == before
     assert failures(url, key) == ["internal_error"]
-    sql(url, "DROP TRIGGER test_fault ON payouts")
+    sql(url, "DROP TRIGGER test_fault ON products")
     retried = await client.post("/purchases", json=body, headers=headers("jon", key))
     assert retried.status_code == 201  # the 500 released the key
 
@@ -413,6 +410,70 @@ async def test_a_killed_connection_mid_purchase_is_retried_once(
     assert sql(url, "SELECT balance_cents FROM wallets WHERE user_sub = 'kim'") == [(9000,)]
     assert sql(url, "SELECT count(*) FROM orders WHERE idempotency_key = %s", key) == [(1,)]
     assert failures(url, key) == []
+
+
+async def wait_for_lock_wait(url: str) -> None:
+    for _ in range(250):
+        if sql(
+            url,
+            "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%%FROM purchase(%%' "
+            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+        ):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the purchase never waited for the product's row lock")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected_price", "outcome"),
+    [
+        ("price_cents = 1500", None, (201, None)),  # bought again, at the price it is now
+        ("price_cents = 1500", 1000, (409, "price_changed")),
+        ("stock = 0", None, (409, "out_of_stock")),
+        ("is_available = false", None, (404, "product_not_found")),
+    ],
+)
+async def test_a_product_changed_while_buying_is_decided_as_it_is_now(
+    client: httpx.AsyncClient,
+    catalog_database_url: str,
+    change: str,
+    expected_price: int | None,
+    outcome: tuple[int, str | None],
+) -> None:
+    """purchase() reads the product, debits and writes everything, and takes the row lock
+    last. A seller's change committed in between (held here under the row lock until the
+    purchase waits for it) must decide the outcome, with the debit and rows undone."""
+    url = catalog_database_url
+    product = new_product(url, stock=5, price=1000)
+    buyer = f"racer-{uuid.uuid4().hex[:8]}"
+    fund(url, buyer, 10_000)
+    key = uuid.uuid4().hex
+    body: dict[str, Any] = {"product_id": product, "quantity": 1}
+    if expected_price is not None:
+        body["expected_unit_price_cents"] = expected_price
+    with psycopg.connect(url) as seller:
+        seller.execute(f"UPDATE products SET {change} WHERE id = %s", [product])
+        request = asyncio.create_task(
+            client.post("/purchases", json=body, headers=headers(buyer, key))
+        )
+        await wait_for_lock_wait(url)
+        seller.commit()
+    response = await request
+    status, code = outcome
+    assert response.status_code == status, response.text
+    balance = sql(url, "SELECT balance_cents FROM wallets WHERE user_sub = %s", buyer)[0][0]
+    orders = sql(url, "SELECT unit_price_cents FROM orders WHERE idempotency_key = %s", key)
+    if status == 201:
+        assert response.json()["unit_price_cents"] == 1500
+        assert (balance, orders) == (8500, [(1500,)])
+        assert sql(url, "SELECT stock FROM products WHERE id = %s", product) == [(4,)]
+        assert failures(url, key) == []
+    else:
+        assert response.json()["code"] == code
+        assert (balance, orders) == (10_000, [])
+        assert failures(url, key) == ([] if status == 404 else [code])
+    if code == "price_changed":
+        assert response.json()["current_unit_price_cents"] == 1500
 
 
 async def test_a_key_claimed_yesterday_is_still_found(
