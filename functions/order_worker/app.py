@@ -1,7 +1,7 @@
 """order_worker (SQS trigger): applies queued purchases of hot items in batches.
 
 A batch's messages are grouped by product and each group is applied in ONE transaction by
-`apply_queued_orders()` (migration 0010): the product row is locked once, the group's orders
+`apply_queued_orders()` (migrations 0010, 0012): the product row is locked once, the group's orders
 are filled first come first served up to the stock (and each buyer's balance), the rest fail
 `out_of_stock` / `insufficient_funds`. A redelivered message finds its order already applied
 and changes nothing. Failures are reported per message through Powertools batch processing
@@ -35,6 +35,12 @@ FROM apply_queued_orders(%s::uuid, %s::uuid[], %s)
 """
 
 
+def uuid_array(ids: list[str]) -> str:
+    """A uuid[] literal of canonical UUIDs (purchase_message checked them): sent as one text
+    value, it costs half what adapting a list of 50 strings does."""
+    return "{" + ",".join(ids) + "}"
+
+
 class MessageFailedError(Exception):
     """This message goes back to the queue (retried, then dead-lettered)."""
 
@@ -66,7 +72,7 @@ async def apply_groups(services: Services, groups: dict[str, list[str]]) -> dict
         try:
             async with services.primary.connection() as conn:
                 rows = await (
-                    await conn.execute(APPLY_SQL, [product_id, order_ids, fee])
+                    await conn.execute(APPLY_SQL, [product_id, uuid_array(order_ids), fee])
                 ).fetchall()
         except Exception:  # the whole group goes back to the queue; logged with its cause
             logger.exception(

@@ -161,6 +161,8 @@ def ledger_problems(url: str, catalog: ChaosCatalog) -> list[str]:
         checks = {
             "order total != payout + fee": "SELECT count(*) FROM orders o JOIN payouts p "
             "ON p.order_id = o.id WHERE o.total_cents <> p.amount_cents + p.fee_cents",
+            "payout store != its order's store": "SELECT count(*) FROM orders o JOIN payouts p "
+            "ON p.order_id = o.id WHERE p.store_id <> o.store_id",
             "completed order without payout": "SELECT count(*) FROM orders o LEFT JOIN "
             "payouts p ON p.order_id = o.id WHERE o.status = 'completed' AND p.id IS NULL",
             "two orders under one idempotency key": "SELECT count(*) FROM (SELECT 1 FROM "

@@ -548,11 +548,12 @@ async def test_randomised_mixed_run_keeps_the_ledger_balanced(
     rows = sql(
         url,
         "SELECT o.total_cents, o.unit_price_cents * o.quantity, p.amount_cents + "
-        "p.fee_cents FROM orders o JOIN payouts p ON p.order_id = o.id "
-        "WHERE o.user_sub LIKE 'mixed-%%' AND o.status = 'completed'",
+        "p.fee_cents, p.store_id = o.store_id FROM orders o JOIN payouts p "
+        "ON p.order_id = o.id WHERE o.user_sub LIKE 'mixed-%%' AND o.status = 'completed'",
     )
-    assert rows and all(total == computed == paid for total, computed, paid in rows)
-    orders_total = sum(total for total, _, _ in rows)
+    assert rows and all(total == computed == paid for total, computed, paid, _ in rows)
+    assert all(same_store for *_, same_store in rows)
+    orders_total = sum(total for total, *_ in rows)
     end_balance = dict(
         sql(url, "SELECT user_sub, balance_cents FROM wallets WHERE user_sub LIKE 'mixed-%%'")
     )

@@ -78,7 +78,8 @@ def ledger(url: str, product: str) -> dict[str, Any]:
         "WHERE user_sub LIKE 'hot-buyer-%%'), "
         "(SELECT sum(total_cents) FROM orders WHERE product_id = %s AND status = 'completed'), "
         "(SELECT count(*) FROM orders o JOIN payouts p ON p.order_id = o.id "
-        "WHERE o.product_id = %s AND o.total_cents <> p.amount_cents + p.fee_cents)",
+        "WHERE o.product_id = %s AND (o.total_cents <> p.amount_cents + p.fee_cents "
+        "OR p.store_id <> o.store_id))",
         product,
         product,
     )
@@ -151,6 +152,78 @@ async def test_a_thousand_queued_purchases_of_three_hundred_units(
     assert ledger(url, product) == after
 
 
+async def test_concurrent_workers_and_redeliveries_sell_each_unit_once(
+    catalog_database_url: str, services: Services
+) -> None:
+    """Lambda runs several batches of one hot product at once, and SQS may deliver a batch
+    twice. 600 orders of 250 units in batches of 50, each batch delivered twice, applied by 4
+    workers at once: every batch goes through (no deadlock between batches sharing buyers),
+    exactly 250 units are sold, every order is decided once and the ledger balances. Batches
+    that read the stock before another took it retry with the product locked first."""
+    url = catalog_database_url
+    product = new_product(url, stock=250, price=700)
+    buyers = [f"race-buyer-{index}" for index in range(40)]
+    for buyer in buyers:
+        fund(url, buyer, 700 * 15)
+    order_ids = [
+        row[0]
+        for row in sql(
+            url,
+            "INSERT INTO orders (user_sub, product_id, store_id, quantity, unit_price_cents, "
+            "total_cents, status, idempotency_key) SELECT 'race-buyer-' || (n %% 40), id, "
+            "store_id, 1, price_cents, price_cents, 'queued', 'race-' || n "
+            "FROM products, generate_series(1, 600) n WHERE id = %s ORDER BY n "
+            "RETURNING id::text",
+            product,
+        )
+    ]
+    events = [
+        {
+            "Records": [
+                {
+                    **SQS_RECORD,
+                    "messageId": order_id,
+                    "body": json.dumps({"order_id": order_id, "product_id": product}),
+                }
+                for order_id in order_ids[start : start + 50]
+            ]
+        }
+        for start in range(0, 600, 50)
+    ]
+    deliveries = events + events[::-1]  # each batch twice, the copies late and out of order
+
+    async def worker() -> None:
+        while deliveries:
+            response = await order_worker(services, deliveries.pop())
+            assert response["batchItemFailures"] == []
+
+    await asyncio.gather(*(worker() for _ in range(4)))
+    ((stock, sold),) = sql(url, "SELECT stock, sold_count FROM products WHERE id = %s", product)
+    statuses = dict(
+        sql(url, "SELECT status, count(*) FROM orders WHERE product_id = %s GROUP BY 1", product)
+    )
+    assert (stock, sold, statuses) == (0, 250, {"completed": 250, "failed": 350})
+    ((spent,),) = sql(
+        url,
+        "SELECT 40 * 700 * 15 - sum(balance_cents) FROM wallets WHERE user_sub LIKE 'race-%%'",
+    )
+    ((payouts, paid_orders, amounts),) = sql(
+        url,
+        "SELECT count(*), count(DISTINCT p.order_id), sum(p.amount_cents + p.fee_cents) "
+        "FROM payouts p JOIN orders o ON o.id = p.order_id "
+        "WHERE o.product_id = %s AND p.store_id = o.store_id",
+        product,
+    )
+    assert spent == amounts == 250 * 700 and payouts == paid_orders == 250
+    ((refusals,),) = sql(
+        url,
+        "SELECT count(*) FROM failed_transactions WHERE product_id = %s "
+        "AND error_code = 'out_of_stock'",
+        product,
+    )
+    assert refusals == 350
+
+
 async def test_failed_records_are_reported_back(
     catalog_database_url: str, services: Services
 ) -> None:
@@ -173,6 +246,11 @@ async def test_failed_records_are_reported_back(
             "body": json.dumps({"order_id": order_id, "product_id": product}),
         },
         {**SQS_RECORD, "messageId": "not-ours", "body": "Hello from SQS!"},
+        {  # shaped like ours, but not a UUID: refused alone, not failing its product's group
+            **SQS_RECORD,
+            "messageId": "bad-id",
+            "body": json.dumps({"order_id": "1}, {2", "product_id": product}),
+        },
         {
             **SQS_RECORD,
             "messageId": "not-yet",
@@ -181,6 +259,7 @@ async def test_failed_records_are_reported_back(
     ]
     response = await order_worker(services, {"Records": records})
     assert sorted(item["itemIdentifier"] for item in response["batchItemFailures"]) == [
+        "bad-id",
         "not-ours",
         "not-yet",
     ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any, Protocol
 
 
@@ -43,9 +44,10 @@ class SqsPurchaseQueue:
 
 
 def purchase_message(body: str) -> tuple[str, str]:
-    """(order_id, product_id) from a message body; ValueError if it is not one of ours."""
+    """(order_id, product_id), both canonical UUIDs, from a message body; ValueError if it is
+    not one of ours."""
     try:
         data = json.loads(body)
-        return str(data["order_id"]), str(data["product_id"])
-    except (ValueError, KeyError, TypeError) as exc:
+        return str(uuid.UUID(data["order_id"])), str(uuid.UUID(data["product_id"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"not a purchase message: {body[:100]!r}") from exc
