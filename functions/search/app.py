@@ -198,6 +198,33 @@ def build_window_sql(
     return _materialise(sql, len(spec.keys), spec.descending).encode(), args
 
 
+def build_terms_sql(
+    params: SearchParams, position: list[Any] | None, window: int
+) -> tuple[bytes, list[Any]]:
+    """For a one-lexeme query by relevance: walk that lexeme's entries of `search_terms`
+    (migration 0013), which hold both relevance keys in index order, through the next `window`
+    and keep the listed ones that pass the filters. Same keys, same order as the exact query;
+    when the page does not fill, `build_search_sql` gives the exact answer."""
+    walk = ["t.lexeme = single_lexeme(websearch_to_tsquery('english', %s))"]
+    args: list[Any] = [params.q]
+    if position is not None:
+        walk.append("(t.rank, t.rank_score, t.product_id) < (%s::numeric, %s::numeric, %s::uuid)")
+        args.extend(position)
+    order = "t.rank DESC, t.rank_score DESC, t.product_id DESC"
+    inner = f"SELECT t.* FROM search_terms t WHERE {' AND '.join(walk)} ORDER BY {order} LIMIT %s"
+    args.append(window)
+    conditions, filter_args = _filters(params, (), None)
+    args.extend(filter_args)
+    page = (
+        "SELECT p.id AS product_id, t.rank AS o0, t.rank_score AS o1, t.product_id AS o2 "
+        f"FROM ({inner}) t JOIN products p ON p.id = t.product_id "
+        "JOIN stores s ON s.id = p.store_id "
+        f"WHERE {' AND '.join([*conditions, 's.is_active'])} ORDER BY {order} LIMIT %s"
+    )
+    args.append(params.limit + 1)
+    return _materialise(page, 3, descending=True).encode(), args
+
+
 def _no_index(key: str) -> str:
     if key == "p.id":
         return key
@@ -209,12 +236,15 @@ def _no_index(key: str) -> str:
 async def search_rows(
     conn: Connection, params: SearchParams, position: list[Any] | None
 ) -> list[Any]:
-    """One page (+1 row) of results: the index walk when it can fill the page, else exact."""
+    """One page (+1 row) of results: an index walk when it can fill the page, else exact."""
     rows: list[Any] = []
-    if params.q is not None and params.sort != "relevance" and len(params.q.split()) == 1:
-        # Only one-word queries are common enough for the walk to pay off; every extra word
+    if params.q is not None and len(params.q.split()) == 1:
+        # Only one-word queries are common enough for a walk to pay off; every extra word
         # narrows the matches, and the exact plan is then the fast one.
-        sql, args = build_window_sql(params, position, WALK_WINDOW)
+        if params.sort == "relevance":
+            sql, args = build_terms_sql(params, position, WALK_WINDOW)
+        else:
+            sql, args = build_window_sql(params, position, WALK_WINDOW)
         rows = await (await conn.execute(sql, args)).fetchall()
     if len(rows) <= params.limit:  # the walk did not fill a page: ask the exact way
         sql, args = build_search_sql(params, position)

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from edgemart.homepage import HOME_SQL
-from functions.search.app import SORTS, SearchParams, build_search_sql
+from functions.search.app import SORTS, WALK_WINDOW, SearchParams, build_search_sql, build_terms_sql
 from functions.store.app import PRODUCT_SQL, STORE_SQL, store_page_sql
 from gateway.democatalog import seed_catalog
 from tests.conftest import DEMO_AS_OF, throwaway_database
@@ -51,6 +51,15 @@ def test_search(large_catalog: str, sort: str, shape: str) -> None:
         params = SearchParams(q, category, prices[0], prices[1], "popular", 20, None)
     sql, args = build_search_sql(params, None)
     assert_no_products_seq_scan(plan(large_catalog, sql, args))
+
+
+@pytest.mark.parametrize("category", [None, "lamps"])
+def test_one_word_relevance_walks_the_term_index(large_catalog: str, category: str | None) -> None:
+    params = SearchParams("lamp", category, None, None, "relevance", 20, None)
+    sql, args = build_terms_sql(params, None, WALK_WINDOW)
+    text = plan(large_catalog, sql, args)
+    assert "search_terms_pkey" in text, text
+    assert_no_products_seq_scan(text)
 
 
 def test_store_page_and_product(large_catalog: str) -> None:

@@ -10,8 +10,10 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg.rows import dict_row
 
 from edgemart.services import Services
+from functions.search.app import WALK_WINDOW, SearchParams, build_terms_sql
 from gateway.app import create_gateway
 from gateway.democatalog import seed_catalog
 from tests.conftest import DEMO_AS_OF, settings_for
@@ -70,6 +72,74 @@ async def test_every_sort_is_sorted_and_complete(
     if sort == "popular":
         sold = [r["sold_count"] for r in results]
         assert sold == sorted(sold, reverse=True)
+
+
+def relevance_order(url: str, q: str, where: str = "true", args: tuple[Any, ...] = ()) -> list[str]:
+    """Every match of `q` in relevance order, ranked on the spot (the exact query's keys)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            (
+                "SELECT p.id::text FROM products p JOIN stores s ON s.id = p.store_id, "
+                "websearch_to_tsquery('english', %s) AS query(q) "
+                "WHERE p.is_available AND p.is_approved AND s.is_active "
+                f"AND p.search_vector @@ query.q AND {where} "
+                "ORDER BY round(ts_rank_cd(p.search_vector, query.q)::numeric, 6) DESC, "
+                "listing_rank_score(p.quality_score)::numeric DESC, p.id DESC"
+            ).encode(),
+            [q, *args],
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+@pytest.mark.parametrize(
+    ("params", "where", "args"),
+    [
+        ({"q": "chair", "limit": 7}, "true", ()),
+        ({"q": "Lamps", "limit": 50}, "true", ()),
+        ({"q": "oak", "limit": 3}, "true", ()),
+        ({"q": "leather", "limit": 20}, "true", ()),
+        (
+            {"q": "chair", "category": "chairs", "limit": 5},
+            "p.category_id = (SELECT id FROM categories WHERE slug = %s)",
+            ("chairs",),
+        ),
+        (
+            {"q": "lamp", "min_price": 1000, "max_price": 6000, "limit": 4},
+            "p.price_cents BETWEEN %s AND %s",
+            (1000, 6000),
+        ),
+        ({"q": "zzzzqx", "limit": 5}, "true", ()),  # no match at all
+        ({"q": "the", "limit": 5}, "true", ()),  # a stop word: an empty query
+    ],
+)
+async def test_one_word_relevance_is_the_exact_order(
+    catalog_client: httpx.AsyncClient,
+    catalog_database_url: str,
+    params: dict[str, Any],
+    where: str,
+    args: tuple[Any, ...],
+) -> None:
+    """One-word queries by relevance are served from search_terms (migration 0013) when the
+    walk fills the page: every page, in order, is what ranking every match would give."""
+    results = await walk(catalog_client, {**params, "sort": "relevance"})
+    expected = relevance_order(catalog_database_url, str(params["q"]), where, args)
+    assert [r["id"] for r in results] == expected
+
+
+async def test_the_term_walk_serves_common_words(catalog_database_url: str) -> None:
+    """The test above would pass if every page fell back to the exact query: this one shows
+    the walk itself filling pages, first and later, with the exact query's rows."""
+    url = catalog_database_url
+    params = SearchParams("chair", None, None, None, "relevance", 5, None)
+    expected = relevance_order(url, "chair")
+    async with await psycopg.AsyncConnection.connect(url, row_factory=dict_row) as conn:
+        position = None
+        for page in range(3):
+            sql, args = build_terms_sql(params, position, WALK_WINDOW)
+            rows = await (await conn.execute(sql, args)).fetchall()
+            assert len(rows) == 6, page  # filled: limit + 1
+            assert [row["item"]["id"] for row in rows] == expected[page * 5 : page * 5 + 6]
+            position = [rows[4][f"k{index}"] for index in range(3)]
 
 
 async def test_filters(catalog_client: httpx.AsyncClient, catalog_database_url: str) -> None:
