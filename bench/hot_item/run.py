@@ -6,7 +6,8 @@ and 50), against the real database.
 Uses DATABASE_URL as admin to create `edgemart_bench_hot_item` (else an embedded PostgreSQL).
 - direct: 8 and 32 clients, each on its own connection and buyer, call `purchase()` on the
   same product (exactly the SQL the purchase function runs) for S seconds;
-- queued: N orders are stored `queued` (as `POST /purchases` leaves them), then the real worker
+- queued: N orders from distinct buyers (see BUYERS) are stored `queued` (as
+  `POST /purchases` leaves them), then the real worker
   (`functions.order_worker.app.order_worker`) is called on prepared SQS-shaped batches, so SQS
   itself is not what is measured; by one worker, and by two at once (Lambda runs several SQS
   batches concurrently; since migration 0012 two batches of one product overlap everywhere
@@ -38,13 +39,23 @@ from gateway.democatalog import seed_catalog
 
 DATABASE = "edgemart_bench_hot_item"
 STOCK = 10_000_000
+# Queued orders come from this many buyers, one order each per run of 5,000: a hot item's
+# buyers are many people buying once, not a few buying all day. (With 64 buyers, two batches
+# share most buyers and wait on each other's wallet locks, as any two purchases by one buyer
+# must; direct mode's clients are one buyer each, so they never wait on a wallet.)
+BUYERS = 5_000
 
 
 def prepare(admin: str) -> tuple[str, str]:
     url = fresh_database(admin, DATABASE)
     seed_catalog(url, products=1_000, seed=3, buyers=64)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("UPDATE wallets SET balance_cents = 1000000000000")
+        conn.execute(
+            "INSERT INTO wallets (user_sub, balance_cents) "
+            "SELECT 'buyer-' || n, 1000000000000 FROM generate_series(1, %s) n "
+            "ON CONFLICT (user_sub) DO UPDATE SET balance_cents = excluded.balance_cents",
+            [BUYERS],
+        )
         row = conn.execute(
             "UPDATE products SET stock = %s, is_available = true WHERE id = "
             "(SELECT id FROM products ORDER BY id LIMIT 1) RETURNING id::text",
@@ -92,16 +103,16 @@ async def direct(url: str, product: str, clients: int, seconds: float) -> float:
     return done / elapsed
 
 
-def queue_orders(url: str, product: str, count: int) -> list[str]:
+def queue_orders(url: str, product: str, count: int, buyers: int = BUYERS) -> list[str]:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
             "INSERT INTO orders (user_sub, product_id, store_id, quantity, unit_price_cents, "
             "total_cents, status, idempotency_key) "
-            "SELECT 'buyer-' || (1 + n %% 64), p.id, p.store_id, 1, p.price_cents, "
+            "SELECT 'buyer-' || (1 + n %% %s), p.id, p.store_id, 1, p.price_cents, "
             "p.price_cents, 'queued', 'hot-' || n "
             "FROM products p, generate_series(1, %s) n WHERE p.id = %s "
             "ORDER BY n RETURNING id::text",
-            [count, product],
+            [buyers, count, product],
         ).fetchall()
     return [row[0] for row in rows]
 
@@ -197,7 +208,9 @@ def main() -> None:
         "to COMMIT, so purchases of one product commit one at a time whatever the client "
         "count. Queued: the worker applies a whole batch inside one transaction "
         "(`apply_queued_orders`), taking the lock once per batch instead of once per "
-        "purchase, and two workers overlap everywhere but that UPDATE and their commits.",
+        "purchase, and two workers overlap everywhere but that UPDATE and their commits. "
+        f"Queued orders come from {BUYERS:,} buyers, one order each per run; each direct "
+        "client is its own buyer.",
     ]
     text = "\n".join(lines)
     args.out.write_text(text + "\n")
