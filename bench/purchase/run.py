@@ -1,7 +1,7 @@
 """Purchase throughput: our one-round-trip `purchase()` vs the seeds' SELECT ... FOR UPDATE
 then UPDATE pattern vs pgbench's bare single-row UPDATE (the ceiling), side by side.
 
-    python -m bench.purchase.run [--seconds S] [--out bench/purchase/RESULTS.md]
+    python -m bench.purchase.run [--seconds S] [--rounds N] [--out bench/purchase/RESULTS.md]
 
 Uses DATABASE_URL as admin to create `edgemart_bench_purchase` (else an embedded PostgreSQL).
 Scenarios: (a) every client buys the same hot product, (b) purchases spread over 10,000
@@ -18,12 +18,14 @@ import os
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -169,24 +171,70 @@ def percentile(samples: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
+@dataclass
+class Cell:
+    """One scenario at one client count, over paired rounds (ours, FOR UPDATE, ceiling back
+    to back, so each round's ratios compare runs that saw the same machine)."""
+
+    scenario: str
+    clients: int
+    ours: list[float] = field(default_factory=list)
+    ours_latencies: list[float] = field(default_factory=list)
+    for_update: list[float] = field(default_factory=list)
+    for_update_latencies: list[float] = field(default_factory=list)
+    ceiling: list[float] = field(default_factory=list)
+
+    def row(self) -> str:
+        ours, fu = statistics.median(self.ours), statistics.median(self.for_update)
+        vs_fu = statistics.median(o / f for o, f in zip(self.ours, self.for_update, strict=True))
+        cells = [
+            self.scenario,
+            str(self.clients),
+            f"{ours:,.0f} ({percentile(self.ours_latencies, 0.5):.1f} / "
+            f"{percentile(self.ours_latencies, 0.99):.1f})",
+            f"{fu:,.0f} ({percentile(self.for_update_latencies, 0.5):.1f} / "
+            f"{percentile(self.for_update_latencies, 0.99):.1f})",
+            f"{vs_fu:.2f}×",
+        ]
+        if self.ceiling:
+            shares = sorted(o / c for o, c in zip(self.ours, self.ceiling, strict=True))
+            cells += [
+                f"{statistics.median(self.ceiling):,.0f}",
+                f"{statistics.median(shares):.0%} ({shares[0]:.0%}–{shares[-1]:.0%})",
+            ]
+        else:
+            cells += ["—", "—"]
+        return "| " + " | ".join(cells) + " |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=3, help="paired rounds per cell")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
     args = parser.parse_args()
     if shutil.which("pgbench") is None:
         sys.exit("pgbench is not installed (Debian: postgresql-client)")
-    rows = []
+    cells: list[Cell] = []
     with admin_url() as admin:
         url, products = prepare(admin)
         hot = products[:1]
         for scenario, pool in (("hot product", hot), ("10,000 products", products)):
             for clients in (8, 32):
-                ours_rate, ours_lat = asyncio.run(drive(url, clients, args.seconds, pool, ours))
-                fu_rate, fu_lat = asyncio.run(drive(url, clients, args.seconds, pool, for_update))
-                ceiling = pgbench(url, clients, args.seconds, hot[0]) if pool is hot else None
-                rows.append((scenario, clients, ours_rate, ours_lat, fu_rate, fu_lat, ceiling))
-                print(scenario, clients, f"{ours_rate:.0f}", f"{fu_rate:.0f}", ceiling, flush=True)
+                cell = Cell(scenario, clients)
+                for _ in range(args.rounds):
+                    rate, latencies = asyncio.run(drive(url, clients, args.seconds, pool, ours))
+                    cell.ours.append(rate)
+                    cell.ours_latencies += latencies
+                    rate, latencies = asyncio.run(
+                        drive(url, clients, args.seconds, pool, for_update)
+                    )
+                    cell.for_update.append(rate)
+                    cell.for_update_latencies += latencies
+                    if pool is hot:
+                        cell.ceiling.append(pgbench(url, clients, args.seconds, hot[0]))
+                print(cell.row(), flush=True)
+                cells.append(cell)
         sold_over = oversold(url)
     prefix = f"DATABASE_URL={os.environ['DATABASE_URL']} " if os.environ.get("DATABASE_URL") else ""
     lines = [
@@ -197,23 +245,21 @@ def main() -> None:
             setup="PostgreSQL on the same machine",
         ),
         "",
-        "Purchases per second (p50 / p99 ms). *ours*: the `purchase()` function the purchase "
-        "route calls, one round trip. *FOR UPDATE*: SELECT ... FOR UPDATE then UPDATE, "
-        "wallet, order, payout, 6 round trips in a transaction. *ceiling*: pgbench, one "
-        "prepared single-row UPDATE of the hot product per transaction.",
+        "Purchases per second, median of "
+        f"{args.rounds} paired rounds of {args.seconds:.0f} s (p50 / p99 ms over all rounds). "
+        "*ours*: the `purchase()` function the purchase route calls, one round trip. "
+        "*FOR UPDATE*: SELECT ... FOR UPDATE then UPDATE, wallet, order, payout, 6 round trips "
+        "in a transaction. *ceiling*: pgbench, one prepared single-row UPDATE of the hot "
+        "product per transaction. Ratios are the median of each round's ratio (range in "
+        "brackets): ours, FOR UPDATE and the ceiling run back to back in every round.",
         "",
         "| scenario | clients | ours | FOR UPDATE | ours / FOR UPDATE | pgbench ceiling "
         "| ours / ceiling |",
         "|---|---:|---:|---:|---:|---:|---:|",
+        *(cell.row() for cell in cells),
+        "",
+        f"Oversold units across every run: {sold_over}.",
     ]
-    for scenario, clients, rate, lat, fu_rate, fu_lat, ceiling in rows:
-        ceiling_cells = f"{ceiling:,.0f} | {rate / ceiling:.0%}" if ceiling else "— | —"
-        lines.append(
-            f"| {scenario} | {clients} | {rate:,.0f} ({percentile(lat, 0.5):.1f} / "
-            f"{percentile(lat, 0.99):.1f}) | {fu_rate:,.0f} ({percentile(fu_lat, 0.5):.1f} / "
-            f"{percentile(fu_lat, 0.99):.1f}) | {rate / fu_rate:.2f}× | {ceiling_cells} |"
-        )
-    lines += ["", f"Oversold units across every run: {sold_over}."]
     text = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
