@@ -103,7 +103,7 @@ async def direct(url: str, product: str, clients: int, seconds: float) -> float:
     return done / elapsed
 
 
-def queue_orders(url: str, product: str, count: int, buyers: int = BUYERS) -> list[str]:
+def queue_orders(url: str, product: str, count: int) -> list[str]:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
             "INSERT INTO orders (user_sub, product_id, store_id, quantity, unit_price_cents, "
@@ -112,7 +112,7 @@ def queue_orders(url: str, product: str, count: int, buyers: int = BUYERS) -> li
             "p.price_cents, 'queued', 'hot-' || n "
             "FROM products p, generate_series(1, %s) n WHERE p.id = %s "
             "ORDER BY n RETURNING id::text",
-            [buyers, count, product],
+            [BUYERS, count, product],
         ).fetchall()
     return [row[0] for row in rows]
 

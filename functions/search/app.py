@@ -113,11 +113,17 @@ def _filters(
         conditions.append("p.price_cents <= %s")
         args.append(params.max_price)
     if position is not None:
-        placeholders = ", ".join(f"%s::{cast}" for cast in spec.casts)
-        operator = "<" if spec.descending else ">"
-        conditions.append(f"({', '.join(keys)}) {operator} ({placeholders})")
+        conditions.append(_after(spec, keys))
         args.extend(position)
     return conditions, args
+
+
+def _after(spec: SortSpec, keys: tuple[str, ...]) -> str:
+    """Keyset continuation: `keys` strictly after the previous page's last row (its values
+    are the args, cast as the spec says)."""
+    placeholders = ", ".join(f"%s::{cast}" for cast in spec.casts)
+    operator = "<" if spec.descending else ">"
+    return f"({', '.join(keys)}) {operator} ({placeholders})"
 
 
 def _select(keys: tuple[str, ...]) -> str:
@@ -205,24 +211,25 @@ def build_terms_sql(
     (migration 0013), which hold both relevance keys in index order, through the next `window`
     and keep the listed ones that pass the filters. Same keys, same order as the exact query;
     when the page does not fill, `build_search_sql` gives the exact answer."""
+    spec = SORT_SPECS["relevance"]
+    keys = ("t.rank", "t.rank_score", "t.product_id")  # the spec's keys, precomputed
     walk = ["t.lexeme = single_lexeme(websearch_to_tsquery('english', %s))"]
     args: list[Any] = [params.q]
     if position is not None:
-        walk.append("(t.rank, t.rank_score, t.product_id) < (%s::numeric, %s::numeric, %s::uuid)")
+        walk.append(_after(spec, keys))
         args.extend(position)
-    order = "t.rank DESC, t.rank_score DESC, t.product_id DESC"
+    order = _order(keys, spec.descending)
     inner = f"SELECT t.* FROM search_terms t WHERE {' AND '.join(walk)} ORDER BY {order} LIMIT %s"
     args.append(window)
     conditions, filter_args = _filters(params, (), None)
     args.extend(filter_args)
     page = (
-        "SELECT p.id AS product_id, t.rank AS o0, t.rank_score AS o1, t.product_id AS o2 "
-        f"FROM ({inner}) t JOIN products p ON p.id = t.product_id "
+        f"{_select(keys)} FROM ({inner}) t JOIN products p ON p.id = t.product_id "
         "JOIN stores s ON s.id = p.store_id "
         f"WHERE {' AND '.join([*conditions, 's.is_active'])} ORDER BY {order} LIMIT %s"
     )
     args.append(params.limit + 1)
-    return _materialise(page, 3, descending=True).encode(), args
+    return _materialise(page, len(keys), spec.descending).encode(), args
 
 
 def _no_index(key: str) -> str:
