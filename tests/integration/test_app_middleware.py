@@ -154,6 +154,66 @@ async def test_unexpected_error_is_500_without_internals(
     assert errors[0]["request_id"] == response.headers["x-request-id"]
 
 
+class TeapotError(Exception):
+    pass
+
+
+class BrokenHandlerError(Exception):
+    pass
+
+
+async def teapot_handler(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"handled": type(exc).__name__}, status_code=418)
+
+
+async def broken_handler(request: Request, exc: Exception) -> Response:
+    raise RuntimeError("the handler itself failed")
+
+
+async def raise_in_middleware_gate(scope: dict[str, object]) -> None:
+    raise TeapotError
+
+
+async def test_registered_handler_renders_errors_raised_outside_a_route() -> None:
+    """The request-context middleware is the app's error boundary: an error raised before
+    any route runs (here by the gate) still goes to its registered handler."""
+    app = build_app([Route("/ok", ok)], services=Services.from_settings(settings_for(None)))
+    app.add_exception_handler(TeapotError, teapot_handler)
+    stack = app.build_middleware_stack()
+    stack.gate = raise_in_middleware_gate  # type: ignore[attr-defined]
+    app.middleware_stack = stack
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        response = await client.get("/ok")
+    assert response.status_code == 418
+    assert response.json() == {"handled": "TeapotError"}
+    assert response.headers["x-request-id"]
+
+
+async def test_a_failing_handler_becomes_a_500_problem(captured_logs: LogCapture) -> None:
+    async def raises(request: Request) -> Response:
+        raise BrokenHandlerError
+
+    app = build_app([Route("/raises", raises)], services=Services.from_settings(settings_for(None)))
+    app.add_exception_handler(BrokenHandlerError, broken_handler)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        response = await client.get("/raises")
+    assert_problem(response, 500, "internal_error")
+    errors = [line for line in captured_logs.lines() if line["level"] == "ERROR"]
+    assert errors and "the handler itself failed" in str(errors[0]["exception"])
+
+
+@pytest.mark.parametrize("key", [500, Exception, 418])
+def test_handlers_the_boundary_cannot_honour_are_refused(key: int | type[Exception]) -> None:
+    app = build_app([Route("/ok", ok)], services=Services.from_settings(settings_for(None)))
+    app.add_exception_handler(key, teapot_handler)
+    with pytest.raises(ValueError):
+        app.build_middleware_stack()
+
+
 async def test_concurrent_requests_keep_their_own_request_id_in_logs(
     client: httpx.AsyncClient, captured_logs: LogCapture
 ) -> None:

@@ -1,11 +1,12 @@
 """`build_app` (the standard Starlette app every HTTP function serves) and `lambda_handler`.
 
 The middleware stack, outermost first:
-request context (request id, unhandled errors, access log, body limit, and the rate limiter
-as its gate) → Starlette's exception middleware (renders `ProblemError` and `HTTPException`
-as problem+json) → routes. Starlette's ServerErrorMiddleware is left out: the request-context
-middleware already turns anything unhandled into a 500 problem with the request id, so that
-layer would only cost every request its frame and `send` wrapper.
+request context (request id, errors, access log, body limit, and the rate limiter as its
+gate) → routes. Starlette's ServerErrorMiddleware and ExceptionMiddleware are left out: the
+request-context middleware renders `ProblemError`, `HTTPException` and the database's
+unavailability with the app's exception handlers, and anything unhandled as a 500 problem with
+the request id, so those two layers would only cost every request their frames and `send`
+wrappers (bench/ratelimit/GATEWAY.md).
 The gateway composes the same routes through the same factory, so a request behaves the same
 whether the gateway or a Lambda handler serves it.
 """
@@ -19,7 +20,6 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
@@ -42,18 +42,23 @@ Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 
 
 class EdgemartApp(Starlette):
-    """Starlette without its ServerErrorMiddleware (see the module docstring); handlers for
-    500/Exception are refused rather than silently ignored."""
+    """Starlette with RequestContextMiddleware as its only error layer (see the module
+    docstring). Handlers are registered by exception class; handlers for 500/Exception or a
+    status code are refused rather than silently ignored."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        if any(key in (500, Exception) for key in self.exception_handlers):
+        handlers = self.exception_handlers
+        if any(key in (500, Exception) for key in handlers):
             raise ValueError("unhandled errors are rendered by RequestContextMiddleware")
+        if any(isinstance(key, int) for key in handlers):
+            raise ValueError("register exception handlers by exception class, not status code")
+        outermost: object = self.user_middleware[0].cls if self.user_middleware else None
+        if outermost is not RequestContextMiddleware:
+            raise ValueError("RequestContextMiddleware must be the outermost middleware")
         app: ASGIApp = self.router
-        stack = [
-            *self.user_middleware,
-            Middleware(ExceptionMiddleware, handlers=dict(self.exception_handlers)),
-        ]
-        for cls, args, kwargs in reversed(stack):
+        for index, (cls, args, kwargs) in reversed(list(enumerate(self.user_middleware))):
+            if index == 0:
+                kwargs = {**kwargs, "exception_handlers": handlers}
             app = cls(app, *args, **kwargs)
         return app
 

@@ -2,8 +2,9 @@
 
 - **request id**: a well-formed incoming `X-Request-ID` or a new one, echoed on every
   response, bound to every log line of the request;
-- **unhandled errors**: anything that escapes the routes becomes a 500 `internal_error`
-  problem (traceback in the log, nothing internal in the body), still carrying the request id;
+- **errors**: an exception with a registered handler (ProblemError, HTTPException, ...) is
+  rendered by it, anything else becomes a 500 `internal_error` problem (traceback in the log,
+  nothing internal in the body), still carrying the request id;
 - **access log**: one sampled line once the response is sent;
 - **body limit**: 413 for a declared or received body over `max_body_bytes`;
 - **gate**: an optional check before the app (the rate limiter) that may answer instead.
@@ -12,16 +13,21 @@ These are one middleware rather than five because each ASGI layer, with its `sen
 costs every request several microseconds through a server (bench/ratelimit/GATEWAY.md): one
 wrapper here also appends the headers the gate and inner code leave in
 `scope["state"]["response_headers"]`, so they need no wrapper of their own. Being outermost,
-it is also the app's error boundary: `build_app` leaves out Starlette's ServerErrorMiddleware,
-which would only add a layer.
+it is also the app's error boundary, in place of both of Starlette's error layers
+(ServerErrorMiddleware and ExceptionMiddleware): it publishes the handlers in
+`scope["starlette.exception_handlers"]`, where each route's own wrapper (Starlette's
+`request_response`) finds them for errors raised in an endpoint, and renders with them what is
+raised outside a route (the router's 404 and 405, the body limit).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -35,6 +41,18 @@ from edgemart.settings import IPNetwork
 RESPONSE_HEADERS_KEY = "response_headers"
 # Runs before the app; returns the response to send instead, or None to go on.
 RequestGate = Callable[[Scope], Awaitable[Response | None]]
+ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
+ExceptionHandlers = Mapping[type[Exception], ExceptionHandler]
+
+
+def handler_for(handlers: ExceptionHandlers, exc: Exception) -> ExceptionHandler | None:
+    """The handler registered for the nearest class in the exception's MRO, as Starlette
+    looks it up."""
+    for cls in type(exc).__mro__:
+        handler = handlers.get(cls)
+        if handler is not None:
+            return handler
+    return None
 
 
 class RequestContextMiddleware:
@@ -47,9 +65,16 @@ class RequestContextMiddleware:
         max_body_bytes: int,
         trusted_proxies: Sequence[IPNetwork] = (),
         gate: RequestGate | None = None,
+        exception_handlers: ExceptionHandlers | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.app = app
+        self.exception_handlers = dict(exception_handlers or {})
+        # The shape Starlette's route wrapper reads: (by exception class, by status code).
+        self._starlette_handlers: tuple[dict[Any, Any], dict[int, Any]] = (
+            self.exception_handlers,
+            {},
+        )
         self.gate = gate
         self.max_body_bytes = max_body_bytes
         self.sample_rate = sample_rate
@@ -64,6 +89,7 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         request_id = incoming_request_id(scope) or new_request_id()
         extra_headers: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode())]
+        scope["starlette.exception_handlers"] = self._starlette_handlers
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state[RESPONSE_HEADERS_KEY] = extra_headers
@@ -98,11 +124,14 @@ class RequestContextMiddleware:
                 if status:
                     raise
                 await exc.to_response()(scope, receive, send_with_context)
-            except Exception:
-                logger.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            except Exception as exc:
                 if status:  # the response had started: nothing sane can be sent any more
+                    logger.exception(
+                        "unhandled error in %s %s", scope.get("method"), scope.get("path")
+                    )
                     raise
-                await problem_for_status(500).to_response()(scope, receive, send_with_context)
+                response = await self._error_response(scope, receive, exc)
+                await response(scope, receive, send_with_context)
         finally:
             duration_ms = (time.perf_counter() - started) * 1000
             if should_log(
@@ -110,3 +139,17 @@ class RequestContextMiddleware:
             ):
                 log_access(scope, status or 500, duration_ms, self.trusted_proxies)
             unbind_request_log_keys(token)
+
+    async def _error_response(self, scope: Scope, receive: Receive, exc: Exception) -> Response:
+        """The registered handler's response, or a 500 problem for an unhandled error (or a
+        handler that failed), logged with its traceback."""
+        handler = handler_for(self.exception_handlers, exc)
+        if handler is not None:
+            try:
+                return await handler(Request(scope, receive), exc)
+            except Exception as handler_exc:
+                exc = handler_exc
+        logger.error(
+            "unhandled error in %s %s", scope.get("method"), scope.get("path"), exc_info=exc
+        )
+        return problem_for_status(500).to_response()

@@ -33,7 +33,7 @@ def new_request_id() -> str:
 
     An id only has to be unique, not unguessable, so it comes from `random` (reseeded from
     the OS after every fork) rather than a system call per request."""
-    return f"{random.getrandbits(128):032x}"
+    return random.getrandbits(128).to_bytes(16, "big").hex()
 
 
 def incoming_request_id(scope: Scope) -> str | None:

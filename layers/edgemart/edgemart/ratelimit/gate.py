@@ -90,7 +90,9 @@ class RateLimitGate:
         policy = self.table.policy_for(scope["method"], scope["path"])
         if policy is None:
             return None
-        limiter: RateLimiter = scope["app"].state.services.rate_limiter
+        # Item access: `state.services` would first fail an ordinary attribute lookup (State
+        # keeps its values in a dict behind __getattr__), which costs more than the check.
+        limiter: RateLimiter = scope["app"].state["services"].rate_limiter
         if type(limiter) is MemoryRateLimiter:
             # The memory check never awaits; calling it directly spares a coroutine per request.
             decision = limiter.check_now(self.identity(scope, policy), policy)
