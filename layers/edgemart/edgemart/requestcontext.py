@@ -39,8 +39,9 @@ from edgemart.requestid import incoming_request_id, new_request_id
 from edgemart.settings import IPNetwork
 
 RESPONSE_HEADERS_KEY = "response_headers"
-# Runs before the app; returns the response to send instead, or None to go on.
-RequestGate = Callable[[Scope], Awaitable[Response | None]]
+# Runs before the app; returns the response to send instead, or None to go on, or an
+# awaitable of either when it has to wait (a gate that can decide at once spares a coroutine).
+RequestGate = Callable[[Scope], Response | None | Awaitable[Response | None]]
 ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
 ExceptionHandlers = Mapping[type[Exception], ExceptionHandler]
 
@@ -115,7 +116,9 @@ class RequestContextMiddleware:
                         raise PayloadTooLargeError(self.max_body_bytes)
                     receive = limited_receive(receive, self.max_body_bytes)
                 if self.gate is not None:
-                    refusal = await self.gate(scope)
+                    refusal = self.gate(scope)
+                    if refusal is not None and not isinstance(refusal, Response):
+                        refusal = await refusal
                     if refusal is not None:
                         await refusal(scope, receive, send_with_context)
                         return

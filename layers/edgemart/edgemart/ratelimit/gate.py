@@ -14,7 +14,7 @@ wrapper appends.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from starlette.responses import Response
 from starlette.types import Scope
@@ -71,8 +71,11 @@ def rate_limited_error(policy: Policy, decision: Decision, labels: _PolicyLabels
 
 
 class RateLimitGate:
-    """`await gate(scope)`: None to let the request through (its headers queued), or the
-    429 response to send instead."""
+    """`gate(scope)`: None to let the request through (its headers queued), or the 429
+    response to send instead; for a shared backend, an awaitable of either.
+
+    The memory backend's check never waits, so its decision is returned directly: awaiting a
+    coroutine per request would cost a measurable share of the check itself."""
 
     def __init__(
         self,
@@ -86,18 +89,24 @@ class RateLimitGate:
         self.subject_of = subject_of
         self._labels: dict[str, _PolicyLabels] = {}
 
-    async def __call__(self, scope: Scope) -> Response | None:
+    def __call__(self, scope: Scope) -> Response | None | Awaitable[Response | None]:
         policy = self.table.policy_for(scope["method"], scope["path"])
         if policy is None:
             return None
         # Item access: `state.services` would first fail an ordinary attribute lookup (State
         # keeps its values in a dict behind __getattr__), which costs more than the check.
         limiter: RateLimiter = scope["app"].state["services"].rate_limiter
+        identity = self.identity(scope, policy)
         if type(limiter) is MemoryRateLimiter:
-            # The memory check never awaits; calling it directly spares a coroutine per request.
-            decision = limiter.check_now(self.identity(scope, policy), policy)
-        else:
-            decision = await limiter.check(self.identity(scope, policy), policy)
+            return self._apply(scope, policy, limiter.check_now(identity, policy))
+        return self._check_shared(scope, policy, limiter, identity)
+
+    async def _check_shared(
+        self, scope: Scope, policy: Policy, limiter: RateLimiter, identity: str
+    ) -> Response | None:
+        return self._apply(scope, policy, await limiter.check(identity, policy))
+
+    def _apply(self, scope: Scope, policy: Policy, decision: Decision) -> Response | None:
         labels = self._labels.get(policy.name) or self._remember_labels(policy)
         state = scope["state"]
         state["rate_limit"] = labels.outcome(decision.allowed, decision.fallback)
