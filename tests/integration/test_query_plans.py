@@ -70,3 +70,45 @@ def test_store_page_and_product(large_catalog: str) -> None:
     assert_no_products_seq_scan(plan(large_catalog, STORE_SQL, [slug]))
     assert_no_products_seq_scan(plan(large_catalog, store_page_sql(False, False), [store_id, 25]))
     assert_no_products_seq_scan(plan(large_catalog, PRODUCT_SQL, [product_id]))
+
+
+def nested_plans(conn: psycopg.Connection[Any], sql: str, args: list[Any]) -> list[str]:
+    """The plans of every statement `sql` runs, functions' statements included, as the
+    server's auto_explain prints them (skipped where the server does not ship auto_explain,
+    as the embedded PostgreSQL does not)."""
+    try:
+        conn.execute("LOAD 'auto_explain'")
+    except psycopg.errors.UndefinedFile:
+        pytest.skip("this PostgreSQL has no auto_explain")
+    for setting, value in (
+        ("auto_explain.log_min_duration", "0"),
+        ("auto_explain.log_nested_statements", "on"),
+        ("auto_explain.log_level", "notice"),
+    ):
+        conn.execute("SELECT set_config(%s, %s, false)", [setting, value])
+    plans: list[str] = []
+    conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+    conn.execute(sql, args)
+    return plans
+
+
+def test_purchase_stock_update_finds_the_row_by_primary_key(large_catalog: str) -> None:
+    """The generic plan (the one PL/pgSQL keeps after five calls) of purchase()'s stock UPDATE
+    must use the primary key: given an equality on price_cents it picked products_price_idx,
+    whose entries for a hot product are mostly dead versions (migration 0014)."""
+    with psycopg.connect(large_catalog, autocommit=True) as conn:
+        product = conn.execute(
+            "SELECT id FROM products WHERE is_available AND is_approved AND stock > 0 LIMIT 1"
+        ).fetchone()
+        assert product is not None
+        conn.execute("UPDATE wallets SET balance_cents = 10000000000 WHERE user_sub = 'buyer-1'")
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        plans = nested_plans(
+            conn,
+            "SELECT status FROM purchase('buyer-1', 'plan-check', 'fp', %s, 1, NULL, 1000, "
+            "'plan-check', interval '1 day', interval '1 s', false)",
+            [product[0]],
+        )
+    stock_updates = [text for text in plans if "UPDATE products p" in text]
+    assert stock_updates, plans
+    assert "Index Scan using products_pkey on products p" in stock_updates[0], stock_updates[0]
