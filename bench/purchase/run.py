@@ -184,6 +184,11 @@ def percentile(samples: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
+def rate_cell(rate: float, latencies: list[float]) -> str:
+    """`rate (p50 / p99 ms)` for a results table."""
+    return f"{rate:,.0f} ({percentile(latencies, 0.5):.1f} / {percentile(latencies, 0.99):.1f})"
+
+
 @dataclass
 class Cell:
     """One scenario at one client count, over paired rounds (ours, FOR UPDATE, ceiling back
@@ -203,10 +208,8 @@ class Cell:
         cells = [
             self.scenario,
             str(self.clients),
-            f"{ours:,.0f} ({percentile(self.ours_latencies, 0.5):.1f} / "
-            f"{percentile(self.ours_latencies, 0.99):.1f})",
-            f"{fu:,.0f} ({percentile(self.for_update_latencies, 0.5):.1f} / "
-            f"{percentile(self.for_update_latencies, 0.99):.1f})",
+            rate_cell(ours, self.ours_latencies),
+            rate_cell(fu, self.for_update_latencies),
             f"{vs_fu:.2f}×",
         ]
         if self.ceiling:

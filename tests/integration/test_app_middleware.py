@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -38,8 +39,16 @@ async def ok(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True})
 
 
-def make_app(**setting_overrides: object) -> httpx.AsyncClient:
+def app_with(routes: list[Route], **setting_overrides: object) -> Starlette:
     services = Services.from_settings(settings_for(None, **setting_overrides))
+    return build_app(routes, services=services)
+
+
+def client_for(app: Starlette) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+
+
+def make_app(**setting_overrides: object) -> httpx.AsyncClient:
     routes = [
         Route("/boom", boom),
         Route("/echo", echo_length, methods=["POST"]),
@@ -47,8 +56,7 @@ def make_app(**setting_overrides: object) -> httpx.AsyncClient:
         Route("/ok", ok),
         Route("/items/{item_id}", ok),
     ]
-    transport = httpx.ASGITransport(app=build_app(routes, services=services))
-    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+    return client_for(app_with(routes, **setting_overrides))
 
 
 @pytest.fixture
@@ -82,7 +90,7 @@ async def test_malformed_request_id_is_replaced(client: httpx.AsyncClient, bad: 
 
 async def test_request_id_with_a_newline_is_replaced() -> None:
     """httpx refuses to send a newline in a header, so drive the ASGI app directly."""
-    app = build_app([Route("/ok", ok)], services=Services.from_settings(settings_for(None)))
+    app = app_with([Route("/ok", ok)])
     sent: list[dict[str, object]] = []
 
     async def receive() -> dict[str, object]:
@@ -177,14 +185,12 @@ async def raise_in_middleware_gate(scope: dict[str, object]) -> None:
 async def test_registered_handler_renders_errors_raised_outside_a_route() -> None:
     """The request-context middleware is the app's error boundary: an error raised before
     any route runs (here by the gate) still goes to its registered handler."""
-    app = build_app([Route("/ok", ok)], services=Services.from_settings(settings_for(None)))
+    app = app_with([Route("/ok", ok)])
     app.add_exception_handler(TeapotError, teapot_handler)
     stack = app.build_middleware_stack()
     stack.gate = raise_in_middleware_gate  # type: ignore[attr-defined]
     app.middleware_stack = stack
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as client:
+    async with client_for(app) as client:
         response = await client.get("/ok")
     assert response.status_code == 418
     assert response.json() == {"handled": "TeapotError"}
@@ -195,11 +201,9 @@ async def test_a_failing_handler_becomes_a_500_problem(captured_logs: LogCapture
     async def raises(request: Request) -> Response:
         raise BrokenHandlerError
 
-    app = build_app([Route("/raises", raises)], services=Services.from_settings(settings_for(None)))
+    app = app_with([Route("/raises", raises)])
     app.add_exception_handler(BrokenHandlerError, broken_handler)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as client:
+    async with client_for(app) as client:
         response = await client.get("/raises")
     assert_problem(response, 500, "internal_error")
     errors = [line for line in captured_logs.lines() if line["level"] == "ERROR"]
@@ -208,7 +212,7 @@ async def test_a_failing_handler_becomes_a_500_problem(captured_logs: LogCapture
 
 @pytest.mark.parametrize("key", [500, Exception, 418])
 def test_handlers_the_boundary_cannot_honour_are_refused(key: int | type[Exception]) -> None:
-    app = build_app([Route("/ok", ok)], services=Services.from_settings(settings_for(None)))
+    app = app_with([Route("/ok", ok)])
     app.add_exception_handler(key, teapot_handler)
     with pytest.raises(ValueError):
         app.build_middleware_stack()

@@ -52,14 +52,15 @@ class EdgemartApp(Starlette):
             raise ValueError("unhandled errors are rendered by RequestContextMiddleware")
         if any(isinstance(key, int) for key in handlers):
             raise ValueError("register exception handlers by exception class, not status code")
-        outermost: object = self.user_middleware[0].cls if self.user_middleware else None
-        if outermost is not RequestContextMiddleware:
+        outermost_cls: object = self.user_middleware[0].cls if self.user_middleware else None
+        if outermost_cls is not RequestContextMiddleware:
             raise ValueError("RequestContextMiddleware must be the outermost middleware")
+        outermost, *inner = self.user_middleware
         app: ASGIApp = self.router
-        for index, (cls, args, kwargs) in reversed(list(enumerate(self.user_middleware))):
-            if index == 0:
-                kwargs = {**kwargs, "exception_handlers": handlers}
+        for cls, args, kwargs in reversed(inner):
             app = cls(app, *args, **kwargs)
+        cls, args, kwargs = outermost
+        app = cls(app, *args, **kwargs, exception_handlers=handlers)
         return app
 
 

@@ -56,6 +56,10 @@ def handler_for(handlers: ExceptionHandlers, exc: Exception) -> ExceptionHandler
     return None
 
 
+def log_unhandled(scope: Scope, exc: BaseException) -> None:
+    logger.error("unhandled error in %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+
+
 class RequestContextMiddleware:
     def __init__(
         self,
@@ -129,9 +133,7 @@ class RequestContextMiddleware:
                 await exc.to_response()(scope, receive, send_with_context)
             except Exception as exc:
                 if status:  # the response had started: nothing sane can be sent any more
-                    logger.exception(
-                        "unhandled error in %s %s", scope.get("method"), scope.get("path")
-                    )
+                    log_unhandled(scope, exc)
                     raise
                 response = await self._error_response(scope, receive, exc)
                 await response(scope, receive, send_with_context)
@@ -152,7 +154,5 @@ class RequestContextMiddleware:
                 return await handler(Request(scope, receive), exc)
             except Exception as handler_exc:
                 exc = handler_exc
-        logger.error(
-            "unhandled error in %s %s", scope.get("method"), scope.get("path"), exc_info=exc
-        )
+        log_unhandled(scope, exc)
         return problem_for_status(500).to_response()
