@@ -112,3 +112,25 @@ def test_purchase_stock_update_finds_the_row_by_primary_key(large_catalog: str) 
     stock_updates = [text for text in plans if "UPDATE products p" in text]
     assert stock_updates, plans
     assert "Index Scan using products_pkey on products p" in stock_updates[0], stock_updates[0]
+
+
+def test_purchase_key_lookup_opens_no_partition_created_ahead(large_catalog: str) -> None:
+    """Maintenance creates a week of daily key partitions ahead; purchase()'s key lookup is
+    bounded a day past the transaction's start, so the generic plan prunes all but
+    yesterday's, today's and tomorrow's before execution (migration 0015)."""
+    with psycopg.connect(large_catalog, autocommit=True) as conn:
+        partitions = conn.execute(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'idempotency_keys'::regclass"
+        ).fetchone()
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        plans = nested_plans(
+            conn,
+            "SELECT status FROM purchase('buyer-1', 'lookup-check', 'fp', gen_random_uuid(), "
+            "1, NULL, 1000, 'lookup-check', interval '1 day', interval '1 s', false)",
+            [],
+        )
+    assert partitions is not None and partitions[0] > 3, "no partitions created ahead"
+    lookups = [text for text in plans if "FROM idempotency_keys k" in text]
+    assert lookups, plans
+    scanned = set(re.findall(r"on (idempotency_keys_\d{8})", lookups[0]))
+    assert 1 <= len(scanned) <= 3, lookups[0]
