@@ -26,7 +26,8 @@
 --    store's row is not locked), only narrowed the window; the product read at the start of
 --    the attempt checks the store, and the UPDATE re-checks what is on the product's own row.
 --
--- Outcomes are unchanged: 404 before 409 price_changed before 409 out_of_stock before 402.
+-- Outcomes are otherwise unchanged: 404 before 409 price_changed before 409 out_of_stock
+-- before 402.
 
 CREATE FUNCTION purchase_refusal_code(
     available boolean,
