@@ -45,8 +45,16 @@ from bench.database import admin_url, fresh_database
 from bench.report import provenance
 from gateway.democatalog import seed_catalog
 
-PURCHASE_SQL = """SELECT status FROM purchase(%s, %s, 'fp', %s, 1, NULL, 1000, 'bench',
-                  interval '1 day', interval '5 s', false)"""
+
+def purchase_call(buyer: str, key: str, product: str, request_id: str) -> str:
+    """The purchase() call both drivers make, given SQL for the arguments that vary."""
+    return (
+        f"SELECT status FROM purchase({buyer}, {key}, 'fp', {product}, 1, NULL, 1000, "
+        f"{request_id}, interval '1 day', interval '5 s', false)"
+    )
+
+
+PURCHASE_SQL = purchase_call("%s", "%s", "%s", "'bench'")
 INITIAL_STOCK = 10_000_000
 
 
@@ -183,13 +191,10 @@ def ceiling(url: str, clients: int, seconds: float, product: str) -> float:
 
 
 def ours_via_pgbench(url: str, clients: int, seconds: float, product: str) -> float:
-    """PURCHASE_SQL with pgbench as the client: client n buys as buyer-(n+1), as `ours` does.
+    """`ours` with pgbench as the client: client n buys as buyer-(n+1), as `ours` does.
     pgbench does not look at the status, so the orders the run made are counted instead."""
-    statement = (
-        "SELECT status FROM purchase('buyer-' || (:client_id + 1), gen_random_uuid()::text, "
-        f"'fp', '{product}', 1, NULL, 1000, 'bench-pgbench', interval '1 day', "
-        "interval '5 s', false);"
-    )
+    buyer, key = "'buyer-' || (:client_id + 1)", "gen_random_uuid()::text"
+    statement = purchase_call(buyer, key, f"'{product}'", "'bench-pgbench'") + ";"
     before = orders_made_by_pgbench(url)
     rate, processed = pgbench(url, clients, seconds, statement)
     made = orders_made_by_pgbench(url) - before
