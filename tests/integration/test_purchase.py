@@ -476,6 +476,47 @@ async def test_a_product_changed_while_buying_is_decided_as_it_is_now(
         assert response.json()["current_unit_price_cents"] == 1500
 
 
+async def test_buyers_of_one_product_queue_on_its_queue_lock(
+    client: httpx.AsyncClient, catalog_database_url: str
+) -> None:
+    """purchase() takes the product's queue lock just before its stock UPDATE (migration
+    0016): a purchase waits for whoever holds it, with its other rows written but the stock
+    untouched, and completes when it is released."""
+    url = catalog_database_url
+    product = new_product(url, stock=5)
+    fund(url, "queuer", 10_000)
+    key = uuid.uuid4().hex
+    ((queue_key,),) = sql(url, "SELECT purchase_queue_key(%s)", product)
+    lock_id = ((queue_key >> 32) & 0xFFFFFFFF, queue_key & 0xFFFFFFFF)
+    with psycopg.connect(url) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(purchase_queue_key(%s))", [product])
+        request = asyncio.create_task(
+            client.post(
+                "/purchases",
+                json={"product_id": product, "quantity": 1},
+                headers=headers("queuer", key),
+            )
+        )
+        for _ in range(250):
+            waiting = sql(
+                url,
+                "SELECT a.query FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                "WHERE l.locktype = 'advisory' AND NOT l.granted "
+                "AND l.classid = %s AND l.objid = %s",
+                *lock_id,
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.02)
+        assert waiting and "purchase(" in waiting[0][0], "no purchase waited for the queue lock"
+        assert not request.done()
+        assert sql(url, "SELECT stock FROM products WHERE id = %s", product) == [(5,)]
+        holder.commit()
+    response = await request
+    assert response.status_code == 201, response.text
+    assert sql(url, "SELECT stock, sold_count FROM products WHERE id = %s", product) == [(4, 1)]
+
+
 async def test_a_key_claimed_yesterday_is_still_found(
     client: httpx.AsyncClient, catalog_database_url: str
 ) -> None:
