@@ -121,7 +121,9 @@ async def drive(
     seconds: float,
     products: list[str],
     step: Callable[[psycopg.AsyncConnection[Any], str, str], Awaitable[None]],
-) -> tuple[float, list[float]]:
+) -> tuple[float, list[float], float]:
+    """Purchases per second, each one's latency in ms, and the CPU this Python client spent
+    meanwhile, in cores: the database shares the machine's cores with it."""
     vacuum(url)
     connections = [
         await psycopg.AsyncConnection.connect(url, autocommit=True) for _ in range(clients)
@@ -137,12 +139,13 @@ async def drive(
             await step(conn, buyer, products[rng.randrange(len(products))])
             latencies.append((time.perf_counter() - started) * 1000)
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     await asyncio.gather(*(client(index) for index in range(clients)))
     elapsed = time.perf_counter() - started
+    client_cores = (time.process_time() - cpu_started) / elapsed
     for conn in connections:
         await conn.close()
-    return len(latencies) / elapsed, latencies
+    return len(latencies) / elapsed, latencies, client_cores
 
 
 def vacuum(url: str) -> None:
@@ -245,6 +248,7 @@ class Cell:
     clients: int
     ours: list[float] = field(default_factory=list)
     ours_latencies: list[float] = field(default_factory=list)
+    ours_client_cores: list[float] = field(default_factory=list)
     for_update: list[float] = field(default_factory=list)
     for_update_latencies: list[float] = field(default_factory=list)
     ours_via_pgbench: list[float] = field(default_factory=list)
@@ -257,6 +261,7 @@ class Cell:
             self.scenario,
             str(self.clients),
             rate_cell(ours, self.ours_latencies),
+            f"{statistics.median(self.ours_client_cores):.2f}",
             rate_cell(fu, self.for_update_latencies),
             f"{vs_fu:.2f}×",
         ]
@@ -287,10 +292,13 @@ def main() -> None:
             for clients in (8, 32):
                 cell = Cell(scenario, clients)
                 for _ in range(args.rounds):
-                    rate, latencies = asyncio.run(drive(url, clients, args.seconds, pool, ours))
+                    rate, latencies, client_cores = asyncio.run(
+                        drive(url, clients, args.seconds, pool, ours)
+                    )
                     cell.ours.append(rate)
                     cell.ours_latencies += latencies
-                    rate, latencies = asyncio.run(
+                    cell.ours_client_cores.append(client_cores)
+                    rate, latencies, _ = asyncio.run(
                         drive(url, clients, args.seconds, pool, for_update)
                     )
                     cell.for_update.append(rate)
@@ -321,11 +329,14 @@ def main() -> None:
         "Ratios are the median of each round's ratio (range in "
         "brackets): ours, FOR UPDATE and the ceiling run back to back in every round. "
         "*ours via pgbench*: the same `purchase()` call with pgbench as the client instead of "
-        "Python (every transaction it counted made an order), run just before the ceiling.",
+        "Python (every transaction it counted made an order), run just before the ceiling. "
+        f"*client CPU*: the cores the Python client itself used during *ours* (median; the "
+        f"machine has {os.cpu_count()}, shared with the database), which pgbench as the client "
+        "does not take.",
         "",
-        "| scenario | clients | ours | FOR UPDATE | ours / FOR UPDATE | pgbench ceiling "
-        "| ours / ceiling | ours via pgbench / ceiling |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | clients | ours | client CPU | FOR UPDATE | ours / FOR UPDATE "
+        "| pgbench ceiling | ours / ceiling | ours via pgbench / ceiling |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(cell.row() for cell in cells),
         "",
         f"Oversold units across every run: {sold_over}.",
