@@ -412,16 +412,21 @@ async def test_a_killed_connection_mid_purchase_is_retried_once(
     assert failures(url, key) == []
 
 
-async def wait_for_lock_wait(url: str) -> None:
+async def rows_within_5_s(url: str, statement: str, *args: Any) -> Any:
+    """The statement's rows once it returns any, polled for up to 5 s; [] if it never does."""
     for _ in range(250):
-        if sql(
-            url,
-            "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%%FROM purchase(%%' "
-            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
-        ):
-            return
+        if rows := sql(url, statement, *args):
+            return rows
         await asyncio.sleep(0.02)
-    raise AssertionError("the purchase never waited for the product's row lock")
+    return []
+
+
+async def wait_for_lock_wait(url: str) -> None:
+    assert await rows_within_5_s(
+        url,
+        "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%%FROM purchase(%%' "
+        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+    ), "the purchase never waited for the product's row lock"
 
 
 @pytest.mark.parametrize(
@@ -486,8 +491,6 @@ async def test_buyers_of_one_product_queue_on_its_queue_lock(
     product = new_product(url, stock=5)
     fund(url, "queuer", 10_000)
     key = uuid.uuid4().hex
-    ((queue_key,),) = sql(url, "SELECT purchase_queue_key(%s)", product)
-    lock_id = ((queue_key >> 32) & 0xFFFFFFFF, queue_key & 0xFFFFFFFF)
     with psycopg.connect(url) as holder:
         holder.execute("SELECT pg_advisory_xact_lock(purchase_queue_key(%s))", [product])
         request = asyncio.create_task(
@@ -497,17 +500,14 @@ async def test_buyers_of_one_product_queue_on_its_queue_lock(
                 headers=headers("queuer", key),
             )
         )
-        for _ in range(250):
-            waiting = sql(
-                url,
-                "SELECT a.query FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-                "WHERE l.locktype = 'advisory' AND NOT l.granted "
-                "AND l.classid = %s AND l.objid = %s",
-                *lock_id,
-            )
-            if waiting:
-                break
-            await asyncio.sleep(0.02)
+        # pg_locks shows a bigint advisory key as its high (classid) and low (objid) halves.
+        waiting = await rows_within_5_s(
+            url,
+            "SELECT a.query FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+            "WHERE l.locktype = 'advisory' AND NOT l.granted "
+            "AND (l.classid::bigint << 32 | l.objid::bigint) = purchase_queue_key(%s)",
+            product,
+        )
         assert waiting and "purchase(" in waiting[0][0], "no purchase waited for the queue lock"
         assert not request.done()
         assert sql(url, "SELECT stock FROM products WHERE id = %s", product) == [(5,)]
