@@ -134,3 +134,45 @@ def test_purchase_key_lookup_opens_no_partition_created_ahead(large_catalog: str
     assert lookups, plans
     scanned = set(re.findall(r"on (idempotency_keys_\d{8})", lookups[0]))
     assert 1 <= len(scanned) <= 3, lookups[0]
+
+
+SCALAR_SQL_FUNCTIONS = """
+SELECT p.proname, array(SELECT format_type(t, NULL) FROM unnest(p.proargtypes) AS t)
+FROM pg_proc p
+WHERE p.pronamespace = 'public'::regnamespace AND NOT p.proretset
+  AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'sql')
+ORDER BY p.proname
+"""
+
+# Not inlined, and left so: STRICT with a body that is not (a CASE), called once per search
+# request, and the search passes it websearch_to_tsquery(...), too costly an argument to be
+# copied into a body that reads it three times, so it would not be inlined there anyway.
+NOT_INLINED = {"single_lexeme"}
+
+
+def test_scalar_sql_functions_inline_into_generic_plans(module_database_url: str) -> None:
+    """A scalar SQL function the planner does not inline runs through fmgr_sql, which parses,
+    analyses and plans its body again in every statement that calls it. purchase_queue_key
+    was one (IMMUTABLE, with a body only STABLE: `text || uuid`), called by every purchase
+    (migration 0017). Checked on generic plans, where the arguments are parameters, so that a
+    call with constants folding away cannot hide it."""
+    with psycopg.connect(module_database_url, autocommit=True) as conn:
+        functions = conn.execute(SCALAR_SQL_FUNCTIONS).fetchall()
+        assert functions, "no SQL functions found"
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        not_inlined = []
+        for name, argument_types in functions:
+            if name in NOT_INLINED:
+                continue
+            parameters = ", ".join(f"${n}" for n in range(1, len(argument_types) + 1))
+            conn.execute(
+                f"PREPARE inline_check ({', '.join(argument_types)}) AS "
+                f"SELECT {name}({parameters})".encode()
+            )
+            nulls = ", ".join("NULL" for _ in argument_types)
+            rows = conn.execute(f"EXPLAIN VERBOSE EXECUTE inline_check ({nulls})".encode())
+            text = "\n".join(row[0] for row in rows)
+            conn.execute("DEALLOCATE inline_check")
+            if f"{name}(" in text:
+                not_inlined.append(f"{name}: {text}")
+    assert not not_inlined, "\n".join(not_inlined)
