@@ -1,0 +1,58 @@
+"""bench/purchase/handover's reading of a scheduler trace, on a hand-written one."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.purchase.handover import handover_cycles, parse, preemptions, summary_rows
+
+
+def switch(at: str, prev: str, prev_pid: int, state: str, nxt: str, next_pid: int) -> str:
+    return (
+        f"{prev} {prev_pid} [001] {at}: sched:sched_switch: prev_comm={prev} "
+        f"prev_pid={prev_pid} prev_prio=120 prev_state={state} ==> next_comm={nxt} "
+        f"next_pid={next_pid} next_prio=120"
+    )
+
+
+def wakeup(at: str, waker: str, waker_pid: int, target: str, target_pid: int) -> str:
+    return (
+        f"{waker} {waker_pid} [000] {at}: sched:sched_wakeup: comm={target} "
+        f"pid={target_pid} prio=120 target_cpu=001"
+    )
+
+
+TRACE = [
+    switch("1.000000", "postgres", 102, "S", "swapper/1", 0),  # B queues
+    switch("1.000000", "postgres", 103, "S", "swapper/1", 0),  # C queues
+    wakeup("1.001000", "postgres", 101, "postgres", 102),  # A grants B
+    switch("1.001050", "swapper/1", 0, "R", "postgres", 102),  # B on a CPU
+    switch("1.001100", "postgres", 102, "R", "python", 200),  # python takes it
+    switch("1.001150", "postgres", 104, "S", "swapper/0", 0),  # D sleeps briefly
+    switch("1.001300", "python", 200, "S", "postgres", 102),  # B back
+    wakeup("1.001350", "postgres", 102, "postgres", 104),  # not a grant: 200 µs asleep
+    wakeup("1.001360", "postgres", 102, "python", 200),  # not a backend
+    "postgres 102 [001] 1.001400: syscalls:sys_enter_fdatasync: fd: 0x0000003d",
+    "postgres 102 [001] 1.001550: syscalls:sys_exit_fdatasync: 0x0",
+    wakeup("1.001600", "postgres", 102, "postgres", 103),  # B grants C
+    "postgres 103 [000] 1.001700: syscalls:sys_enter_fdatasync: fd: 0x0000003d",  # C unfinished
+]
+
+
+def test_one_cycle_split_into_its_phases() -> None:
+    cycles = handover_cycles(parse(TRACE))
+    assert len(cycles) == 1
+    phases = {name: median for name, median, _ in summary_rows(cycles)}
+    assert phases == {
+        "granted → on a CPU": pytest.approx(50),
+        "on a CPU → WAL flush": pytest.approx(350),
+        "… of which runnable, off the CPU": pytest.approx(200),
+        "WAL flush (fdatasync)": pytest.approx(150),
+        "flush → next buyer granted": pytest.approx(50),
+        "whole cycle": pytest.approx(600),
+    }
+    assert preemptions(cycles) == {"python": 1}
+
+
+def test_lines_that_are_not_events_are_skipped() -> None:
+    assert parse(["", "# perf header", "garbage line"]) == []
