@@ -37,7 +37,7 @@ from bench.purchase.run import drive, ours, ours_via_pgbench, prepare
 from bench.report import provenance
 
 CLIENTS = 8
-GRANT_SLEEP_US = 300.0
+GRANT_SLEEP_US = 300.0  # buyers queue for milliseconds; LWLock waits are mostly shorter
 TRACEPOINTS = (
     "sched:sched_wakeup",
     "sched:sched_switch",
@@ -72,8 +72,10 @@ class Cycle:
     flush_end: float | None = None
     next_granted: float | None = None
     runnable_off_cpu: float = 0.0
+    asleep: float = 0.0
     preempted_by: Counter[str] = field(default_factory=Counter)
-    preempted_since: float | None = None
+    off_cpu_since: float | None = None
+    off_cpu_runnable: bool = False
 
     def complete(self) -> bool:
         return None not in (self.running, self.flush_start, self.flush_end, self.next_granted)
@@ -111,15 +113,20 @@ def handover_cycles(events: list[Event], backend: str = "postgres") -> list[Cycl
                 slept_since[previous] = event.at_us
             leaving = holders.get(previous)
             if leaving and leaving.running is not None and leaving.flush_start is None:
-                if state.startswith("R"):
-                    leaving.preempted_since = event.at_us
+                leaving.off_cpu_since = event.at_us
+                leaving.off_cpu_runnable = state.startswith("R")
+                if leaving.off_cpu_runnable:
                     leaving.preempted_by[next_comm] += 1
             entering = holders.get(following)
             if entering and entering.running is None:
                 entering.running = event.at_us
-            elif entering and entering.preempted_since is not None:
-                entering.runnable_off_cpu += event.at_us - entering.preempted_since
-                entering.preempted_since = None
+            elif entering and entering.off_cpu_since is not None:
+                away = event.at_us - entering.off_cpu_since
+                if entering.off_cpu_runnable:
+                    entering.runnable_off_cpu += away
+                else:
+                    entering.asleep += away
+                entering.off_cpu_since = None
         elif event.name == "sched:sched_wakeup" and event.comm == backend:
             target_match = _WAKEUP_TARGET.search(event.detail)
             if target_match is None:
@@ -130,6 +137,9 @@ def handover_cycles(events: list[Event], backend: str = "postgres") -> list[Cycl
                 continue
             if event.at_us - slept <= GRANT_SLEEP_US:
                 continue
+            current = holders.get(target)
+            if current and current.flush_end is None and event.at_us - current.granted < 10_000:
+                continue  # a holder woken from a long wait for something else (an LWLock)
             holder = holders.pop(event.pid, None)
             if holder is not None and holder.flush_end is not None:
                 holder.next_granted = event.at_us
@@ -158,6 +168,7 @@ PHASES: list[tuple[str, Callable[[Cycle], float]]] = [
     ("granted → on a CPU", _span("granted", "running")),
     ("on a CPU → WAL flush", _span("running", "flush_start")),
     ("… of which runnable, off the CPU", lambda cycle: cycle.runnable_off_cpu),
+    ("… of which asleep (a lock, I/O)", lambda cycle: cycle.asleep),
     ("WAL flush (fdatasync)", _span("flush_start", "flush_end")),
     ("flush → next buyer granted", _span("flush_end", "next_granted")),
     ("whole cycle", _span("granted", "next_granted")),

@@ -32,6 +32,8 @@ TRACE = [
     switch("1.001300", "python", 200, "S", "postgres", 102),  # B back
     wakeup("1.001350", "postgres", 102, "postgres", 104),  # not a grant: 200 µs asleep
     wakeup("1.001360", "postgres", 102, "python", 200),  # not a backend
+    switch("1.001365", "postgres", 102, "S", "swapper/1", 0),  # B waits for an LWLock
+    switch("1.001395", "swapper/1", 0, "R", "postgres", 102),  # 30 µs later it has it
     "postgres 102 [001] 1.001400: syscalls:sys_enter_fdatasync: fd: 0x0000003d",
     "postgres 102 [001] 1.001550: syscalls:sys_exit_fdatasync: 0x0",
     wakeup("1.001600", "postgres", 102, "postgres", 103),  # B grants C
@@ -47,6 +49,7 @@ def test_one_cycle_split_into_its_phases() -> None:
         "granted → on a CPU": pytest.approx(50),
         "on a CPU → WAL flush": pytest.approx(350),
         "… of which runnable, off the CPU": pytest.approx(200),
+        "… of which asleep (a lock, I/O)": pytest.approx(30),
         "WAL flush (fdatasync)": pytest.approx(150),
         "flush → next buyer granted": pytest.approx(50),
         "whole cycle": pytest.approx(600),
