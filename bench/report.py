@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 
 
@@ -19,3 +20,11 @@ def provenance(command: str, *, setup: str = "") -> list[str]:
         f"Machine: {machine}{f' · {setup}' if setup else ''}  ",
         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
     ]
+
+
+def database_command(module: str) -> str:
+    """How this run was started, for a benchmark that takes its server from DATABASE_URL:
+    `DATABASE_URL=... python -m <module> <arguments>` (without the prefix when unset)."""
+    url = os.environ.get("DATABASE_URL")
+    prefix = f"DATABASE_URL={url} " if url else ""
+    return f"{prefix}python -m {module} {' '.join(sys.argv[1:])}".strip()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import shutil
 import statistics
@@ -34,7 +33,7 @@ from pathlib import Path
 
 from bench.database import admin_url
 from bench.purchase.run import drive, ours, ours_via_pgbench, prepare
-from bench.report import provenance
+from bench.report import database_command, provenance
 
 CLIENTS = 8
 GRANT_SLEEP_US = 300.0  # buyers queue for milliseconds; LWLock waits are mostly shorter
@@ -257,12 +256,11 @@ def main() -> None:
         pgbench_rate, pgbench_cycles = trace(
             traced, traced, lambda: ours_via_pgbench(url, CLIENTS, args.seconds, hot)
         )
-    prefix = f"DATABASE_URL={os.environ['DATABASE_URL']} " if os.environ.get("DATABASE_URL") else ""
     lines = [
         "# Hot product hand-over, traced",
         "",
         *provenance(
-            f"{prefix}python -m bench.purchase.handover {' '.join(sys.argv[1:])}",
+            database_command("bench.purchase.handover"),
             setup="PostgreSQL on the same machine",
         ),
         "",

@@ -42,7 +42,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from bench.database import admin_url, fresh_database
-from bench.report import provenance
+from bench.report import database_command, provenance
 from gateway.democatalog import seed_catalog
 
 
@@ -311,12 +311,11 @@ def main() -> None:
                 print(cell.row(), flush=True)
                 cells.append(cell)
         sold_over = oversold(url)
-    prefix = f"DATABASE_URL={os.environ['DATABASE_URL']} " if os.environ.get("DATABASE_URL") else ""
     lines = [
         "# Purchase benchmark",
         "",
         *provenance(
-            f"{prefix}python -m bench.purchase.run {' '.join(sys.argv[1:])}",
+            database_command("bench.purchase.run"),
             setup="PostgreSQL on the same machine",
         ),
         "",

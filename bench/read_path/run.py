@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,7 +26,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from bench.database import admin_url
-from bench.report import provenance
+from bench.report import database_command, provenance
 from edgemart.homepage import HOME_SQL, SNAPSHOT_SQL, STORE_SNAPSHOT_SQL
 from edgemart.migrate import apply_migrations
 from functions.search.app import SearchParams, search_rows
@@ -260,9 +258,7 @@ def main() -> None:
             print(f"measured {size:,}", flush=True)
             if size == max(sizes):
                 refresh = asyncio.run(home_during_refresh(url))
-    prefix = f"DATABASE_URL={os.environ['DATABASE_URL']} " if os.environ.get("DATABASE_URL") else ""
-    command = f"{prefix}python -m bench.read_path.run " + " ".join(sys.argv[1:])
-    text = report(results, refresh, command.strip())
+    text = report(results, refresh, database_command("bench.read_path.run"))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "RESULTS.md").write_text(text)
     plot(results, args.out / "latency.png")
