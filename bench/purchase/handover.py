@@ -13,7 +13,11 @@ its locks. The trace marks a grant as a wake-up, by a backend, of a backend that
 for over 300 µs (buyers queue for milliseconds); `perf record` on the sched_switch and
 sched_wakeup tracepoints and on fdatasync gives the rest. While a holder is between its start
 and its flush, time it spends runnable but off the CPU, and who took the CPU from it, show
-what the other processes on the machine cost the lock's hand-over.
+what the other processes on the machine cost the lock's hand-over; for each such
+preemption, the process that woke the one taking the CPU, and whether the scheduler queued it
+on its waker's CPU or on another (the holder's). pgbench runs twice: back to back, and with a
+pause before each purchase about as long as the Python client takes to answer, to tell the
+client's slower answer from the way it wakes the backends.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ from bench.purchase.run import drive, ours, ours_via_pgbench, prepare
 from bench.report import database_command, provenance
 
 CLIENTS = 8
+# About as long as the Python client leaves a backend waiting for its next request (the
+# sleep this tool reports for the backends that take the holder's CPU).
+THINK_US = 100
 GRANT_SLEEP_US = 300.0  # buyers queue for milliseconds; LWLock waits are mostly shorter
 TRACEPOINTS = (
     "sched:sched_wakeup",
@@ -44,12 +51,13 @@ TRACEPOINTS = (
     "syscalls:sys_exit_fdatasync",
 )
 
-_LINE = re.compile(r"^\s*(\S+)\s+(\d+)\s+\[\d+\]\s+([\d.]+):\s+(\S+):\s*(.*)$")
+_LINE = re.compile(r"^\s*(\S+)\s+(\d+)\s+\[(\d+)\]\s+([\d.]+):\s+(\S+):\s*(.*)$")
 _SWITCH = re.compile(
     r"prev_comm=\S+ prev_pid=(\d+) prev_prio=\d+ prev_state=(\S+) ==> "
     r"next_comm=(\S+) next_pid=(\d+)"
 )
 _WAKEUP_TARGET = re.compile(r" pid=(\d+)")
+_WAKEUP_CPU = re.compile(r" target_cpu=(\d+)")
 
 
 @dataclass
@@ -57,6 +65,7 @@ class Event:
     at_us: float
     comm: str
     pid: int
+    cpu: int
     name: str
     detail: str
 
@@ -73,6 +82,7 @@ class Cycle:
     runnable_off_cpu: float = 0.0
     asleep: float = 0.0
     preempted_by: Counter[str] = field(default_factory=Counter)
+    preemptors_slept: list[float] = field(default_factory=list)  # µs, before their wake-up
     off_cpu_since: float | None = None
     off_cpu_runnable: bool = False
 
@@ -86,8 +96,8 @@ def parse(lines: Iterable[str]) -> list[Event]:
     for line in lines:
         match = _LINE.match(line)
         if match:
-            comm, pid, seconds, name, detail = match.groups()
-            events.append(Event(float(seconds) * 1e6, comm, int(pid), name, detail))
+            comm, pid, cpu, seconds, name, detail = match.groups()
+            events.append(Event(float(seconds) * 1e6, comm, int(pid), int(cpu), name, detail))
     return events
 
 
@@ -95,6 +105,7 @@ def handover_cycles(events: list[Event], backend: str = "postgres") -> list[Cycl
     """The complete hand-over cycles in a trace (see the module docstring)."""
     backends = {event.pid for event in events if event.comm == backend}
     slept_since: dict[int, float] = {}
+    woken_by: dict[int, tuple[str, float | None]] = {}  # pid → wake_placement, µs asleep
     holders: dict[int, Cycle] = {}
     cycles: list[Cycle] = []
     for event in events:
@@ -115,7 +126,10 @@ def handover_cycles(events: list[Event], backend: str = "postgres") -> list[Cycl
                 leaving.off_cpu_since = event.at_us
                 leaving.off_cpu_runnable = state.startswith("R")
                 if leaving.off_cpu_runnable:
-                    leaving.preempted_by[next_comm] += 1
+                    placement, slept_us = woken_by.get(following, ("", None))
+                    leaving.preempted_by[f"{next_comm} {placement}".strip()] += 1
+                    if slept_us is not None:
+                        leaving.preemptors_slept.append(slept_us)
             entering = holders.get(following)
             if entering and entering.running is None:
                 entering.running = event.at_us
@@ -126,11 +140,18 @@ def handover_cycles(events: list[Event], backend: str = "postgres") -> list[Cycl
                 else:
                     entering.asleep += away
                 entering.off_cpu_since = None
-        elif event.name == "sched:sched_wakeup" and event.comm == backend:
+        elif event.name == "sched:sched_wakeup":
             target_match = _WAKEUP_TARGET.search(event.detail)
             if target_match is None:
                 continue
             target = int(target_match[1])
+            asleep_since = slept_since.get(target)
+            woken_by[target] = (
+                wake_placement(event),
+                None if asleep_since is None else event.at_us - asleep_since,
+            )
+            if event.comm != backend:
+                continue
             slept = slept_since.get(target)
             if target == event.pid or target not in backends or slept is None:
                 continue
@@ -154,6 +175,13 @@ def handover_cycles(events: list[Event], backend: str = "postgres") -> list[Cycl
             if holder and holder.flush_start is not None and holder.flush_end is None:
                 holder.flush_end = event.at_us
     return cycles
+
+
+def wake_placement(wakeup: Event) -> str:
+    """Who woke a task, and whether the scheduler queued it on the waker's own CPU."""
+    cpu = _WAKEUP_CPU.search(wakeup.detail)
+    where = "its CPU" if cpu is not None and int(cpu[1]) == wakeup.cpu else "another CPU"
+    return f"(woken by {wakeup.comm} onto {where})"
 
 
 def _span(start: str, end: str) -> Callable[[Cycle], float]:
@@ -232,7 +260,14 @@ def section(title: str, rate: float, cycles: list[Cycle]) -> list[str]:
     ]
     taken = preemptions(cycles)
     who = ", ".join(f"{comm} {count / len(cycles):.2f}" for comm, count in taken.most_common(3))
-    lines += ["", f"Holder's CPU taken before its flush, per cycle: {who or 'never'}.", ""]
+    lines += ["", f"Holder's CPU taken before its flush, per cycle: {who or 'never'}."]
+    slept = [us for cycle in cycles for us in cycle.preemptors_slept]
+    if slept:
+        lines.append(
+            f"The process that took it had slept a median {statistics.median(slept):,.0f} µs "
+            "before it was woken."
+        )
+    lines.append("")
     return lines
 
 
@@ -256,6 +291,11 @@ def main() -> None:
         pgbench_rate, pgbench_cycles = trace(
             traced, traced, lambda: ours_via_pgbench(url, CLIENTS, args.seconds, hot)
         )
+        paused_rate, paused_cycles = trace(
+            traced,
+            traced,
+            lambda: ours_via_pgbench(url, CLIENTS, args.seconds, hot, think_us=THINK_US),
+        )
     lines = [
         "# Hot product hand-over, traced",
         "",
@@ -270,6 +310,11 @@ def main() -> None:
         "",
         *section("Python client (as bench/purchase's *ours*)", python_rate, python_cycles),
         *section("pgbench as the client", pgbench_rate, pgbench_cycles),
+        *section(
+            f"pgbench as the client, pausing {THINK_US} µs before each purchase",
+            paused_rate,
+            paused_cycles,
+        ),
     ]
     text = "\n".join(lines)
     args.out.write_text(text)

@@ -154,13 +154,16 @@ def vacuum(url: str) -> None:
         conn.execute("VACUUM products, wallets")
 
 
-def pgbench(url: str, clients: int, seconds: float, statement: str) -> tuple[float, int]:
+def pgbench(
+    url: str, clients: int, seconds: float, statement: str, think_us: int = 0
+) -> tuple[float, int]:
     """Transactions per second and transactions processed, each client running `statement`
-    (prepared) back to back; `:client_id` numbers the clients from 0."""
+    (prepared) back to back, or `think_us` apart; `:client_id` numbers the clients from 0."""
     vacuum(url)
     params = conninfo_to_dict(url)
     script = Path(tempfile.mkdtemp()) / "script.sql"
-    script.write_text(statement + "\n")
+    pause = f"\\sleep {think_us} us\n" if think_us else ""
+    script.write_text(pause + statement + "\n")
     command = [
         "pgbench",
         "-n",
@@ -193,13 +196,15 @@ def ceiling(url: str, clients: int, seconds: float, product: str) -> float:
     return pgbench(url, clients, seconds, statement)[0]
 
 
-def ours_via_pgbench(url: str, clients: int, seconds: float, product: str) -> float:
+def ours_via_pgbench(
+    url: str, clients: int, seconds: float, product: str, think_us: int = 0
+) -> float:
     """`ours` with pgbench as the client: client n buys as buyer-(n+1), as `ours` does.
     pgbench does not look at the status, so the orders the run made are counted instead."""
     buyer, key = "'buyer-' || (:client_id + 1)", "gen_random_uuid()::text"
     statement = purchase_call(buyer, key, f"'{product}'", "'bench-pgbench'") + ";"
     before = orders_made_by_pgbench(url)
-    rate, processed = pgbench(url, clients, seconds, statement)
+    rate, processed = pgbench(url, clients, seconds, statement, think_us)
     made = orders_made_by_pgbench(url) - before
     if made != processed:
         raise RuntimeError(f"pgbench ran {processed} purchases but {made} orders were made")

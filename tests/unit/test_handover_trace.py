@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from bench.purchase.handover import handover_cycles, parse, preemptions, summary_rows
+from bench.purchase.handover import (
+    handover_cycles,
+    parse,
+    preemptions,
+    summary_rows,
+    wake_placement,
+)
 
 
 def switch(at: str, prev: str, prev_pid: int, state: str, nxt: str, next_pid: int) -> str:
@@ -15,9 +21,11 @@ def switch(at: str, prev: str, prev_pid: int, state: str, nxt: str, next_pid: in
     )
 
 
-def wakeup(at: str, waker: str, waker_pid: int, target: str, target_pid: int) -> str:
+def wakeup(
+    at: str, waker: str, waker_pid: int, target: str, target_pid: int, waker_cpu: str = "000"
+) -> str:
     return (
-        f"{waker} {waker_pid} [000] {at}: sched:sched_wakeup: comm={target} "
+        f"{waker} {waker_pid} [{waker_cpu}] {at}: sched:sched_wakeup: comm={target} "
         f"pid={target_pid} prio=120 target_cpu=001"
     )
 
@@ -25,8 +33,10 @@ def wakeup(at: str, waker: str, waker_pid: int, target: str, target_pid: int) ->
 TRACE = [
     switch("1.000000", "postgres", 102, "S", "swapper/1", 0),  # B queues
     switch("1.000000", "postgres", 103, "S", "swapper/1", 0),  # C queues
+    switch("1.001000", "python", 200, "S", "swapper/0", 0),  # the client waits
     wakeup("1.001000", "postgres", 101, "postgres", 102),  # A grants B
     switch("1.001050", "swapper/1", 0, "R", "postgres", 102),  # B on a CPU
+    wakeup("1.001090", "postgres", 104, "python", 200),  # queued on B's CPU, not D's
     switch("1.001100", "postgres", 102, "R", "python", 200),  # python takes it
     switch("1.001150", "postgres", 104, "S", "swapper/0", 0),  # D sleeps briefly
     switch("1.001300", "python", 200, "S", "postgres", 102),  # B back
@@ -54,7 +64,19 @@ def test_one_cycle_split_into_its_phases() -> None:
         "flush → next buyer granted": pytest.approx(50),
         "whole cycle": pytest.approx(600),
     }
-    assert preemptions(cycles) == {"python": 1}
+    assert preemptions(cycles) == {"python (woken by postgres onto another CPU)": 1}
+    assert cycles[0].preemptors_slept == [pytest.approx(90)]  # python slept from 1.001000
+
+
+def test_a_wakeup_onto_the_wakers_own_cpu_is_told_apart() -> None:
+    here, there = parse(
+        [
+            wakeup("1.0", "python", 200, "postgres", 102, waker_cpu="001"),
+            wakeup("1.0", "python", 200, "postgres", 102, waker_cpu="000"),
+        ]
+    )
+    assert wake_placement(here) == "(woken by python onto its CPU)"
+    assert wake_placement(there) == "(woken by python onto another CPU)"
 
 
 def test_lines_that_are_not_events_are_skipped() -> None:
