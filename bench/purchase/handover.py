@@ -152,10 +152,9 @@ def handover_cycles(events: list[Event], backend: str = "postgres") -> list[Cycl
             )
             if event.comm != backend:
                 continue
-            slept = slept_since.get(target)
-            if target == event.pid or target not in backends or slept is None:
+            if target == event.pid or target not in backends or asleep_since is None:
                 continue
-            if event.at_us - slept <= GRANT_SLEEP_US:
+            if event.at_us - asleep_since <= GRANT_SLEEP_US:
                 continue
             current = holders.get(target)
             if current and current.flush_end is None and event.at_us - current.granted < 10_000:
