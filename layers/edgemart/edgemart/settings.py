@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgemart import __version__
+from edgemart.currencies import ISO_4217_CODES
 from edgemart.errors import EdgemartError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -60,12 +61,23 @@ class Settings:
     circuit_open_timeout_s: float = 30.0
     cursor_secret: str | None = None
     search_trending_period_s: int = 3600
+    # A popular search is listed once this many distinct clients searched it (anti-spam).
+    popular_search_min_clients: int = 5
+    # Server-side bound on one search's statements (a search that takes longer is refused).
+    search_statement_timeout_ms: int = 1000
     jwt_secret: str | None = None
     jwt_jwks_url: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    # Clock skew allowed on `exp`/`nbf`/`iat`, and an optional cap on how far ahead `exp` may lie.
+    jwt_leeway_s: float = 0.0
+    jwt_max_token_lifetime_s: int | None = None
+    # JWKS keys are fetched again at least this often (sooner when Cache-Control says so).
+    jwt_jwks_max_age_s: int = 300
     kill_switch_cooldown_s: int = 60
     platform_fee_basis_points: int = 1000
+    # ISO 4217 code of the one currency every listing, wallet and order of this marketplace uses.
+    marketplace_currency: str = "USD"
     idempotency_key_ttl_s: int = 86_400
     idempotency_key_wait_s: float = 5.0
     idempotency_retention_s: int = 86_400
@@ -140,15 +152,29 @@ class Settings:
             search_trending_period_s=env.integer(
                 "SEARCH_TRENDING_PERIOD_S", defaults.search_trending_period_s, low=60
             ),
+            popular_search_min_clients=env.integer(
+                "POPULAR_SEARCH_MIN_CLIENTS", defaults.popular_search_min_clients, low=1
+            ),
+            search_statement_timeout_ms=env.integer(
+                "SEARCH_STATEMENT_TIMEOUT_MS", defaults.search_statement_timeout_ms, low=1
+            ),
             jwt_secret=env.text("JWT_SECRET"),
             jwt_jwks_url=env.text("JWT_JWKS_URL"),
             jwt_issuer=env.text("JWT_ISSUER"),
             jwt_audience=env.text("JWT_AUDIENCE"),
+            jwt_leeway_s=env.number("JWT_LEEWAY_S", defaults.jwt_leeway_s, high=300.0),
+            jwt_max_token_lifetime_s=env.optional_integer("JWT_MAX_TOKEN_LIFETIME_S", low=1),
+            jwt_jwks_max_age_s=env.integer(
+                "JWT_JWKS_MAX_AGE_S", defaults.jwt_jwks_max_age_s, low=10
+            ),
             kill_switch_cooldown_s=env.integer(
                 "KILL_SWITCH_COOLDOWN_S", defaults.kill_switch_cooldown_s, low=0
             ),
             platform_fee_basis_points=env.integer(
-                "PLATFORM_FEE_BPS", defaults.platform_fee_basis_points, low=0
+                "PLATFORM_FEE_BPS", defaults.platform_fee_basis_points, low=0, high=10_000
+            ),
+            marketplace_currency=env.currency(
+                "MARKETPLACE_CURRENCY", defaults.marketplace_currency
             ),
             idempotency_key_ttl_s=env.integer(
                 "IDEMPOTENCY_KEY_TTL_S", defaults.idempotency_key_ttl_s, low=60
@@ -193,17 +219,35 @@ class _Env:
         text = self.text(name)
         return Path(text) if text else None
 
-    def integer(self, name: str, default: int, *, low: int | None = None) -> int:
+    def integer(
+        self, name: str, default: int, *, low: int | None = None, high: int | None = None
+    ) -> int:
+        value = self.optional_integer(name, low=low, high=high)
+        return default if value is None else value
+
+    def optional_integer(
+        self, name: str, *, low: int | None = None, high: int | None = None
+    ) -> int | None:
         raw = self.text(name)
         if raw is None:
-            return default
+            return None
         try:
             value = int(raw)
         except ValueError:
             raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
         if low is not None and value < low:
             raise SettingsError(f"{name} must be >= {low}, got {value}")
+        if high is not None and value > high:
+            raise SettingsError(f"{name} must be <= {high}, got {value}")
         return value
+
+    def currency(self, name: str, default: str) -> str:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if raw.upper() not in ISO_4217_CODES:
+            raise SettingsError(f"{name} must be an ISO 4217 currency code, got {raw!r}")
+        return raw.upper()
 
     def number(self, name: str, default: float, *, high: float | None = None) -> float:
         raw = self.text(name)
