@@ -22,6 +22,30 @@ from edgemart.errors import ProblemError
 
 _DIGITS = re.compile(r"-?[0-9]{1,19}")
 
+# One rule for all text that reaches PostgreSQL or a key (API.md "Errors and inputs"): text
+# PostgreSQL cannot store (NUL; an unpaired surrogate, which has no UTF-8 form) is refused
+# everywhere; control characters (C0, DEL, C1) are refused in single-line text, and always in
+# identifiers (ids, slugs, a token's `sub`), where they only ever serve to forge a key.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_CONTROL_OR_UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Multi-line text (descriptions) keeps tab, line feed and carriage return.
+_MULTILINE_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def text_problem(value: str, *, multiline: bool = False) -> str | None:
+    """Why `value` is not acceptable text, or None. Single-line unless `multiline`."""
+    if _UNSTORABLE.search(value):
+        return "must be valid Unicode text without NUL characters"
+    forbidden = _MULTILINE_FORBIDDEN if multiline else _CONTROL_OR_UNSTORABLE
+    if forbidden.search(value):
+        return "must not contain control characters"
+    return None
+
+
+def is_clean_identifier(value: str) -> bool:
+    """No NUL, surrogate or control character: safe as (part of) a key or an id."""
+    return _CONTROL_OR_UNSTORABLE.search(value) is None
+
 
 class ValidationError(ProblemError):
     def __init__(self, errors: list[dict[str, str]]) -> None:
