@@ -86,9 +86,10 @@ def _run_uvicorn(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from gateway.app import create_gateway
+    from gateway.httpserver import server_config
 
     app = create_gateway(Services.from_settings(settings), run_schedules=True)
-    config = uvicorn.Config(app, host=host, port=port, access_log=False, lifespan="on")
+    config = server_config(app, host=host, port=port, access_log=False, lifespan="on")
     uvicorn.Server(config).run()
 
 

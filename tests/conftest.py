@@ -209,12 +209,15 @@ def unused_port() -> int:
 
 @contextmanager
 def serve_in_thread(app: object, *, host: str = "127.0.0.1") -> Iterator[str]:
-    """Serve an ASGI app with uvicorn on a free loopback port in a thread; yields its URL."""
+    """Serve an ASGI app on a free loopback port in a thread, with the server settings
+    `edgemart serve` uses; yields its URL."""
     import uvicorn
+
+    from gateway.httpserver import server_config
 
     port = unused_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")  # type: ignore[arg-type]
+        server_config(app, host=host, port=port, log_level="warning", lifespan="on")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

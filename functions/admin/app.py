@@ -20,7 +20,13 @@ from edgemart.errors import ProblemError
 from edgemart.products import ProductNotFoundError, rfc3339
 from edgemart.requestid import current_request_id
 from edgemart.services import services_of
-from edgemart.validation import ValidationError, json_object, path_uuid
+from edgemart.validation import (
+    ValidationError,
+    is_clean_identifier,
+    json_object,
+    path_text,
+    path_uuid,
+)
 
 SWITCHES = ("purchases", "listings")
 MODES = ("direct", "queued")
@@ -81,7 +87,7 @@ async def switch_document(conn: Connection, name: str) -> Any:
 
 
 def switch_name(request: Request) -> str:
-    name = str(request.path_params["name"])
+    name = path_text(request, "name")
     if name not in SWITCHES:
         raise KillSwitchNotFoundError()
     return name
@@ -100,7 +106,7 @@ async def put_switch(request: Request) -> Response:
     name = switch_name(request)
     body = await json_object(request)
     enabled = body.boolean("enabled", required=True)
-    reason = body.text("reason", max_length=500) or ""
+    reason = body.text("reason", max_length=500, multiline=True) or ""
     body.finish()
     services = services_of(request)
     cooldown = services.settings.kill_switch_cooldown_s
@@ -137,12 +143,12 @@ async def put_switch(request: Request) -> Response:
 
 async def credit_wallet(request: Request) -> Response:
     principal = await admin(request)
-    sub = str(request.path_params["sub"])
-    if not SUBJECT.fullmatch(sub):
+    sub = path_text(request, "sub")
+    if not SUBJECT.fullmatch(sub) or not is_clean_identifier(sub):
         raise ValidationError([{"field": "sub", "location": "path", "message": "is not a subject"}])
     body = await json_object(request)
     amount = body.integer("amount_cents", required=True, low=1, high=1_000_000_000)
-    reason = body.text("reason", max_length=500) or ""
+    reason = body.text("reason", max_length=500, multiline=True) or ""
     body.finish()
     async with services_of(request).primary.connection() as conn, conn.transaction():
         row = await (

@@ -25,15 +25,24 @@ from starlette.routing import Route
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.auth import ForbiddenError, authenticate
 from edgemart.cache import CACHE_RULES, NO_STORE, normalised_query, serve_cached
+from edgemart.currencies import ISO_4217_CODES
 from edgemart.cursor import cursor_key, decode_cursor, encode_cursor, query_fingerprint
 from edgemart.db import Connection
 from edgemart.errors import ProblemError
 from edgemart.products import ProductNotFoundError, product_summary, rfc3339
 from edgemart.services import services_of
-from edgemart.validation import QueryParams, ValidationError, json_object, path_uuid
+from edgemart.validation import (
+    JsonObject,
+    QueryParams,
+    ValidationError,
+    json_object,
+    path_text,
+    path_uuid,
+)
 
 STORE_RULE = CACHE_RULES["store_page"]
 PRODUCT_RULE = CACHE_RULES["product_page"]
+SLUG = re.compile(r"[a-z0-9-]{3,60}")
 
 
 class StoreNotFoundError(ProblemError):
@@ -95,8 +104,17 @@ async def load_store_page(
     }
 
 
+def path_slug(request: Request) -> str:
+    """The store slug in the path: 422 for text no slug can hold, 404 for any other string
+    that is not a slug (no store can have it, so the database is not asked)."""
+    slug = path_text(request, "slug")
+    if not SLUG.fullmatch(slug):
+        raise StoreNotFoundError()
+    return slug
+
+
 async def store_page(request: Request) -> Response:
-    slug = str(request.path_params["slug"])
+    slug = path_slug(request)
     query = QueryParams(request, ("limit", "cursor", "category"))
     limit = query.integer("limit", default=24, low=1, high=50) or 24
     cursor = query.text("cursor", max_length=1000)
@@ -145,8 +163,6 @@ async def product_page(request: Request) -> Response:
     )
 
 
-SLUG = re.compile(r"[a-z0-9-]{3,60}")
-CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 class StoreSlugTakenError(ProblemError):
@@ -177,7 +193,7 @@ async def create_store(request: Request) -> Response:
     body = await json_object(request)
     slug = body.text("slug", required=True, max_length=60, pattern=SLUG)
     name = body.text("name", required=True, min_length=1, max_length=100)
-    description = body.text("description", max_length=2000) or ""
+    description = body.text("description", max_length=2000, multiline=True) or ""
     body.finish()
     sql = (
         "INSERT INTO stores AS s (slug, name, description, owner_sub) VALUES (%s, %s, %s, %s) "
@@ -191,6 +207,18 @@ async def create_store(request: Request) -> Response:
     except UniqueViolation:
         raise StoreSlugTakenError(str(slug)) from None
     return JSONResponse(row["store"] if row else None, status_code=201, headers=NO_STORE)
+
+
+def listing_currency(body: JsonObject, marketplace_currency: str) -> str:
+    """One currency per marketplace: a listing may name it (or leave it out), nothing else."""
+    currency = body.text("currency", min_length=3, max_length=3)
+    if currency is None:
+        return marketplace_currency
+    if currency not in ISO_4217_CODES:
+        body.error("currency", "must be an ISO 4217 currency code")
+    elif currency != marketplace_currency:
+        body.error("currency", f"must be this marketplace's currency, {marketplace_currency}")
+    return currency
 
 
 async def _ensure_listings_enabled(conn: Connection) -> None:
@@ -210,12 +238,12 @@ async def create_product(request: Request) -> Response:
     store_slug = body.text("store_slug", required=True, max_length=60, pattern=SLUG)
     category_id = body.integer("category_id", required=True, low=1, high=2**31 - 1)
     name = body.text("name", required=True, min_length=1, max_length=200)
-    description = body.text("description", max_length=5000) or ""
+    description = body.text("description", max_length=5000, multiline=True) or ""
     price = body.integer("price_cents", required=True, low=1, high=1_000_000_000)
-    currency = body.text("currency", max_length=3, pattern=CURRENCY) or "USD"
+    services = services_of(request)
+    currency = listing_currency(body, services.settings.marketplace_currency)
     stock = body.integer("stock", required=True, low=0, high=1_000_000)
     body.finish()
-    services = services_of(request)
     async with services.primary.connection() as conn:
         await _ensure_listings_enabled(conn)
         store = await (
@@ -261,7 +289,7 @@ async def update_product(request: Request) -> Response:
         "stock": body.integer("stock", low=0, high=1_000_000),
         "is_available": body.boolean("is_available"),
         "name": body.text("name", min_length=1, max_length=200),
-        "description": body.text("description", max_length=5000),
+        "description": body.text("description", max_length=5000, multiline=True),
     }
     body.finish()
     changes = {column: value for column, value in changes.items() if body.has(column)}
@@ -310,7 +338,7 @@ ORDER BY po.created_at DESC, po.id DESC LIMIT %s
 
 async def store_payouts(request: Request) -> Response:
     principal = await authenticate(request)
-    slug = str(request.path_params["slug"])
+    slug = path_slug(request)
     query = QueryParams(request, ("limit", "cursor"))
     limit = query.integer("limit", default=50, low=1, high=100) or 50
     cursor = query.text("cursor", max_length=1000)

@@ -98,7 +98,11 @@ async def test_create_store_validation(
 
 async def test_invalid_json_is_400(seller_client: httpx.AsyncClient) -> None:
     for content in (b"", b"{", b'{"slug": NaN}', b"\xff"):
-        response = await seller_client.post("/stores", content=content, headers=token("dave"))
+        response = await seller_client.post(
+            "/stores",
+            content=content,
+            headers={**token("dave"), "Content-Type": "application/json"},
+        )
         assert response.status_code == 400 and response.json()["code"] == "invalid_json"
 
 

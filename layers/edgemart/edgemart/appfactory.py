@@ -98,6 +98,9 @@ def build_app(
         },
         lifespan=lifespan,
     )
+    # `/x/` is an unknown path like any other (404), never a redirect: Starlette would build
+    # the redirect's Location from the Host header, an open redirect with no Cache-Control.
+    app.router.redirect_slashes = False
     app.state.services = services
     return app
 

@@ -29,6 +29,8 @@ _STATUS_PROBLEMS: dict[int, tuple[str, str]] = {
     404: ("not_found", "Not found"),
     405: ("method_not_allowed", "Method not allowed"),
     413: ("payload_too_large", "Payload too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+    431: ("headers_too_large", "Request headers too large"),
     429: ("rate_limited", "Too many requests"),
     500: ("internal_error", "Internal server error"),
     503: ("service_unavailable", "Service unavailable"),
@@ -123,8 +125,10 @@ def problem_response(
     request_id: str | None = None,
 ) -> Response:
     body = problem_body(status, code, title, detail, extra, request_id)
+    # ASCII escapes: an error may echo a field name holding an unpaired surrogate, which has
+    # no UTF-8 form.
     return Response(
-        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        json.dumps(body, separators=(",", ":")),
         status_code=status,
         headers=dict(headers or {}),
         media_type=PROBLEM_CONTENT_TYPE,

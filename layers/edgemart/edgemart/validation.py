@@ -1,16 +1,20 @@
 """Strict input parsing for query strings, path parameters and JSON bodies (API.md "Errors
 and inputs").
 
-A body that is not JSON (empty, invalid UTF-8, `NaN`) is 400 `invalid_json`; JSON of the
+A body that is not JSON (empty, invalid UTF-8, `NaN`, nested deeper than 32 levels, a number
+out of range) is 400 `invalid_json`; a body not sent as `application/json` is 415; JSON of the
 wrong shape, a bad or unknown query parameter is 422 `validation_error` with an `errors` list
 naming every bad field at once. Types are strict: `"100"` is not an integer, `1.5` is not a
 quantity, `"yes"` is not a boolean. Unknown query parameters and body fields are rejected
 too, so a typo is an error instead of a silently ignored filter (and cannot fragment caches).
+Text follows one rule (`text_problem`): nothing PostgreSQL cannot store, no control characters
+where they make no sense.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Iterable
@@ -18,9 +22,10 @@ from typing import Any
 
 from starlette.requests import Request
 
-from edgemart.errors import ProblemError
+from edgemart.errors import ProblemError, problem_for_status
 
 _DIGITS = re.compile(r"-?[0-9]{1,19}")
+_HYPHENATED_UUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 # One rule for all text that reaches PostgreSQL or a key (API.md "Errors and inputs"): text
 # PostgreSQL cannot store (NUL; an unpaired surrogate, which has no UTF-8 form) is refused
@@ -64,11 +69,61 @@ class InvalidJsonError(ProblemError):
         super().__init__(400, "invalid_json", "Invalid JSON", detail)
 
 
+class UnsupportedMediaTypeError(ProblemError):
+    def __init__(self) -> None:
+        super().__init__(
+            415,
+            "unsupported_media_type",
+            "Unsupported media type",
+            "Send the request body as application/json (UTF-8)",
+        )
+
+
+MAX_JSON_DEPTH = 32
+# Wider than any field's bound, far below the 4,300 digits where int() itself gives up.
+_MAX_INTEGER_DIGITS = 20
+
+
+class _NumberOutOfRangeError(ValueError):
+    pass
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INTEGER_DIGITS:
+        raise _NumberOutOfRangeError(text)
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as infinity
+        raise _NumberOutOfRangeError(text)
+    return value
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def parse_json(body: bytes) -> Any:
+    """Strict JSON: UTF-8, no NaN/Infinity, integers of at most 20 digits, finite numbers,
+    nesting at most MAX_JSON_DEPTH deep. Every refusal is 400 `invalid_json` in our words."""
     if not body.strip():
         raise InvalidJsonError("The request body is empty")
     try:
@@ -76,14 +131,44 @@ def parse_json(body: bytes) -> Any:
     except UnicodeDecodeError:
         raise InvalidJsonError("The request body is not valid UTF-8") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
-        raise InvalidJsonError(f"The request body is not valid JSON: {exc}") from None
+        value = json.loads(
+            text, parse_constant=_reject_constant, parse_int=_parse_int, parse_float=_parse_float
+        )
+    except _NumberOutOfRangeError:
+        raise InvalidJsonError("A number in the request body is out of range") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidJsonError(
+            f"The request body is not valid JSON (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except (ValueError, RecursionError):  # NaN/Infinity; nesting past the parser's own limit
+        raise InvalidJsonError("The request body is not valid JSON") from None
+    if _nested_deeper_than(value, MAX_JSON_DEPTH):
+        raise InvalidJsonError(f"The request body is nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def is_json_media_type(content_type: str | None) -> bool:
+    """`application/json` or `application/<anything>+json`, in UTF-8 if a charset is named."""
+    if content_type is None:
+        return False
+    media_type, *parameters = (part.strip().lower() for part in content_type.split(";"))
+    if media_type != "application/json" and not (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        return False
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip() == "charset" and value.strip().strip('"') not in ("utf-8", "utf8"):
+            return False
+    return True
 
 
 async def json_object(request: Request) -> JsonObject:
-    """The body as a JSON object, or 400/422."""
-    value = parse_json(await request.body())
+    """The body as a JSON object, or 400/415/422."""
+    body = await request.body()
+    if body.strip() and not is_json_media_type(request.headers.get("content-type")):
+        raise UnsupportedMediaTypeError()
+    value = parse_json(body)
     if not isinstance(value, dict):
         raise ValidationError(
             [{"field": "body", "location": "body", "message": "must be a JSON object"}]
@@ -91,13 +176,29 @@ async def json_object(request: Request) -> JsonObject:
     return JsonObject(value)
 
 
+def path_text(request: Request, name: str) -> str:
+    """A path parameter that passed the text rule (422 otherwise)."""
+    value = str(request.path_params[name])
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValidationError([{"field": name, "location": "path", "message": problem}])
+    return value
+
+
 def path_uuid(request: Request, name: str) -> uuid.UUID:
+    """A UUID path parameter: 422 if it is no UUID at all, 404 if it is one in another
+    spelling (upper case, braces, no hyphens, `urn:uuid:`), so each resource has one URL and
+    one cache entry."""
+    raw = path_text(request, name)
     try:
-        return uuid.UUID(str(request.path_params[name]))
+        value = uuid.UUID(raw)
     except ValueError:
         raise ValidationError(
             [{"field": name, "location": "path", "message": "must be a UUID"}]
         ) from None
+    if str(value) != raw:
+        raise problem_for_status(404)
+    return value
 
 
 class _Collector:
@@ -141,6 +242,10 @@ class QueryParams(_Collector):
             return None
         if not min_length <= len(value) <= max_length:
             self.error(name, f"must be {min_length} to {max_length} characters")
+            return None
+        problem = text_problem(value)
+        if problem is not None:
+            self.error(name, problem)
             return None
         return value
 
@@ -197,6 +302,7 @@ class JsonObject(_Collector):
         min_length: int = 0,
         max_length: int,
         pattern: re.Pattern[str] | None = None,
+        multiline: bool = False,
     ) -> str | None:
         value = self._get(name, required)
         if name not in self.data:
@@ -206,6 +312,10 @@ class JsonObject(_Collector):
             return None
         if not min_length <= len(value) <= max_length:
             self.error(name, f"must be {min_length} to {max_length} characters")
+            return None
+        problem = text_problem(value, multiline=multiline)
+        if problem is not None:
+            self.error(name, problem)
             return None
         if pattern is not None and not pattern.fullmatch(value):
             self.error(name, f"must match {pattern.pattern}")
@@ -238,23 +348,19 @@ class JsonObject(_Collector):
         return value
 
     def uuid(self, name: str, *, required: bool = False) -> uuid.UUID | None:
+        """A UUID in its hyphenated 36-character form (either case)."""
         value = self._get(name, required)
         if name not in self.data:
             return None
-        try:
-            return uuid.UUID(value) if isinstance(value, str) else _not_uuid()
-        except ValueError:
+        if not isinstance(value, str) or not _HYPHENATED_UUID.fullmatch(value):
             self.error(name, "must be a UUID")
             return None
+        return uuid.UUID(value)
 
     def finish(self) -> None:
         for name in sorted(set(self.data) - self._read):
             self.error(name, "unknown field")
         self.raise_if_invalid()
-
-
-def _not_uuid() -> uuid.UUID:
-    raise ValueError("not a string")
 
 
 def _bounded(

@@ -1,0 +1,120 @@
+"""The HTTP server settings `edgemart serve` (and the tests' real servers) run uvicorn with.
+
+- **No proxy headers.** uvicorn believes `X-Forwarded-For` / `X-Forwarded-Proto` from
+  127.0.0.1 by default, which would let any local client (or a proxy forwarding what clients
+  send) choose its own address and rate-limit quota. `TRUSTED_PROXIES` (edgemart.clientip) is
+  the only authority on client addresses, so uvicorn's handling is off.
+- **Bounded request heads.** httptools buffers a request's headers without limit (a 30 MB
+  header or 20,000 headers were answered 200). Headers over `MAX_HEADER_BYTES` in total, or
+  more than `MAX_HEADER_COUNT` of them, are answered 431 problem+json and the connection
+  closed; a head that keeps growing without ending is cut off once it passes
+  `MAX_HEAD_BYTES`, so one connection buffers a bounded amount before it is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from edgemart.errors import problem_body, problem_for_status
+from edgemart.requestid import new_request_id
+
+MAX_HEADER_BYTES = 16 * 1024  # names + values + ": " and CRLF each
+MAX_HEADER_COUNT = 100
+# The request line (method, target, version) may add up to this much to a head.
+MAX_REQUEST_LINE_BYTES = 8 * 1024
+MAX_HEAD_BYTES = MAX_HEADER_BYTES + MAX_REQUEST_LINE_BYTES
+
+
+class RequestHeadTooLargeError(Exception):
+    """Raised from a parser callback to stop parsing a head over the limits."""
+
+
+def too_large_response() -> bytes:
+    """A complete HTTP/1.1 431 response with a problem+json body; the connection closes."""
+    request_id = new_request_id()
+    problem = problem_for_status(
+        431,
+        f"Request headers are limited to {MAX_HEADER_BYTES} bytes in total "
+        f"and {MAX_HEADER_COUNT} fields",
+    )
+    document = problem_body(
+        problem.status, problem.code, problem.title, problem.detail, request_id=request_id
+    )
+    body = json.dumps(document, separators=(",", ":")).encode()
+    head = (
+        "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        "content-type: application/problem+json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "cache-control: no-store\r\n"
+        f"x-request-id: {request_id}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class HeaderLimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with limits on the request head (see the module doc)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reading_head = True
+        self._head_bytes = 0
+        self._header_bytes = 0
+        self._header_count = 0
+
+    def data_received(self, data: bytes) -> None:
+        if self._reading_head:
+            self._head_bytes += len(data)
+        try:
+            super().data_received(data)
+        except RequestHeadTooLargeError:
+            self._refuse()
+            return
+        # Headers still incomplete after this much: no legitimate head is this long.
+        if self._reading_head and self._head_bytes > MAX_HEAD_BYTES:
+            self._refuse()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reading_head = True
+        self._header_bytes = 0
+        self._header_count = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_count > MAX_HEADER_COUNT or self._header_bytes > MAX_HEADER_BYTES:
+            raise RequestHeadTooLargeError()
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._reading_head = True
+        self._head_bytes = 0
+
+    def _refuse(self) -> None:
+        self._reading_head = False
+        if not self.transport.is_closing():
+            self.transport.write(too_large_response())
+            self.transport.close()
+
+
+def server_config(app: Any, *, host: str, port: int, **options: Any) -> uvicorn.Config:
+    """The uvicorn configuration every real edgemart server uses."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=HeaderLimitedHttpToolsProtocol,
+        proxy_headers=False,
+        server_header=False,
+        **options,
+    )
