@@ -30,7 +30,9 @@ MAX_HEAD_BYTES = MAX_HEADER_BYTES + MAX_REQUEST_LINE_BYTES
 
 
 class RequestHeadTooLargeError(Exception):
-    """Raised from a parser callback to stop parsing a head over the limits."""
+    """Raised from a parser callback to stop parsing a head over the limits. httptools wraps
+    it in its own parser error, which uvicorn answers through `send_400_response`: that is
+    where the 431 is sent instead."""
 
 
 def too_large_response() -> bytes:
@@ -62,6 +64,7 @@ class HeaderLimitedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._reading_head = True
+        self._head_too_large = False
         self._head_bytes = 0
         self._header_bytes = 0
         self._header_count = 0
@@ -69,11 +72,7 @@ class HeaderLimitedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._reading_head:
             self._head_bytes += len(data)
-        try:
-            super().data_received(data)
-        except RequestHeadTooLargeError:
-            self._refuse()
-            return
+        super().data_received(data)
         # Headers still incomplete after this much: no legitimate head is this long.
         if self._reading_head and self._head_bytes > MAX_HEAD_BYTES:
             self._refuse()
@@ -88,6 +87,7 @@ class HeaderLimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count += 1
         self._header_bytes += len(name) + len(value) + 4
         if self._header_count > MAX_HEADER_COUNT or self._header_bytes > MAX_HEADER_BYTES:
+            self._head_too_large = True
             raise RequestHeadTooLargeError()
         super().on_header(name, value)
 
@@ -99,6 +99,12 @@ class HeaderLimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._reading_head = True
         self._head_bytes = 0
+
+    def send_400_response(self, msg: str) -> None:
+        if self._head_too_large:
+            self._refuse()
+        else:
+            super().send_400_response(msg)
 
     def _refuse(self) -> None:
         self._reading_head = False
