@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg.errors import QueryCanceled
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,9 +22,10 @@ from edgemart.cache import CACHE_RULES, normalised_query, serve_cached
 from edgemart.counters import history_entry, normalise_query
 from edgemart.cursor import cursor_key, decode_cursor, encode_cursor, query_fingerprint
 from edgemart.db import Connection
+from edgemart.errors import ProblemError
 from edgemart.products import product_summary
 from edgemart.services import services_of
-from edgemart.validation import QueryParams
+from edgemart.validation import QueryParams, ValidationError
 
 RULE = CACHE_RULES["search"]
 POPULAR_RULE = CACHE_RULES["popular_searches"]
@@ -259,6 +261,50 @@ async def search_rows(
     return rows
 
 
+class SearchTimeoutError(ProblemError):
+    def __init__(self) -> None:
+        super().__init__(
+            503,
+            "search_timeout",
+            "Search took too long",
+            "This search took too long to run; narrow it down (more words, a category or a "
+            "price range) or try again shortly",
+            headers={"Retry-After": "5", "Cache-Control": "no-store"},
+        )
+
+
+# A query whose index part is empty ('T') matches nearly every product: only excluded words
+# (`-lamp -chair`), or excluded words beside stop words or in an OR.
+UNBOUNDED_QUERY_SQL = b"SELECT querytree(websearch_to_tsquery('english', %s)) = 'T' AS unbounded"
+STATEMENT_TIMEOUT_SQL = b"SELECT set_config('statement_timeout', %s, true)"
+
+
+async def search_page(
+    conn: Connection, params: SearchParams, position: list[Any] | None, *, timeout_ms: int
+) -> list[Any]:
+    """`search_rows` with its work bounded: a query that only excludes words is refused (422),
+    and the page's statements run under `timeout_ms` (503 `search_timeout` past it, which says
+    nothing about the database's health, so it does not count against the circuit breaker)."""
+    async with conn.transaction():
+        await conn.execute(STATEMENT_TIMEOUT_SQL, [f"{timeout_ms}ms"])
+        if params.q is not None and "-" in params.q:  # negation is written `-word`
+            row = await (await conn.execute(UNBOUNDED_QUERY_SQL, [params.q])).fetchone()
+            if row is not None and row["unbounded"]:
+                raise ValidationError(
+                    [
+                        {
+                            "field": "q",
+                            "location": "query",
+                            "message": "must name a word to find, not only words to exclude",
+                        }
+                    ]
+                )
+        try:
+            return await search_rows(conn, params, position)
+        except QueryCanceled:
+            raise SearchTimeoutError() from None
+
+
 async def load_search(request: Request, params: SearchParams) -> dict[str, Any]:
     services = services_of(request)
     key = cursor_key(services.settings.cursor_secret)
@@ -269,7 +315,9 @@ async def load_search(request: Request, params: SearchParams) -> dict[str, Any]:
         else None
     )
     async with services.replica.connection() as conn:
-        rows = await search_rows(conn, params, position)
+        rows = await search_page(
+            conn, params, position, timeout_ms=services.settings.search_statement_timeout_ms
+        )
     page = rows[: params.limit]
     next_cursor = None
     if len(rows) > params.limit:
