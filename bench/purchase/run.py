@@ -50,7 +50,7 @@ def purchase_call(buyer: str, key: str, product: str, request_id: str) -> str:
     """The purchase() call both drivers make, given SQL for the arguments that vary."""
     return (
         f"SELECT status FROM purchase({buyer}, {key}, 'fp', {product}, 1, NULL, 1000, "
-        f"{request_id}, interval '1 day', interval '5 s', false)"
+        f"{request_id}, interval '1 day', interval '5 s', false, 'USD')"
     )
 
 

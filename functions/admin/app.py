@@ -150,13 +150,14 @@ async def credit_wallet(request: Request) -> Response:
     amount = body.integer("amount_cents", required=True, low=1, high=1_000_000_000)
     reason = body.text("reason", max_length=500, multiline=True) or ""
     body.finish()
-    async with services_of(request).primary.connection() as conn, conn.transaction():
+    services = services_of(request)
+    async with services.primary.connection() as conn, conn.transaction():
         row = await (
             await conn.execute(
-                "INSERT INTO wallets (user_sub, balance_cents) VALUES (%s, %s) "
+                "INSERT INTO wallets (user_sub, balance_cents, currency) VALUES (%s, %s, %s) "
                 "ON CONFLICT (user_sub) DO UPDATE SET balance_cents = wallets.balance_cents + "
                 "excluded.balance_cents, updated_at = now() RETURNING balance_cents",
-                [sub, amount],
+                [sub, amount, services.settings.marketplace_currency],
             )
         ).fetchone()
         await audit(

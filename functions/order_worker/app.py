@@ -1,13 +1,13 @@
 """order_worker (SQS trigger): applies queued purchases of hot items in batches.
 
 A batch's messages are grouped by product and each group is applied in ONE transaction by
-`apply_queued_orders()` (migrations 0010, 0012): the product row is locked once, the group's orders
-are filled first come first served up to the stock (and each buyer's balance), the rest fail
-`out_of_stock` / `insufficient_funds`. A redelivered message finds its order already applied
-and changes nothing. Failures are reported per message through Powertools batch processing
-(`ReportBatchItemFailures`): a group whose transaction fails, a message whose order is not
-visible yet (its purchase is still committing) and a message that is not ours are returned to
-the queue; everything else is deleted.
+`apply_queued_orders()` (migrations 0010, 0012; 0018 rounds its fee like the direct path's):
+the group's orders are filled first come first served up to the stock (and each buyer's
+balance), the rest fail `out_of_stock` / `insufficient_funds`. A redelivered message finds its
+order already applied and changes nothing. Failures are reported per message through
+Powertools batch processing (`ReportBatchItemFailures`): a group whose transaction fails, a
+message whose order is not visible yet (its purchase is still committing) and a message that
+is not ours are returned to the queue; everything else is deleted.
 """
 
 from __future__ import annotations

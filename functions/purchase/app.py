@@ -1,16 +1,19 @@
 """Purchase function: `POST /purchases`, `GET /purchases/{id}`, `GET /wallet`.
 
-A purchase is one call of the `purchase()` SQL function (migrations 0008, 0011): one round
-trip, one transaction holding the key claim, the wallet debit, the order, the payout, the
-audit row and, last so the hot row lock is held for as little as possible, the conditional
-stock update. Business outcomes (201, 402, 404, 409) are stored under
-the Idempotency-Key and replayed with `Idempotent-Replayed: true`; a 503 or 500 stores
-nothing, so a retry can succeed. Failures that API.md lists write `failed_transactions`.
-A transient database error (a lost connection, a deadlock) is retried with the same key.
+A purchase is one call of the `purchase()` SQL function (its current definition is in
+migration 0018): one round trip, one transaction holding the key claim, the wallet debit, the
+order, the payout, the audit row and, last so the hot row lock is held for as little as
+possible, the conditional stock update. Idempotency keys belong to their user: the same key
+from another user is another purchase. Business outcomes (201, 402, 404, 409) are stored under
+the user's Idempotency-Key and replayed with `Idempotent-Replayed: true`; a 503 or 500 stores
+nothing, so a retry can succeed. A 402 or 409 refusal, a 503 and a 500 write
+`failed_transactions`. A transient database error (a lost connection, a deadlock) is retried
+with the same key. The marketplace's one currency is passed in: a product listed in another
+is not for sale.
 
 Products in queued mode (hot items), when `PURCHASE_QUEUE_URL` is set: the same call stores
 the order as `queued` and answers 202; the order's SQS message is sent inside the transaction,
-before the commit, and functions/order_worker applies it (migration 0010).
+before the commit, and functions/order_worker applies it (migrations 0010, 0018).
 """
 
 from __future__ import annotations
@@ -48,11 +51,15 @@ OUTCOMES: dict[str, tuple[str, str]] = {
         "This key was used for a different request",
     ),
     "purchases_disabled": ("Purchases are switched off", "Try again later"),
+    "cannot_buy_own_product": (
+        "Cannot buy own product",
+        "Sellers cannot buy products from their own store",
+    ),
 }
 
 PURCHASE_SQL = b"""
 SELECT status, body, replayed, original_request_id
-FROM purchase(%s, %s, %s, %s, %s, %s, %s, %s, %s * interval '1 s', %s * interval '1 s', %s)
+FROM purchase(%s, %s, %s, %s, %s, %s, %s, %s, %s * interval '1 s', %s * interval '1 s', %s, %s)
 """
 
 
@@ -144,6 +151,7 @@ async def create_purchase(request: Request) -> Response:
         settings.idempotency_key_ttl_s,
         settings.idempotency_key_wait_s,
         services.purchase_queue is not None,
+        settings.marketplace_currency,
     ]
     queue = services.purchase_queue
 

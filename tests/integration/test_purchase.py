@@ -7,6 +7,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -38,34 +39,55 @@ def sql(url: str, statement: str, *args: Any) -> Any:
         return cursor.fetchall() if cursor.description else None
 
 
-@pytest.fixture(scope="module")
-async def client(catalog_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+@asynccontextmanager
+async def gateway(url: str, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a gateway with the purchase tests' settings, and `overrides`."""
     settings = settings_for(
-        catalog_database_url,
-        jwt_secret=SECRET,
-        db_pool_max_size=20,
-        db_pool_timeout_s=10.0,
-        idempotency_key_wait_s=0.5,
-        rate_limit_overrides=(("purchases", 0, 60),),
+        url,
+        **{
+            "jwt_secret": SECRET,
+            "db_pool_max_size": 20,
+            "db_pool_timeout_s": 10.0,
+            "idempotency_key_wait_s": 0.5,
+            "rate_limit_overrides": (("purchases", 0, 60),),
+            **overrides,
+        },
     )
     services = Services.from_settings(settings)
     transport = httpx.ASGITransport(app=create_gateway(services))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as http:
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as http:
+            yield http
+    finally:
+        await services.aclose()
+
+
+@pytest.fixture(scope="module")
+async def client(catalog_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with gateway(catalog_database_url) as http:
         yield http
-    await services.aclose()
 
 
-def new_product(url: str, *, stock: int, price: int = 1000, available: bool = True) -> str:
+def new_product(
+    url: str, *, stock: int, price: int = 1000, available: bool = True, currency: str = "USD"
+) -> str:
+    """A product of the first store by slug (its owner: `store_owner(url)`)."""
     rows = sql(
         url,
-        "INSERT INTO products (store_id, category_id, name, price_cents, stock, is_available) "
-        "SELECT id, 1, 'Test item', %s, %s, %s FROM stores ORDER BY slug LIMIT 1 "
+        "INSERT INTO products (store_id, category_id, name, price_cents, stock, is_available, "
+        "currency) SELECT id, 1, 'Test item', %s, %s, %s, %s FROM stores ORDER BY slug LIMIT 1 "
         "RETURNING id::text",
         price,
         stock,
         available,
+        currency,
     )
     return str(rows[0][0])
+
+
+def store_owner(url: str) -> str:
+    """The owner of the store new_product() lists in."""
+    return str(sql(url, "SELECT owner_sub FROM stores ORDER BY slug LIMIT 1")[0][0])
 
 
 def fund(url: str, sub: str, cents: int) -> None:
@@ -135,16 +157,82 @@ async def test_replay_reuse_and_in_progress(
         "/purchases", json={**body, "quantity": 2}, headers=headers("cat", key)
     )
     assert changed.status_code == 422 and changed.json()["code"] == "idempotency_key_reused"
-    stranger = await client.post("/purchases", json=body, headers=headers("dan", key))
-    assert stranger.status_code == 422 and stranger.json()["code"] == "idempotency_key_reused"
     assert sql(url, "SELECT count(*) FROM orders WHERE idempotency_key = %s", key) == [(1,)]
     busy_key = uuid.uuid4().hex
     with psycopg.connect(url) as holder:  # a first request still running under this key
-        holder.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ["purchase-key:" + busy_key]
-        )
+        holder.execute("SELECT pg_advisory_xact_lock(idempotency_lock_key('cat', %s))", [busy_key])
         busy = await client.post("/purchases", json=body, headers=headers("cat", busy_key))
     assert busy.status_code == 409 and busy.json()["code"] == "idempotency_key_in_use"
+
+
+async def test_keys_belong_to_their_user(
+    client: httpx.AsyncClient, catalog_database_url: str
+) -> None:
+    """The same key from two users is two unrelated keys: each gets its own outcome and
+    replay, whichever came first, and one user's running request does not hold up the
+    other's."""
+    url = catalog_database_url
+    product = new_product(url, stock=100, price=100)
+    users = [f"keyed-{index}" for index in range(8)]
+    for user in users:
+        fund(url, user, 10_000)
+
+    async def buy(user: str, key: str, quantity: int = 1) -> httpx.Response:
+        body = {"product_id": product, "quantity": quantity}
+        return await client.post("/purchases", json=body, headers=headers(user, key))
+
+    # One after the other, with different bodies: the second user's is not "reused".
+    key = uuid.uuid4().hex
+    first, second = await buy(users[0], key), await buy(users[1], key, quantity=2)
+    assert (first.status_code, second.status_code) == (201, 201), second.text
+    assert "idempotent-replayed" not in second.headers
+    assert (first.json()["quantity"], second.json()["quantity"]) == (1, 2)
+    # All at once: every user's request is a purchase of its own.
+    shared = uuid.uuid4().hex
+    together = await asyncio.gather(*(buy(user, shared) for user in users))
+    assert [r.status_code for r in together] == [201] * len(users), [r.text for r in together]
+    assert len({r.json()["id"] for r in together}) == len(users)
+    # A replay by each user returns that user's own order.
+    placements = [(users[0], key, first), (users[1], key, second)]
+    placements += [(user, shared, placed) for user, placed in zip(users, together, strict=True)]
+    for user, used, placed in placements:
+        replay = await buy(user, used, quantity=placed.json()["quantity"])
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert replay.json() == placed.json()
+        owner = sql(url, "SELECT user_sub FROM orders WHERE id = %s", placed.json()["id"])
+        assert owner == [(user,)]
+    orders = sql(
+        url,
+        "SELECT user_sub, idempotency_key, count(*) FROM orders WHERE product_id = %s "
+        "GROUP BY 1, 2 ORDER BY 1, 2",
+        product,
+    )
+    assert orders == sorted(
+        [(users[0], key, 1), (users[1], key, 1)] + [(user, shared, 1) for user in users]
+    )
+    # Another user's request running under the same key does not make this one wait.
+    running = uuid.uuid4().hex
+    with psycopg.connect(url) as holder:
+        holder.execute(
+            "SELECT pg_advisory_xact_lock(idempotency_lock_key(%s, %s))", [users[0], running]
+        )
+        other = await buy(users[1], running)
+        blocked = await buy(users[0], running)
+    assert other.status_code == 201, other.text
+    assert blocked.status_code == 409 and blocked.json()["code"] == "idempotency_key_in_use"
+    assert (await buy(users[0], running)).status_code == 201
+
+
+def test_the_key_lock_cannot_be_forged_with_a_separator(catalog_database_url: str) -> None:
+    """(user, key) pairs that one joined string would confuse are different locks."""
+    pairs = [("a:b", "c"), ("a", "b:c"), ("ab", "c"), ("a", "bc"), ("", "abc"), ("abc", "")]
+    locks = sql(
+        catalog_database_url,
+        "SELECT idempotency_lock_key(u, k) FROM unnest(%s::text[], %s::text[]) AS t (u, k)",
+        [user for user, _ in pairs],
+        [key for _, key in pairs],
+    )
+    assert len({lock for (lock,) in locks}) == len(pairs)
 
 
 async def test_business_failures_are_stored_and_recorded(
@@ -193,6 +281,127 @@ async def test_business_failures_are_stored_and_recorded(
         assert failures(url, key) == ([code] if recorded else [])
     assert sql(url, "SELECT balance_cents FROM wallets WHERE user_sub = 'eve'") == [(1500,)]
     assert sql(url, "SELECT count(*) FROM orders WHERE user_sub = 'eve'") == [(0,)]
+
+
+async def test_a_seller_cannot_buy_their_own_product(
+    client: httpx.AsyncClient, catalog_database_url: str
+) -> None:
+    """Refused 409 before anything is written (whatever the stock or price), stored under the
+    key and replayed, and recorded like out_of_stock; anyone else can buy the product."""
+    url = catalog_database_url
+    owner = store_owner(url)
+    product = new_product(url, stock=1, price=700)
+    fund(url, owner, 10_000)
+    fund(url, "not-the-owner", 10_000)
+    for body in (
+        {"product_id": product, "quantity": 1},
+        {"product_id": product, "quantity": 2},  # more than the stock
+        {"product_id": product, "quantity": 1, "expected_unit_price_cents": 699},
+    ):
+        key = uuid.uuid4().hex
+        refused = await client.post("/purchases", json=body, headers=headers(owner, key))
+        assert refused.status_code == 409, refused.text
+        problem = refused.json()
+        assert problem["code"] == "cannot_buy_own_product"
+        assert problem["title"] == "Cannot buy own product"
+        assert refused.headers["content-type"] == "application/problem+json"
+        replay = await client.post("/purchases", json=body, headers=headers(owner, key))
+        assert replay.status_code == 409 and replay.json() == problem
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert failures(url, key) == ["cannot_buy_own_product"]
+    assert sql(url, "SELECT balance_cents FROM wallets WHERE user_sub = %s", owner) == [(10_000,)]
+    assert sql(url, "SELECT count(*) FROM orders WHERE user_sub = %s", owner) == [(0,)]
+    assert sql(url, "SELECT stock FROM products WHERE id = %s", product) == [(1,)]
+    bought = await client.post(
+        "/purchases",
+        json={"product_id": product, "quantity": 1},
+        headers=headers("not-the-owner"),
+    )
+    assert bought.status_code == 201, bought.text
+
+
+@pytest.mark.parametrize(
+    ("bps", "fees"),
+    [
+        (1000, {4: 0, 5: 1, 14: 1, 15: 2, 2500: 250}),
+        (0, {1: 0, 5: 0, 15: 0, 2500: 0}),
+        (10_000, {1: 1, 5: 5, 2500: 2500}),
+    ],
+)
+async def test_the_platform_fee_rounds_half_up_to_the_cent(
+    catalog_database_url: str, bps: int, fees: dict[int, int]
+) -> None:
+    """fee = total * bps / 10000 rounded half up; the payout is the rest of the total."""
+    url = catalog_database_url
+    buyer = f"fee-buyer-{bps}"
+    fund(url, buyer, 100_000)
+    async with gateway(url, platform_fee_basis_points=bps) as http:
+        for total, fee in fees.items():
+            product = new_product(url, stock=1, price=total)
+            response = await http.post(
+                "/purchases", json={"product_id": product, "quantity": 1}, headers=headers(buyer)
+            )
+            assert response.status_code == 201, response.text
+            order = response.json()["id"]
+            ((order_total, amount, paid_fee, audited),) = sql(
+                url,
+                "SELECT o.total_cents, p.amount_cents, p.fee_cents, "
+                "(a.details->>'fee_cents')::bigint FROM orders o "
+                "JOIN payouts p ON p.order_id = o.id "
+                "JOIN audit_log a ON a.entity_type = 'order' AND a.entity_id = o.id::text "
+                "WHERE o.id = %s",
+                order,
+            )
+            assert (order_total, paid_fee, audited) == (total, fee, fee), (bps, total)
+            assert amount + paid_fee == order_total
+
+
+async def test_one_currency_per_marketplace(catalog_database_url: str) -> None:
+    """A product listed in another currency than the marketplace's is not for sale (404, as
+    unavailable, nothing written); an order records the currency it was charged in."""
+    url = catalog_database_url
+    fund(url, "euro-buyer", 10_000)
+    async with gateway(url, marketplace_currency="EUR") as http:
+        euros = new_product(url, stock=3, price=1000, currency="EUR")
+        dollars = new_product(url, stock=3, price=1000, currency="USD")
+        bought = await http.post(
+            "/purchases", json={"product_id": euros, "quantity": 1}, headers=headers("euro-buyer")
+        )
+        assert bought.status_code == 201, bought.text
+        assert sql(url, "SELECT currency FROM orders WHERE id = %s", bought.json()["id"]) == [
+            ("EUR",)
+        ]
+        key = uuid.uuid4().hex
+        refused = await http.post(
+            "/purchases",
+            json={"product_id": dollars, "quantity": 1},
+            headers=headers("euro-buyer", key),
+        )
+    assert refused.status_code == 404 and refused.json()["code"] == "product_not_found"
+    assert failures(url, key) == []
+    assert sql(url, "SELECT stock FROM products WHERE id = %s", dollars) == [(3,)]
+    assert sql(url, "SELECT balance_cents FROM wallets WHERE user_sub = 'euro-buyer'") == [(9000,)]
+
+
+async def test_a_product_in_yen_is_not_bought_from_a_dollar_wallet(
+    client: httpx.AsyncClient, catalog_database_url: str
+) -> None:
+    url = catalog_database_url
+    fund(url, "dollar-buyer", 10_000)
+    yen = new_product(url, stock=3, price=100, currency="JPY")
+    refused = await client.post(
+        "/purchases", json={"product_id": yen, "quantity": 1}, headers=headers("dollar-buyer")
+    )
+    assert refused.status_code == 404 and refused.json()["code"] == "product_not_found"
+    dollars = new_product(url, stock=3, price=100)
+    bought = await client.post(
+        "/purchases", json={"product_id": dollars, "quantity": 1}, headers=headers("dollar-buyer")
+    )
+    assert bought.status_code == 201
+    assert sql(url, "SELECT currency FROM orders WHERE id = %s", bought.json()["id"]) == [("USD",)]
+    assert sql(url, "SELECT balance_cents FROM wallets WHERE user_sub = 'dollar-buyer'") == [
+        (9900,)
+    ]
 
 
 async def test_kill_switch_releases_the_key(
@@ -436,6 +645,7 @@ async def wait_for_lock_wait(url: str) -> None:
         ("price_cents = 1500", 1000, (409, "price_changed")),
         ("stock = 0", None, (409, "out_of_stock")),
         ("is_available = false", None, (404, "product_not_found")),
+        ("currency = 'JPY'", None, (404, "product_not_found")),  # relisted in another currency
     ],
 )
 async def test_a_product_changed_while_buying_is_decided_as_it_is_now(

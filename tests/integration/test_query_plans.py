@@ -106,7 +106,7 @@ def test_purchase_stock_update_finds_the_row_by_primary_key(large_catalog: str) 
         plans = nested_plans(
             conn,
             "SELECT status FROM purchase('buyer-1', 'plan-check', 'fp', %s, 1, NULL, 1000, "
-            "'plan-check', interval '1 day', interval '1 s', false)",
+            "'plan-check', interval '1 day', interval '1 s', false, 'USD')",
             [product[0]],
         )
     stock_updates = [text for text in plans if "UPDATE products p" in text]
@@ -126,7 +126,7 @@ def test_purchase_key_lookup_opens_no_partition_created_ahead(large_catalog: str
         plans = nested_plans(
             conn,
             "SELECT status FROM purchase('buyer-1', 'lookup-check', 'fp', gen_random_uuid(), "
-            "1, NULL, 1000, 'lookup-check', interval '1 day', interval '1 s', false)",
+            "1, NULL, 1000, 'lookup-check', interval '1 day', interval '1 s', false, 'USD')",
             [],
         )
     assert partitions is not None and partitions[0] > 3, "no partitions created ahead"

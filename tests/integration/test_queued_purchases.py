@@ -23,7 +23,16 @@ from functions.order_worker.app import order_worker
 from gateway.app import create_gateway
 from gateway.sqspoller import apply_batch, receive_batch
 from tests.conftest import serve_in_thread, settings_for
-from tests.integration.test_purchase import SECRET, auth, fund, headers, new_product, sql
+from tests.integration.test_purchase import (
+    SECRET,
+    auth,
+    failures,
+    fund,
+    headers,
+    new_product,
+    sql,
+    store_owner,
+)
 
 pytestmark = pytest.mark.anyio
 SQS_RECORD = json.loads(
@@ -39,17 +48,24 @@ def queue_url(aws: None) -> str:
     return url
 
 
-@pytest.fixture
-async def services(catalog_database_url: str, queue_url: str) -> AsyncIterator[Services]:
-    services = Services.from_settings(
+def queued_services(url: str, queue_url: str, **overrides: Any) -> Services:
+    return Services.from_settings(
         settings_for(
-            catalog_database_url,
-            jwt_secret=SECRET,
-            purchase_queue_url=queue_url,
-            rate_limit_overrides=(("purchases", 0, 60),),
-            db_pool_max_size=20,
+            url,
+            **{
+                "jwt_secret": SECRET,
+                "purchase_queue_url": queue_url,
+                "rate_limit_overrides": (("purchases", 0, 60),),
+                "db_pool_max_size": 20,
+                **overrides,
+            },
         )
     )
+
+
+@pytest.fixture
+async def services(catalog_database_url: str, queue_url: str) -> AsyncIterator[Services]:
+    services = queued_services(catalog_database_url, queue_url)
     yield services
     await services.aclose()
 
@@ -150,6 +166,79 @@ async def test_a_thousand_queued_purchases_of_three_hundred_units(
         )
         assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
     assert ledger(url, product) == after
+
+
+async def test_refusals_before_enqueueing(catalog_database_url: str, services: Services) -> None:
+    """In queued mode too, a store's owner buying its product is refused 409 (recorded and
+    replayed) and a product listed in another currency is 404, before any order is stored or
+    message sent; two users sharing a key each get their own queued order."""
+    url = catalog_database_url
+    owner = store_owner(url)
+    product = new_product(url, stock=5, price=1000)
+    yen = new_product(url, stock=5, price=1000, currency="JPY")
+    sql(
+        url,
+        "UPDATE products SET purchase_mode = 'queued' WHERE id = ANY(%s::uuid[])",
+        [product, yen],
+    )
+    for buyer in (owner, "queued-a", "queued-b"):
+        fund(url, buyer, 10_000)
+    transport = httpx.ASGITransport(app=create_gateway(services))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        key = uuid.uuid4().hex
+        body = {"product_id": product, "quantity": 1}
+        own = await client.post("/purchases", json=body, headers=headers(owner, key))
+        assert own.status_code == 409 and own.json()["code"] == "cannot_buy_own_product"
+        replay = await client.post("/purchases", json=body, headers=headers(owner, key))
+        assert replay.json() == own.json() and replay.headers["idempotent-replayed"] == "true"
+        assert failures(url, key) == ["cannot_buy_own_product"]
+        foreign = await client.post(
+            "/purchases", json={"product_id": yen, "quantity": 1}, headers=headers("queued-a")
+        )
+        assert foreign.status_code == 404 and foreign.json()["code"] == "product_not_found"
+        both = [product, yen]
+        stored = sql(url, "SELECT count(*) FROM orders WHERE product_id = ANY(%s::uuid[])", both)
+        assert stored == [(0,)]
+        assert await drain(services, batch_size=10) == []  # nothing was sent
+        shared = uuid.uuid4().hex
+        queued = [
+            await client.post("/purchases", json=body, headers=headers(buyer, shared))
+            for buyer in ("queued-a", "queued-b")
+        ]
+    assert [r.status_code for r in queued] == [202, 202], [r.text for r in queued]
+    owners = sql(url, "SELECT user_sub FROM orders WHERE idempotency_key = %s", shared)
+    assert sorted(owners) == [("queued-a",), ("queued-b",)]
+
+
+async def test_a_queued_order_pays_the_rounded_fee_in_the_marketplace_currency(
+    catalog_database_url: str, queue_url: str
+) -> None:
+    """A 5-cent order at 10%: the worker takes a fee of 1 cent (half up), pays the store 4,
+    and the order is in the marketplace's currency."""
+    url = catalog_database_url
+    product = new_product(url, stock=5, price=5, currency="EUR")
+    sql(url, "UPDATE products SET purchase_mode = 'queued' WHERE id = %s", product)
+    fund(url, "queued-fee-buyer", 10_000)
+    services = queued_services(url, queue_url, marketplace_currency="EUR")
+    try:
+        transport = httpx.ASGITransport(app=create_gateway(services))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            placed = await client.post(
+                "/purchases",
+                json={"product_id": product, "quantity": 1},
+                headers=headers("queued-fee-buyer"),
+            )
+        assert placed.status_code == 202, placed.text
+        assert len(await drain(services, batch_size=10)) == 1
+    finally:
+        await services.aclose()
+    rows = sql(
+        url,
+        "SELECT o.status, o.currency, o.total_cents, p.amount_cents, p.fee_cents FROM orders o "
+        "JOIN payouts p ON p.order_id = o.id WHERE o.id = %s",
+        placed.json()["id"],
+    )
+    assert rows == [("completed", "EUR", 5, 4, 1)]
 
 
 async def test_concurrent_workers_and_redeliveries_sell_each_unit_once(
