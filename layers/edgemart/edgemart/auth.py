@@ -6,6 +6,11 @@ ever checked against the shared secret and an RS256/ES256 token only against a J
 that algorithm, so `alg: none` and HS/RS confusion (an HS256 token "signed" with the public
 key) are rejected. `JWT_ISSUER` / `JWT_AUDIENCE` are enforced when set.
 
+PyJWT checks the signature, issuer and audience; the time claims and the subject are checked
+here (`time_claims_problem`, `subject_problem`), because PyJWT coerces `exp` with `int()` and
+so accepts `"9999999999"`, `true` or `1e300`. Every failure is a 401 whose detail is one of
+the sentences below, never a library's message.
+
 JWKS keys are cached by `kid`; an unknown `kid` refreshes the set (a key rotation), at most
 once per `jwks_refresh_s`, so random `kid`s cannot make us hammer the JWKS endpoint.
 """
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from edgemart.errors import ProblemError
+from edgemart.validation import is_clean_identifier
 
 if TYPE_CHECKING:
     import jwt
@@ -31,6 +37,25 @@ HMAC_ALGORITHMS = ("HS256",)
 JWKS_ALGORITHMS = ("RS256", "ES256")
 ADMIN_ROLE = "admin"
 PRINCIPAL_STATE_KEY = "principal"
+
+MAX_SUBJECT_LENGTH = 255  # the database's CHECK on every *_sub column
+# 9999-12-31T23:59:59Z: a NumericDate beyond it is not a date any issuer means.
+LATEST_NUMERIC_DATE = 253_402_300_799
+MALFORMED = "The token is malformed"
+ALGORITHM_NOT_ACCEPTED = "The token's algorithm is not accepted"
+UNKNOWN_KEY = "The token's signing key is not known"
+KEYS_UNAVAILABLE = "The signing keys are not available; try again later"
+BAD_SIGNATURE = "The token's signature is not valid"
+ISSUER_NOT_ACCEPTED = "The token's issuer is not accepted"
+AUDIENCE_NOT_ACCEPTED = "The token's audience is not accepted"
+NO_EXPIRY = "The token has no expiry time"
+INVALID_TIME = "The token's {claim} claim is not a valid time"
+EXPIRED = "The token has expired"
+NOT_YET_VALID = "The token is not valid yet"
+LIFETIME_TOO_LONG = "The token's expiry time lies too far in the future"
+NO_SUBJECT = "The token has no subject"
+SUBJECT_TOO_LONG = f"The token's subject is longer than {MAX_SUBJECT_LENGTH} characters"
+SUBJECT_NOT_CLEAN = "The token's subject contains characters that are not allowed"
 
 
 class UnauthorizedError(ProblemError):
@@ -79,6 +104,52 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
+def subject_problem(sub: object) -> str | None:
+    """Why `sub` cannot name a user, or None. It becomes a database key and part of Redis
+    keys (joined with U+001F), so it is held to the identifier rule."""
+    if not isinstance(sub, str) or not sub:
+        return NO_SUBJECT
+    if len(sub) > MAX_SUBJECT_LENGTH:
+        return SUBJECT_TOO_LONG
+    if not is_clean_identifier(sub):
+        return SUBJECT_NOT_CLEAN
+    return None
+
+
+def _numeric_date(value: object) -> float | None:
+    """A JSON number between the epoch and year 9999 (RFC 7519 NumericDate), else None: no
+    strings, booleans, null, NaN or infinities (NaN fails both comparisons)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not 0 <= value <= LATEST_NUMERIC_DATE:
+        return None
+    return float(value)
+
+
+def time_claims_problem(
+    claims: Mapping[str, Any], *, now: float, leeway_s: float, max_lifetime_s: float | None
+) -> str | None:
+    """Why `exp` / `nbf` / `iat` make the token unacceptable at `now`, or None. `exp` is
+    required; `max_lifetime_s` caps how far ahead of `now` it may lie (plus the leeway, the
+    issuer's clock may run ahead of ours)."""
+    if "exp" not in claims:
+        return NO_EXPIRY
+    dates: dict[str, float] = {}
+    for claim in ("exp", "nbf", "iat"):
+        if claim in claims:
+            value = _numeric_date(claims[claim])
+            if value is None:
+                return INVALID_TIME.format(claim=claim)
+            dates[claim] = value
+    if dates["exp"] <= now - leeway_s:
+        return EXPIRED
+    if max(dates.get("nbf", 0.0), dates.get("iat", 0.0)) > now + leeway_s:
+        return NOT_YET_VALID
+    if max_lifetime_s is not None and dates["exp"] > now + max_lifetime_s + leeway_s:
+        return LIFETIME_TOO_LONG
+    return None
+
+
 class Authenticator:
     def __init__(
         self,
@@ -87,14 +158,16 @@ class Authenticator:
         jwks_url: str | None = None,
         issuer: str | None = None,
         audience: str | None = None,
-        leeway_s: float = 30.0,
+        leeway_s: float = 0.0,
+        max_lifetime_s: float | None = None,
         jwks_refresh_s: float = 10.0,
     ) -> None:
         self.secret = secret
-        self.jwks_url = jwks_url
         self.issuer = issuer
         self.audience = audience
         self.leeway_s = leeway_s
+        self.max_lifetime_s = max_lifetime_s
+        self.jwks_url = jwks_url
         self.jwks_refresh_s = jwks_refresh_s
         self._jwks: dict[str, jwt.PyJWK] = {}
         self._jwks_fetched_at = float("-inf")
@@ -107,16 +180,17 @@ class Authenticator:
             jwks_url=settings.jwt_jwks_url,
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
+            leeway_s=settings.jwt_leeway_s,
+            max_lifetime_s=settings.jwt_max_token_lifetime_s,
         )
 
     # PyJWT (and cryptography behind it) is imported on first use, not at cold start of
     # functions that never see a token.
     async def verify(self, token: str) -> Principal:
         """Verify a token, fetching JWKS keys if its `kid` is new."""
-        header = self._header(token)
+        header = _header(token)
         if header.get("alg") in JWKS_ALGORITHMS and self.jwks_url:
-            kid = str(header.get("kid", ""))
-            if kid not in self._jwks:
+            if _kid(header) not in self._jwks:
                 await self._refresh_jwks()
         return self.verify_cached(token)
 
@@ -124,18 +198,18 @@ class Authenticator:
         """Verify with the keys already at hand (no I/O)."""
         import jwt
 
-        header = self._header(token)
+        header = _header(token)
         algorithm = header.get("alg")
         key: Any
         if algorithm in HMAC_ALGORITHMS and self.secret:
             key = self.secret
         elif algorithm in JWKS_ALGORITHMS and self.jwks_url:
-            jwk = self._jwks.get(str(header.get("kid", "")))
+            jwk = self._jwks.get(_kid(header))
             if jwk is None or jwk.algorithm_name != algorithm:
-                raise UnauthorizedError("Unknown signing key")
+                raise UnauthorizedError(UNKNOWN_KEY)
             key = jwk.key
         else:
-            raise UnauthorizedError("Token algorithm is not accepted")
+            raise UnauthorizedError(ALGORITHM_NOT_ACCEPTED)
         try:
             claims = jwt.decode(
                 token,
@@ -143,24 +217,22 @@ class Authenticator:
                 algorithms=[algorithm],
                 audience=self.audience,
                 issuer=self.issuer,
-                leeway=self.leeway_s,
-                options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
+                options={
+                    "verify_aud": self.audience is not None,
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "verify_sub": False,
+                },
             )
         except jwt.PyJWTError as exc:
-            raise UnauthorizedError(f"Invalid token: {exc}") from None
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub:
-            raise UnauthorizedError("Token has no subject")
-        return Principal(sub, roles_from_claims(claims))
-
-    @staticmethod
-    def _header(token: str) -> dict[str, Any]:
-        import jwt
-
-        try:
-            return jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise UnauthorizedError("Malformed token") from None
+            raise UnauthorizedError(_decode_failure(exc)) from None
+        problem = time_claims_problem(
+            claims, now=time.time(), leeway_s=self.leeway_s, max_lifetime_s=self.max_lifetime_s
+        ) or subject_problem(claims.get("sub"))
+        if problem is not None:
+            raise UnauthorizedError(problem)
+        return Principal(claims["sub"], roles_from_claims(claims))
 
     async def _refresh_jwks(self) -> None:
         if self._jwks_lock is None:
@@ -173,8 +245,8 @@ class Authenticator:
 
             try:
                 keys = await asyncio.to_thread(_fetch_jwks, str(self.jwks_url))
-            except (jwt.PyJWKClientError, OSError) as exc:
-                raise UnauthorizedError(f"Signing keys unavailable: {exc}") from None
+            except (jwt.PyJWKClientError, OSError):
+                raise UnauthorizedError(KEYS_UNAVAILABLE) from None
             self._jwks = keys
 
 
@@ -187,6 +259,36 @@ def _fetch_jwks(url: str) -> dict[str, jwt.PyJWK]:
         for key in client.get_signing_keys()
         if key.key_id and key.algorithm_name in JWKS_ALGORITHMS
     }
+
+
+def _header(token: str) -> dict[str, Any]:
+    import jwt
+
+    try:
+        return jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise UnauthorizedError(MALFORMED) from None
+
+
+def _kid(header: Mapping[str, Any]) -> str:
+    kid = header.get("kid")
+    return kid if isinstance(kid, str) else ""
+
+
+def _decode_failure(exc: jwt.PyJWTError) -> str:
+    """The project's sentence for what PyJWT refused (its own message never reaches a client)."""
+    import jwt
+
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return BAD_SIGNATURE
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return ALGORITHM_NOT_ACCEPTED
+    missing = exc.claim if isinstance(exc, jwt.MissingRequiredClaimError) else None
+    if isinstance(exc, jwt.InvalidIssuerError) or missing == "iss":
+        return ISSUER_NOT_ACCEPTED
+    if isinstance(exc, jwt.InvalidAudienceError) or missing == "aud":
+        return AUDIENCE_NOT_ACCEPTED
+    return MALFORMED
 
 
 async def authenticate(request: Request) -> Principal:
