@@ -3,6 +3,7 @@ and the same rules through the gateway on real routes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -27,6 +28,7 @@ from edgemart.auth import (
     EXPIRED,
     INVALID_TIME,
     ISSUER_NOT_ACCEPTED,
+    KEYS_UNAVAILABLE,
     LIFETIME_TOO_LONG,
     MALFORMED,
     NO_EXPIRY,
@@ -95,6 +97,16 @@ def jwks(jwks_endpoint: tuple[JwksServer, str]) -> tuple[JwksServer, str]:
     return jwks_endpoint
 
 
+class FakeClock:
+    """A monotonic clock the test moves, instead of sleeping for minutes."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def claims(**extra: Any) -> dict[str, Any]:
     now = int(time.time())
     return {"sub": "alice", "iat": now, "exp": now + 300, **extra}
@@ -141,6 +153,119 @@ async def test_unknown_kid_refreshes_the_key_set(jwks: tuple[JwksServer, str]) -
     assert (await auth.verify(rs256("rsa-2", ROTATED_KEY))).sub == "alice"
     assert server.fetches == fetches + 1
     assert await refused(auth, rs256("nope")) == UNKNOWN_KEY
+
+
+async def test_unknown_kids_fetch_at_most_every_10_s(jwks: tuple[JwksServer, str]) -> None:
+    server, url = jwks
+    clock = FakeClock()
+    auth = Authenticator(jwks_url=url, clock=clock)
+    await auth.verify(rs256())
+    for kid in ("random-1", "random-2", "random-3"):
+        assert await refused(auth, rs256(kid)) == UNKNOWN_KEY
+    assert server.fetches == 1
+    clock.now += 10
+    assert await refused(auth, rs256("random-4")) == UNKNOWN_KEY
+    assert server.fetches == 2
+
+
+async def test_a_key_removed_from_the_set_is_refused_once_the_set_is_stale(
+    jwks: tuple[JwksServer, str],
+) -> None:
+    server, url = jwks
+    clock = FakeClock()
+    auth = Authenticator(jwks_url=url, jwks_max_age_s=300, clock=clock)
+    assert (await auth.verify(rs256())).sub == "alice"
+    server.keys = [public_jwk(ROTATED_KEY, "rsa-2", "RS256")]  # rsa-1 revoked
+    clock.now += 299
+    assert (await auth.verify(rs256())).sub == "alice"  # the set is still fresh
+    assert server.fetches == 1
+    clock.now += 1
+    assert await refused(auth, rs256()) == UNKNOWN_KEY
+    assert server.fetches == 2
+    with pytest.raises(UnauthorizedError):
+        auth.verify_cached(rs256())  # the rate limiter's path holds the new set too
+    assert (await auth.verify(rs256("rsa-2", ROTATED_KEY))).sub == "alice"
+    assert server.fetches == 2
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "stale_after_s"),
+    [
+        (None, 300),
+        ("public, max-age=60", 60),
+        ("max-age=5", 30),
+        ("no-cache", 30),
+        ("max-age=86400", 300),
+    ],
+)
+async def test_cache_control_max_age_is_honoured_and_clamped(
+    jwks: tuple[JwksServer, str], cache_control: str | None, stale_after_s: float
+) -> None:
+    server, url = jwks
+    server.cache_control = cache_control
+    clock = FakeClock()
+    auth = Authenticator(jwks_url=url, jwks_max_age_s=300, clock=clock)
+    await auth.verify(rs256())
+    clock.now += stale_after_s - 1
+    await auth.verify(rs256())
+    assert server.fetches == 1
+    clock.now += 1
+    await auth.verify(rs256())
+    assert server.fetches == 2
+
+
+async def test_concurrent_requests_on_a_stale_set_fetch_it_once(
+    jwks: tuple[JwksServer, str],
+) -> None:
+    server, url = jwks
+    clock = FakeClock()
+    auth = Authenticator(jwks_url=url, jwks_max_age_s=300, clock=clock)
+    await auth.verify(rs256())
+    clock.now += 300
+    principals = await asyncio.gather(*(auth.verify(rs256()) for _ in range(20)))
+    assert {p.sub for p in principals} == {"alice"} and server.fetches == 2
+
+
+@pytest.mark.parametrize("failure", ["status", "garbage"])
+async def test_a_failed_refetch_keeps_the_keys_for_a_grace_period_then_refuses(
+    jwks: tuple[JwksServer, str], failure: str
+) -> None:
+    server, url = jwks
+    clock = FakeClock()
+    auth = Authenticator(jwks_url=url, jwks_max_age_s=300, clock=clock)
+    await auth.verify(rs256())
+    server.failure = failure
+    clock.now += 300  # stale: fetched again, which fails; the old keys still serve
+    assert (await auth.verify(rs256())).sub == "alice"
+    assert server.fetches == 2
+    clock.now += 9
+    await auth.verify(rs256())
+    assert server.fetches == 2  # retried at most every 10 s
+    clock.now += 1
+    await auth.verify(rs256())
+    assert server.fetches == 3
+    clock.now = 1000 + 600  # grace (one max age past staleness) is over
+    assert await refused(auth, rs256()) == KEYS_UNAVAILABLE
+    server.failure = None
+    clock.now += 10
+    assert (await auth.verify(rs256())).sub == "alice"
+
+
+async def test_no_key_set_ever_fetched_refuses(jwks: tuple[JwksServer, str]) -> None:
+    server, url = jwks
+    server.failure = "status"
+    auth = Authenticator(jwks_url=url, clock=FakeClock())
+    assert await refused(auth, rs256()) == KEYS_UNAVAILABLE
+
+
+async def test_an_empty_key_set_revokes_every_key(jwks: tuple[JwksServer, str]) -> None:
+    server, url = jwks
+    clock = FakeClock()
+    auth = Authenticator(jwks_url=url, clock=clock)
+    await auth.verify(rs256())
+    server.keys = []
+    clock.now += 300
+    assert await refused(auth, rs256()) == UNKNOWN_KEY
 
 
 def _forge_hs256_with(key_bytes: bytes, payload: dict[str, Any]) -> str:
@@ -284,6 +409,17 @@ async def test_max_token_lifetime_comes_from_settings() -> None:
     )
     assert await refused(capped, far) == LIFETIME_TOO_LONG
     assert (await capped.verify(hs256(exp=int(time.time()) + 3000))).sub == "alice"
+
+
+async def test_jwks_max_age_comes_from_settings(jwks: tuple[JwksServer, str]) -> None:
+    server, url = jwks
+    clock = FakeClock()
+    settings = settings_for(None, jwt_jwks_url=url, jwt_jwks_max_age_s=60)
+    auth = Authenticator.from_settings(settings, clock=clock)
+    await auth.verify(rs256())
+    clock.now += 60
+    await auth.verify(rs256())
+    assert server.fetches == 2
 
 
 @pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer ", "Basic abc", "bearer"])
