@@ -1,23 +1,52 @@
-"""JWT verification: HS256 secret, RS256/ES256 from a JWKS the test serves, every 401 case."""
+"""JWT verification: HS256 secret, RS256/ES256 from a JWKS the test serves, every 401 case,
+and the same rules through the gateway on real routes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import jwt
+import psycopg
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from edgemart.auth import Authenticator, UnauthorizedError, bearer_token, roles_from_claims
-from tests.conftest import serve_in_thread
+from edgemart.auth import (
+    ALGORITHM_NOT_ACCEPTED,
+    AUDIENCE_NOT_ACCEPTED,
+    BAD_SIGNATURE,
+    EXPIRED,
+    INVALID_TIME,
+    ISSUER_NOT_ACCEPTED,
+    KEYS_UNAVAILABLE,
+    LIFETIME_TOO_LONG,
+    MALFORMED,
+    NO_EXPIRY,
+    NO_SUBJECT,
+    NOT_YET_VALID,
+    SUBJECT_NOT_CLEAN,
+    SUBJECT_TOO_LONG,
+    UNKNOWN_KEY,
+    Authenticator,
+    UnauthorizedError,
+    bearer_token,
+    roles_from_claims,
+    subject_from_scope,
+)
+from edgemart.services import Services
+from edgemart.settings import RATE_LIMIT_GROUPS
+from gateway.app import create_gateway
+from tests.conftest import serve_in_thread, settings_for
 
 pytestmark = pytest.mark.anyio
 SECRET = "auth-tests-secret-of-at-least-32-bytes!"
@@ -33,21 +62,49 @@ def public_jwk(key: Any, kid: str, alg: str) -> dict[str, Any]:
 
 
 class JwksServer:
+    """A JWKS endpoint whose keys, Cache-Control and failures a test sets."""
+
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self.keys = [public_jwk(RSA_KEY, "rsa-1", "RS256"), public_jwk(EC_KEY, "ec-1", "ES256")]
         self.fetches = 0
+        self.cache_control: str | None = None
+        self.failure: str | None = None  # "status" (503) or "garbage" (200, not a key set)
 
-    async def jwks(self, request: Request) -> JSONResponse:
+    async def jwks(self, request: Request) -> Response:
         self.fetches += 1
-        return JSONResponse({"keys": self.keys})
+        if self.failure == "status":
+            return Response("unavailable", status_code=503)
+        if self.failure == "garbage":
+            return Response("<html>maintenance</html>", media_type="text/html")
+        headers = {"Cache-Control": self.cache_control} if self.cache_control else None
+        return JSONResponse({"keys": self.keys}, headers=headers)
 
 
 @pytest.fixture(scope="module")
-def jwks() -> Iterator[tuple[JwksServer, str]]:
+def jwks_endpoint() -> Iterator[tuple[JwksServer, str]]:
     server = JwksServer()
     app = Starlette(routes=[Route("/.well-known/jwks.json", server.jwks)])
     with serve_in_thread(app) as url:
         yield server, f"{url}/.well-known/jwks.json"
+
+
+@pytest.fixture
+def jwks(jwks_endpoint: tuple[JwksServer, str]) -> tuple[JwksServer, str]:
+    jwks_endpoint[0].reset()
+    return jwks_endpoint
+
+
+class FakeClock:
+    """A monotonic clock the test moves, instead of sleeping for minutes."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def claims(**extra: Any) -> dict[str, Any]:
@@ -55,13 +112,27 @@ def claims(**extra: Any) -> dict[str, Any]:
     return {"sub": "alice", "iat": now, "exp": now + 300, **extra}
 
 
+def hs256(**extra: Any) -> str:
+    return jwt.encode(claims(**extra), SECRET, algorithm="HS256")
+
+
+def rs256(kid: str = "rsa-1", key: Any = RSA_KEY) -> str:
+    return jwt.encode(claims(), key, algorithm="RS256", headers={"kid": kid})
+
+
 def authenticator(jwks_url: str | None = None, **options: Any) -> Authenticator:
     return Authenticator(secret=SECRET, jwks_url=jwks_url, jwks_refresh_s=0, **options)
 
 
+async def refused(auth: Authenticator, token: str) -> str:
+    with pytest.raises(UnauthorizedError) as raised:
+        await auth.verify(token)
+    assert raised.value.status == 401 and raised.value.code == "unauthorized"
+    return str(raised.value.detail)
+
+
 async def test_hs256_token(jwks: tuple[JwksServer, str]) -> None:
-    token = jwt.encode(claims(roles=["admin", "seller"]), SECRET, algorithm="HS256")
-    principal = await authenticator().verify(token)
+    principal = await authenticator().verify(hs256(roles=["admin", "seller"]))
     assert principal.sub == "alice" and principal.is_admin
 
 
@@ -76,14 +147,125 @@ async def test_jwks_tokens(jwks: tuple[JwksServer, str], key: Any, kid: str, alg
 async def test_unknown_kid_refreshes_the_key_set(jwks: tuple[JwksServer, str]) -> None:
     server, url = jwks
     auth = authenticator(url)
-    await auth.verify(jwt.encode(claims(), RSA_KEY, algorithm="RS256", headers={"kid": "rsa-1"}))
+    await auth.verify(rs256())
     server.keys.append(public_jwk(ROTATED_KEY, "rsa-2", "RS256"))
     fetches = server.fetches
-    rotated = jwt.encode(claims(), ROTATED_KEY, algorithm="RS256", headers={"kid": "rsa-2"})
-    assert (await auth.verify(rotated)).sub == "alice"
+    assert (await auth.verify(rs256("rsa-2", ROTATED_KEY))).sub == "alice"
     assert server.fetches == fetches + 1
-    with pytest.raises(UnauthorizedError, match="Unknown signing key"):
-        await auth.verify(jwt.encode(claims(), RSA_KEY, algorithm="RS256", headers={"kid": "nope"}))
+    assert await refused(auth, rs256("nope")) == UNKNOWN_KEY
+
+
+async def test_unknown_kids_fetch_at_most_every_10_s(jwks: tuple[JwksServer, str]) -> None:
+    server, url = jwks
+    clock = FakeClock()
+    auth = Authenticator(jwks_url=url, clock=clock)
+    await auth.verify(rs256())
+    for kid in ("random-1", "random-2", "random-3"):
+        assert await refused(auth, rs256(kid)) == UNKNOWN_KEY
+    assert server.fetches == 1
+    clock.now += 10
+    assert await refused(auth, rs256("random-4")) == UNKNOWN_KEY
+    assert server.fetches == 2
+
+
+async def test_a_key_removed_from_the_set_is_refused_once_the_set_is_stale(
+    jwks: tuple[JwksServer, str],
+) -> None:
+    server, url = jwks
+    clock = FakeClock()
+    auth = Authenticator(jwks_url=url, jwks_max_age_s=300, clock=clock)
+    assert (await auth.verify(rs256())).sub == "alice"
+    server.keys = [public_jwk(ROTATED_KEY, "rsa-2", "RS256")]  # rsa-1 revoked
+    clock.now += 299
+    assert (await auth.verify(rs256())).sub == "alice"  # the set is still fresh
+    assert server.fetches == 1
+    clock.now += 1
+    assert await refused(auth, rs256()) == UNKNOWN_KEY
+    assert server.fetches == 2
+    with pytest.raises(UnauthorizedError):
+        auth.verify_cached(rs256())  # the rate limiter's path holds the new set too
+    assert (await auth.verify(rs256("rsa-2", ROTATED_KEY))).sub == "alice"
+    assert server.fetches == 2
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "stale_after_s"),
+    [
+        (None, 300),
+        ("public, max-age=60", 60),
+        ("max-age=5", 30),
+        ("no-cache", 30),
+        ("max-age=86400", 300),
+    ],
+)
+async def test_cache_control_max_age_is_honoured_and_clamped(
+    jwks: tuple[JwksServer, str], cache_control: str | None, stale_after_s: float
+) -> None:
+    server, url = jwks
+    server.cache_control = cache_control
+    clock = FakeClock()
+    auth = Authenticator(jwks_url=url, jwks_max_age_s=300, clock=clock)
+    await auth.verify(rs256())
+    clock.now += stale_after_s - 1
+    await auth.verify(rs256())
+    assert server.fetches == 1
+    clock.now += 1
+    await auth.verify(rs256())
+    assert server.fetches == 2
+
+
+async def test_concurrent_requests_on_a_stale_set_fetch_it_once(
+    jwks: tuple[JwksServer, str],
+) -> None:
+    server, url = jwks
+    clock = FakeClock()
+    auth = Authenticator(jwks_url=url, jwks_max_age_s=300, clock=clock)
+    await auth.verify(rs256())
+    clock.now += 300
+    principals = await asyncio.gather(*(auth.verify(rs256()) for _ in range(20)))
+    assert {p.sub for p in principals} == {"alice"} and server.fetches == 2
+
+
+@pytest.mark.parametrize("failure", ["status", "garbage"])
+async def test_a_failed_refetch_keeps_the_keys_for_a_grace_period_then_refuses(
+    jwks: tuple[JwksServer, str], failure: str
+) -> None:
+    server, url = jwks
+    clock = FakeClock()
+    auth = Authenticator(jwks_url=url, jwks_max_age_s=300, clock=clock)
+    await auth.verify(rs256())
+    server.failure = failure
+    clock.now += 300  # stale: fetched again, which fails; the old keys still serve
+    assert (await auth.verify(rs256())).sub == "alice"
+    assert server.fetches == 2
+    clock.now += 9
+    await auth.verify(rs256())
+    assert server.fetches == 2  # retried at most every 10 s
+    clock.now += 1
+    await auth.verify(rs256())
+    assert server.fetches == 3
+    clock.now = 1000 + 600  # grace (one max age past staleness) is over
+    assert await refused(auth, rs256()) == KEYS_UNAVAILABLE
+    server.failure = None
+    clock.now += 10
+    assert (await auth.verify(rs256())).sub == "alice"
+
+
+async def test_no_key_set_ever_fetched_refuses(jwks: tuple[JwksServer, str]) -> None:
+    server, url = jwks
+    server.failure = "status"
+    auth = Authenticator(jwks_url=url, clock=FakeClock())
+    assert await refused(auth, rs256()) == KEYS_UNAVAILABLE
+
+
+async def test_an_empty_key_set_revokes_every_key(jwks: tuple[JwksServer, str]) -> None:
+    server, url = jwks
+    clock = FakeClock()
+    auth = Authenticator(jwks_url=url, clock=clock)
+    await auth.verify(rs256())
+    server.keys = []
+    clock.now += 300
+    assert await refused(auth, rs256()) == UNKNOWN_KEY
 
 
 def _forge_hs256_with(key_bytes: bytes, payload: dict[str, Any]) -> str:
@@ -117,37 +299,56 @@ PUBLIC_PEM = RSA_KEY.public_key().public_bytes(
 
 
 @pytest.mark.parametrize(
-    ("make_token", "auth_options"),
+    ("make_token", "auth_options", "detail"),
     [
-        (lambda: jwt.encode(claims(exp=int(time.time()) - 3600), SECRET, algorithm="HS256"), {}),
+        (lambda: hs256(exp=int(time.time()) - 3600), {}, EXPIRED),
         (
             lambda: jwt.encode(
                 claims(), "another-secret-of-at-least-32-bytes!!", algorithm="HS256"
             ),
             {},
+            BAD_SIGNATURE,
         ),
-        (lambda: _unsigned(claims()), {}),
-        (lambda: _forge_hs256_with(PUBLIC_PEM, claims()), {"secret": None}),
+        (lambda: _unsigned(claims()), {}, ALGORITHM_NOT_ACCEPTED),
+        (lambda: _forge_hs256_with(PUBLIC_PEM, claims()), {"secret": None}, ALGORITHM_NOT_ACCEPTED),
         (
             lambda: jwt.encode(
                 {k: v for k, v in claims().items() if k != "sub"}, SECRET, algorithm="HS256"
             ),
             {},
+            NO_SUBJECT,
         ),
+        (lambda: hs256(iss="https://evil"), {"issuer": "https://good"}, ISSUER_NOT_ACCEPTED),
+        (lambda: hs256(), {"issuer": "https://good"}, ISSUER_NOT_ACCEPTED),
+        (lambda: hs256(aud="other"), {"audience": "edgemart"}, AUDIENCE_NOT_ACCEPTED),
+        (lambda: hs256(), {"audience": "edgemart"}, AUDIENCE_NOT_ACCEPTED),
         (
-            lambda: jwt.encode(claims(iss="https://evil"), SECRET, algorithm="HS256"),
-            {"issuer": "https://good"},
+            lambda: jwt.encode(claims(), SECRET * 2, algorithm="HS512"),
+            {"secret": SECRET * 2},
+            ALGORITHM_NOT_ACCEPTED,
         ),
+        (lambda: "not.a.token", {}, MALFORMED),
+        (lambda: hs256()[:-8] + "!!!!!!!!", {}, MALFORMED),
+        (lambda: rs256(), {"jwks_url": None}, ALGORITHM_NOT_ACCEPTED),
+        (lambda: hs256(exp="9999999999"), {}, INVALID_TIME.format(claim="exp")),
+        (lambda: hs256(exp=True), {}, INVALID_TIME.format(claim="exp")),
+        (lambda: hs256(exp=None), {}, INVALID_TIME.format(claim="exp")),
+        (lambda: hs256(exp=float("nan")), {}, INVALID_TIME.format(claim="exp")),
+        (lambda: hs256(exp=2**63), {}, INVALID_TIME.format(claim="exp")),
+        (lambda: hs256(nbf="0"), {}, INVALID_TIME.format(claim="nbf")),
+        (lambda: hs256(iat=[0]), {}, INVALID_TIME.format(claim="iat")),
+        (lambda: hs256(nbf=int(time.time()) + 60), {}, NOT_YET_VALID),
         (
-            lambda: jwt.encode(claims(aud="other"), SECRET, algorithm="HS256"),
-            {"audience": "edgemart"},
+            lambda: jwt.encode({"sub": "alice"}, SECRET, algorithm="HS256"),
+            {},
+            NO_EXPIRY,
         ),
-        (lambda: jwt.encode(claims(), SECRET * 2, algorithm="HS512"), {"secret": SECRET * 2}),
-        (lambda: "not.a.token", {}),
-        (
-            lambda: jwt.encode(claims(), RSA_KEY, algorithm="RS256", headers={"kid": "rsa-1"}),
-            {"jwks_url": None},
-        ),
+        (lambda: hs256(sub="a" * 10_000), {}, SUBJECT_TOO_LONG),
+        (lambda: hs256(sub="ali\x00ce"), {}, SUBJECT_NOT_CLEAN),
+        (lambda: hs256(sub="\ud800"), {}, SUBJECT_NOT_CLEAN),
+        (lambda: hs256(sub="bob\x1fquery"), {}, SUBJECT_NOT_CLEAN),
+        (lambda: hs256(sub=""), {}, NO_SUBJECT),
+        (lambda: hs256(sub=42), {}, NO_SUBJECT),
     ],
     ids=[
         "expired",
@@ -156,18 +357,69 @@ PUBLIC_PEM = RSA_KEY.public_key().public_bytes(
         "hs-rs-confusion",
         "no-sub",
         "wrong-issuer",
+        "no-issuer",
         "wrong-audience",
+        "no-audience",
         "alg-not-allowed",
         "malformed",
+        "bad-signature-encoding",
         "rs256-without-jwks",
+        "exp-numeric-string",
+        "exp-boolean",
+        "exp-null",
+        "exp-nan",
+        "exp-2**63",
+        "nbf-string",
+        "iat-array",
+        "nbf-in-the-future",
+        "no-exp",
+        "sub-10000-chars",
+        "sub-nul",
+        "sub-lone-surrogate",
+        "sub-unit-separator",
+        "sub-empty",
+        "sub-number",
     ],
 )
 async def test_401_cases(
-    jwks: tuple[JwksServer, str], make_token: Any, auth_options: dict[str, Any]
+    jwks: tuple[JwksServer, str], make_token: Any, auth_options: dict[str, Any], detail: str
 ) -> None:
     options = {"secret": SECRET, "jwks_url": jwks[1], "jwks_refresh_s": 0, **auth_options}
-    with pytest.raises(UnauthorizedError):
-        await Authenticator(**options).verify(make_token())
+    assert await refused(Authenticator(**options), make_token()) == detail
+
+
+def expired_20_s_ago() -> str:
+    return hs256(exp=int(time.time()) - 20)
+
+
+async def test_leeway_defaults_to_none_and_comes_from_settings() -> None:
+    assert await refused(Authenticator(secret=SECRET), expired_20_s_ago()) == EXPIRED
+    default = Authenticator.from_settings(settings_for(None, jwt_secret=SECRET))
+    assert await refused(default, expired_20_s_ago()) == EXPIRED
+    lenient = Authenticator.from_settings(settings_for(None, jwt_secret=SECRET, jwt_leeway_s=30))
+    assert (await lenient.verify(expired_20_s_ago())).sub == "alice"
+
+
+async def test_max_token_lifetime_comes_from_settings() -> None:
+    far = hs256(exp=int(time.time()) + 7200)
+    uncapped = Authenticator.from_settings(settings_for(None, jwt_secret=SECRET))
+    assert (await uncapped.verify(far)).sub == "alice"
+    capped = Authenticator.from_settings(
+        settings_for(None, jwt_secret=SECRET, jwt_max_token_lifetime_s=3600)
+    )
+    assert await refused(capped, far) == LIFETIME_TOO_LONG
+    assert (await capped.verify(hs256(exp=int(time.time()) + 3000))).sub == "alice"
+
+
+async def test_jwks_max_age_comes_from_settings(jwks: tuple[JwksServer, str]) -> None:
+    server, url = jwks
+    clock = FakeClock()
+    settings = settings_for(None, jwt_jwks_url=url, jwt_jwks_max_age_s=60)
+    auth = Authenticator.from_settings(settings, clock=clock)
+    await auth.verify(rs256())
+    clock.now += 60
+    await auth.verify(rs256())
+    assert server.fetches == 2
 
 
 @pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer ", "Basic abc", "bearer"])
@@ -181,3 +433,149 @@ def test_roles_from_each_claim_style() -> None:
     assert roles_from_claims({"cognito:groups": ["admin", "ops"]}) == {"admin", "ops"}
     assert roles_from_claims({"app_metadata": {"role": "admin"}}) == {"admin"}
     assert roles_from_claims({"roles": "admin"}) == frozenset()
+
+
+# Through the gateway: the routes a sub reaches the database on, with every limit off.
+
+
+async def gateway_for(database_url: str, **settings: Any) -> tuple[Services, httpx.AsyncClient]:
+    services = Services.from_settings(
+        settings_for(
+            database_url,
+            jwt_secret=SECRET,
+            rate_limit_overrides=tuple((group, 0, 60) for group in RATE_LIMIT_GROUPS),
+            **settings,
+        )
+    )
+    transport = httpx.ASGITransport(app=create_gateway(services), client=("203.0.113.9", 1))
+    return services, httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+@pytest.fixture(scope="module")
+async def gateway(module_database_url: str) -> AsyncIterator[tuple[Services, httpx.AsyncClient]]:
+    services, client = await gateway_for(module_database_url)
+    async with client:
+        yield services, client
+    await services.aclose()
+
+
+@pytest.fixture(scope="module")
+async def capped_gateway(module_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    services, client = await gateway_for(
+        module_database_url, jwt_leeway_s=30, jwt_max_token_lifetime_s=3600
+    )
+    async with client:
+        yield client
+    await services.aclose()
+
+
+async def call(client: httpx.AsyncClient, route: str, token: str) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"}
+    if route == "wallet":
+        return await client.get("/wallet", headers=headers)
+    if route == "purchase":
+        return await client.get(f"/purchases/{uuid.uuid4()}", headers=headers)
+    slug = f"auth-{uuid.uuid4().hex[:12]}"
+    return await client.post("/stores", json={"slug": slug, "name": "Auth"}, headers=headers)
+
+
+def assert_unauthorized(response: httpx.Response, detail: str) -> None:
+    assert response.status_code == 401, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["www-authenticate"] == 'Bearer realm="edgemart"'
+    body = response.json()
+    assert (body["code"], body["detail"]) == ("unauthorized", detail)
+
+
+ROUTES = ["wallet", "purchase", "store"]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_clean_subject_passes(
+    gateway: tuple[Services, httpx.AsyncClient], route: str
+) -> None:
+    response = await call(gateway[1], route, hs256(sub="carol"))
+    assert response.status_code == {"wallet": 200, "purchase": 404, "store": 201}[route]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize(
+    ("payload", "detail"),
+    [
+        ({"sub": "a" * 10_000}, SUBJECT_TOO_LONG),
+        ({"sub": "a" * 256}, SUBJECT_TOO_LONG),
+        ({"sub": "ali\x00ce"}, SUBJECT_NOT_CLEAN),
+        ({"sub": "\ud800"}, SUBJECT_NOT_CLEAN),
+        ({"sub": "carol\x1fmallory"}, SUBJECT_NOT_CLEAN),
+        ({"sub": "carol\x9f"}, SUBJECT_NOT_CLEAN),
+        ({"sub": ""}, NO_SUBJECT),
+        ({"exp": "9999999999"}, INVALID_TIME.format(claim="exp")),
+        ({"exp": True}, INVALID_TIME.format(claim="exp")),
+        ({"exp": 2**63}, INVALID_TIME.format(claim="exp")),
+        ({"nbf": "0"}, INVALID_TIME.format(claim="nbf")),
+        ({"exp": int(time.time()) - 20}, EXPIRED),
+    ],
+    ids=[
+        "sub-10000",
+        "sub-256",
+        "sub-nul",
+        "sub-surrogate",
+        "sub-unit-separator",
+        "sub-c1",
+        "sub-empty",
+        "exp-string",
+        "exp-bool",
+        "exp-2**63",
+        "nbf-string",
+        "expired-20s",
+    ],
+)
+async def test_bad_claims_are_401_on_every_route(
+    gateway: tuple[Services, httpx.AsyncClient],
+    module_database_url: str,
+    route: str,
+    payload: dict[str, Any],
+    detail: str,
+) -> None:
+    response = await call(gateway[1], route, hs256(**payload))
+    assert_unauthorized(response, detail)
+    with psycopg.connect(module_database_url) as conn:
+        owners = conn.execute("SELECT owner_sub FROM stores WHERE slug LIKE 'auth-%'").fetchall()
+    assert all(owner == ("carol",) for owner in owners)
+
+
+async def test_a_unit_separator_subject_cannot_record_another_users_search(
+    gateway: tuple[Services, httpx.AsyncClient],
+) -> None:
+    services, client = gateway
+    await services.search_history.drain()
+    token = hs256(sub="carol\x1fmallory")
+    response = await client.get(
+        "/marketplace/search", params={"q": "chair"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert_unauthorized(response, SUBJECT_NOT_CLEAN)
+    assert await services.search_history.drain() == {}
+
+
+async def test_the_rate_limiter_keys_an_unclean_subject_by_ip(
+    gateway: tuple[Services, httpx.AsyncClient],
+) -> None:
+    services, _ = gateway
+    app = create_gateway(services)
+
+    def scope(token: str) -> dict[str, Any]:
+        return {"headers": [(b"authorization", f"Bearer {token}".encode())], "app": app}
+
+    assert subject_from_scope(scope(hs256(sub="carol"))) == "carol"
+    for sub in ("carol\x1fmallory", "a" * 256, "ali\x00ce"):
+        assert subject_from_scope(scope(hs256(sub=sub))) is None
+    assert subject_from_scope(scope(hs256(exp="9999999999"))) is None
+
+
+async def test_settings_reach_the_gateway(capped_gateway: httpx.AsyncClient) -> None:
+    now = int(time.time())
+    assert (await call(capped_gateway, "wallet", hs256(exp=now - 20))).status_code == 200
+    assert_unauthorized(await call(capped_gateway, "wallet", hs256(exp=now - 40)), EXPIRED)
+    assert_unauthorized(
+        await call(capped_gateway, "wallet", hs256(exp=now + 7200)), LIFETIME_TOO_LONG
+    )

@@ -6,19 +6,29 @@ ever checked against the shared secret and an RS256/ES256 token only against a J
 that algorithm, so `alg: none` and HS/RS confusion (an HS256 token "signed" with the public
 key) are rejected. `JWT_ISSUER` / `JWT_AUDIENCE` are enforced when set.
 
-JWKS keys are cached by `kid`; an unknown `kid` refreshes the set (a key rotation), at most
-once per `jwks_refresh_s`, so random `kid`s cannot make us hammer the JWKS endpoint.
+PyJWT checks the signature, issuer and audience; the time claims and the subject are checked
+here (`time_claims_problem`, `subject_problem`), because PyJWT coerces `exp` with `int()` and
+so accepts `"9999999999"`, `true` or `1e300`. Every failure is a 401 whose detail is one of
+the sentences below, never a library's message.
+
+JWKS keys (`JwksKeySet`) are fetched again on a bounded schedule, so a key removed from the
+set stops being accepted within `JWT_JWKS_MAX_AGE_S` (docs/decisions/0003-tokens.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
+import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from edgemart.errors import ProblemError
+from edgemart.logging import logger
+from edgemart.validation import is_clean_identifier
 
 if TYPE_CHECKING:
     import jwt
@@ -31,6 +41,31 @@ HMAC_ALGORITHMS = ("HS256",)
 JWKS_ALGORITHMS = ("RS256", "ES256")
 ADMIN_ROLE = "admin"
 PRINCIPAL_STATE_KEY = "principal"
+
+MAX_SUBJECT_LENGTH = 255  # the database's CHECK on every *_sub column
+# 9999-12-31T23:59:59Z: a NumericDate beyond it is not a date any issuer means.
+LATEST_NUMERIC_DATE = 253_402_300_799
+# A key set's freshness: Cache-Control max-age, clamped to [JWKS_MIN_AGE_S, JWT_JWKS_MAX_AGE_S].
+JWKS_MIN_AGE_S = 30.0
+JWKS_FETCH_TIMEOUT_S = 5.0
+JWKS_MAX_BYTES = 1 << 20
+_MAX_AGE_VALUE = re.compile(r'"?([0-9]{1,10})"?')
+
+MALFORMED = "The token is malformed"
+ALGORITHM_NOT_ACCEPTED = "The token's algorithm is not accepted"
+UNKNOWN_KEY = "The token's signing key is not known"
+KEYS_UNAVAILABLE = "The signing keys are not available; try again later"
+BAD_SIGNATURE = "The token's signature is not valid"
+ISSUER_NOT_ACCEPTED = "The token's issuer is not accepted"
+AUDIENCE_NOT_ACCEPTED = "The token's audience is not accepted"
+NO_EXPIRY = "The token has no expiry time"
+INVALID_TIME = "The token's {claim} claim is not a valid time"
+EXPIRED = "The token has expired"
+NOT_YET_VALID = "The token is not valid yet"
+LIFETIME_TOO_LONG = "The token's expiry time lies too far in the future"
+NO_SUBJECT = "The token has no subject"
+SUBJECT_TOO_LONG = f"The token's subject is longer than {MAX_SUBJECT_LENGTH} characters"
+SUBJECT_NOT_CLEAN = "The token's subject contains characters that are not allowed"
 
 
 class UnauthorizedError(ProblemError):
@@ -79,6 +114,201 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
+def subject_problem(sub: object) -> str | None:
+    """Why `sub` cannot name a user, or None. It becomes a database key and part of Redis
+    keys (joined with U+001F), so it is held to the identifier rule."""
+    if not isinstance(sub, str) or not sub:
+        return NO_SUBJECT
+    if len(sub) > MAX_SUBJECT_LENGTH:
+        return SUBJECT_TOO_LONG
+    if not is_clean_identifier(sub):
+        return SUBJECT_NOT_CLEAN
+    return None
+
+
+def _numeric_date(value: object) -> float | None:
+    """A JSON number between the epoch and year 9999 (RFC 7519 NumericDate), else None: no
+    strings, booleans, null, NaN or infinities (NaN fails both comparisons)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not 0 <= value <= LATEST_NUMERIC_DATE:
+        return None
+    return float(value)
+
+
+def time_claims_problem(
+    claims: Mapping[str, Any], *, now: float, leeway_s: float, max_lifetime_s: float | None
+) -> str | None:
+    """Why `exp` / `nbf` / `iat` make the token unacceptable at `now`, or None. `exp` is
+    required; `max_lifetime_s` caps how far ahead of `now` it may lie (plus the leeway, the
+    issuer's clock may run ahead of ours)."""
+    if "exp" not in claims:
+        return NO_EXPIRY
+    dates: dict[str, float] = {}
+    for claim in ("exp", "nbf", "iat"):
+        if claim in claims:
+            value = _numeric_date(claims[claim])
+            if value is None:
+                return INVALID_TIME.format(claim=claim)
+            dates[claim] = value
+    if dates["exp"] <= now - leeway_s:
+        return EXPIRED
+    if max(dates.get("nbf", 0.0), dates.get("iat", 0.0)) > now + leeway_s:
+        return NOT_YET_VALID
+    if max_lifetime_s is not None and dates["exp"] > now + max_lifetime_s + leeway_s:
+        return LIFETIME_TOO_LONG
+    return None
+
+
+def jwks_fresh_for(cache_control: str | None, max_age_s: float) -> float:
+    """How long a fetched key set stays fresh: the response's Cache-Control `max-age`
+    (`no-cache` / `no-store` count as 0) clamped to [JWKS_MIN_AGE_S, max_age_s]; max_age_s
+    when the response says nothing."""
+    said: float | None = None
+    for directive in (cache_control or "").split(","):
+        name, _, value = directive.partition("=")
+        name = name.strip().lower()
+        if name in ("no-cache", "no-store"):
+            seconds: float | None = 0.0
+        elif name == "max-age" and (match := _MAX_AGE_VALUE.fullmatch(value.strip())):
+            seconds = float(match.group(1))
+        else:
+            seconds = None
+        if seconds is not None:
+            said = seconds if said is None else min(said, seconds)
+    if said is None:
+        return max_age_s
+    return min(max_age_s, max(JWKS_MIN_AGE_S, said))
+
+
+class JwksDocumentError(ValueError):
+    """The JWKS endpoint answered something that is not a key set."""
+
+
+def signing_keys(document: bytes) -> dict[str, jwt.PyJWK]:
+    """The RS256/ES256 public signing keys of a JWKS document, by `kid`. Entries that are not
+    such a key (encryption keys, other algorithms, private keys, unparsable) are skipped; an
+    empty `keys` array is a valid answer (every key revoked)."""
+    import jwt
+
+    try:
+        parsed = json.loads(document)
+    except ValueError:
+        raise JwksDocumentError("not JSON") from None
+    entries = parsed.get("keys") if isinstance(parsed, dict) else None
+    if not isinstance(entries, list):
+        raise JwksDocumentError("no keys array")
+    keys: dict[str, jwt.PyJWK] = {}
+    for entry in entries:
+        if not _is_public_signing_entry(entry):
+            continue
+        try:
+            key = jwt.PyJWK(entry)
+        except jwt.PyJWTError:
+            continue
+        if key.algorithm_name in JWKS_ALGORITHMS:
+            keys[entry["kid"]] = key
+    return keys
+
+
+def _is_public_signing_entry(entry: object) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("kid"), str)
+        and entry.get("use", "sig") == "sig"
+        and entry.get("alg") in (None, *JWKS_ALGORITHMS)
+        and "d" not in entry
+    )
+
+
+def _fetch_jwks(url: str) -> tuple[bytes, str | None]:
+    """The JWKS document and its Cache-Control header. Blocking: run in a thread."""
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    with urllib.request.urlopen(request, timeout=JWKS_FETCH_TIMEOUT_S) as response:
+        document: bytes = response.read(JWKS_MAX_BYTES + 1)
+        cache_control: str | None = response.headers.get("Cache-Control")
+    if len(document) > JWKS_MAX_BYTES:
+        raise JwksDocumentError("larger than JWKS_MAX_BYTES")
+    return document, cache_control
+
+
+# urllib's errors (HTTPError, URLError, timeouts) are OSErrors; a garbled status line is not.
+JWKS_FETCH_ERRORS = (OSError, http.client.HTTPException, JwksDocumentError)
+
+
+class JwksKeySet:
+    """The signing keys from a JWKS URL, fetched again on a bounded schedule.
+
+    A fetched set is fresh for `jwks_fresh_for(...)`; a stale set is fetched again before the
+    next verification, and a key missing from the new set is refused at once. An unknown
+    `kid` fetches early. Fetches, failed or not, are at least `min_interval_s` apart, so
+    neither random `kid`s nor a failing endpoint make us hammer it. A failed fetch keeps the
+    old keys for a grace of `max_age_s` past staleness; after that every token signed with a
+    JWKS key is refused until a fetch succeeds.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_age_s: float,
+        min_interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self.max_age_s = max_age_s
+        self.min_interval_s = min_interval_s
+        self._clock = clock
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._stale_at = float("-inf")
+        self._usable_until = float("-inf")
+        self._attempted_at = float("-inf")
+        self._lock: asyncio.Lock | None = None
+
+    def key(self, kid: str, algorithm: str) -> jwt.PyJWK:
+        """The key for `kid` and `algorithm` at hand (no I/O), or 401."""
+        if self._clock() >= self._usable_until:
+            raise UnauthorizedError(KEYS_UNAVAILABLE)
+        jwk = self._keys.get(kid)
+        if jwk is None or jwk.algorithm_name != algorithm:
+            raise UnauthorizedError(UNKNOWN_KEY)
+        return jwk
+
+    async def refresh(self, kid: str) -> None:
+        """Fetch the set again if it is stale or lacks `kid` (and the last attempt is not too
+        recent). A failure is logged and leaves the keys as they were."""
+        if not self._due(kid):
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if not self._due(kid):
+                return  # another request fetched while this one waited
+            attempted_at = self._attempted_at = self._clock()
+            try:
+                document, cache_control = await asyncio.to_thread(_fetch_jwks, self.url)
+                keys = signing_keys(document)
+            except JWKS_FETCH_ERRORS as exc:
+                logger.warning(
+                    "JWKS fetch failed (%s: %s); the previous keys stay usable for %.0f s",
+                    type(exc).__name__,
+                    exc,
+                    max(0.0, self._usable_until - attempted_at),
+                )
+                return
+            self._keys = keys
+            self._stale_at = attempted_at + jwks_fresh_for(cache_control, self.max_age_s)
+            self._usable_until = self._stale_at + self.max_age_s
+
+    def _due(self, kid: str) -> bool:
+        now = self._clock()
+        if now - self._attempted_at < self.min_interval_s:
+            return False
+        return now >= self._stale_at or kid not in self._keys
+
+
 class Authenticator:
     def __init__(
         self,
@@ -87,55 +317,62 @@ class Authenticator:
         jwks_url: str | None = None,
         issuer: str | None = None,
         audience: str | None = None,
-        leeway_s: float = 30.0,
+        leeway_s: float = 0.0,
+        max_lifetime_s: float | None = None,
+        jwks_max_age_s: float = 300.0,
         jwks_refresh_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.secret = secret
-        self.jwks_url = jwks_url
         self.issuer = issuer
         self.audience = audience
         self.leeway_s = leeway_s
-        self.jwks_refresh_s = jwks_refresh_s
-        self._jwks: dict[str, jwt.PyJWK] = {}
-        self._jwks_fetched_at = float("-inf")
-        self._jwks_lock: asyncio.Lock | None = None
+        self.max_lifetime_s = max_lifetime_s
+        self.jwks = (
+            JwksKeySet(
+                jwks_url, max_age_s=jwks_max_age_s, min_interval_s=jwks_refresh_s, clock=clock
+            )
+            if jwks_url
+            else None
+        )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Authenticator:
+    def from_settings(
+        cls, settings: Settings, *, clock: Callable[[], float] = time.monotonic
+    ) -> Authenticator:
         return cls(
             secret=settings.jwt_secret,
             jwks_url=settings.jwt_jwks_url,
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
+            leeway_s=settings.jwt_leeway_s,
+            max_lifetime_s=settings.jwt_max_token_lifetime_s,
+            jwks_max_age_s=settings.jwt_jwks_max_age_s,
+            clock=clock,
         )
 
     # PyJWT (and cryptography behind it) is imported on first use, not at cold start of
     # functions that never see a token.
     async def verify(self, token: str) -> Principal:
-        """Verify a token, fetching JWKS keys if its `kid` is new."""
-        header = self._header(token)
-        if header.get("alg") in JWKS_ALGORITHMS and self.jwks_url:
-            kid = str(header.get("kid", ""))
-            if kid not in self._jwks:
-                await self._refresh_jwks()
+        """Verify a token, fetching the JWKS first if it is stale or lacks the token's `kid`."""
+        header = _header(token)
+        if self.jwks is not None and header.get("alg") in JWKS_ALGORITHMS:
+            await self.jwks.refresh(_kid(header))
         return self.verify_cached(token)
 
     def verify_cached(self, token: str) -> Principal:
         """Verify with the keys already at hand (no I/O)."""
         import jwt
 
-        header = self._header(token)
+        header = _header(token)
         algorithm = header.get("alg")
         key: Any
         if algorithm in HMAC_ALGORITHMS and self.secret:
             key = self.secret
-        elif algorithm in JWKS_ALGORITHMS and self.jwks_url:
-            jwk = self._jwks.get(str(header.get("kid", "")))
-            if jwk is None or jwk.algorithm_name != algorithm:
-                raise UnauthorizedError("Unknown signing key")
-            key = jwk.key
+        elif algorithm in JWKS_ALGORITHMS and self.jwks is not None:
+            key = self.jwks.key(_kid(header), algorithm).key
         else:
-            raise UnauthorizedError("Token algorithm is not accepted")
+            raise UnauthorizedError(ALGORITHM_NOT_ACCEPTED)
         try:
             claims = jwt.decode(
                 token,
@@ -143,50 +380,52 @@ class Authenticator:
                 algorithms=[algorithm],
                 audience=self.audience,
                 issuer=self.issuer,
-                leeway=self.leeway_s,
-                options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
+                options={
+                    "verify_aud": self.audience is not None,
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "verify_sub": False,
+                },
             )
         except jwt.PyJWTError as exc:
-            raise UnauthorizedError(f"Invalid token: {exc}") from None
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub:
-            raise UnauthorizedError("Token has no subject")
-        return Principal(sub, roles_from_claims(claims))
-
-    @staticmethod
-    def _header(token: str) -> dict[str, Any]:
-        import jwt
-
-        try:
-            return jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise UnauthorizedError("Malformed token") from None
-
-    async def _refresh_jwks(self) -> None:
-        if self._jwks_lock is None:
-            self._jwks_lock = asyncio.Lock()
-        async with self._jwks_lock:
-            if time.monotonic() - self._jwks_fetched_at < self.jwks_refresh_s:
-                return
-            self._jwks_fetched_at = time.monotonic()
-            import jwt
-
-            try:
-                keys = await asyncio.to_thread(_fetch_jwks, str(self.jwks_url))
-            except (jwt.PyJWKClientError, OSError) as exc:
-                raise UnauthorizedError(f"Signing keys unavailable: {exc}") from None
-            self._jwks = keys
+            raise UnauthorizedError(_decode_failure(exc)) from None
+        problem = time_claims_problem(
+            claims, now=time.time(), leeway_s=self.leeway_s, max_lifetime_s=self.max_lifetime_s
+        ) or subject_problem(claims.get("sub"))
+        if problem is not None:
+            raise UnauthorizedError(problem)
+        return Principal(claims["sub"], roles_from_claims(claims))
 
 
-def _fetch_jwks(url: str) -> dict[str, jwt.PyJWK]:
+def _header(token: str) -> dict[str, Any]:
     import jwt
 
-    client = jwt.PyJWKClient(url, cache_keys=False, cache_jwk_set=False, timeout=5)
-    return {
-        str(key.key_id): key
-        for key in client.get_signing_keys()
-        if key.key_id and key.algorithm_name in JWKS_ALGORITHMS
-    }
+    try:
+        return jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise UnauthorizedError(MALFORMED) from None
+
+
+def _kid(header: Mapping[str, Any]) -> str:
+    kid = header.get("kid")
+    return kid if isinstance(kid, str) else ""
+
+
+def _decode_failure(exc: jwt.PyJWTError) -> str:
+    """The project's sentence for what PyJWT refused (its own message never reaches a client)."""
+    import jwt
+
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return BAD_SIGNATURE
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return ALGORITHM_NOT_ACCEPTED
+    missing = exc.claim if isinstance(exc, jwt.MissingRequiredClaimError) else None
+    if isinstance(exc, jwt.InvalidIssuerError) or missing == "iss":
+        return ISSUER_NOT_ACCEPTED
+    if isinstance(exc, jwt.InvalidAudienceError) or missing == "aud":
+        return AUDIENCE_NOT_ACCEPTED
+    return MALFORMED
 
 
 async def authenticate(request: Request) -> Principal:

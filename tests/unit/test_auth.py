@@ -1,0 +1,223 @@
+"""The token rules that need no server: subject, time claims, JWKS freshness and parsing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from edgemart.auth import (
+    EXPIRED,
+    INVALID_TIME,
+    LATEST_NUMERIC_DATE,
+    LIFETIME_TOO_LONG,
+    NO_EXPIRY,
+    NO_SUBJECT,
+    NOT_YET_VALID,
+    SUBJECT_NOT_CLEAN,
+    SUBJECT_TOO_LONG,
+    JwksDocumentError,
+    jwks_fresh_for,
+    signing_keys,
+    subject_problem,
+    time_claims_problem,
+)
+
+NOW = 1_700_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("sub", "problem"),
+    [
+        (None, NO_SUBJECT),
+        ("", NO_SUBJECT),
+        (42, NO_SUBJECT),
+        (["alice"], NO_SUBJECT),
+        ("a" * 256, SUBJECT_TOO_LONG),
+        ("a" * 10_000, SUBJECT_TOO_LONG),
+        ("ali\x00ce", SUBJECT_NOT_CLEAN),
+        ("\ud800", SUBJECT_NOT_CLEAN),
+        ("alice\udfff", SUBJECT_NOT_CLEAN),
+        ("bob\x1fquery", SUBJECT_NOT_CLEAN),
+        ("tab\there", SUBJECT_NOT_CLEAN),
+        ("del\x7f", SUBJECT_NOT_CLEAN),
+        ("c1\x85", SUBJECT_NOT_CLEAN),
+        ("c1\x9f", SUBJECT_NOT_CLEAN),
+    ],
+)
+def test_subject_refused(sub: object, problem: str) -> None:
+    assert subject_problem(sub) == problem
+
+
+@pytest.mark.parametrize(
+    "sub", ["alice", "a" * 255, "auth0|5f7c8ec7c33c6c004bbafe82", "üser 名前", "\U0001f600" * 255]
+)
+def test_subject_accepted(sub: str) -> None:
+    assert subject_problem(sub) is None
+
+
+def problem(claims: dict[str, Any], leeway_s: float = 0.0, lifetime: float | None = None) -> Any:
+    return time_claims_problem(claims, now=NOW, leeway_s=leeway_s, max_lifetime_s=lifetime)
+
+
+@pytest.mark.parametrize(
+    "exp",
+    [
+        "9999999999",
+        "1700000600",
+        True,
+        False,
+        None,
+        float("nan"),
+        float("inf"),
+        float("-inf"),
+        -1,
+        2**63,
+        1e300,
+        LATEST_NUMERIC_DATE + 1,
+        [NOW + 600],
+        {"t": NOW + 600},
+    ],
+)
+def test_exp_must_be_a_numeric_date(exp: object) -> None:
+    assert problem({"exp": exp}) == INVALID_TIME.format(claim="exp")
+
+
+@pytest.mark.parametrize("claim", ["nbf", "iat"])
+@pytest.mark.parametrize("value", ["1700000000", True, None, float("nan"), 2**63])
+def test_nbf_and_iat_must_be_numeric_dates(claim: str, value: object) -> None:
+    assert problem({"exp": NOW + 600, claim: value}) == INVALID_TIME.format(claim=claim)
+
+
+def test_exp_is_required() -> None:
+    assert problem({"iat": NOW}) == NO_EXPIRY
+
+
+@pytest.mark.parametrize(
+    ("claims", "leeway_s", "expected"),
+    [
+        ({"exp": NOW + 600, "iat": NOW, "nbf": NOW}, 0, None),
+        ({"exp": NOW + 0.5}, 0, None),
+        ({"exp": NOW}, 0, EXPIRED),
+        ({"exp": NOW - 20}, 0, EXPIRED),
+        ({"exp": NOW - 20}, 30, None),
+        ({"exp": NOW - 31}, 30, EXPIRED),
+        ({"exp": NOW + 600, "nbf": NOW + 10}, 0, NOT_YET_VALID),
+        ({"exp": NOW + 600, "nbf": NOW + 10}, 30, None),
+        ({"exp": NOW + 600, "iat": NOW + 10}, 0, NOT_YET_VALID),
+        ({"exp": NOW + 600, "iat": NOW + 10}, 30, None),
+    ],
+)
+def test_expiry_and_leeway(claims: dict[str, Any], leeway_s: float, expected: str | None) -> None:
+    assert problem(claims, leeway_s) == expected
+
+
+@pytest.mark.parametrize(
+    ("exp", "leeway_s", "expected"),
+    [
+        (NOW + 3600, 0, None),
+        (NOW + 3601, 0, LIFETIME_TOO_LONG),
+        (NOW + 3620, 30, None),
+        (NOW + 3631, 30, LIFETIME_TOO_LONG),
+        (LATEST_NUMERIC_DATE, 0, LIFETIME_TOO_LONG),
+    ],
+)
+def test_max_lifetime(exp: float, leeway_s: float, expected: str | None) -> None:
+    assert problem({"exp": exp}, leeway_s, lifetime=3600) == expected
+
+
+def test_no_lifetime_cap_unless_configured() -> None:
+    assert problem({"exp": LATEST_NUMERIC_DATE}) is None
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "max_age_s", "fresh_for"),
+    [
+        (None, 300, 300),
+        ("", 300, 300),
+        ("max-age=60", 300, 60),
+        ("public, max-age=60, must-revalidate", 300, 60),
+        ("Max-Age=120", 300, 120),
+        ('max-age="90"', 300, 90),
+        ("max-age=5", 300, 30),
+        ("max-age=0", 300, 30),
+        ("max-age=86400", 300, 300),
+        ("no-cache", 300, 30),
+        ("no-store, max-age=600", 300, 30),
+        ("max-age=abc", 300, 300),
+        ("max-age=-5", 300, 300),
+        ("s-maxage=10", 300, 300),
+        ("max-age=60", 10, 10),
+    ],
+)
+def test_jwks_freshness_honours_and_clamps_max_age(
+    cache_control: str | None, max_age_s: float, fresh_for: float
+) -> None:
+    assert jwks_fresh_for(cache_control, max_age_s) == fresh_for
+
+
+def public(key: Any, **fields: Any) -> dict[str, Any]:
+    algorithm: Any = (
+        jwt.algorithms.RSAAlgorithm
+        if isinstance(key, rsa.RSAPrivateKey)
+        else jwt.algorithms.ECAlgorithm
+        if isinstance(key, ec.EllipticCurvePrivateKey)
+        else jwt.algorithms.OKPAlgorithm
+    )
+    jwk: dict[str, Any] = json.loads(algorithm.to_jwk(key.public_key()))
+    return {**jwk, **fields}
+
+
+def test_signing_keys_keeps_only_public_rs256_es256_signing_keys() -> None:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    private_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key))
+    document = {
+        "keys": [
+            public(rsa_key, kid="rsa", alg="RS256", use="sig"),
+            public(ec_key, kid="ec"),  # no alg, no use: inferred ES256 signing key
+            public(rsa_key, kid="enc", use="enc"),
+            public(rsa_key, alg="RS256"),  # no kid
+            public(ec_key, kid="ec-as-rsa", alg="RS256"),
+            public(ec.generate_private_key(ec.SECP384R1()), kid="es384"),
+            public(ed25519.Ed25519PrivateKey.generate(), kid="eddsa"),
+            {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+            {**private_jwk, "kid": "private"},
+            {"kid": "none", "alg": "none", "kty": "RSA"},
+            {"kid": "garbage", "kty": "RSA", "n": 5, "e": "AQAB"},
+            "not a key",
+        ]
+    }
+    keys = signing_keys(json.dumps(document).encode())
+    assert {kid: key.algorithm_name for kid, key in keys.items()} == {
+        "rsa": "RS256",
+        "ec": "ES256",
+    }
+
+
+def test_an_empty_key_set_is_an_answer() -> None:
+    assert signing_keys(b'{"keys": []}') == {}
+
+
+@pytest.mark.parametrize(
+    "document", [b"", b"<html>", b"[]", b'{"keys": {}}', b'{"key": []}', b"\xff"]
+)
+def test_a_document_that_is_no_key_set_is_an_error(document: bytes) -> None:
+    with pytest.raises(JwksDocumentError):
+        signing_keys(document)
+
+
+def test_importing_auth_loads_neither_pyjwt_nor_urllib() -> None:
+    probe = (
+        "import sys, edgemart.auth; "
+        "print([m for m in ('jwt', 'cryptography', 'urllib.request') if m in sys.modules])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
