@@ -33,6 +33,12 @@ SORTS = ("relevance", "price_asc", "price_desc", "newest", "popular")
 MAX_PRICE = 1_000_000_000
 POPULAR_LIMIT = 20
 WALK_WINDOW = 3000  # listed products a sorted walk looks at before giving up (see below)
+# A relevance query matching more than BROAD_MATCHES products is ranked among its matches in
+# the QUALITY_WINDOW best-rated listings: ranking every match of a phrase most listings hold
+# took 0.5-1 s at 1M products (bench/read_path/RESULTS.md).
+BROAD_MATCHES = 5000
+QUALITY_WINDOW = 5000
+QUALITY_ORDER = "listing_rank_score(p.quality_score) DESC, p.rating DESC NULLS LAST, p.id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,23 +248,75 @@ def _no_index(key: str) -> str:
     return f"({key} + 0)"
 
 
+def build_broad_probe_sql(params: SearchParams) -> tuple[bytes, list[Any]]:
+    """Counts the query's listed matches, stopping past BROAD_MATCHES."""
+    conditions, args = _filters(params, (), None)
+    sql = (
+        "SELECT count(*) AS matches FROM (SELECT 1 FROM products p WHERE "
+        f"{' AND '.join(conditions)} AND p.search_vector @@ websearch_to_tsquery('english', %s) "
+        "LIMIT %s) matched"
+    )
+    return sql.encode(), [*args, params.q, BROAD_MATCHES + 1]
+
+
+def build_quality_window_sql(
+    params: SearchParams, position: list[Any] | None, window: int
+) -> tuple[bytes, list[Any]]:
+    """For a broad query by relevance: its matches among the `window` best-rated listings (an
+    index walk, the same set on every page), ranked by the usual relevance keys."""
+    spec = SORT_SPECS["relevance"]
+    inner_conditions, args = _filters(params, (), None)
+    inner = (
+        f"SELECT p.* FROM products p WHERE {' AND '.join(inner_conditions)} "
+        f"ORDER BY {QUALITY_ORDER} LIMIT %s"
+    )
+    args.append(window)
+    args.append(params.q)
+    conditions = ["p.search_vector @@ query.q", "s.is_active"]
+    if position is not None:
+        conditions.append(_after(spec, spec.keys))
+        args.extend(position)
+    sql = (
+        f"{_select(spec.keys)} FROM ({inner}) p JOIN stores s ON s.id = p.store_id, "
+        "websearch_to_tsquery('english', %s) AS query(q) "
+        f"WHERE {' AND '.join(conditions)} ORDER BY {_order(spec.keys, spec.descending)} LIMIT %s"
+    )
+    args.append(params.limit + 1)
+    return _materialise(sql, len(spec.keys), spec.descending).encode(), args
+
+
+async def _fetch(conn: Connection, query: tuple[bytes, list[Any]]) -> list[Any]:
+    sql, args = query
+    return await (await conn.execute(sql, args)).fetchall()
+
+
 async def search_rows(
     conn: Connection, params: SearchParams, position: list[Any] | None
 ) -> list[Any]:
-    """One page (+1 row) of results: an index walk when it can fill the page, else exact."""
-    rows: list[Any] = []
-    if params.q is not None and len(params.q.split()) == 1:
-        # Only one-word queries are common enough for a walk to pay off; every extra word
-        # narrows the matches, and the exact plan is then the fast one.
-        if params.sort == "relevance":
-            sql, args = build_terms_sql(params, position, WALK_WINDOW)
+    """One page (+1 row) of results: an index walk when it can fill the page, else exact; a
+    broad multi-word query by relevance is ranked within the best-rated listings."""
+    if params.q is not None and params.sort == "relevance":
+        if len(params.q.split()) == 1:
+            rows = await _fetch(conn, build_terms_sql(params, position, WALK_WINDOW))
+            if len(rows) > params.limit:
+                return rows
         else:
-            sql, args = build_window_sql(params, position, WALK_WINDOW)
-        rows = await (await conn.execute(sql, args)).fetchall()
-    if len(rows) <= params.limit:  # the walk did not fill a page: ask the exact way
-        sql, args = build_search_sql(params, position)
-        rows = await (await conn.execute(sql, args)).fetchall()
-    return rows
+            # Never a generic plan: for it the query is unknown, so it builds the index's
+            # bitmap of every match (65 ms for a broad query at 1M products) where the plan
+            # for the actual words stops after BROAD_MATCHES rows.
+            sql, args = build_broad_probe_sql(params)
+            probe = await (await conn.execute(sql, args, prepare=False)).fetchone()
+            if probe is not None and probe["matches"] > BROAD_MATCHES:
+                return await _fetch(
+                    conn, build_quality_window_sql(params, position, QUALITY_WINDOW)
+                )
+    elif params.q is not None:
+        # A column order walks that column's index; a common query fills the page at once, and
+        # one that does not has few matches, which the exact plan sorts quickly.
+        rows = await _fetch(conn, build_window_sql(params, position, WALK_WINDOW))
+        if len(rows) > params.limit:
+            return rows
+    return await _fetch(conn, build_search_sql(params, position))
 
 
 class SearchTimeoutError(ProblemError):

@@ -1,15 +1,21 @@
-"""Every search's work is bounded: a query of excluded words only is refused, and a search
-that runs past SEARCH_STATEMENT_TIMEOUT_MS is a 503 that does not trip the circuit breaker."""
+"""Every search's work is bounded: a query of excluded words only is refused, a broad
+multi-word query is ranked within the best-rated listings, multi-word column orders walk their
+index, and a search that runs past SEARCH_STATEMENT_TIMEOUT_MS is a 503 that does not trip the
+circuit breaker."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
+import functions.search.app as search_app
 from edgemart.services import Services
+from functions.search.app import WALK_WINDOW, SearchParams, build_search_sql, build_window_sql
 from gateway.app import create_gateway
 from tests.conftest import settings_for
 
@@ -76,3 +82,103 @@ async def test_a_search_past_its_timeout_is_503_and_spares_the_breaker(
     assert breaker is not None and breaker.state == "closed"
     after = await client.get("/marketplace/search", params={"q": "oak chair"})
     assert after.status_code == 200
+
+
+async def walk_pages(client: httpx.AsyncClient, params: dict[str, Any]) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(200):
+        response = await client.get(
+            "/marketplace/search", params={**params, **({"cursor": cursor} if cursor else {})}
+        )
+        assert response.status_code == 200, response.text
+        results.extend(response.json()["results"])
+        cursor = response.json()["next_cursor"]
+        if cursor is None:
+            return results
+    raise AssertionError("pagination did not end")
+
+
+def best_rated_ids(url: str, count: int) -> list[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT id::text FROM products WHERE is_available AND is_approved "
+            "ORDER BY listing_rank_score(quality_score) DESC, rating DESC NULLS LAST, id "
+            "LIMIT %s",
+            [count],
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def ranks(url: str, q: str, ids: list[str]) -> list[tuple[float, float]]:
+    """Each product's relevance keys for `q`, computed on the spot."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT p.id::text, round(ts_rank_cd(p.search_vector, query.q)::numeric, 6)::float8, "
+            "listing_rank_score(p.quality_score)::float8 FROM products p, "
+            "websearch_to_tsquery('english', %s) AS query(q) "
+            "WHERE p.id = ANY(%s::uuid[]) AND p.search_vector @@ query.q",
+            [q, ids],
+        ).fetchall()
+    keys = {row[0]: (row[1], row[2]) for row in rows}
+    return [keys[product_id] for product_id in ids]
+
+
+async def test_a_broad_query_is_ranked_within_the_best_rated(
+    bounded: tuple[httpx.AsyncClient, Services],
+    catalog_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Made broad by small bounds: every result lies in the best-rated window, in relevance
+    order, each once, and the pages end where the window's matches end."""
+    monkeypatch.setattr(search_app, "BROAD_MATCHES", 40)
+    monkeypatch.setattr(search_app, "QUALITY_WINDOW", 120)
+    client, _ = bounded
+    q = "ships packaging"
+    results = await walk_pages(client, {"q": q, "limit": 7})
+    ids = [result["id"] for result in results]
+    window = best_rated_ids(catalog_database_url, 120)
+    assert ids and len(ids) == len(set(ids)) and set(ids) <= set(window)
+    keys = ranks(catalog_database_url, q, ids)
+    assert keys == sorted(keys, reverse=True)
+    with psycopg.connect(catalog_database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM products p JOIN stores s ON s.id = p.store_id "
+            "WHERE p.id = ANY(%s::uuid[]) AND s.is_active "
+            "AND p.search_vector @@ websearch_to_tsquery('english', %s)",
+            [window, q],
+        ).fetchone()
+    assert row is not None and len(ids) == row[0]
+
+
+async def test_a_narrow_multi_word_query_is_exact(
+    bounded: tuple[httpx.AsyncClient, Services],
+    catalog_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(search_app, "QUALITY_WINDOW", 1)  # would show if the window served it
+    client, _ = bounded
+    results = await walk_pages(client, {"q": "oak chair", "limit": 5})
+    with psycopg.connect(catalog_database_url) as conn:
+        expected = conn.execute(
+            "SELECT count(*) FROM products p JOIN stores s ON s.id = p.store_id "
+            "WHERE p.is_available AND p.is_approved AND s.is_active "
+            "AND p.search_vector @@ websearch_to_tsquery('english', 'oak chair')"
+        ).fetchone()
+    assert expected is not None and len(results) == expected[0] > 1
+
+
+@pytest.mark.parametrize("sort", ["price_asc", "price_desc", "newest", "popular"])
+async def test_multi_word_column_orders_walk_to_the_exact_pages(
+    bounded: tuple[httpx.AsyncClient, Services], catalog_database_url: str, sort: str
+) -> None:
+    """A multi-word query in a column order now walks that column's index first: its pages
+    are the exact plan's pages."""
+    params = SearchParams("ships packaging", None, None, None, sort, 6, None)
+    async with await psycopg.AsyncConnection.connect(
+        catalog_database_url, row_factory=dict_row
+    ) as conn:
+        walked = await (await conn.execute(*build_window_sql(params, None, WALK_WINDOW))).fetchall()
+        exact = await (await conn.execute(*build_search_sql(params, None))).fetchall()
+    assert len(walked) == 7  # the walk filled the page (limit + 1)
+    assert [row["item"]["id"] for row in walked] == [row["item"]["id"] for row in exact]
