@@ -28,7 +28,6 @@ from edgemart.auth import (
     EXPIRED,
     INVALID_TIME,
     ISSUER_NOT_ACCEPTED,
-    KEYS_UNAVAILABLE,
     LIFETIME_TOO_LONG,
     MALFORMED,
     NO_EXPIRY,
@@ -36,13 +35,13 @@ from edgemart.auth import (
     NOT_YET_VALID,
     SUBJECT_NOT_CLEAN,
     SUBJECT_TOO_LONG,
-    UNKNOWN_KEY,
     Authenticator,
     UnauthorizedError,
     bearer_token,
     roles_from_claims,
     subject_from_scope,
 )
+from edgemart.jwks import KEYS_UNAVAILABLE, UNKNOWN_KEY
 from edgemart.services import Services
 from edgemart.settings import RATE_LIMIT_GROUPS
 from gateway.app import create_gateway
