@@ -1,6 +1,6 @@
 """Admin function (admin role): kill switches with a cooldown, wallet credits, a product's
-purchase mode. Every change is written to `audit_log` with the acting user and request id,
-in the same transaction as the change."""
+purchase mode, popular-search terms hidden from the public list. Every change is written to
+`audit_log` with the acting user and request id, in the same transaction as the change."""
 
 from __future__ import annotations
 
@@ -14,18 +14,21 @@ from starlette.routing import Route
 
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.auth import ADMIN_ROLE, Principal, authenticate, require_role
-from edgemart.cache import NO_STORE
+from edgemart.cache import CACHE_RULES, NO_STORE
+from edgemart.counters import MAX_QUERY_LENGTH, normalise_query
 from edgemart.db import Connection
 from edgemart.errors import ProblemError
 from edgemart.products import ProductNotFoundError, rfc3339
 from edgemart.requestid import current_request_id
 from edgemart.services import services_of
 from edgemart.validation import (
+    JsonObject,
     ValidationError,
     is_clean_identifier,
     json_object,
     path_text,
     path_uuid,
+    text_problem,
 )
 
 SWITCHES = ("purchases", "listings")
@@ -194,11 +197,59 @@ async def set_purchase_mode(request: Request) -> Response:
     return JSONResponse({"product_id": product_id, "mode": mode}, headers=NO_STORE)
 
 
+HIDE_SQL = b"""
+INSERT INTO hidden_searches (query, reason, hidden_by) VALUES (%s, %s, %s)
+ON CONFLICT (query) DO UPDATE
+SET reason = excluded.reason, hidden_by = excluded.hidden_by, hidden_at = now()
+"""
+UNHIDE_SQL = b"DELETE FROM hidden_searches WHERE query = %s"
+
+
+def search_term(body: JsonObject) -> str | None:
+    """The body's `query`, normalised as search counting normalises it."""
+    raw = body.text("query", required=True, min_length=1, max_length=MAX_QUERY_LENGTH)
+    if raw is None:
+        return None
+    problem = text_problem(raw)
+    query = normalise_query(raw)
+    if problem is not None:
+        body.error("query", problem)
+    elif not query:
+        body.error("query", "must not be only spaces")
+    return query
+
+
+async def set_popular_search_hidden(request: Request) -> Response:
+    """Hide a term from `GET /marketplace/search/popular` (its counting goes on), or show it
+    again; audited in the same transaction."""
+    principal = await admin(request)
+    body = await json_object(request)
+    query = search_term(body)
+    hidden = body.boolean("hidden", required=True)
+    reason = body.text("reason", max_length=500) or ""
+    problem = text_problem(reason, multiline=True)
+    if problem is not None:
+        body.error("reason", problem)
+    body.finish()
+    services = services_of(request)
+    async with services.primary.connection() as conn, conn.transaction():
+        if hidden:
+            await conn.execute(HIDE_SQL, [query, reason, principal.sub])
+        else:
+            await conn.execute(UNHIDE_SQL, [query])
+        action = "popular_search.hide" if hidden else "popular_search.unhide"
+        details = {"hidden": hidden, "reason": reason}
+        await audit(conn, principal, action, "popular_search", str(query), details)
+    services.cache.invalidate(CACHE_RULES["popular_searches"].name)  # this process's copy
+    return JSONResponse({"query": query, "hidden": hidden}, headers=NO_STORE)
+
+
 routes = [
     Route("/admin/kill-switches/{name}", get_switch, methods=["GET"]),
     Route("/admin/kill-switches/{name}", put_switch, methods=["PUT"]),
     Route("/admin/wallets/{sub}/credits", credit_wallet, methods=["POST"]),
     Route("/admin/products/{product_id}/purchase-mode", set_purchase_mode, methods=["PUT"]),
+    Route("/admin/popular-searches/hidden", set_popular_search_hidden, methods=["PUT"]),
 ]
 app = build_app(routes)
 handler = lambda_handler(app)

@@ -47,26 +47,32 @@ class MessageFailedError(Exception):
 
 def group_by_product(
     records: list[Mapping[str, Any]],
-) -> tuple[dict[str, list[str]], dict[str, str | None]]:
-    """Pure: order ids per product, and each message's order id (None: not a purchase
-    message)."""
+) -> tuple[dict[str, list[str]], dict[str, tuple[str, str] | None]]:
+    """Pure: order ids per product, and each message's (product id, order id) (None: not a
+    purchase message). A message naming an order under the wrong product then fails alone,
+    not the message that names it rightly."""
     groups: dict[str, list[str]] = defaultdict(list)
-    order_of: dict[str, str | None] = {}
+    order_of: dict[str, tuple[str, str] | None] = {}
     for record in records:
+        body = record.get("body")
         try:
-            order_id, product_id = purchase_message(record["body"])
+            if not isinstance(body, str):  # not a body SQS sends: never one of ours
+                raise ValueError("not a text body")
+            order_id, product_id = purchase_message(body)
         except ValueError:
             order_of[record["messageId"]] = None
             continue
-        order_of[record["messageId"]] = order_id
+        order_of[record["messageId"]] = (product_id, order_id)
         groups[product_id].append(order_id)
     return groups, order_of
 
 
-async def apply_groups(services: Services, groups: dict[str, list[str]]) -> dict[str, str]:
-    """Each order's outcome (`completed`, `failed`), or `retry` when its group's transaction
-    failed or its order was not found."""
-    outcomes: dict[str, str] = {}
+async def apply_groups(
+    services: Services, groups: dict[str, list[str]]
+) -> dict[tuple[str, str], str]:
+    """Each (product id, order id)'s outcome (`completed`, `failed`), or `retry` when its
+    group's transaction failed or its order was not found under that product."""
+    outcomes: dict[tuple[str, str], str] = {}
     fee = services.settings.platform_fee_basis_points
     for product_id, order_ids in groups.items():
         try:
@@ -78,11 +84,11 @@ async def apply_groups(services: Services, groups: dict[str, list[str]]) -> dict
             logger.exception(
                 "order_worker: applying %d orders of %s failed", len(order_ids), product_id
             )
-            outcomes.update(dict.fromkeys(order_ids, "retry"))
+            outcomes.update(dict.fromkeys([(product_id, o) for o in order_ids], "retry"))
             continue
         applied = {row["order_id"]: row["status"] for row in rows}
         for order_id in order_ids:
-            outcomes[order_id] = applied.get(order_id, "retry")
+            outcomes[product_id, order_id] = applied.get(order_id, "retry")
     return outcomes
 
 
@@ -93,16 +99,16 @@ async def order_worker(services: Services, event: Mapping[str, Any]) -> dict[str
     counts = Counter(outcomes.values())
     for name, value in counts.items():
         metrics.increment(f"queued_orders.{name}", value)
-    malformed = sum(order_id is None for order_id in order_of.values())
+    malformed = sum(key is None for key in order_of.values())
     if malformed:
         logger.error("order_worker: %d messages are not purchase messages", malformed)
 
     def handle(record: SQSRecord) -> None:
-        order_id = order_of.get(record.message_id)
-        if order_id is None:
+        key = order_of.get(record.message_id)
+        if key is None:
             raise MessageFailedError(f"not a purchase message: {record.message_id}")
-        if outcomes.get(order_id) == "retry":
-            raise MessageFailedError(f"order {order_id} not applied yet")
+        if outcomes.get(key) == "retry":
+            raise MessageFailedError(f"order {key[1]} not applied yet")
 
     # Every failure is reported per message, a wholly failed batch included (rather than
     # raising, which would also return every message but hide which ones failed and why).

@@ -17,18 +17,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from edgemart.appfactory import build_app, lambda_handler
-from edgemart.auth import authenticate
-from edgemart.cache import CACHE_RULES, normalised_query, serve_cached
-from edgemart.counters import history_entry, normalise_query
+from edgemart.auth import Principal, authenticate
+from edgemart.cache import CACHE_RULES, Rendered, normalised_query, serve_cached
+from edgemart.clientip import client_ip
+from edgemart.counters import client_hash, history_entry, normalise_query, search_count_entry
 from edgemart.cursor import cursor_key, decode_cursor, encode_cursor, query_fingerprint
 from edgemart.db import Connection
 from edgemart.errors import ProblemError
 from edgemart.products import product_summary
 from edgemart.services import services_of
-from edgemart.validation import QueryParams, ValidationError
+from edgemart.validation import QueryParams, ValidationError, text_problem
 
 RULE = CACHE_RULES["search"]
 POPULAR_RULE = CACHE_RULES["popular_searches"]
+POPULAR_CACHE_KEY = POPULAR_RULE.name  # admin's hide route forgets it by the same name
 SORTS = ("relevance", "price_asc", "price_desc", "newest", "popular")
 MAX_PRICE = 1_000_000_000
 POPULAR_LIMIT = 20
@@ -388,14 +390,10 @@ async def load_search(request: Request, params: SearchParams) -> dict[str, Any]:
 async def search(request: Request) -> Response:
     params = parse_search(request)
     services = services_of(request)
-    if params.q is not None and params.cursor is None:
-        # Counted in a buffer (memory or Redis), flushed to the database by refresh_views.
-        await services.search_counts.record(normalise_query(params.q))
-        if "authorization" in request.headers:
-            principal = await authenticate(request)
-            await services.search_history.record(history_entry(principal.sub, params.q))
+    # A bad token is refused (401) before anything is served, counted or remembered.
+    principal = await authenticate(request) if "authorization" in request.headers else None
     cache_key = "search?" + normalised_query(request, RULE)
-    return await serve_cached(
+    response = await serve_cached(
         request,
         services.cache,
         cache_key,
@@ -403,6 +401,46 @@ async def search(request: Request) -> Response:
         lambda: load_search(request, params),
         retry=services_of(request).retry,
     )
+    if params.q is not None and params.cursor is None and response.status_code in (200, 304):
+        # The page just served (a 304 has no body): the entry it came from, or a newer one.
+        served = services.cache.last_good(cache_key)
+        await record_search(
+            request, params.q, principal, served is not None and has_results(served)
+        )
+    return response
+
+
+FIRST_RESULT = b'{"results":[{'
+
+
+def has_results(page: Rendered) -> bool:
+    """Whether a rendered search page lists a product: `load_search`'s document renders
+    `results` first, so a page with results starts with FIRST_RESULT. Cheaper than parsing
+    the page again, and any other form (an empty page, a changed layout) counts as none."""
+    return page.body.startswith(FIRST_RESULT)
+
+
+async def record_search(
+    request: Request, q: str, principal: Principal | None, had_results: bool
+) -> None:
+    """Buffer a successful first page (memory or Redis; refresh_views writes the buffers):
+    the signed-in user's history, and, when it found something, one count for its client."""
+    query = normalise_query(q)
+    if not query or text_problem(query) is not None:
+        return  # nothing the database could store
+    services = services_of(request)
+    if principal is not None:
+        await services.search_history.record(history_entry(principal.sub, query))
+    if not had_results:
+        return
+    settings = services.settings
+    client = client_hash(
+        principal.sub if principal is not None else None,
+        client_ip(request.scope, settings.trusted_proxies),
+        settings.cursor_secret,
+    )
+    if client is not None:
+        await services.search_counts.record(search_count_entry(query, client))
 
 
 POPULAR_SQL = b"""
@@ -410,14 +448,21 @@ SELECT coalesce(json_agg(json_build_object(
         'query', query, 'count', total_count,
         'trending', current_count >= 3 AND current_count > 1.5 * previous_count
     ) ORDER BY total_count DESC, query), '[]') AS searches
-FROM (SELECT query, total_count, current_count, previous_count FROM popular_searches
-      ORDER BY total_count DESC, query LIMIT %s) ranked
+FROM (SELECT p.query, p.total_count, p.current_count, p.previous_count
+      FROM popular_searches p
+      WHERE p.peak_clients >= %s
+        AND NOT EXISTS (SELECT FROM hidden_searches h WHERE h.query = p.query)
+      ORDER BY p.total_count DESC, p.query LIMIT %s) ranked
 """
 
 
 async def load_popular(request: Request) -> dict[str, Any]:
-    async with services_of(request).replica.connection() as conn:
-        row = await (await conn.execute(POPULAR_SQL, [POPULAR_LIMIT])).fetchone()
+    """Queries at least POPULAR_SEARCH_MIN_CLIENTS distinct clients searched within one
+    period, not hidden by an admin, most clients first."""
+    services = services_of(request)
+    args = [services.settings.popular_search_min_clients, POPULAR_LIMIT]
+    async with services.replica.connection() as conn:
+        row = await (await conn.execute(POPULAR_SQL, args)).fetchone()
     return {"searches": row["searches"] if row else []}
 
 
@@ -426,7 +471,7 @@ async def popular(request: Request) -> Response:
     return await serve_cached(
         request,
         services_of(request).cache,
-        "popular_searches",
+        POPULAR_CACHE_KEY,
         POPULAR_RULE,
         lambda: load_popular(request),
         retry=services_of(request).retry,

@@ -152,8 +152,7 @@ async def product_page(request: Request) -> Response:
     product_id = str(path_uuid(request, "product_id"))
     QueryParams(request, ()).raise_if_invalid()
     services = services_of(request)
-    await services.view_counts.record(product_id)
-    return await serve_cached(
+    response = await serve_cached(
         request,
         services.cache,
         f"product:{product_id}",
@@ -161,8 +160,9 @@ async def product_page(request: Request) -> Response:
         lambda: load_product(request, product_id),
         retry=services_of(request).retry,
     )
-
-
+    if response.status_code in (200, 304):  # a product that exists (an unknown one raised 404)
+        await services.view_counts.record(product_id)
+    return response
 
 
 class StoreSlugTakenError(ProblemError):

@@ -151,3 +151,45 @@ async def test_purchase_mode(client: httpx.AsyncClient, catalog_database_url: st
         f"/admin/products/{uuid.uuid4()}/purchase-mode", headers=ADMIN, json={"mode": "direct"}
     )
     assert missing.status_code == 404
+
+
+async def test_hide_a_popular_search(client: httpx.AsyncClient, catalog_database_url: str) -> None:
+    url = catalog_database_url
+    route = "/admin/popular-searches/hidden"
+    body = {"query": "  Cheap   WATCHES ", "hidden": True, "reason": "spam wave"}
+    assert (await client.put(route, json=body)).status_code == 401
+    assert (await client.put(route, headers=auth("mallory"), json=body)).status_code == 403
+    hidden = await client.put(route, headers=ADMIN, json=body)
+    assert hidden.status_code == 200
+    assert hidden.json() == {"query": "cheap watches", "hidden": True}
+    assert hidden.headers["cache-control"] == "no-store"
+    assert sql(
+        url, "SELECT reason, hidden_by FROM hidden_searches WHERE query = %s", "cheap watches"
+    ) == [("spam wave", "root")]
+    shown = await client.put(route, headers=ADMIN, json={"query": "cheap watches", "hidden": False})
+    assert shown.json() == {"query": "cheap watches", "hidden": False}
+    assert sql(url, "SELECT 1 FROM hidden_searches WHERE query = 'cheap watches'") == []
+    rows = [
+        (row[0], row[1], row[2])
+        for row in audit_rows(url, "popular_search.hide") + audit_rows(url, "popular_search.unhide")
+        if row[1] == "cheap watches"
+    ]
+    assert rows == [
+        ("root", "cheap watches", {"hidden": True, "reason": "spam wave"}),
+        ("root", "cheap watches", {"hidden": False, "reason": ""}),
+    ]
+    for bad in (
+        {"hidden": True},
+        {"query": "", "hidden": True},
+        {"query": "x" * 201, "hidden": True},
+        {"query": "   ", "hidden": True},
+        {"query": "nul\u0000here", "hidden": True},
+        {"query": "lamp", "hidden": "yes"},
+        {"query": "lamp"},
+        {"query": "lamp", "hidden": True, "reason": "r" * 501},
+        {"query": "lamp", "hidden": True, "colour": "red"},
+    ):
+        refused = await client.put(route, headers=ADMIN, json=bad)
+        assert refused.status_code == 422, bad
+        assert refused.headers["content-type"] == "application/problem+json", bad
+    assert sql(url, "SELECT 1 FROM hidden_searches WHERE query = 'lamp'") == []

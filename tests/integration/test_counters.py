@@ -1,13 +1,34 @@
-"""Buffered counters on the real Redis, and one Redis client per process."""
+"""Buffered counters on the real Redis, one Redis client per process, entries that cannot be
+forged or split, and batch writes that isolate the entries the database refuses."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
+import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from edgemart import metrics
-from edgemart.counters import COUNTER_FALLBACK_METRIC, MemoryCounts, RedisCounts
+from edgemart.counters import (
+    COUNTER_DROPPED_METRIC,
+    COUNTER_FALLBACK_METRIC,
+    Dropped,
+    HistoryEntry,
+    MemoryCounts,
+    RedisCounts,
+    SearchCount,
+    check_entries,
+    client_hash,
+    history_entry,
+    parse_history,
+    parse_search_count,
+    parse_view_count,
+    search_count_entry,
+)
+from edgemart.db import Connection
+from edgemart.isolation import write_isolating
 from edgemart.redisclient import LazyRedis
 from edgemart.services import Services
 from tests.conftest import RedisProcess, settings_for
@@ -70,3 +91,98 @@ async def test_redis_down_counts_locally_and_loses_nothing(own_redis: RedisProce
         assert await counts.drain() == {"lamp": 1, "rug": 1}
     finally:
         await counts.aclose()
+
+
+async def test_redis_drain_drops_fields_written_around_the_counter(redis_url: str) -> None:
+    """Fields HINCRBY could never have written (not UTF-8, not an integer) are dropped and
+    counted at the drain; the rest drain as usual."""
+    redis = LazyRedis(redis_url)
+    key = f"edgemart-test:{uuid.uuid4().hex}"
+    counts = RedisCounts(redis, key)
+    before = metrics.count(COUNTER_DROPPED_METRIC)
+    try:
+        await counts.record("lamp")
+        await redis.client().hset(
+            key, mapping={b"\xff\xfe": b"1", b"rug": b"many", b"mat": b"1.5", b"ok": b"2"}
+        )
+        assert await counts.drain() == {"lamp": 1, "ok": 2}
+        assert metrics.count(COUNTER_DROPPED_METRIC) == before + 3
+        assert await redis.client().exists(key) == 0  # nothing left behind to fail again
+    finally:
+        await counts.aclose()
+
+
+def test_multi_part_entries_are_json_and_never_split() -> None:
+    """A subject holding the old separator stays one (refused) subject; an entry in the old
+    `sub \\x1f query` form is no entry at all."""
+    forged = history_entry("mallory\x1fvictim", "lamp")
+    assert parse_history(forged, 1) == "user is not a token subject"
+    assert parse_history("victim\x1flamp", 1) == "not a JSON [user, query] pair"
+    assert parse_history(history_entry("alice", "  Oak  LAMP "), 1) == HistoryEntry(
+        "alice", "oak lamp"
+    )
+    client = client_hash(None, "198.51.100.1", "s")
+    assert client is not None
+    assert parse_search_count(search_count_entry("Lamp", client), 1) == SearchCount("lamp", client)
+    for bad in ('["lamp"]', '["lamp", 1]', "[" * 5000, "lamp", '{"q": "lamp"}'):
+        assert isinstance(parse_search_count(bad, 1), str), bad
+    assert parse_search_count(search_count_entry("lamp", "not-a-hash"), 1) == (
+        "client is not a client hash"
+    )
+    assert parse_view_count(str(uuid.UUID(int=1)), 3) is not None
+    for name, count in (("{" + str(uuid.UUID(int=1)) + "}", 1), (str(uuid.UUID(int=1)), 0)):
+        assert isinstance(parse_view_count(name, count), str), name
+    assert isinstance(parse_view_count(str(uuid.UUID(int=1)), 2**63), str)
+
+
+def test_check_entries_drops_and_counts_what_fails() -> None:
+    dropped = Dropped("search_history")
+    before = metrics.count(COUNTER_DROPPED_METRIC)
+    good = history_entry("alice", "lamp")
+    checked = check_entries(
+        {good: 1, "alice\x1flamp": 1, history_entry("a\x00", "x"): 1}, parse_history, dropped
+    )
+    assert checked == {good: HistoryEntry("alice", "lamp")}
+    assert dropped.count == 2 and metrics.count(COUNTER_DROPPED_METRIC) == before + 2
+
+
+def test_client_hash_is_keyed_and_hides_the_address() -> None:
+    ip_hash = client_hash(None, "203.0.113.9", "secret")
+    assert ip_hash is not None and len(ip_hash) == 32 and "203" not in ip_hash
+    assert ip_hash == client_hash(None, "203.0.113.9", "secret")  # same client, same hash
+    assert ip_hash != client_hash(None, "203.0.113.10", "secret")
+    assert ip_hash != client_hash(None, "203.0.113.9", "another secret")
+    # A signed-in client is its subject, wherever it comes from.
+    assert client_hash("alice", "203.0.113.9", "secret") == client_hash("alice", None, "secret")
+    assert client_hash("alice", None, "secret") != ip_hash
+    assert client_hash(None, None, "secret") is None
+
+
+async def test_write_isolating_drops_only_the_refused_entries(migrated_database_url: str) -> None:
+    """The database refuses 3 of 200 values (a CHECK, a range, an unencodable string): the
+    batch is bisected, the other 197 are written, each refused one is reported once."""
+    values: list[object] = [str(n) for n in range(1, 201)]
+    values[7], values[100], values[150] = "-5", str(2**40), "x\ud800"
+    refused: list[object] = []
+    statements = 0
+
+    async def write(conn: Connection, batch: Sequence[object]) -> None:
+        nonlocal statements
+        statements += 1
+        await conn.execute("INSERT INTO isolated (n) SELECT unnest(%s::text[])::int", [batch])
+
+    conn = await psycopg.AsyncConnection.connect(
+        migrated_database_url, autocommit=True, row_factory=dict_row
+    )
+    try:
+        await conn.execute("CREATE TABLE isolated (n integer CHECK (n > 0))")
+        async with conn.transaction():
+            written = await write_isolating(
+                conn, values, write, lambda value, exc: refused.append(value)
+            )
+        rows = await (await conn.execute("SELECT count(*) AS n FROM isolated")).fetchone()
+    finally:
+        await conn.close()
+    assert written == 197 and rows == {"n": 197}
+    assert sorted(map(str, refused)) == sorted(["-5", str(2**40), "x\ud800"])
+    assert statements < 60  # bisected, not one statement per value

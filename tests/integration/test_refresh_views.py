@@ -1,4 +1,6 @@
-"""refresh_views: refreshes under a lock, skips when overlapping, flushes search counts."""
+"""refresh_views: each step under its own lock and in its own transaction; overlapping runs
+skip the steps another run holds; a failing step leaves the others committed; entries go back
+into the buffer only when the database was unavailable."""
 
 from __future__ import annotations
 
@@ -9,14 +11,22 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from edgemart.counters import normalise_query
+from edgemart import metrics
+from edgemart.counters import (
+    COUNTER_DROPPED_METRIC,
+    client_hash,
+    history_entry,
+    search_count_entry,
+)
 from edgemart.services import Services
-from functions.refresh_views.app import REFRESH_LOCK_KEY, refresh_views
+from functions.refresh_views.app import LOCK_KEYS, REFRESH_LOCK_KEY, refresh_views
 from tests.conftest import settings_for
 from tests.contract.lambda_harness import job_handler
 
 pytestmark = pytest.mark.anyio
 EVENT = json.loads((Path(__file__).parents[1] / "events/eventbridge_scheduled.json").read_text())
+A = client_hash(None, "198.51.100.1", None)
+B = client_hash(None, "198.51.100.2", None)
 
 
 async def test_refresh_picks_up_catalog_changes_and_flushes_counts(
@@ -29,18 +39,20 @@ async def test_refresh_picks_up_catalog_changes_and_flushes_counts(
                 "UPDATE products SET sold_count = 99999999 WHERE id = "
                 "(SELECT id FROM products WHERE is_available ORDER BY created_at LIMIT 1)"
             )
-        for query in ("Office  Chair", "office chair", "lamp"):
-            await services.search_counts.record(normalise_query(query))
+        for query, client in (("Office  Chair", A), ("office chair", A), ("lamp", A)):
+            await services.search_counts.record(search_count_entry(query, client))
+        await services.search_counts.record(search_count_entry("office chair", B))
         with psycopg.connect(catalog_database_url) as conn:
             viewed = conn.execute("SELECT id::text, view_count FROM products LIMIT 1").fetchone()
         assert viewed is not None
         for _ in range(3):
             await services.view_counts.record(viewed[0])
         report = await refresh_views(services, EVENT)
-        assert report["status"] == "refreshed"
+        assert report["status"] == "refreshed" and report["failed_steps"] == []
+        assert set(report["steps"].values()) == {"done"}
         assert report["product_views_flushed"] == 1
         assert set(report["views_ms"]) == {"mv_category_counts", "mv_hot_products"}
-        assert report["search_queries_flushed"] == 2
+        assert report["search_queries_flushed"] == 3  # (office chair, A), (office chair, B), ...
         with psycopg.connect(catalog_database_url) as conn:
             top = conn.execute("SELECT max(sold_count) FROM mv_hot_products").fetchone()
             counts = dict(
@@ -55,15 +67,15 @@ async def test_refresh_picks_up_catalog_changes_and_flushes_counts(
                 "SELECT view_count FROM products WHERE id = %s", [viewed[0]]
             ).fetchone()
         assert after == (viewed[1] + 3,)
-        assert counts["office chair"] >= 2 and counts["lamp"] >= 1
+        assert counts["office chair"] >= 2 and counts["lamp"] >= 1  # clients, not searches
         assert await services.search_counts.drain() == {}
     finally:
         await services.aclose()
 
 
-async def test_an_overlapping_run_skips_and_keeps_its_counts(catalog_database_url: str) -> None:
-    """Run A takes the refresh lock, then stalls behind a table lock the test holds; run B,
-    started meanwhile, must skip."""
+async def test_an_overlapping_run_skips_the_step_in_progress(catalog_database_url: str) -> None:
+    """Run A takes the views lock, then stalls behind a table lock the test holds; run B,
+    started meanwhile, must skip the views and still flush its counts."""
     first = Services.from_settings(settings_for(catalog_database_url))
     second = Services.from_settings(settings_for(catalog_database_url))
     blocker = await psycopg.AsyncConnection.connect(catalog_database_url)
@@ -72,10 +84,16 @@ async def test_an_overlapping_run_skips_and_keeps_its_counts(catalog_database_ur
         await blocker.execute("LOCK TABLE products IN ACCESS EXCLUSIVE MODE")  # stalls the refresh
         run_a = asyncio.create_task(refresh_views(first, EVENT))
         await _wait_for_advisory_lock(catalog_database_url)
-        await second.search_counts.record("rug")
+        await second.search_counts.record(search_count_entry("overlap rug", A))
         report_b = await refresh_views(second, EVENT)
-        assert report_b["status"] == "skipped"
-        assert await second.search_counts.drain() == {"rug": 1}  # restored, not lost
+        assert report_b["status"] == "partial"
+        assert report_b["steps"] == {
+            "views": "skipped",
+            "search_counts": "done",
+            "view_counts": "done",
+            "search_history": "done",
+        }
+        assert report_b["search_queries_flushed"] == 1
         await blocker.execute("COMMIT")
         report_a = await asyncio.wait_for(run_a, 30)
         assert report_a["status"] == "refreshed"
@@ -83,6 +101,125 @@ async def test_an_overlapping_run_skips_and_keeps_its_counts(catalog_database_ur
         await blocker.close()
         await first.aclose()
         await second.aclose()
+    assert _popular(catalog_database_url).get("overlap rug") == 1
+
+
+@pytest.mark.parametrize("step", ["search_counts", "view_counts", "search_history"])
+async def test_a_flush_whose_lock_is_held_skips_and_keeps_its_entries(
+    catalog_database_url: str, step: str
+) -> None:
+    services = Services.from_settings(settings_for(catalog_database_url))
+    entries = {
+        "search_counts": search_count_entry("held lamp", A),
+        "view_counts": _some_product(catalog_database_url),
+        "search_history": history_entry("held-user", "held lamp"),
+    }
+    buffers = {
+        "search_counts": services.search_counts,
+        "view_counts": services.view_counts,
+        "search_history": services.search_history,
+    }
+    holder = await psycopg.AsyncConnection.connect(catalog_database_url)
+    try:
+        for buffer_name, entry in entries.items():
+            await buffers[buffer_name].record(entry)
+        await holder.execute("BEGIN")
+        await holder.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEYS[step]])
+        report = await refresh_views(services, EVENT)
+        assert report["status"] == "partial"
+        assert {name for name, done in report["steps"].items() if done == "skipped"} == {step}
+        assert await buffers[step].drain() == {entries[step]: 1}  # kept for the next run
+        for other in set(buffers) - {step}:
+            assert await buffers[other].drain() == {}  # written
+    finally:
+        await holder.close()
+        await services.aclose()
+
+
+async def test_a_failing_step_rolls_back_only_itself(catalog_database_url: str) -> None:
+    """The views step fails (its view is missing); the counts are written all the same."""
+    services = Services.from_settings(settings_for(catalog_database_url))
+    try:
+        await services.search_counts.record(search_count_entry("lonely step", A))
+        failed_before = metrics.count("refresh_views.step_failed")
+        with psycopg.connect(catalog_database_url) as conn:
+            conn.execute("ALTER MATERIALIZED VIEW mv_hot_products RENAME TO mv_hot_away")
+        try:
+            report = await refresh_views(services, EVENT)
+        finally:
+            with psycopg.connect(catalog_database_url) as conn:
+                conn.execute("ALTER MATERIALIZED VIEW mv_hot_away RENAME TO mv_hot_products")
+        assert report["status"] == "failed" and report["failed_steps"] == ["views"]
+        assert report["steps"]["search_counts"] == "done"
+        assert _popular(catalog_database_url).get("lonely step") == 1
+        assert metrics.count("refresh_views.step_failed") == failed_before + 1
+    finally:
+        await services.aclose()
+
+
+async def test_entries_go_back_only_when_the_database_was_unavailable(
+    catalog_database_url: str,
+) -> None:
+    """The search-count flush loses its connection (the test terminates it while it waits
+    on a lock): its entries are kept for the next run. A flush that fails for any other
+    reason drops its entries, counted, so they cannot fail every run."""
+    services = Services.from_settings(settings_for(catalog_database_url))
+    blocker = await psycopg.AsyncConnection.connect(catalog_database_url)
+    entry = search_count_entry("cut off", A)
+    try:
+        await services.search_counts.record(entry)
+        await blocker.execute("BEGIN")
+        await blocker.execute("LOCK TABLE popular_searches IN ACCESS EXCLUSIVE MODE")
+        run = asyncio.create_task(refresh_views(services, EVENT))
+        await _terminate_backend_waiting_on(catalog_database_url, "popular_searches")
+        await blocker.execute("COMMIT")
+        report = await asyncio.wait_for(run, 30)
+        assert report["failed_steps"] == ["search_counts"]
+        assert report["steps"]["views"] == "done"
+        assert await services.search_counts.drain() == {entry: 1}  # kept
+
+        await services.search_counts.record(entry)
+        dropped_before = metrics.count(COUNTER_DROPPED_METRIC)
+        with psycopg.connect(catalog_database_url) as conn:
+            conn.execute("ALTER TABLE popular_search_clients RENAME TO psc_away")
+        try:
+            report = await refresh_views(services, EVENT)
+        finally:
+            with psycopg.connect(catalog_database_url) as conn:
+                conn.execute("ALTER TABLE psc_away RENAME TO popular_search_clients")
+        assert report["failed_steps"] == ["search_counts"]
+        assert await services.search_counts.drain() == {}  # dropped, not re-queued
+        assert metrics.count(COUNTER_DROPPED_METRIC) == dropped_before + 1
+    finally:
+        await blocker.close()
+        await services.aclose()
+
+
+def _popular(url: str) -> dict[str, int]:
+    with psycopg.connect(url) as conn:
+        return dict(conn.execute("SELECT query, total_count FROM popular_searches").fetchall())
+
+
+def _some_product(url: str) -> str:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT id::text FROM products ORDER BY id LIMIT 1").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+async def _terminate_backend_waiting_on(url: str, table: str) -> None:
+    for _ in range(500):
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock' "
+                "AND query LIKE %s AND pid <> pg_backend_pid()",
+                [f"%{table}%"],
+            ).fetchone()
+        if row and row[0]:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no backend ever waited on {table}")
 
 
 async def _wait_for_advisory_lock(url: str) -> None:
@@ -145,7 +282,7 @@ async def test_signed_in_search_history_is_kept_and_bounded(catalog_database_url
                     "VALUES ('hist-user', %s, now() - interval '1 day' + %s * interval '1 s')",
                     [f"old {index}", index],
                 )
-        await services.search_history.record("hist-user\x1fnewest")
+        await services.search_history.record(history_entry("hist-user", "newest"))
         await refresh_views(services, EVENT)
         with psycopg.connect(catalog_database_url) as conn:
             rows = conn.execute(

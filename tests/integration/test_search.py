@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,10 +16,12 @@ from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
 from edgemart.services import Services
+from functions.refresh_views.app import refresh_views
 from functions.search.app import WALK_WINDOW, SearchParams, build_terms_sql
 from gateway.app import create_gateway
 from gateway.democatalog import seed_catalog
 from tests.conftest import DEMO_AS_OF, settings_for
+from tests.integration.test_purchase import SECRET, auth
 
 pytestmark = pytest.mark.anyio
 
@@ -207,9 +212,12 @@ async def test_popular_searches_shape(
 ) -> None:
     with psycopg.connect(catalog_database_url) as conn:
         conn.execute(
-            "INSERT INTO popular_searches (query, total_count, current_count, previous_count) "
-            "VALUES ('office chair', 120, 40, 10), ('lamp', 300, 5, 9), ('rug', 7, 1, 1)"
+            "INSERT INTO popular_searches "
+            "(query, total_count, current_count, previous_count, peak_clients) "
+            "VALUES ('office chair', 120, 40, 10, 40), ('lamp', 300, 5, 9, 30), "
+            "('rug', 7, 1, 1, 5), ('few clients', 900, 4, 0, 4), ('hidden', 800, 50, 0, 50)"
         )
+        conn.execute("INSERT INTO hidden_searches (query, hidden_by) VALUES ('hidden', 'root')")
     response = await catalog_client.get("/marketplace/search/popular")
     assert response.status_code == 200
     assert response.json() == {
@@ -220,6 +228,146 @@ async def test_popular_searches_shape(
         ]
     }
     assert response.headers["cache-control"].startswith("public, max-age=0, s-maxage=60")
+
+
+EVENT = json.loads((Path(__file__).parents[1] / "events/eventbridge_scheduled.json").read_text())
+MIN_CLIENTS = 3
+
+
+class Clients:
+    """One gateway, reached from any client address (ASGITransport's `client`)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.app = create_gateway(services)
+
+    def at(self, ip: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=self.app, client=(ip, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+    async def search(self, ip: str, q: str, **headers: str) -> httpx.Response:
+        async with self.at(ip) as client:
+            return await client.get("/marketplace/search", params={"q": q}, headers=headers)
+
+    async def popular(self) -> dict[str, dict[str, Any]]:
+        """The public list, after a refresh_views run (the list's own cache forgotten: it
+        would serve the previous list for a minute)."""
+        report = await refresh_views(self.services, EVENT)
+        assert report["failed_steps"] == [], report
+        self.services.cache.invalidate("popular_searches")
+        async with self.at("192.0.2.250") as client:
+            response = await client.get("/marketplace/search/popular")
+        assert response.status_code == 200
+        return {entry["query"]: entry for entry in response.json()["searches"]}
+
+
+@pytest.fixture(scope="module")
+async def clients(catalog_database_url: str) -> AsyncIterator[Clients]:
+    services = Services.from_settings(
+        settings_for(
+            catalog_database_url,
+            jwt_secret=SECRET,
+            cursor_secret="popular-tests-cursor-secret",
+            popular_search_min_clients=MIN_CLIENTS,
+            rate_limit_overrides=tuple((group, 0, 60) for group in ("search", "admin")),
+        )
+    )
+    yield Clients(services)
+    await services.aclose()
+
+
+def clients_counted(url: str, query: str) -> int | None:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT total_count FROM popular_searches WHERE query = %s", [query]
+        ).fetchone()
+    return None if row is None else int(row[0])
+
+
+async def test_one_client_searching_many_times_counts_once(
+    clients: Clients, catalog_database_url: str
+) -> None:
+    for _ in range(25):
+        assert (await clients.search("198.51.100.10", "Walnut")).status_code == 200
+    assert "walnut" not in await clients.popular()
+    assert clients_counted(catalog_database_url, "walnut") == 1
+    for _ in range(5):  # the same client again, after a flush: still the same period
+        await clients.search("198.51.100.10", "walnut")
+    assert "walnut" not in await clients.popular()
+    assert clients_counted(catalog_database_url, "walnut") == 1
+    # A signed-in client is its token subject, wherever it searches from.
+    for ip in ("198.51.100.11", "198.51.100.12", "198.51.100.13"):
+        await clients.search(ip, "walnut", **auth("walnut-fan"))
+    assert "walnut" not in await clients.popular()
+    assert clients_counted(catalog_database_url, "walnut") == 2
+
+
+async def test_enough_distinct_clients_list_a_query_once(
+    clients: Clients, catalog_database_url: str
+) -> None:
+    first = await clients.search("198.51.100.20", "teak")
+    etag = first.headers["etag"]
+    revalidated = await clients.search("198.51.100.21", "teak", **{"If-None-Match": etag})
+    assert revalidated.status_code == 304  # served from the cached page: counted too
+    assert "teak" not in await clients.popular()  # 2 clients < MIN_CLIENTS
+    await clients.search("198.51.100.22", "teak", **auth("teak-buyer"))
+    listed = await clients.popular()
+    assert listed["teak"] == {"query": "teak", "count": MIN_CLIENTS, "trending": True}
+    assert list(listed).count("teak") == 1
+
+
+async def test_refused_empty_and_continued_searches_are_not_counted(
+    clients: Clients, catalog_database_url: str
+) -> None:
+    for index in range(MIN_CLIENTS + 1):
+        ip = f"198.51.100.{30 + index}"
+        refused = await clients.search(ip, "marble", Authorization="Bearer not-a-token")
+        assert refused.status_code == 401
+        empty = await clients.search(ip, "free money at evil.example")
+        assert empty.status_code == 200 and empty.json()["results"] == []
+    listed = await clients.popular()
+    assert "marble" not in listed and "free money at evil.example" not in listed
+    assert clients_counted(catalog_database_url, "marble") is None
+    assert clients_counted(catalog_database_url, "free money at evil.example") is None
+    # A later page (cursor) is not a new search.
+    async with clients.at("198.51.100.40") as client:
+        page = await client.get("/marketplace/search", params={"q": "cork", "limit": 1})
+        cursor = page.json()["next_cursor"]
+    for index in range(MIN_CLIENTS + 1):
+        async with clients.at(f"198.51.100.{41 + index}") as client:
+            response = await client.get(
+                "/marketplace/search", params={"q": "cork", "limit": 1, "cursor": cursor}
+            )
+            assert response.status_code == 200
+    await clients.popular()
+    assert clients_counted(catalog_database_url, "cork") == 1
+
+
+async def test_a_hidden_term_leaves_the_list_until_shown_again(
+    clients: Clients, catalog_database_url: str
+) -> None:
+    for index in range(MIN_CLIENTS):
+        await clients.search(f"198.51.100.{60 + index}", "copper")
+    assert "copper" in await clients.popular()
+    admin = auth("root", roles=["admin"])
+    async with clients.at("192.0.2.1") as client:
+        hidden = await client.put(
+            "/admin/popular-searches/hidden",
+            headers=admin,
+            json={"query": " Copper ", "hidden": True, "reason": "spam"},
+        )
+    assert hidden.status_code == 200 and hidden.json() == {"query": "copper", "hidden": True}
+    await clients.search("198.51.100.70", "copper")  # counting goes on while hidden
+    assert "copper" not in await clients.popular()
+    assert clients_counted(catalog_database_url, "copper") == MIN_CLIENTS + 1
+    async with clients.at("192.0.2.1") as client:
+        shown = await client.put(
+            "/admin/popular-searches/hidden",
+            headers=admin,
+            json={"query": "copper", "hidden": False},
+        )
+    assert shown.json() == {"query": "copper", "hidden": False}
+    assert (await clients.popular())["copper"]["count"] == MIN_CLIENTS + 1
 
 
 @settings(

@@ -1,35 +1,59 @@
 """Buffered counters (search queries, product views, signed-in users' search history):
 counted in memory or Redis, never with a database write per request; refresh_views drains
-them and writes each kind in one statement (`flush_search_counts`, `flush_view_counts`,
-`flush_search_history`).
+them, checks every entry in Python, and writes each kind in one statement per batch
+(`flush_search_counts`, `flush_view_counts`, `flush_search_history`).
 
-`popular_searches` keeps a running total and two period counts (`current_count`,
-`previous_count`); a query is *trending* when its current period clearly beats the previous
-one. Periods are `SEARCH_TRENDING_PERIOD_S` long (default one hour), aligned to the epoch.
+A buffer maps an entry to a count. An entry built from several parts (a query and the client
+that searched it; a user and a query) is a JSON array, never parts joined by a separator:
+user input cannot then move a part into another. Entries are decoded defensively: one that
+does not decode, or fails its check, is dropped (logged, counted as `counter_entry_dropped`),
+as is one the database refuses (`edgemart.isolation`); neither goes back into the buffer.
+
+`popular_searches` counts *clients*, not requests: a query counts once per client per period
+(`SEARCH_TRENDING_PERIOD_S`, aligned to the epoch), deduplicated across flushes by
+`popular_search_clients` (query, client hash, period). `current_count` and `previous_count`
+are the distinct clients of the two most recent periods, `total_count` their sum over every
+period, `peak_clients` the most in any one period; a query is *trending* when its current
+period clearly beats the previous one. A client is the token subject of an authenticated
+search, else its IP address, stored only as a keyed hash (`client_hash`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
+import hmac
+import json
 import re
 import time
+import uuid
 from collections import Counter
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from edgemart import metrics
-from edgemart.logging import ThrottledWarning
+from edgemart.isolation import write_isolating
+from edgemart.logging import ThrottledWarning, logger
+from edgemart.validation import is_clean_identifier, text_problem
 
 if TYPE_CHECKING:
     from edgemart.db import Connection
     from edgemart.redisclient import LazyRedis
 
+T = TypeVar("T")
 _SPACES = re.compile(r"\s+")
 SEARCH_COUNTS_KEY = "edgemart:search_counts"
 VIEW_COUNTS_KEY = "edgemart:view_counts"
 SEARCH_HISTORY_KEY = "edgemart:search_history"
-HISTORY_SEPARATOR = "\x1f"  # unit separator: cannot occur in a JWT subject or a search
 SEARCH_HISTORY_PER_USER = 50
 COUNTER_FALLBACK_METRIC = "counter_fallback"
+COUNTER_DROPPED_METRIC = "counter_entry_dropped"
+MAX_QUERY_LENGTH = 200
+MAX_SUBJECT_LENGTH = 255
+BIGINT_MAX = 2**63 - 1
+LOGGED_DROPS = 20  # per buffer and flush; the rest are only counted
 
 # Atomically read and clear the hash, so a count is flushed exactly once.
 _DRAIN_SCRIPT = """
@@ -40,7 +64,37 @@ return counts
 
 
 def normalise_query(query: str) -> str:
-    return _SPACES.sub(" ", query.strip().lower())[:200]
+    return _SPACES.sub(" ", query.strip().lower())[:MAX_QUERY_LENGTH]
+
+
+class Dropped:
+    """The entries of one buffer one flush drops: each counted in `counter_entry_dropped`,
+    the first `LOGGED_DROPS` logged with their (shortened) repr and the reason."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.count = 0
+        self._entries: set[object] = set()
+
+    def __contains__(self, entry: object) -> bool:
+        return entry in self._entries
+
+    def __call__(self, entry: object, reason: str) -> None:
+        self.count += 1
+        self._entries.add(entry)
+        metrics.increment(COUNTER_DROPPED_METRIC)
+        if self.count <= LOGGED_DROPS:
+            logger.warning("%s: dropped buffered entry %r: %s", self.kind, _short(entry), reason)
+
+    def refused(self, entry: object, exc: BaseException) -> None:
+        """An entry the database refused (`edgemart.isolation.write_isolating`)."""
+        self(entry, f"refused by the database ({type(exc).__name__})")
+
+
+def _short(entry: object) -> object:
+    if isinstance(entry, str | bytes) and len(entry) > 120:
+        return entry[:120]
+    return entry
 
 
 class BufferedCounts(Protocol):
@@ -51,7 +105,7 @@ class BufferedCounts(Protocol):
         ...
 
     async def restore(self, counts: dict[str, int]) -> None:
-        """Put drained counts back (their flush failed), so nothing is lost."""
+        """Put drained counts back (their flush could not reach the database)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -122,8 +176,13 @@ class RedisCounts:
         except Exception as exc:  # Redis down: flush what this process holds now
             self._redis_failed(exc)
             return dict(counts)
+        dropped = Dropped(self.key)
         for index in range(0, len(flat), 2):
-            counts[flat[index].decode()] += int(flat[index + 1])
+            name, value = flat[index], flat[index + 1]
+            try:
+                counts[name.decode()] += int(value)
+            except ValueError:  # not UTF-8, or not an integer: written around HINCRBY
+                dropped(name, f"not a UTF-8 name with an integer count ({value[:40]!r})")
         return dict(counts)
 
     async def restore(self, counts: dict[str, int]) -> None:
@@ -146,6 +205,140 @@ class RedisCounts:
         await self.redis.aclose()
 
 
+def buffered_counts(redis: LazyRedis | None, key: str) -> BufferedCounts:
+    return RedisCounts(redis, key) if redis is not None else MemoryCounts()
+
+
+# --- Entries: what a request records, and the checks a flush makes before writing ---
+
+CLIENT_HASH = re.compile(r"[0-9a-f]{32}")
+_CLIENT_KEY_LABEL = b"edgemart popular-search clients"
+
+
+@functools.cache
+def _client_key(secret: str | None) -> bytes:
+    return hmac.new((secret or "").encode(), _CLIENT_KEY_LABEL, hashlib.sha256).digest()
+
+
+def client_hash(sub: str | None, ip: str | None, secret: str | None) -> str | None:
+    """Who searched, as 128 bits of HMAC-SHA256 keyed from `secret` (CURSOR_SECRET): the
+    token subject when the search was authenticated, else the IP address; None when neither
+    is known. The raw address is never stored."""
+    if sub is not None:
+        identity = "sub:" + sub
+    elif ip is not None:
+        identity = "ip:" + ip
+    else:
+        return None
+    data = identity.encode("utf-8", "surrogatepass")
+    return hmac.new(_client_key(secret), data, hashlib.sha256).hexdigest()[:32]
+
+
+def search_count_entry(query: str, client: str) -> str:
+    return json.dumps([normalise_query(query), client])
+
+
+def history_entry(user_sub: str, query: str) -> str:
+    return json.dumps([user_sub, normalise_query(query)])
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class SearchCount:
+    query: str
+    client: str
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ViewCount:
+    product_id: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class HistoryEntry:
+    user_sub: str
+    query: str
+
+
+def _pair(name: str) -> tuple[str, str] | None:
+    try:
+        value = json.loads(name)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than json can parse
+        return None
+    if isinstance(value, list) and len(value) == 2:
+        first, second = value
+        if isinstance(first, str) and isinstance(second, str):
+            return first, second
+    return None
+
+
+def _query_problem(query: str) -> str | None:
+    if not 1 <= len(query) <= MAX_QUERY_LENGTH:
+        return f"query must be 1 to {MAX_QUERY_LENGTH} characters"
+    problem = text_problem(query)
+    if problem is not None:
+        return f"query {problem}"
+    if normalise_query(query) != query:
+        return "query is not normalised"
+    return None
+
+
+def _count_problem(count: object) -> str | None:
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= BIGINT_MAX:
+        return f"count {_short(repr(count))} is not a positive 64-bit integer"
+    return None
+
+
+def parse_search_count(name: str, count: int) -> SearchCount | str:
+    """The entry, or why it is not one (pure)."""
+    pair = _pair(name)
+    if pair is None:
+        return "not a JSON [query, client] pair"
+    query, client = pair
+    problem = _query_problem(query) or _count_problem(count)
+    if problem is not None:
+        return problem
+    if not CLIENT_HASH.fullmatch(client):
+        return "client is not a client hash"
+    return SearchCount(query, client)
+
+
+def parse_view_count(name: str, count: int) -> ViewCount | str:
+    try:
+        canonical = str(uuid.UUID(name))
+    except ValueError:
+        canonical = None
+    if canonical != name:
+        return "not a product id (a UUID in canonical form)"
+    return _count_problem(count) or ViewCount(name, count)
+
+
+def parse_history(name: str, count: int) -> HistoryEntry | str:
+    pair = _pair(name)
+    if pair is None:
+        return "not a JSON [user, query] pair"
+    user_sub, query = pair
+    if not 1 <= len(user_sub) <= MAX_SUBJECT_LENGTH or not is_clean_identifier(user_sub):
+        return "user is not a token subject"
+    return _query_problem(query) or _count_problem(count) or HistoryEntry(user_sub, query)
+
+
+def check_entries(
+    drained: dict[str, int], parse: Callable[[str, int], T | str], dropped: Dropped
+) -> dict[str, T]:
+    """The drained entries that pass `parse`, by buffer name; the others are dropped."""
+    checked: dict[str, T] = {}
+    for name, count in drained.items():
+        result = parse(name, count)
+        if isinstance(result, str):
+            dropped(name, result)
+        else:
+            checked[name] = result
+    return checked
+
+
+# --- Flushes: each writes checked entries inside the caller's transaction ---
+
 ROTATE_SQL = b"""
 UPDATE popular_searches
 SET previous_count = CASE WHEN now() - period_start < 2 * %(period)s::interval
@@ -156,50 +349,83 @@ SET previous_count = CASE WHEN now() - period_start < 2 * %(period)s::interval
 WHERE now() - period_start >= %(period)s::interval
 """
 
-UPSERT_SQL = b"""
-INSERT INTO popular_searches (query, total_count, current_count, period_start)
-SELECT query, n, n, date_bin(%(period)s::interval, now(), 'epoch')
-FROM unnest(%(queries)s::text[], %(counts)s::bigint[]) AS flushed(query, n)
+# Only the current period's clients are needed to deduplicate.
+PRUNE_CLIENTS_SQL = b"""
+DELETE FROM popular_search_clients
+WHERE period_start < date_bin(%(period)s::interval, now(), 'epoch')
+"""
+
+# A (query, client) pair already counted this period inserts nothing and adds nothing.
+COUNT_CLIENTS_SQL = b"""
+WITH counted AS (
+    INSERT INTO popular_search_clients (period_start, query, client_hash)
+    SELECT date_bin(%(period)s::interval, now(), 'epoch'), query, client
+    FROM unnest(%(queries)s::text[], %(clients)s::text[]) AS flushed(query, client)
+    ON CONFLICT DO NOTHING
+    RETURNING query
+), added AS (
+    SELECT query, count(*) AS n FROM counted GROUP BY query
+)
+INSERT INTO popular_searches AS p (query, total_count, current_count, peak_clients, period_start)
+SELECT query, n, n, n, date_bin(%(period)s::interval, now(), 'epoch') FROM added
 ON CONFLICT (query) DO UPDATE
-SET total_count = popular_searches.total_count + excluded.total_count,
-    current_count = popular_searches.current_count + excluded.current_count,
+SET total_count = p.total_count + excluded.total_count,
+    current_count = p.current_count + excluded.current_count,
+    peak_clients = greatest(p.peak_clients, p.current_count + excluded.current_count),
     updated_at = now()
 """
 
 
-async def flush_search_counts(conn: Connection, counts: dict[str, int], period_s: int) -> int:
-    """Rotate expired periods, then add `counts`; returns how many queries were written."""
+async def flush_search_counts(
+    conn: Connection, entries: Sequence[SearchCount], period_s: int, dropped: Dropped
+) -> int:
+    """Rotate expired periods, forget the clients of past ones, then count each entry's
+    client once per period; returns how many entries were written."""
     period = f"{period_s} seconds"
     await conn.execute(ROTATE_SQL, {"period": period})
-    if counts:
-        queries = sorted(counts)
+    await conn.execute(PRUNE_CLIENTS_SQL, {"period": period})
+
+    async def write(conn: Connection, batch: Sequence[SearchCount]) -> None:
         await conn.execute(
-            UPSERT_SQL,
-            {"period": period, "queries": queries, "counts": [counts[q] for q in queries]},
+            COUNT_CLIENTS_SQL,
+            {
+                "period": period,
+                "queries": [entry.query for entry in batch],
+                "clients": [entry.client for entry in batch],
+            },
         )
-    return len(counts)
+
+    # Sorted: concurrent writers (should the step lock ever be bypassed) lock rows alike.
+    return await write_isolating(conn, sorted(set(entries)), write, dropped.refused)
 
 
 VIEWS_SQL = b"""
 UPDATE products SET view_count = view_count + viewed.n
 FROM unnest(%s::uuid[], %s::bigint[]) AS viewed(id, n)
 WHERE products.id = viewed.id
+RETURNING products.id::text AS id
 """
 
 
-async def flush_view_counts(conn: Connection, counts: dict[str, int]) -> int:
-    if counts:
-        ids = sorted(counts)  # a stable order: concurrent flushes lock rows alike
-        await conn.execute(VIEWS_SQL, [ids, [counts[i] for i in ids]])
-    return len(counts)
+async def flush_view_counts(
+    conn: Connection, entries: Sequence[ViewCount], dropped: Dropped
+) -> int:
+    """Add the views; an id that matches no product is dropped. Returns the products
+    updated."""
+    found: set[str] = set()
 
+    async def write(conn: Connection, batch: Sequence[ViewCount]) -> None:
+        cursor = await conn.execute(
+            VIEWS_SQL, [[entry.product_id for entry in batch], [entry.count for entry in batch]]
+        )
+        found.update(row["id"] for row in await cursor.fetchall())
 
-def buffered_counts(redis: LazyRedis | None, key: str) -> BufferedCounts:
-    return RedisCounts(redis, key) if redis is not None else MemoryCounts()
-
-
-def history_entry(user_sub: str, query: str) -> str:
-    return f"{user_sub}{HISTORY_SEPARATOR}{normalise_query(query)}"
+    ordered = sorted(entries)  # a stable order: concurrent flushes lock rows alike
+    await write_isolating(conn, ordered, write, dropped.refused)
+    for entry in ordered:
+        if entry.product_id not in found and entry not in dropped:
+            dropped(entry, "no such product")
+    return len(found)
 
 
 HISTORY_INSERT_SQL = b"""
@@ -219,16 +445,23 @@ DELETE FROM search_history h USING (
 
 
 async def flush_search_history(
-    conn: Connection, entries: dict[str, int], keep_per_user: int = SEARCH_HISTORY_PER_USER
+    conn: Connection,
+    entries: Sequence[HistoryEntry],
+    dropped: Dropped,
+    keep_per_user: int = SEARCH_HISTORY_PER_USER,
 ) -> int:
     """Record each (user, query) searched since the last flush once, then keep only each
     user's newest `keep_per_user` rows."""
-    pairs = sorted(
-        entry.split(HISTORY_SEPARATOR, 1) for entry in entries if HISTORY_SEPARATOR in entry
-    )
-    if not pairs:
-        return 0
-    users = [user for user, _ in pairs]
-    await conn.execute(HISTORY_INSERT_SQL, [users, [query for _, query in pairs]])
-    await conn.execute(HISTORY_TRIM_SQL, [sorted(set(users)), keep_per_user])
-    return len(pairs)
+    users: set[str] = set()
+
+    async def write(conn: Connection, batch: Sequence[HistoryEntry]) -> None:
+        await conn.execute(
+            HISTORY_INSERT_SQL,
+            [[entry.user_sub for entry in batch], [entry.query for entry in batch]],
+        )
+        users.update(entry.user_sub for entry in batch)
+
+    written = await write_isolating(conn, sorted(set(entries)), write, dropped.refused)
+    if users:
+        await conn.execute(HISTORY_TRIM_SQL, [sorted(users), keep_per_user])
+    return written
