@@ -88,3 +88,27 @@ def job_handler(job: Job, database_url: str) -> Iterator[LambdaHandler]:
         yield runner.handler
     finally:
         runner.close()
+
+
+def with_request(
+    event: dict[str, Any], headers: dict[str, str], body: Any = None
+) -> dict[str, Any]:
+    event["headers"] = {**event.get("headers", {}), **headers}
+    if "multiValueHeaders" in event:
+        event["multiValueHeaders"] = {
+            **event["multiValueHeaders"],
+            **{k: [v] for k, v in headers.items()},
+        }
+    if body is not None:
+        event["body"] = json.dumps(body)
+        event["isBase64Encoded"] = False
+    return event
+
+
+def with_path(event: dict[str, Any], path: str) -> dict[str, Any]:
+    if "rawPath" in event:
+        event["rawPath"] = path
+        event["requestContext"]["http"]["path"] = path
+    else:
+        event["path"] = path
+    return event

@@ -28,8 +28,8 @@ from tests.contract.lambda_harness import (
     headers_of,
     installed_services,
     load_event,
+    with_request,
 )
-from tests.contract.test_money_handlers import with_request
 
 SECRET = "auth-handler-tests-secret-of-32-bytes!"
 

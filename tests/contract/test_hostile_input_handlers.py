@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -16,40 +15,18 @@ import functions.purchase.app as purchase_function
 import functions.search.app as search_function
 import functions.store.app as store_function
 from edgemart.services import Services
-from tests.conftest import settings_for
 from tests.contract.lambda_harness import (
     FakeLambdaContext,
     body_of,
     headers_of,
-    installed_services,
     load_event,
+    with_path,
+    with_request,
 )
-from tests.contract.test_money_handlers import with_request
-from tests.contract.test_read_handlers import with_path
-from tests.integration.test_purchase import SECRET, auth
+from tests.integration.test_purchase import auth
 
 V1_V2 = ("v1", "v2")
 PRODUCT = "8a5f3e1c-2b4d-4c6e-9f80-1a2b3c4d5e6f"
-
-
-@pytest.fixture
-def search_services(catalog_database_url: str) -> Iterator[Services]:
-    settings = settings_for(catalog_database_url, cursor_secret="s")
-    with installed_services(search_function.app, settings) as services:
-        yield services
-
-
-@pytest.fixture
-def store_services(catalog_database_url: str) -> Iterator[Services]:
-    with installed_services(store_function.app, settings_for(catalog_database_url)) as services:
-        yield services
-
-
-@pytest.fixture
-def purchase_services(catalog_database_url: str) -> Iterator[Services]:
-    settings = settings_for(catalog_database_url, jwt_secret=SECRET)
-    with installed_services(purchase_function.app, settings) as services:
-        yield services
 
 
 def with_query(event: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -20,46 +18,10 @@ from tests.contract.lambda_harness import (
     installed_services,
     job_handler,
     load_event,
+    with_path,
+    with_request,
 )
 from tests.integration.test_purchase import SECRET, auth, fund, new_product, sql
-
-
-def with_request(
-    event: dict[str, Any], headers: dict[str, str], body: Any = None
-) -> dict[str, Any]:
-    event["headers"] = {**event.get("headers", {}), **headers}
-    if "multiValueHeaders" in event:
-        event["multiValueHeaders"] = {
-            **event["multiValueHeaders"],
-            **{k: [v] for k, v in headers.items()},
-        }
-    if body is not None:
-        event["body"] = json.dumps(body)
-        event["isBase64Encoded"] = False
-    return event
-
-
-@pytest.fixture
-def purchase_services(catalog_database_url: str) -> Iterator[Services]:
-    settings = settings_for(catalog_database_url, jwt_secret=SECRET)
-    with installed_services(purchase_function.app, settings) as services:
-        yield services
-
-
-def with_path(event: dict[str, Any], path: str) -> dict[str, Any]:
-    if "rawPath" in event:
-        event["rawPath"] = path
-        event["requestContext"]["http"]["path"] = path
-    else:
-        event["path"] = path
-    return event
-
-
-@pytest.fixture
-def admin_services(catalog_database_url: str) -> Iterator[Services]:
-    settings = settings_for(catalog_database_url, jwt_secret=SECRET)
-    with installed_services(admin_function.app, settings) as services:
-        yield services
 
 
 @pytest.fixture

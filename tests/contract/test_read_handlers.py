@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import psycopg
 import pytest
 
@@ -12,27 +9,13 @@ import functions.home.app as home_function
 import functions.search.app as search_function
 import functions.store.app as store_function
 from edgemart.services import Services
-from tests.conftest import settings_for
 from tests.contract.lambda_harness import (
     FakeLambdaContext,
     body_of,
     headers_of,
-    installed_services,
     load_event,
+    with_path,
 )
-
-
-@pytest.fixture
-def home_services(catalog_database_url: str) -> Iterator[Services]:
-    with installed_services(home_function.app, settings_for(catalog_database_url)) as services:
-        yield services
-
-
-@pytest.fixture
-def search_services(catalog_database_url: str) -> Iterator[Services]:
-    settings = settings_for(catalog_database_url, cursor_secret="s")
-    with installed_services(search_function.app, settings) as services:
-        yield services
 
 
 @pytest.mark.parametrize("event", ["apigw_v2_get_home.json", "apigw_v1_get_home.json"])
@@ -64,22 +47,6 @@ def test_search_rejects_the_sample_query(search_services: Services, event: str) 
     assert headers_of(response)["content-type"] == "application/problem+json"
     fields = {error["field"] for error in body_of(response)["errors"]}
     assert "q" in fields or "parameter1" in fields
-
-
-@pytest.fixture
-def store_services(catalog_database_url: str) -> Iterator[Services]:
-    settings = settings_for(catalog_database_url, cursor_secret="s")
-    with installed_services(store_function.app, settings) as services:
-        yield services
-
-
-def with_path(event: dict[str, Any], path: str) -> dict[str, Any]:
-    if "rawPath" in event:
-        event["rawPath"] = path
-        event["requestContext"]["http"]["path"] = path
-    else:
-        event["path"] = path
-    return event
 
 
 @pytest.mark.parametrize(
