@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 
@@ -111,4 +112,14 @@ def with_path(event: dict[str, Any], path: str) -> dict[str, Any]:
         event["requestContext"]["http"]["path"] = path
     else:
         event["path"] = path
+    return event
+
+
+def with_query(event: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
+    if event.get("version") == "2.0":
+        event["rawQueryString"] = "&".join(f"{k}={quote(v)}" for k, v in params.items())
+        event["queryStringParameters"] = params
+    else:
+        event["queryStringParameters"] = params
+        event["multiValueQueryStringParameters"] = {k: [v] for k, v in params.items()}
     return event

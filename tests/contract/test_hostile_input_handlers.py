@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 
@@ -21,22 +20,13 @@ from tests.contract.lambda_harness import (
     headers_of,
     load_event,
     with_path,
+    with_query,
     with_request,
 )
 from tests.integration.test_purchase import auth
 
 V1_V2 = ("v1", "v2")
 PRODUCT = "8a5f3e1c-2b4d-4c6e-9f80-1a2b3c4d5e6f"
-
-
-def with_query(event: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
-    if event.get("version") == "2.0":
-        event["rawQueryString"] = "&".join(f"{k}={quote(v)}" for k, v in params.items())
-        event["queryStringParameters"] = params
-    else:
-        event["queryStringParameters"] = params
-        event["multiValueQueryStringParameters"] = {k: [v] for k, v in params.items()}
-    return event
 
 
 def assert_problem(response: dict[str, Any], status: int, code: str) -> None:

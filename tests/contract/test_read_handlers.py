@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import psycopg
 import pytest
 
@@ -9,12 +12,16 @@ import functions.home.app as home_function
 import functions.search.app as search_function
 import functions.store.app as store_function
 from edgemart.services import Services
+from functions.refresh_views.app import refresh_views
+from tests.conftest import settings_for
 from tests.contract.lambda_harness import (
     FakeLambdaContext,
     body_of,
     headers_of,
+    installed_services,
     load_event,
     with_path,
+    with_query,
 )
 
 
@@ -72,3 +79,44 @@ def test_home_wrong_method(home_services: Services, event: str) -> None:
     assert response["statusCode"] == 405
     assert body_of(response)["code"] == "method_not_allowed"
     assert headers_of(response)["allow"] == "GET, HEAD"
+
+
+def from_address(event: dict[str, Any], address: str) -> dict[str, Any]:
+    if event.get("version") == "2.0":
+        event["requestContext"]["http"]["sourceIp"] = address
+    else:
+        event["requestContext"]["identity"]["sourceIp"] = address
+    return event
+
+
+@pytest.mark.parametrize(("version", "q"), [("v1", "oak"), ("v2", "chair")])
+def test_popular_searches_count_clients_through_the_handler(
+    catalog_database_url: str, version: str, q: str
+) -> None:
+    """A query searched 5 times from one address and once each from two more counts three
+    clients: listed at a threshold of 3, not at 4. Refused and empty searches count nothing."""
+    settings = settings_for(catalog_database_url, cursor_secret="s", popular_search_min_clients=3)
+    with installed_services(search_function.app, settings) as services:
+        for address in ["198.51.100.1"] * 5 + ["198.51.100.2", "198.51.100.3"]:
+            event = from_address(
+                with_query(load_event(f"apigw_{version}_get_search.json"), {"q": q}), address
+            )
+            assert search_function.handler(event, FakeLambdaContext())["statusCode"] == 200
+        for params in ({"q": "zzqxnothing"}, {"q": q + "\x00"}):
+            event = with_query(load_event(f"apigw_{version}_get_search.json"), params)
+            search_function.handler(event, FakeLambdaContext())
+        loop = asyncio.get_event_loop()
+        report = loop.run_until_complete(
+            refresh_views(services, load_event("eventbridge_scheduled.json"))
+        )
+        assert report["failed_steps"] == []
+        popular = with_path(
+            load_event(f"apigw_{version}_get_search.json"), "/marketplace/search/popular"
+        )
+        popular = with_query(popular, {})
+        listed = {
+            entry["query"]: entry["count"]
+            for entry in body_of(search_function.handler(popular, FakeLambdaContext()))["searches"]
+        }
+    assert listed.get(q) == 3
+    assert "zzqxnothing" not in listed
