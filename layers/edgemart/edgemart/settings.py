@@ -55,6 +55,8 @@ class Settings:
     slow_request_ms: float = 1000.0
     max_body_bytes: int = 65536
     trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=tuple)
+    # Browser origins allowed to call the API (CORS); empty: no CORS headers at all.
+    cors_allow_origins: tuple[str, ...] = ()
     health_db_timeout_s: float = 2.0
     circuit_failure_threshold: int = 5
     circuit_success_threshold: int = 3
@@ -138,6 +140,7 @@ class Settings:
             slow_request_ms=env.number("SLOW_REQUEST_MS", defaults.slow_request_ms),
             max_body_bytes=env.integer("MAX_BODY_BYTES", defaults.max_body_bytes, low=0),
             trusted_proxies=env.networks("TRUSTED_PROXIES"),
+            cors_allow_origins=env.origins("CORS_ALLOW_ORIGINS"),
             health_db_timeout_s=env.number("HEALTH_DB_TIMEOUT_S", defaults.health_db_timeout_s),
             circuit_failure_threshold=env.integer(
                 "CIRCUIT_FAILURE_THRESHOLD", defaults.circuit_failure_threshold, low=1
@@ -295,6 +298,21 @@ class _Env:
                 raise SettingsError(f"{name} needs a limit and a window of at least 1, got {raw!r}")
             overrides.append(parsed)
         return tuple(overrides)
+
+    def origins(self, name: str) -> tuple[str, ...]:
+        """Comma-separated `scheme://host[:port]` origins, as browsers send them."""
+        raw = self.text(name)
+        if raw is None:
+            return ()
+        origins: list[str] = []
+        for part in (part.strip() for part in raw.split(",")):
+            if not part:
+                continue
+            scheme, separator, rest = part.partition("://")
+            if scheme not in ("http", "https") or not separator or not rest or "/" in rest:
+                raise SettingsError(f"{name}: {part!r} is not an origin (scheme://host[:port])")
+            origins.append(part.lower())
+        return tuple(origins)
 
     def networks(self, name: str) -> tuple[IPNetwork, ...]:
         raw = self.text(name)
