@@ -24,6 +24,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from edgemart import metrics
+from edgemart.changes import stock_changed
 from edgemart.jobs import JobRunner
 from edgemart.logging import logger
 from edgemart.purchasequeue import purchase_message
@@ -89,6 +90,8 @@ async def apply_groups(
         applied = {row["order_id"]: row["status"] for row in rows}
         for order_id in order_ids:
             outcomes[product_id, order_id] = applied.get(order_id, "retry")
+        if "completed" in applied.values():
+            stock_changed([product_id]).apply(services.cache)  # committed: the stock moved
     return outcomes
 
 

@@ -31,6 +31,7 @@ from edgemart.appfactory import build_app, lambda_handler
 from edgemart.auth import authenticate
 from edgemart.breaker import CircuitOpenError
 from edgemart.cache import NO_STORE
+from edgemart.changes import stock_changed
 from edgemart.db import UNAVAILABLE_ERRORS
 from edgemart.errors import ProblemError, problem_response
 from edgemart.logging import logger
@@ -196,6 +197,8 @@ async def create_purchase(request: Request) -> Response:
         raise
     if row is None:
         raise RuntimeError("purchase() returned no row")
+    if row["status"] == 201 and not row["replayed"]:
+        stock_changed([str(product_id)]).apply(services.cache)  # committed: the stock moved
     response = outcome_response(row["status"], row["body"], row["original_request_id"])
     if row["replayed"]:
         response.headers["Idempotent-Replayed"] = "true"

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.auth import Principal, authenticate
 from edgemart.cache import CACHE_RULES, Rendered, normalised_query, serve_cached
+from edgemart.changes import SEARCH_KEY_PREFIX, product_tags
 from edgemart.clientip import client_ip
 from edgemart.counters import client_hash, history_entry, normalise_query, search_count_entry
 from edgemart.cursor import cursor_key, decode_cursor, encode_cursor, query_fingerprint
@@ -392,7 +393,7 @@ async def search(request: Request) -> Response:
     services = services_of(request)
     # A bad token is refused (401) before anything is served, counted or remembered.
     principal = await authenticate(request) if "authorization" in request.headers else None
-    cache_key = "search?" + normalised_query(request, RULE)
+    cache_key = SEARCH_KEY_PREFIX + normalised_query(request, RULE)
     response = await serve_cached(
         request,
         services.cache,
@@ -400,6 +401,7 @@ async def search(request: Request) -> Response:
         RULE,
         lambda: load_search(request, params),
         retry=services_of(request).retry,
+        tags=lambda page: product_tags(page["results"]),
     )
     if params.q is not None and params.cursor is None and response.status_code in (200, 304):
         # The page just served (a 304 has no body): the entry it came from, or a newer one.

@@ -25,6 +25,13 @@ from starlette.routing import Route
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.auth import ForbiddenError, authenticate
 from edgemart.cache import CACHE_RULES, NO_STORE, normalised_query, serve_cached
+from edgemart.changes import (
+    listing_changed,
+    listing_created,
+    product_tag,
+    product_tags,
+    store_tag,
+)
 from edgemart.currencies import ISO_4217_CODES
 from edgemart.cursor import cursor_key, decode_cursor, encode_cursor, query_fingerprint
 from edgemart.db import Connection
@@ -129,6 +136,7 @@ async def store_page(request: Request) -> Response:
         STORE_RULE,
         lambda: load_store_page(request, slug, category, limit, cursor),
         retry=services_of(request).retry,
+        tags=lambda page: [store_tag(slug), *product_tags(page["products"])],
     )
 
 
@@ -159,6 +167,7 @@ async def product_page(request: Request) -> Response:
         PRODUCT_RULE,
         lambda: load_product(request, product_id),
         retry=services_of(request).retry,
+        tags=lambda _: [product_tag(product_id)],
     )
     if response.status_code in (200, 304):  # a product that exists (an unknown one raised 404)
         await services.view_counts.record(product_id)
@@ -206,7 +215,12 @@ async def create_store(request: Request) -> Response:
             ).fetchone()
     except UniqueViolation:
         raise StoreSlugTakenError(str(slug)) from None
-    return JSONResponse(row["store"] if row else None, status_code=201, headers=NO_STORE)
+    return created(row["store"] if row else None, f"/stores/{slug}")
+
+
+def created(document: Any, location: str) -> JSONResponse:
+    """201 with the new resource and where it lives."""
+    return JSONResponse(document, status_code=201, headers={**NO_STORE, "Location": location})
 
 
 def listing_currency(body: JsonObject, marketplace_currency: str) -> str:
@@ -276,8 +290,10 @@ async def create_product(request: Request) -> Response:
                 [store["id"], category_id, name, description, price, currency, stock],
             )
         ).fetchone()
-    services.cache.invalidate_prefix(f"store:{store_slug}?")
-    return JSONResponse(row["product"] if row else None, status_code=201, headers=NO_STORE)
+    if row is None:
+        raise RuntimeError("INSERT ... RETURNING gave no row")
+    listing_created(str(store_slug)).apply(services.cache)
+    return created(row["product"], f"/products/{row['product']['id']}")
 
 
 async def update_product(request: Request) -> Response:
@@ -322,8 +338,7 @@ async def update_product(request: Request) -> Response:
                 [*changes.values(), product_id],
             )
         ).fetchone()
-    services.cache.invalidate(f"product:{product_id}")
-    services.cache.invalidate_prefix(f"store:{owner['slug']}?")
+    listing_changed(product_id, owner["slug"]).apply(services.cache)
     return JSONResponse(row["product"] if row else None, headers=NO_STORE)
 
 

@@ -33,7 +33,7 @@ def search_services(catalog_database_url: str) -> Iterator[Services]:
 
 @pytest.fixture
 def store_services(catalog_database_url: str) -> Iterator[Services]:
-    settings = settings_for(catalog_database_url, cursor_secret="s")
+    settings = settings_for(catalog_database_url, cursor_secret="s", jwt_secret=SECRET)
     with installed_services(store_function.app, settings) as services:
         yield services
 

@@ -123,3 +123,11 @@ def with_query(event: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
         event["queryStringParameters"] = params
         event["multiValueQueryStringParameters"] = {k: [v] for k, v in params.items()}
     return event
+
+
+def with_method(event: dict[str, Any], method: str) -> dict[str, Any]:
+    if "rawPath" in event:
+        event["requestContext"]["http"]["method"] = method
+    else:
+        event["httpMethod"] = event["requestContext"]["httpMethod"] = method
+    return event

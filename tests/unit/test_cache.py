@@ -105,3 +105,85 @@ def test_a_failed_load_reaches_every_waiter_and_is_retried_next_time() -> None:
     first, second = asyncio.run(run())
     assert all(isinstance(result, RuntimeError) for result in first)
     assert second.body == b"2"
+
+
+def rendered(body: str) -> Rendered:
+    return Rendered.of(body, now=0.0)
+
+
+def test_invalidation_by_tag_and_prefix() -> None:
+    cache = TTLCache(clock=lambda: 0.0)
+    cache.put("search?q=lamp", rendered("a"), 30, tags=["product:1", "product:2"])
+    cache.put("search?q=oak", rendered("b"), 30, tags=["product:3"])
+    cache.put("store:s?", rendered("c"), 30, tags=["store:s", "product:2"])
+    cache.put("product:9", rendered("d"), 30, tags=["product:9"])
+    cache.invalidate(tags=["product:2"])
+    assert cache.fresh("search?q=lamp") is None and cache.fresh("store:s?") is None
+    assert cache.fresh("search?q=oak") is not None and cache.fresh("product:9") is not None
+    cache.invalidate(prefixes=["search?"])
+    assert cache.fresh("search?q=oak") is None and cache.fresh("product:9") is not None
+    cache.invalidate(tags=["product:2", "product:1"])  # nothing left to drop: no error
+    assert len(cache) == 1
+
+
+def test_a_replaced_or_evicted_entry_leaves_no_tag_behind() -> None:
+    cache = TTLCache(max_entries=1, clock=lambda: 0.0)
+    cache.put("k", rendered("a"), 30, tags=["product:1"])
+    cache.put("k", rendered("b"), 30, tags=["product:2"])
+    cache.invalidate(tags=["product:1"])
+    assert cache.fresh("k") is not None  # its old tag no longer names it
+    cache.put("other", rendered("c"), 30, tags=["product:3"])  # evicts "k"
+    cache.put("k", rendered("d"), 30)
+    cache.invalidate(tags=["product:2"])
+    assert cache.fresh("k") is not None
+
+
+def test_a_load_running_across_an_invalidation_is_not_kept_fresh() -> None:
+    """The load read the data before the write: its waiters get it, later callers load
+    again instead of joining it or reading its result from the cache."""
+
+    async def scenario() -> tuple[int, str, str]:
+        cache = TTLCache()
+        started, release = asyncio.Event(), asyncio.Event()
+        loads = 0
+
+        async def slow_load() -> str:
+            nonlocal loads
+            loads += 1
+            if loads == 1:
+                started.set()
+                await release.wait()
+                return "before the write"
+            return "after the write"
+
+        first = asyncio.ensure_future(cache.get_or_load("k", 60, slow_load))
+        await started.wait()  # the load has read: a write now commits
+        cache.invalidate(tags=["product:1"])
+        second = asyncio.ensure_future(cache.get_or_load("k", 60, slow_load))
+        await asyncio.sleep(0)
+        release.set()
+        old, new = await first, await second
+        third = await cache.get_or_load("k", 60, slow_load)
+        return loads, old.body.decode(), f"{new.body.decode()} {third.body.decode()}"
+
+    loads, old, later = asyncio.run(scenario())
+    assert old == '"before the write"'
+    assert later == '"after the write" "after the write"'
+    assert loads == 2
+
+
+def test_tags_come_from_the_loaded_document() -> None:
+    async def scenario() -> TTLCache:
+        cache = TTLCache()
+        await cache.get_or_load(
+            "search?q=x",
+            60,
+            lambda: asyncio.sleep(0, result={"results": [{"id": "p1"}]}),
+            lambda page: [f"product:{item['id']}" for item in page["results"]],
+        )
+        return cache
+
+    cache = asyncio.run(scenario())
+    assert cache.fresh("search?q=x") is not None
+    cache.invalidate(tags=["product:p1"])
+    assert cache.fresh("search?q=x") is None

@@ -15,7 +15,7 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -147,11 +147,17 @@ def cached_response(
 
 
 class _Entry:
-    __slots__ = ("rendered", "expires_at")
+    __slots__ = ("rendered", "expires_at", "tags")
 
-    def __init__(self, rendered: Rendered, expires_at: float) -> None:
+    def __init__(self, rendered: Rendered, expires_at: float, tags: frozenset[str]) -> None:
         self.rendered = rendered
         self.expires_at = expires_at
+        self.tags = tags
+
+
+Tags = Callable[[Any], Iterable[str]]
+"""What a loaded document shows, as tags (`edgemart.changes`): a write that changes one of
+them drops every entry carrying it."""
 
 
 class TTLCache:
@@ -160,6 +166,11 @@ class TTLCache:
     `get_or_load` returns a fresh entry, or runs `loader` once however many callers miss the
     same key at the same time. Expired entries stay (up to `max_entries`, least recently used
     evicted first) as the last known good copy, which `last_good` returns for stale serving.
+
+    Entries carry tags naming what they show; `invalidate` drops entries by key, key prefix or
+    tag, after a write this process committed. A load that was running when an invalidation
+    came may have read the data before the write: its result still answers the requests
+    waiting for it, but it is not kept as fresh, and later requests start a load of their own.
     """
 
     def __init__(
@@ -168,7 +179,9 @@ class TTLCache:
         self.max_entries = max_entries
         self.clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._tagged: dict[str, set[str]] = {}
         self._inflight: dict[str, asyncio.Task[Rendered]] = {}
+        self._invalidations = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -184,22 +197,53 @@ class TTLCache:
         entry = self._entries.get(key)
         return entry.rendered if entry is not None else None
 
-    def put(self, key: str, rendered: Rendered, ttl_s: float) -> None:
-        self._entries[key] = _Entry(rendered, self.clock() + ttl_s)
-        self._entries.move_to_end(key)
+    def put(self, key: str, rendered: Rendered, ttl_s: float, tags: Iterable[str] = ()) -> None:
+        self._discard(key)
+        entry = _Entry(rendered, self.clock() + ttl_s, frozenset(tags))
+        self._entries[key] = entry
+        for tag in entry.tags:
+            self._tagged.setdefault(tag, set()).add(key)
         while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+            self._discard(next(iter(self._entries)))
 
-    def invalidate(self, key: str) -> None:
-        """Forget a key entirely (after a write this process made)."""
-        self._entries.pop(key, None)
+    def invalidate(
+        self, key: str | None = None, *, prefixes: Iterable[str] = (), tags: Iterable[str] = ()
+    ) -> None:
+        """Forget entries entirely (after a write this process made): `key`, every key that
+        starts with one of `prefixes`, every entry tagged with one of `tags`."""
+        doomed = set() if key is None else {key}
+        prefixes = tuple(prefixes)
+        if prefixes:
+            doomed.update(k for k in self._entries if k.startswith(prefixes))
+        for tag in tags:
+            doomed.update(self._tagged.get(tag, ()))
+        for doomed_key in doomed:
+            self._discard(doomed_key)
+        self._invalidations += 1
+        # Loads under way may have read what the write replaced: later callers must not join
+        # them (their current waiters still get their answer).
+        self._inflight.clear()
 
     def invalidate_prefix(self, prefix: str) -> None:
-        for key in [key for key in self._entries if key.startswith(prefix)]:
-            del self._entries[key]
+        self.invalidate(prefixes=(prefix,))
+
+    def _discard(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        for tag in entry.tags:
+            keys = self._tagged.get(tag)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._tagged[tag]
 
     async def get_or_load(
-        self, key: str, ttl_s: float, loader: Callable[[], Awaitable[Any]]
+        self,
+        key: str,
+        ttl_s: float,
+        loader: Callable[[], Awaitable[Any]],
+        tags: Tags | None = None,
     ) -> Rendered:
         rendered = self.fresh(key)
         if rendered is not None:
@@ -208,14 +252,23 @@ class TTLCache:
         if task is None:
             # The load runs as its own task: a caller that gives up (client gone) does not
             # cancel it for the others waiting on the same key.
-            task = asyncio.ensure_future(self._load(key, ttl_s, loader))
+            task = asyncio.ensure_future(self._load(key, ttl_s, loader, tags))
             self._inflight[key] = task
             task.add_done_callback(lambda done: self._load_finished(key, done))
         return await asyncio.shield(task)
 
-    async def _load(self, key: str, ttl_s: float, loader: Callable[[], Awaitable[Any]]) -> Rendered:
-        rendered = Rendered.of(await loader(), now=self.clock())
-        self.put(key, rendered, ttl_s)
+    async def _load(
+        self, key: str, ttl_s: float, loader: Callable[[], Awaitable[Any]], tags: Tags | None
+    ) -> Rendered:
+        invalidations = self._invalidations
+        document = await loader()
+        rendered = Rendered.of(document, now=self.clock())
+        if self._invalidations != invalidations:
+            # It may predate a write: at most a last good copy, never over a newer entry.
+            if key in self._entries:
+                return rendered
+            ttl_s = 0
+        self.put(key, rendered, ttl_s, tags(document) if tags is not None else ())
         return rendered
 
     def _load_finished(self, key: str, task: asyncio.Task[Rendered]) -> None:
@@ -233,6 +286,7 @@ async def serve_cached(
     loader: Callable[[], Awaitable[Any]],
     *,
     retry: RetryPolicy | None = None,
+    tags: Tags | None = None,
 ) -> Response:
     """The route's response from the cache or the loader (retried on transient errors when a
     policy is given: a read is safe to repeat); when the database is unavailable,
@@ -240,7 +294,7 @@ async def serve_cached(
     the unavailability propagates (503)."""
     load = loader if retry is None else (lambda: retry.run(loader))
     try:
-        rendered = await cache.get_or_load(key, rule.s_maxage, load)
+        rendered = await cache.get_or_load(key, rule.s_maxage, load, tags)
     except UNAVAILABLE_ERRORS:
         stale = cache.last_good(key)
         if stale is None:
