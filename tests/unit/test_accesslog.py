@@ -1,6 +1,12 @@
-import pytest
+from typing import Any
 
-from edgemart.accesslog import should_log
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from edgemart.accesslog import log_access, should_log
+from tests.conftest import LogCapture
 
 RULE = {"sample_rate": 0.01, "slow_ms": 1000.0}
 
@@ -24,3 +30,20 @@ def test_fast_successes_are_kept_only_below_the_sample_rate(status: int) -> None
 def test_rate_zero_keeps_no_fast_success_and_one_keeps_all() -> None:
     assert not should_log(200, 1.0, sample_rate=0.0, slow_ms=1000.0, draw=0.0)
     assert should_log(200, 1.0, sample_rate=1.0, slow_ms=1000.0, draw=0.999999)
+
+
+def scope_for(path: str) -> dict[str, Any]:
+    async def endpoint(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("")
+
+    app = Starlette(routes=[Route("/products/{product_id}", endpoint)])
+    return {"type": "http", "method": "GET", "path": path, "app": app, "state": {}}
+
+
+def test_an_unmatched_request_logs_its_path(captured_logs: LogCapture) -> None:
+    log_access(scope_for("/no/such/" + "x" * 500), 404, 1.0, ())
+    log_access(scope_for("/products/abc"), 200, 1.0, ())
+    unmatched, matched = captured_logs.lines("request")
+    assert unmatched["route"] == "<unmatched>"
+    assert unmatched["path"] == ("/no/such/" + "x" * 500)[:200]
+    assert matched["route"] == "/products/{product_id}" and "path" not in matched

@@ -18,6 +18,9 @@ from edgemart.clientip import client_ip
 from edgemart.logging import logger
 from edgemart.settings import IPNetwork
 
+UNMATCHED = "<unmatched>"
+MAX_LOGGED_PATH = 200
+
 
 def should_log(
     status: int, duration_ms: float, sample_rate: float, slow_ms: float, draw: float
@@ -39,23 +42,26 @@ def route_template(scope: Scope) -> str:
             return str(getattr(route, "path", ""))
         if match is Match.PARTIAL and partial is None:
             partial = str(getattr(route, "path", ""))
-    return partial or "<unmatched>"
+    return partial or UNMATCHED
 
 
 def log_access(
     scope: Scope, status: int, duration_ms: float, trusted_proxies: Sequence[IPNetwork]
 ) -> None:
     state = scope.get("state", {})
-    logger.info(
-        "request",
-        extra={
-            "method": scope.get("method"),
-            "route": route_template(scope),
-            "status": status,
-            "duration_ms": round(duration_ms, 3),
-            "client_ip": client_ip(scope, trusted_proxies),
-            "request_id": state.get("request_id"),
-            "cache": state.get("cache", "-"),
-            "rate_limit": state.get("rate_limit", "-"),
-        },
-    )
+    route = route_template(scope)
+    fields = {
+        "method": scope.get("method"),
+        "route": route,
+        "status": status,
+        "duration_ms": round(duration_ms, 3),
+        "client_ip": client_ip(scope, trusted_proxies),
+        "request_id": state.get("request_id"),
+        "cache": state.get("cache", "-"),
+        "rate_limit": state.get("rate_limit", "-"),
+    }
+    if route == UNMATCHED:
+        # No route to group it under: the path itself says what was asked for (cut short,
+        # since a client chooses it).
+        fields["path"] = str(scope.get("path", ""))[:MAX_LOGGED_PATH]
+    logger.info("request", extra=fields)
