@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,9 +69,13 @@ def installed_services(app: Starlette, settings: Settings) -> Iterator[Services]
 
 
 def body_of(response: dict[str, Any]) -> Any:
-    body = response["body"]
+    """The JSON document, decoded as a client would (base64 from API Gateway, then gzip when
+    the response says `Content-Encoding: gzip`)."""
+    body: str | bytes = response["body"]
     if response.get("isBase64Encoded"):
-        body = base64.b64decode(body).decode()
+        body = base64.b64decode(body)
+    if headers_of(response).get("content-encoding") == "gzip":
+        body = gzip.decompress(body if isinstance(body, bytes) else body.encode())
     return json.loads(body)
 
 

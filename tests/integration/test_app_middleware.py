@@ -273,3 +273,91 @@ async def test_slow_successes_are_always_logged(captured_logs: LogCapture) -> No
 async def test_problem_bodies_are_json_documents(client: httpx.AsyncClient) -> None:
     response = await client.get("/nope")
     assert json.loads(response.content)["title"] == "Not found"
+
+
+PUBLIC = "public, max-age=0, s-maxage=60"
+ERROR_STATUSES = [400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 431, 500, 502, 503, 504]
+
+
+async def status_route(request: Request) -> Response:
+    """Answers the status it is asked for, marked cacheable as a careless handler might."""
+    status = int(request.path_params["status"])
+    return Response(b"{}", status_code=status, headers={"Cache-Control": PUBLIC})
+
+
+def header_app(**setting_overrides: object) -> httpx.AsyncClient:
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    routes = [
+        Route("/status/{status:int}", status_route, methods=methods),
+        Route("/boom", boom),
+        Route("/echo", echo_length, methods=["POST"]),
+    ]
+    return client_for(app_with(routes, **setting_overrides))
+
+
+@pytest.mark.parametrize("status", ERROR_STATUSES)
+async def test_every_error_is_no_store_whatever_the_handler_said(status: int) -> None:
+    async with header_app() as client:
+        response = await client.get(f"/status/{status}")
+    assert response.status_code == status
+    assert response.headers.get_list("cache-control") == ["no-store"]
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+async def test_every_answer_to_an_unsafe_method_is_no_store(method: str) -> None:
+    async with header_app() as client:
+        response = await client.request(method, "/status/200")
+    assert response.status_code == 200
+    assert response.headers.get_list("cache-control") == ["no-store"]
+
+
+@pytest.mark.parametrize("status", [200, 204, 304, 301])
+async def test_a_safe_success_keeps_its_cache_control(status: int) -> None:
+    async with header_app() as client:
+        response = await client.get(f"/status/{status}")
+    assert response.headers.get_list("cache-control") == [PUBLIC]
+
+
+async def test_errors_raised_outside_a_route_are_no_store_and_nosniff() -> None:
+    async with header_app() as client:
+        responses = [
+            await client.get("/nope"),  # the router's 404
+            await client.get("/echo"),  # the router's 405
+            await client.post("/echo", content=b"x" * 65537),  # the body limit
+            await client.get("/boom"),  # the 500 boundary
+        ]
+    assert [response.status_code for response in responses] == [404, 405, 413, 500]
+    for response in responses:
+        assert response.headers.get_list("cache-control") == ["no-store"]
+        assert response.headers.get_list("x-content-type-options") == ["nosniff"]
+
+
+async def test_every_response_is_nosniff() -> None:
+    async with header_app() as client:
+        for path in ("/status/200", "/status/304", "/status/404"):
+            response = await client.get(path)
+            assert response.headers.get_list("x-content-type-options") == ["nosniff"]
+
+
+async def test_without_cors_origins_there_is_no_cors() -> None:
+    async with header_app() as client:
+        preflight = await client.options(
+            "/echo",
+            headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"},
+        )
+        simple = await client.get("/status/200", headers={"Origin": "https://shop.example"})
+    assert preflight.status_code == 405
+    for response in (preflight, simple):
+        assert not [name for name in response.headers if name.startswith("access-control-")]
+        assert "origin" not in response.headers.get("vary", "").lower()
+
+
+async def test_a_response_that_already_varies_keeps_its_vary_and_adds_origin() -> None:
+    async def varies(request: Request) -> Response:
+        return Response(b"{}", headers={"Vary": "Accept-Encoding"})
+
+    app = app_with([Route("/varies", varies)], cors_allow_origins=("https://shop.example",))
+    async with client_for(app) as client:
+        response = await client.get("/varies", headers={"Origin": "https://shop.example"})
+    assert response.headers.get_list("vary") == ["Accept-Encoding, Origin"]
+    assert response.headers["access-control-allow-origin"] == "https://shop.example"

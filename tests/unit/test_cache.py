@@ -1,8 +1,17 @@
 import asyncio
+import gzip
 
 import pytest
+from starlette.requests import Request
 
-from edgemart.cache import CACHE_RULES, Rendered, TTLCache, if_none_match_hits, strong_etag
+from edgemart.cache import (
+    CACHE_RULES,
+    Rendered,
+    TTLCache,
+    cached_response,
+    if_none_match_hits,
+    strong_etag,
+)
 
 
 def test_cache_control_per_design_table() -> None:
@@ -187,3 +196,85 @@ def test_tags_come_from_the_loaded_document() -> None:
     assert cache.fresh("search?q=x") is not None
     cache.invalidate(tags=["product:p1"])
     assert cache.fresh("search?q=x") is None
+
+
+BIG = {"items": [{"id": index, "title": f"walnut desk {index}"} for index in range(200)]}
+
+
+def test_a_large_body_is_gzipped_once_when_rendered() -> None:
+    rendered = Rendered.of(BIG, now=0)
+    assert rendered.gzip_body is not None
+    assert gzip.decompress(rendered.gzip_body) == rendered.body
+    assert len(rendered.gzip_body) < len(rendered.body) // 3
+    # Deterministic (no timestamp in the gzip header): every process makes the same bytes.
+    assert Rendered.of(BIG, now=5).gzip_body == rendered.gzip_body
+
+
+def test_the_gzip_representation_has_its_own_strong_etag() -> None:
+    rendered = Rendered.of(BIG, now=0)
+    assert rendered.gzip_etag is not None
+    assert rendered.gzip_etag != rendered.etag
+    assert rendered.gzip_etag.startswith('"') and rendered.gzip_etag.endswith('-gzip"')
+    assert not if_none_match_hits(rendered.etag, rendered.gzip_etag)
+    assert not if_none_match_hits(rendered.gzip_etag, rendered.etag)
+
+
+def test_a_small_body_is_not_compressed() -> None:
+    rendered = Rendered.of({"results": [], "next_cursor": None}, now=0)
+    assert (rendered.gzip_body, rendered.gzip_etag) == (None, None)
+
+
+def request_with(headers: dict[str, str]) -> Request:
+    raw = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+    return Request({"type": "http", "method": "GET", "path": "/", "headers": raw})
+
+
+RULE = CACHE_RULES["home"]
+
+
+def test_a_hit_sends_the_stored_gzip_bytes_without_compressing_again() -> None:
+    rendered = Rendered.of(BIG, now=0)
+    response = cached_response(request_with({"Accept-Encoding": "gzip, br"}), rendered, RULE)
+    assert response.body is rendered.gzip_body
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.headers["etag"] == rendered.gzip_etag
+    assert response.headers["vary"] == "Accept-Encoding"
+    assert response.headers["content-length"] == str(len(rendered.gzip_body or b""))
+
+
+@pytest.mark.parametrize("accept", [None, "identity", "br", "gzip;q=0, *"])
+def test_a_client_that_does_not_accept_gzip_gets_the_plain_body(accept: str | None) -> None:
+    rendered = Rendered.of(BIG, now=0)
+    headers = {"Accept-Encoding": accept} if accept is not None else {}
+    response = cached_response(request_with(headers), rendered, RULE)
+    assert response.body is rendered.body
+    assert "content-encoding" not in response.headers
+    assert response.headers["etag"] == rendered.etag
+    assert response.headers["vary"] == "Accept-Encoding"
+
+
+def test_a_small_body_says_vary_though_it_is_never_compressed() -> None:
+    rendered = Rendered.of({"searches": []}, now=0)
+    response = cached_response(request_with({"Accept-Encoding": "gzip"}), rendered, RULE)
+    assert response.body == b'{"searches":[]}'
+    assert "content-encoding" not in response.headers
+    assert response.headers["vary"] == "Accept-Encoding"
+
+
+def test_304_matches_the_representation_that_would_be_sent() -> None:
+    rendered = Rendered.of(BIG, now=0)
+    gzip_etag = rendered.gzip_etag or ""
+    both = {"Accept-Encoding": "gzip"}
+    hit = cached_response(request_with({**both, "If-None-Match": gzip_etag}), rendered, RULE)
+    assert hit.status_code == 304 and hit.body == b""
+    assert hit.headers["etag"] == gzip_etag and hit.headers["vary"] == "Accept-Encoding"
+    assert "content-encoding" not in hit.headers
+    # The plain body's tag does not validate the gzip representation, nor the other way round.
+    miss = cached_response(request_with({**both, "If-None-Match": rendered.etag}), rendered, RULE)
+    assert miss.status_code == 200 and miss.headers["content-encoding"] == "gzip"
+    plain = cached_response(request_with({"If-None-Match": gzip_etag}), rendered, RULE)
+    assert plain.status_code == 200 and plain.body is rendered.body
+    assert (
+        cached_response(request_with({"If-None-Match": rendered.etag}), rendered, RULE).status_code
+        == 304
+    )

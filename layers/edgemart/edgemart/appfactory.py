@@ -1,8 +1,9 @@
 """`build_app` (the standard Starlette app every HTTP function serves) and `lambda_handler`.
 
 The middleware stack, outermost first:
-request context (request id, errors, access log, body limit, and the rate limiter as its
-gate) → routes. Starlette's ServerErrorMiddleware and ExceptionMiddleware are left out: the
+request context (request id, errors, access log, body limit, the rate limiter as its
+gate, the no-store / nosniff response headers and, when `CORS_ALLOW_ORIGINS` is set, CORS)
+→ routes. Starlette's ServerErrorMiddleware and ExceptionMiddleware are left out: the
 request-context middleware renders `ProblemError`, `HTTPException` and the database's
 unavailability with the app's exception handlers, and anything unhandled as a 500 problem with
 the request id, so those two layers would only cost every request their frames and `send`
@@ -24,6 +25,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from edgemart.auth import subject_from_scope
+from edgemart.cors import CorsPolicy
 from edgemart.db import UNAVAILABLE_ERRORS
 from edgemart.errors import (
     ProblemError,
@@ -86,6 +88,7 @@ def build_app(
             max_body_bytes=settings.max_body_bytes,
             trusted_proxies=settings.trusted_proxies,
             gate=rate_limit,
+            cors=CorsPolicy.from_origins(settings.cors_allow_origins),
         ),
     ]
     app = EdgemartApp(

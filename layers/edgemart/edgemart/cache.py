@@ -6,6 +6,11 @@ against it. The in-process cache (L1) holds rendered JSON bytes with their ETag,
 costs no query and no serialisation; concurrent misses for one key run the loader once
 (single-flight); and the last good copy of each key is kept after it expires, for serving
 stale data while the database is down.
+
+A rendered body over about 1 KB is gzipped once, when rendered, and kept beside the plain one
+(`Rendered.gzip_body`), so a hit never compresses again. The two are distinct representations
+with distinct strong ETags (the gzip one ends in `-gzip"`), and every cacheable response says
+`Vary: Accept-Encoding`, compressed or not.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from edgemart.compression import GZIP, accepts_gzip, gzip_body
 from edgemart.db import UNAVAILABLE_ERRORS
 
 if TYPE_CHECKING:
@@ -100,6 +106,12 @@ def strong_etag(body: bytes) -> str:
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
+def encoded_etag(etag: str, encoding: str) -> str:
+    """The strong ETag of the body in a content coding: another representation, another tag
+    (RFC 9110 §8.8.3), derived from the plain one so both name the same document."""
+    return etag[:-1] + "-" + encoding + '"'
+
+
 def if_none_match_hits(header: str | None, etag: str) -> bool:
     """RFC 9110 §13.1.2: weak comparison, a list of tags, or `*`."""
     if not header:
@@ -114,16 +126,32 @@ def if_none_match_hits(header: str | None, etag: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
-    """A JSON body rendered once, with its ETag and when it was made."""
+    """A JSON body rendered once, with its ETag and when it was made, and the same body
+    gzipped with its own ETag (None when it is too small to compress)."""
 
     body: bytes
     etag: str
     created_at: float
+    gzip_body: bytes | None = None
+    gzip_etag: str | None = None
 
     @classmethod
     def of(cls, payload: Any, *, now: float) -> Rendered:
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-        return cls(body, strong_etag(body), now)
+        etag = strong_etag(body)
+        gzipped = gzip_body(body)
+        gzip_etag = encoded_etag(etag, GZIP) if gzipped is not None else None
+        return cls(body, etag, now, gzipped, gzip_etag)
+
+
+def representation(
+    rendered: Rendered, accept_encoding: str | None
+) -> tuple[bytes, str, str | None]:
+    """(body, ETag, content coding or None) of what to send for this `Accept-Encoding`."""
+    if rendered.gzip_body is not None and rendered.gzip_etag is not None:
+        if accepts_gzip(accept_encoding):
+            return rendered.gzip_body, rendered.gzip_etag, GZIP
+    return rendered.body, rendered.etag, None
 
 
 def cached_response(
@@ -134,16 +162,21 @@ def cached_response(
     stale: bool = False,
     now: float | None = None,
 ) -> Response:
-    """200 with the body, or 304 when `If-None-Match` matches; both carry ETag and
-    Cache-Control. A stale copy adds `X-Edgemart-Stale: true` and `Age`."""
-    headers = {"ETag": rendered.etag, "Cache-Control": rule.cache_control}
+    """200 with the body (gzipped when the client accepts it and the cache holds it so), or
+    304 when `If-None-Match` matches the representation that would be sent; both carry its
+    ETag, Cache-Control and `Vary: Accept-Encoding`. A stale copy adds
+    `X-Edgemart-Stale: true` and `Age`."""
+    body, etag, encoding = representation(rendered, request.headers.get("accept-encoding"))
+    headers = {"ETag": etag, "Cache-Control": rule.cache_control, "Vary": "Accept-Encoding"}
     if stale:
         age = max(0, int((now if now is not None else time.time()) - rendered.created_at))
         headers["X-Edgemart-Stale"] = "true"
         headers["Age"] = str(age)
-    if if_none_match_hits(request.headers.get("if-none-match"), rendered.etag):
+    if if_none_match_hits(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
-    return Response(rendered.body, headers=headers, media_type="application/json")
+    if encoding is not None:
+        headers["Content-Encoding"] = encoding
+    return Response(body, headers=headers, media_type="application/json")
 
 
 class _Entry:

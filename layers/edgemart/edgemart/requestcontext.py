@@ -7,9 +7,16 @@
   nothing internal in the body), still carrying the request id;
 - **access log**: one sampled line once the response is sent;
 - **body limit**: 413 for a declared or received body over `max_body_bytes`;
-- **gate**: an optional check before the app (the rate limiter) that may answer instead.
+- **gate**: an optional check before the app (the rate limiter) that may answer instead;
+- **response headers**: `X-Content-Type-Options: nosniff` on every response, and
+  `Cache-Control: no-store` on every error (4xx, 5xx) and every answer to an unsafe method,
+  overriding whatever produced it: a shared cache (CloudFront caches errors by default) must
+  never hand one client's refusal to another;
+- **CORS** (`edgemart/cors.py`), when origins are configured: an allowed origin's preflight is
+  answered here, before the gate (preflights are not rate limited), and its other responses
+  get the origin's headers. With CORS off this costs one attribute test.
 
-These are one middleware rather than five because each ASGI layer, with its `send` wrapper,
+These are one middleware rather than seven because each ASGI layer, with its `send` wrapper,
 costs every request several microseconds through a server (bench/ratelimit/GATEWAY.md): one
 wrapper here also appends the headers the gate and inner code leave in
 `scope["state"]["response_headers"]`, so they need no wrapper of their own. Being outermost,
@@ -27,18 +34,23 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgemart.accesslog import log_access, should_log
 from edgemart.bodylimit import declared_length, limited_receive, may_have_body
+from edgemart.cors import CorsPolicy, is_preflight, preflight_response
 from edgemart.errors import PayloadTooLargeError, problem_for_status
 from edgemart.logging import bind_request_log_keys, logger, unbind_request_log_keys
 from edgemart.requestid import incoming_request_id, new_request_id
 from edgemart.settings import IPNetwork
 
 RESPONSE_HEADERS_KEY = "response_headers"
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+# Answers to these change something for one client: never to be stored or replayed by a cache.
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Runs before the app; returns the response to send instead, or None to go on, or an
 # awaitable of either when it has to wait (a gate that can decide at once spares a coroutine).
 RequestGate = Callable[[Scope], Response | None | Awaitable[Response | None]]
@@ -71,9 +83,11 @@ class RequestContextMiddleware:
         trusted_proxies: Sequence[IPNetwork] = (),
         gate: RequestGate | None = None,
         exception_handlers: ExceptionHandlers | None = None,
+        cors: CorsPolicy | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.app = app
+        self.cors = cors
         self.exception_handlers = dict(exception_handlers or {})
         # The shape Starlette's route wrapper reads: (by exception class, by status code).
         self._starlette_handlers: tuple[dict[Any, Any], dict[int, Any]] = (
@@ -93,7 +107,13 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         request_id = incoming_request_id(scope) or new_request_id()
-        extra_headers: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode())]
+        extra_headers: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode()), NOSNIFF]
+        never_store = scope["method"] in UNSAFE_METHODS
+        cors_origin = None
+        if self.cors is not None:
+            cors_origin = self.cors.allowed_origin(scope)
+            if cors_origin is not None:
+                extra_headers.extend(self.cors.response_headers(cors_origin))
         scope["starlette.exception_handlers"] = self._starlette_handlers
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
@@ -108,12 +128,21 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), *extra_headers]
+                message.setdefault("headers", [])
+                headers = MutableHeaders(scope=message)
+                headers.raw.extend(extra_headers)
+                if never_store or status >= 400:
+                    headers["cache-control"] = "no-store"
+                if self.cors is not None:
+                    headers.add_vary_header("Origin")
             await send(message)
 
         token = bind_request_log_keys(log_keys)
         try:
             try:
+                if cors_origin is not None and is_preflight(scope):
+                    await preflight_response()(scope, receive, send_with_context)
+                    return
                 if may_have_body(scope):
                     length = declared_length(scope)
                     if length is not None and length > self.max_body_bytes:
