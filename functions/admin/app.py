@@ -1,6 +1,10 @@
 """Admin function (admin role): kill switches with a cooldown, wallet credits, a product's
 purchase mode, popular-search terms hidden from the public list. Every change is written to
-`audit_log` with the acting user and request id, in the same transaction as the change."""
+`audit_log` with the acting user and request id, in the same transaction as the change.
+
+A wallet credit moves money, so it takes the acting admin's Idempotency-Key as a purchase
+does: one call of `credit_wallet()` (migration 0020) claims the key, credits, audits and stores
+the response; a retry replays it (edgemart/idempotency.py) instead of crediting twice."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import json
 import re
 from typing import Any
 
+import psycopg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -17,7 +22,15 @@ from edgemart.auth import ADMIN_ROLE, Principal, authenticate, require_role
 from edgemart.cache import CACHE_RULES, NO_STORE
 from edgemart.counters import MAX_QUERY_LENGTH, normalise_query
 from edgemart.db import Connection
-from edgemart.errors import ProblemError
+from edgemart.errors import ProblemError, problem_response
+from edgemart.idempotency import (
+    REUSED_DETAIL,
+    REUSED_TITLE,
+    KeyInUseError,
+    fingerprint,
+    idempotency_key,
+    replay_headers,
+)
 from edgemart.products import ProductNotFoundError, rfc3339
 from edgemart.requestid import current_request_id
 from edgemart.services import services_of
@@ -39,6 +52,18 @@ SUBJECT = re.compile(r"[^\s]{1,255}")
 class KillSwitchNotFoundError(ProblemError):
     def __init__(self) -> None:
         super().__init__(404, "kill_switch_not_found", "Kill switch not found")
+
+
+class QueuedModeUnavailableError(ProblemError):
+    def __init__(self) -> None:
+        super().__init__(
+            409,
+            "queued_mode_unavailable",
+            "Queued mode unavailable",
+            "No purchase queue is configured, so purchases of this product would stay direct; "
+            "nothing was changed",
+            headers=NO_STORE,
+        )
 
 
 class CooldownActiveError(ProblemError):
@@ -87,6 +112,17 @@ async def switch_document(conn: Connection, name: str) -> Any:
     if row is None:
         raise KillSwitchNotFoundError()
     return row["switch"]
+
+
+async def list_switches(request: Request) -> Response:
+    await admin(request)
+    async with services_of(request).primary.connection() as conn:
+        rows = await (
+            await conn.execute(
+                f"SELECT {SWITCH_JSON} AS switch FROM kill_switches ORDER BY name".encode()
+            )
+        ).fetchall()
+    return JSONResponse({"kill_switches": [row["switch"] for row in rows]}, headers=NO_STORE)
 
 
 def switch_name(request: Request) -> str:
@@ -144,35 +180,54 @@ async def put_switch(request: Request) -> Response:
     return JSONResponse(document, headers=NO_STORE)
 
 
+CREDIT_SQL = b"""
+SELECT status, body, replayed, original_request_id
+FROM credit_wallet(%s, %s, %s, %s, %s, %s, %s, %s, %s * interval '1 s', %s * interval '1 s')
+"""
+
+
 async def credit_wallet(request: Request) -> Response:
     principal = await admin(request)
     sub = path_text(request, "sub")
     if not SUBJECT.fullmatch(sub) or not is_clean_identifier(sub):
         raise ValidationError([{"field": "sub", "location": "path", "message": "is not a subject"}])
+    key = idempotency_key(request)
     body = await json_object(request)
     amount = body.integer("amount_cents", required=True, low=1, high=1_000_000_000)
     reason = body.text("reason", max_length=500, multiline=True) or ""
     body.finish()
     services = services_of(request)
-    async with services.primary.connection() as conn, conn.transaction():
-        row = await (
-            await conn.execute(
-                "INSERT INTO wallets (user_sub, balance_cents, currency) VALUES (%s, %s, %s) "
-                "ON CONFLICT (user_sub) DO UPDATE SET balance_cents = wallets.balance_cents + "
-                "excluded.balance_cents, updated_at = now() RETURNING balance_cents",
-                [sub, amount, services.settings.marketplace_currency],
-            )
-        ).fetchone()
-        await audit(
-            conn,
-            principal,
-            "wallet.credit",
-            "wallet",
-            sub,
-            {"amount_cents": amount, "reason": reason},
+    settings = services.settings
+    args = [
+        principal.sub,  # keys belong to the acting admin, as a buyer's to the buyer
+        key,
+        fingerprint({"credit_to": sub, "body": body.data}),  # the path is part of the request
+        sub,
+        amount,
+        reason,
+        settings.marketplace_currency,
+        current_request_id(),
+        settings.idempotency_key_ttl_s,
+        settings.idempotency_key_wait_s,
+    ]
+
+    async def attempt() -> Any:
+        async with services.primary.connection() as conn:
+            return await (await conn.execute(CREDIT_SQL, args)).fetchone()
+
+    try:
+        # Safe to repeat: a retry after a commit the lost connection hid finds the key.
+        row = await services.retry.run(attempt)
+    except psycopg.errors.LockNotAvailable:
+        raise KeyInUseError() from None
+    if row is None:
+        raise RuntimeError("credit_wallet() returned no row")
+    headers = {**NO_STORE, **replay_headers(row["replayed"], row["original_request_id"])}
+    if row["status"] == 422:
+        return problem_response(
+            422, "idempotency_key_reused", REUSED_TITLE, REUSED_DETAIL, headers=headers
         )
-    balance = row["balance_cents"] if row else 0
-    return JSONResponse({"sub": sub, "balance_cents": balance}, headers=NO_STORE)
+    return JSONResponse(row["body"], status_code=row["status"], headers=headers)
 
 
 async def set_purchase_mode(request: Request) -> Response:
@@ -183,7 +238,10 @@ async def set_purchase_mode(request: Request) -> Response:
     if mode is not None and mode not in MODES:
         body.error("mode", f"must be one of {', '.join(MODES)}")
     body.finish()
-    async with services_of(request).primary.connection() as conn, conn.transaction():
+    services = services_of(request)
+    if mode == "queued" and services.purchase_queue is None:
+        raise QueuedModeUnavailableError()  # purchases would stay direct: refuse, change nothing
+    async with services.primary.connection() as conn, conn.transaction():
         row = await (
             await conn.execute(
                 "UPDATE products SET purchase_mode = %s, updated_at = now() WHERE id = %s "
@@ -245,6 +303,7 @@ async def set_popular_search_hidden(request: Request) -> Response:
 
 
 routes = [
+    Route("/admin/kill-switches", list_switches, methods=["GET"]),
     Route("/admin/kill-switches/{name}", get_switch, methods=["GET"]),
     Route("/admin/kill-switches/{name}", put_switch, methods=["PUT"]),
     Route("/admin/wallets/{sub}/credits", credit_wallet, methods=["POST"]),

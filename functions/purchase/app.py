@@ -1,25 +1,29 @@
-"""Purchase function: `POST /purchases`, `GET /purchases/{id}`, `GET /wallet`.
+"""Purchase function: `POST /purchases`, `GET /purchases`, `GET /purchases/{id}`, `GET /wallet`.
 
 A purchase is one call of the `purchase()` SQL function (its current definition is in
 migration 0018): one round trip, one transaction holding the key claim, the wallet debit, the
 order, the payout, the audit row and, last so the hot row lock is held for as little as
 possible, the conditional stock update. Idempotency keys belong to their user: the same key
 from another user is another purchase. Business outcomes (201, 402, 404, 409) are stored under
-the user's Idempotency-Key and replayed with `Idempotent-Replayed: true`; a 503 or 500 stores
-nothing, so a retry can succeed. A 402 or 409 refusal, a 503 and a 500 write
-`failed_transactions`. A transient database error (a lost connection, a deadlock) is retried
-with the same key. The marketplace's one currency is passed in: a product listed in another
-is not for sale.
+the user's Idempotency-Key and replayed (edgemart/idempotency.py: the original body, with
+`Idempotent-Replayed: true` and `Original-Request-ID`); a 503 or 500 stores nothing, so a
+retry can succeed. A 402 or 409 refusal, a 503 and a 500 write `failed_transactions`. A
+transient database error (a lost connection, a deadlock) is retried with the same key. The
+marketplace's one currency is passed in: a product listed in another is not for sale.
 
 Products in queued mode (hot items), when `PURCHASE_QUEUE_URL` is set: the same call stores
 the order as `queued` and answers 202; the order's SQS message is sent inside the transaction,
-before the commit, and functions/order_worker applies it (migrations 0010, 0018).
+before the commit, and functions/order_worker applies it (migrations 0010, 0018). 201 and 202
+carry `Location: /purchases/{id}`.
+
+`GET /purchases` pages the caller's orders newest first, keyset on (created_at, id), with an
+HMAC-signed cursor bound to the caller (edgemart/cursor.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import uuid
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -32,14 +36,21 @@ from edgemart.auth import authenticate
 from edgemart.breaker import CircuitOpenError
 from edgemart.cache import NO_STORE
 from edgemart.changes import stock_changed
+from edgemart.cursor import cursor_key, decode_cursor, encode_cursor, query_fingerprint
 from edgemart.db import UNAVAILABLE_ERRORS
 from edgemart.errors import ProblemError, problem_response
+from edgemart.idempotency import (
+    REUSED_DETAIL,
+    REUSED_TITLE,
+    KeyInUseError,
+    fingerprint,
+    idempotency_key,
+    replay_headers,
+)
 from edgemart.logging import logger
 from edgemart.requestid import current_request_id
 from edgemart.services import Services, services_of
-from edgemart.validation import json_object, path_uuid
-
-_PRINTABLE_ASCII = frozenset(range(0x20, 0x7F))
+from edgemart.validation import QueryParams, ValidationError, json_object, path_uuid
 
 # code → (title, detail) of the problems a purchase can end in.
 OUTCOMES: dict[str, tuple[str, str]] = {
@@ -47,10 +58,7 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     "product_not_found": ("Product not found", "Unknown or unavailable product"),
     "out_of_stock": ("Out of stock", "Not enough stock for this quantity"),
     "price_changed": ("Price changed", "The price differs from expected_unit_price_cents"),
-    "idempotency_key_reused": (
-        "Idempotency key reused",
-        "This key was used for a different request",
-    ),
+    "idempotency_key_reused": (REUSED_TITLE, REUSED_DETAIL),
     "purchases_disabled": ("Purchases are switched off", "Try again later"),
     "cannot_buy_own_product": (
         "Cannot buy own product",
@@ -75,34 +83,12 @@ class QueueUnavailableError(ProblemError):
         )
 
 
-class IdempotencyKeyError(ProblemError):
-    def __init__(self, code: str, detail: str) -> None:
-        title = (
-            "Idempotency-Key required"
-            if code == "idempotency_key_required"
-            else ("Invalid Idempotency-Key")
-        )
-        super().__init__(400, code, title, detail)
-
-
-def idempotency_key(request: Request) -> str:
-    raw = request.headers.get("idempotency-key")
-    if not raw:
-        raise IdempotencyKeyError("idempotency_key_required", "Send an Idempotency-Key header")
-    encoded = raw.encode("latin-1")
-    if len(encoded) > 255 or not set(encoded) <= _PRINTABLE_ASCII:
-        raise IdempotencyKeyError("invalid_idempotency_key", "1 to 255 printable ASCII characters")
-    return raw
-
-
-def fingerprint(body: dict[str, Any]) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def outcome_response(status: int, body: dict[str, Any], request_id: str | None) -> Response:
-    if status in (200, 201, 202):
-        return JSONResponse(body, status_code=status, headers=NO_STORE)
+    """The response of a stored or new outcome; `request_id` is the one of the request that
+    produced it (a replay's problem body keeps the original)."""
+    if status in (201, 202):
+        headers = {**NO_STORE, "Location": f"/purchases/{body['id']}"}
+        return JSONResponse(body, status_code=status, headers=headers)
     code = str(body.get("code"))
     title, detail = OUTCOMES.get(code, ("Purchase failed", code))
     headers = dict(NO_STORE)
@@ -176,13 +162,7 @@ async def create_purchase(request: Request) -> Response:
         # replays the outcome instead of buying twice.
         row = await services.retry.run(attempt)
     except psycopg.errors.LockNotAvailable:
-        return problem_response(
-            409,
-            "idempotency_key_in_use",
-            "Idempotency key in use",
-            "A request with this key is still being processed",
-            headers=NO_STORE,
-        )
+        raise KeyInUseError() from None
     except CircuitOpenError:
         raise  # refused before anything ran: nothing to record (and nowhere to record it)
     except QueueUnavailableError as exc:
@@ -200,8 +180,7 @@ async def create_purchase(request: Request) -> Response:
     if row["status"] == 201 and not row["replayed"]:
         stock_changed([str(product_id)]).apply(services.cache)  # committed: the stock moved
     response = outcome_response(row["status"], row["body"], row["original_request_id"])
-    if row["replayed"]:
-        response.headers["Idempotent-Replayed"] = "true"
+    response.headers.update(replay_headers(row["replayed"], row["original_request_id"]))
     return response
 
 
@@ -210,14 +189,16 @@ class OrderNotFoundError(ProblemError):
         super().__init__(404, "order_not_found", "Order not found")
 
 
-ORDER_SQL = b"""
-SELECT jsonb_build_object(
-    'id', o.id, 'status', o.status, 'product_id', o.product_id, 'quantity', o.quantity,
-    'unit_price_cents', o.unit_price_cents, 'total_cents', o.total_cents,
-    'created_at', to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-    'failure_code', o.failure_code) AS document
-FROM orders o WHERE o.id = %s AND o.user_sub = %s
-"""
+# The order document is order_json() (migration 0010), the one that 201 and 202 answer too.
+ORDER_SELECT = "SELECT order_json(o) AS document, o.created_at, o.id FROM orders o"
+ORDER_SQL = f"{ORDER_SELECT} WHERE o.id = %s AND o.user_sub = %s".encode()
+# Newest first, keyset on (created_at, id): orders_user_created_id_idx (migration 0020),
+# scanned backwards. The next page starts strictly after the last row of this one.
+_ORDER_PAGE = " ORDER BY o.created_at DESC, o.id DESC LIMIT %s"
+FIRST_ORDERS_SQL = f"{ORDER_SELECT} WHERE o.user_sub = %s{_ORDER_PAGE}".encode()
+NEXT_ORDERS_SQL = (
+    f"{ORDER_SELECT} WHERE o.user_sub = %s AND (o.created_at, o.id) < (%s, %s){_ORDER_PAGE}"
+).encode()
 
 
 async def get_purchase(request: Request) -> Response:
@@ -228,6 +209,44 @@ async def get_purchase(request: Request) -> Response:
     if row is None:
         raise OrderNotFoundError()  # also for other users' orders: no existence leak
     return JSONResponse(row["document"], headers=NO_STORE)
+
+
+def order_position(key: bytes, owner: str, cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The (created_at, id) of the last order of the previous page, from a cursor."""
+    created_at, order_id = decode_cursor(key, owner, cursor, length=2)
+    try:
+        return datetime.fromisoformat(created_at), uuid.UUID(order_id)
+    except (TypeError, ValueError):  # signed by us, so not expected: still a 422, never a 500
+        raise ValidationError(
+            [{"field": "cursor", "location": "query", "message": "is not a valid cursor"}]
+        ) from None
+
+
+async def list_purchases(request: Request) -> Response:
+    principal = await authenticate(request)
+    query = QueryParams(request, ("limit", "cursor"))
+    limit = query.integer("limit", default=20, low=1, high=50) or 20
+    cursor = query.text("cursor", max_length=1000)
+    query.raise_if_invalid()
+    services = services_of(request)
+    key = cursor_key(services.settings.cursor_secret)
+    owner = query_fingerprint("orders", principal.sub)  # a cursor is its user's only
+    if cursor is None:
+        statement, args = FIRST_ORDERS_SQL, [principal.sub, limit + 1]
+    else:
+        created_at, order_id = order_position(key, owner, cursor)
+        statement, args = NEXT_ORDERS_SQL, [principal.sub, created_at, order_id, limit + 1]
+    async with services.primary.connection() as conn:
+        rows = await (await conn.execute(statement, args)).fetchall()
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        last = page[-1]
+        next_cursor = encode_cursor(key, owner, [last["created_at"].isoformat(), str(last["id"])])
+    return JSONResponse(
+        {"orders": [row["document"] for row in page], "next_cursor": next_cursor},
+        headers=NO_STORE,
+    )
 
 
 async def wallet(request: Request) -> Response:
@@ -244,6 +263,7 @@ async def wallet(request: Request) -> Response:
 
 routes = [
     Route("/purchases", create_purchase, methods=["POST"]),
+    Route("/purchases", list_purchases, methods=["GET"]),
     Route("/purchases/{order_id}", get_purchase, methods=["GET"]),
     Route("/wallet", wallet, methods=["GET"]),
 ]

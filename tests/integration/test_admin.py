@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from edgemart.services import Services
@@ -18,19 +22,35 @@ pytestmark = pytest.mark.anyio
 ADMIN = auth("root", roles=["admin"])
 
 
-@pytest.fixture(scope="module")
-async def client(catalog_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+@asynccontextmanager
+async def admin_gateway(url: str, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
     settings = settings_for(
-        catalog_database_url,
-        jwt_secret=SECRET,
-        kill_switch_cooldown_s=60,
-        rate_limit_overrides=(("admin", 0, 60), ("purchases", 0, 60)),
+        url,
+        **{
+            "jwt_secret": SECRET,
+            "kill_switch_cooldown_s": 60,
+            "rate_limit_overrides": (("admin", 0, 60), ("purchases", 0, 60)),
+            **overrides,
+        },
     )
     services = Services.from_settings(settings)
     transport = httpx.ASGITransport(app=create_gateway(services))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as http:
+            yield http
+    finally:
+        await services.aclose()
+
+
+@pytest.fixture(scope="module")
+async def client(catalog_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with admin_gateway(catalog_database_url) as http:
         yield http
-    await services.aclose()
+
+
+def keyed(key: str | None = None, **extra: str) -> dict[str, str]:
+    """The admin's headers with an Idempotency-Key (a new one unless given)."""
+    return {**ADMIN, "Idempotency-Key": key or uuid.uuid4().hex, **extra}
 
 
 def audit_rows(url: str, action: str) -> list[Any]:
@@ -116,33 +136,160 @@ async def test_wallet_credit(client: httpx.AsyncClient, catalog_database_url: st
     sub = f"topped-{uuid.uuid4().hex[:6]}"
     first = await client.post(
         f"/admin/wallets/{sub}/credits",
-        headers=ADMIN,
+        headers=keyed(),
         json={"amount_cents": 500, "reason": "welcome"},
     )
     second = await client.post(
-        f"/admin/wallets/{sub}/credits", headers=ADMIN, json={"amount_cents": 250}
+        f"/admin/wallets/{sub}/credits", headers=keyed(), json={"amount_cents": 250}
     )
     assert first.json() == {"sub": sub, "balance_cents": 500}
     assert second.json() == {"sub": sub, "balance_cents": 750}
-    for bad in ({"amount_cents": 0}, {"amount_cents": "5"}, {}):
-        response = await client.post(f"/admin/wallets/{sub}/credits", headers=ADMIN, json=bad)
+    assert first.headers["cache-control"] == "no-store"
+    for bad in ({"amount_cents": 0}, {"amount_cents": "5"}, {"amount_cents": 10**9 + 1}, {}):
+        response = await client.post(f"/admin/wallets/{sub}/credits", headers=keyed(), json=bad)
         assert response.status_code == 422
-    assert len([r for r in audit_rows(catalog_database_url, "wallet.credit") if r[1] == sub]) == 2
+    rows = [r for r in audit_rows(catalog_database_url, "wallet.credit") if r[1] == sub]
+    assert [(r[0], r[2]) for r in rows] == [
+        ("root", {"amount_cents": 500, "reason": "welcome"}),
+        ("root", {"amount_cents": 250, "reason": ""}),
+    ]
+    assert [r[3] for r in rows] == [first.headers["x-request-id"], second.headers["x-request-id"]]
     denied = await client.post(
-        f"/admin/wallets/{sub}/credits", headers=auth(sub), json={"amount_cents": 1_000_000}
+        f"/admin/wallets/{sub}/credits",
+        headers={**auth(sub), "Idempotency-Key": "k"},
+        json={"amount_cents": 1_000_000},
     )
     assert denied.status_code == 403
 
 
-async def test_purchase_mode(client: httpx.AsyncClient, catalog_database_url: str) -> None:
-    product = new_product(catalog_database_url, stock=1)
-    response = await client.put(
-        f"/admin/products/{product}/purchase-mode", headers=ADMIN, json={"mode": "queued"}
+@pytest.mark.parametrize(
+    ("key", "code"),
+    [
+        (None, "idempotency_key_required"),
+        ("", "idempotency_key_required"),
+        ("k" * 256, "invalid_idempotency_key"),
+        ("café".encode(), "invalid_idempotency_key"),
+        ("a\tb", "invalid_idempotency_key"),
+    ],
+)
+async def test_a_credit_needs_a_valid_idempotency_key(
+    client: httpx.AsyncClient, catalog_database_url: str, key: Any, code: str
+) -> None:
+    sub = f"unkeyed-{uuid.uuid4().hex[:6]}"
+    request_headers = {**ADMIN} if key is None else {**ADMIN, "Idempotency-Key": key}
+    refused = await client.post(
+        f"/admin/wallets/{sub}/credits", headers=request_headers, json={"amount_cents": 100}
     )
-    assert response.json() == {"product_id": product, "mode": "queued"}
+    assert (refused.status_code, refused.json()["code"]) == (400, code)
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert sql(catalog_database_url, "SELECT 1 FROM wallets WHERE user_sub = %s", sub) == []
+
+
+async def test_a_retried_credit_credits_once(
+    client: httpx.AsyncClient, catalog_database_url: str
+) -> None:
+    """Same key and body: the original 200 replayed (body byte for byte, Original-Request-ID),
+    nothing credited again; same key with another amount or another wallet: 422; the same key
+    from another admin is that admin's own credit; a key still running: 409."""
+    url = catalog_database_url
+    sub = f"retried-{uuid.uuid4().hex[:6]}"
+    route = f"/admin/wallets/{sub}/credits"
+    key = uuid.uuid4().hex
+    body = {"amount_cents": 700, "reason": "refund #12"}
+    first = await client.post(route, headers=keyed(key, **{"X-Request-ID": "credit-1"}), json=body)
+    again = await client.post(route, headers=keyed(key, **{"X-Request-ID": "credit-2"}), json=body)
+    assert first.status_code == again.status_code == 200, again.text
+    assert first.json() == {"sub": sub, "balance_cents": 700}
+    assert again.content == first.content
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.headers["original-request-id"] == "credit-1"
+    assert again.headers["x-request-id"] == "credit-2"
+    assert again.headers["cache-control"] == "no-store"
+    assert "idempotent-replayed" not in first.headers
+    for changed_route, changed_body in [
+        (route, {**body, "amount_cents": 701}),
+        (route, {"amount_cents": 700}),
+        (f"/admin/wallets/other-{sub}/credits", body),
+    ]:
+        reused = await client.post(changed_route, headers=keyed(key), json=changed_body)
+        assert reused.status_code == 422 and reused.json()["code"] == "idempotency_key_reused"
+        assert "idempotent-replayed" not in reused.headers
+    other_admin = {**auth("root-2", roles=["admin"]), "Idempotency-Key": key}
+    theirs = await client.post(route, headers=other_admin, json=body)
+    assert theirs.json() == {"sub": sub, "balance_cents": 1400}
+    assert "idempotent-replayed" not in theirs.headers
+    assert sql(url, "SELECT balance_cents FROM wallets WHERE user_sub = %s", sub) == [(1400,)]
+    assert len([r for r in audit_rows(url, "wallet.credit") if r[1] == sub]) == 2
+    busy = uuid.uuid4().hex
+    async with admin_gateway(url, idempotency_key_wait_s=0.3) as http:
+        with psycopg.connect(url) as holder:  # a first credit still running under this key
+            holder.execute("SELECT pg_advisory_xact_lock(idempotency_lock_key('root', %s))", [busy])
+            in_use = await http.post(route, headers=keyed(busy), json=body)
+        assert in_use.status_code == 409 and in_use.json()["code"] == "idempotency_key_in_use"
+        assert in_use.headers["cache-control"] == "no-store"
+        assert (await http.post(route, headers=keyed(busy), json=body)).status_code == 200
+    assert sql(url, "SELECT balance_cents FROM wallets WHERE user_sub = %s", sub) == [(2100,)]
+
+
+async def test_a_key_used_for_a_purchase_is_not_a_credit(
+    client: httpx.AsyncClient, catalog_database_url: str
+) -> None:
+    """An admin's keys are one namespace: a purchase's key sent with a credit is reused."""
+    url = catalog_database_url
+    fund(url, "root", 10_000)
+    key = uuid.uuid4().hex
+    bought = await client.post(
+        "/purchases",
+        json={"product_id": new_product(url, stock=1), "quantity": 1},
+        headers={**ADMIN, "Idempotency-Key": key},
+    )
+    assert bought.status_code == 201, bought.text
+    credit = await client.post(
+        "/admin/wallets/root/credits", headers=keyed(key), json={"amount_cents": 100}
+    )
+    assert credit.status_code == 422 and credit.json()["code"] == "idempotency_key_reused"
+    assert sql(url, "SELECT balance_cents FROM wallets WHERE user_sub = 'root'") == [(9000,)]
+
+
+async def test_many_identical_credits_at_once_credit_once(catalog_database_url: str) -> None:
+    url = catalog_database_url
+    sub = f"raced-{uuid.uuid4().hex[:6]}"
+    key = uuid.uuid4().hex
+    body = {"amount_cents": 1234, "reason": "goodwill"}
+    async with admin_gateway(url, db_pool_max_size=20, idempotency_key_wait_s=10.0) as http:
+        responses = await asyncio.gather(
+            *(
+                http.post(f"/admin/wallets/{sub}/credits", headers=keyed(key), json=body)
+                for _ in range(40)
+            )
+        )
+    assert Counter(r.status_code for r in responses) == {200: 40}, [r.text for r in responses]
+    assert {r.content for r in responses} == {b'{"sub":"%s","balance_cents":1234}' % sub.encode()}
+    assert sum(1 for r in responses if "idempotent-replayed" not in r.headers) == 1
+    assert sql(url, "SELECT balance_cents FROM wallets WHERE user_sub = %s", sub) == [(1234,)]
+    assert len([r for r in audit_rows(url, "wallet.credit") if r[1] == sub]) == 1
     assert sql(
-        catalog_database_url, "SELECT purchase_mode FROM products WHERE id = %s", product
-    ) == [("queued",)]
+        url, "SELECT count(*) FROM idempotency_keys WHERE user_sub = 'root' AND key = %s", key
+    ) == [(1,)]
+
+
+async def test_purchase_mode(client: httpx.AsyncClient, catalog_database_url: str) -> None:
+    """Without PURCHASE_QUEUE_URL, queued mode is refused 409 with nothing changed or audited
+    (purchases would stay direct); direct mode is set as before."""
+    url = catalog_database_url
+    product = new_product(url, stock=1)
+    route = f"/admin/products/{product}/purchase-mode"
+    refused = await client.put(route, headers=ADMIN, json={"mode": "queued"})
+    assert refused.status_code == 409 and refused.json()["code"] == "queued_mode_unavailable"
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.headers["cache-control"] == "no-store"
+    assert sql(url, "SELECT purchase_mode FROM products WHERE id = %s", product) == [("direct",)]
+    assert [r for r in audit_rows(url, "product.purchase_mode") if r[1] == product] == []
+    response = await client.put(route, headers=ADMIN, json={"mode": "direct"})
+    assert response.status_code == 200 and response.headers["cache-control"] == "no-store"
+    assert response.json() == {"product_id": product, "mode": "direct"}
+    audited = [r[2] for r in audit_rows(url, "product.purchase_mode") if r[1] == product]
+    assert audited == [{"mode": "direct"}]
     bad = await client.put(
         f"/admin/products/{product}/purchase-mode", headers=ADMIN, json={"mode": "fast"}
     )
@@ -151,6 +298,21 @@ async def test_purchase_mode(client: httpx.AsyncClient, catalog_database_url: st
         f"/admin/products/{uuid.uuid4()}/purchase-mode", headers=ADMIN, json={"mode": "direct"}
     )
     assert missing.status_code == 404
+
+
+async def test_list_kill_switches(client: httpx.AsyncClient) -> None:
+    """Every switch, in name order, each as its own GET answers it."""
+    assert (await client.get("/admin/kill-switches")).status_code == 401
+    forbidden = await client.get("/admin/kill-switches", headers=auth("mallory"))
+    assert forbidden.status_code == 403
+    listed = await client.get("/admin/kill-switches", headers=ADMIN)
+    assert listed.status_code == 200 and listed.headers["cache-control"] == "no-store"
+    switches = listed.json()["kill_switches"]
+    assert set(listed.json()) == {"kill_switches"}
+    assert [s["name"] for s in switches] == ["listings", "purchases"]
+    for switch in switches:
+        single = await client.get(f"/admin/kill-switches/{switch['name']}", headers=ADMIN)
+        assert single.json() == switch
 
 
 async def test_hide_a_popular_search(client: httpx.AsyncClient, catalog_database_url: str) -> None:

@@ -120,7 +120,7 @@ async def test_admin_credit_text(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/admin/wallets/someone/credits",
         content=raw_json({"amount_cents": 100, "reason": "\ud800"}),
-        headers={**ADMIN, **JSON},
+        headers={**ADMIN, **JSON, "Idempotency-Key": uuid.uuid4().hex},
     )
     assert_problem(response, 422, "validation_error")
     switch = await client.get("/admin/kill-switches/purch%00ases", headers=ADMIN)
@@ -135,7 +135,7 @@ def write_routes(product: str) -> list[tuple[str, str, dict[str, str]]]:
         ("PATCH", f"/products/{product}", owner),
         ("POST", "/purchases", {**token("buyer-x"), "Idempotency-Key": uuid.uuid4().hex}),
         ("PUT", "/admin/kill-switches/purchases", ADMIN),
-        ("POST", "/admin/wallets/someone/credits", ADMIN),
+        ("POST", "/admin/wallets/someone/credits", {**ADMIN, "Idempotency-Key": uuid.uuid4().hex}),
         ("PUT", f"/admin/products/{product}/purchase-mode", ADMIN),
     ]
 

@@ -823,3 +823,180 @@ async def test_randomised_mixed_run_keeps_the_ledger_balanced(
         list(keys),
     )
     assert duplicates == []
+
+
+def request_id() -> str:
+    return f"req-{uuid.uuid4().hex}"
+
+
+async def send_twice(
+    client: httpx.AsyncClient, user: str, body: dict[str, Any]
+) -> tuple[httpx.Response, httpx.Response]:
+    """One purchase and its retry (same key, same body), each with an X-Request-ID of its own."""
+    key = uuid.uuid4().hex
+    first, replay = [
+        await client.post(
+            "/purchases", json=body, headers={**headers(user, key), "X-Request-ID": request_id()}
+        )
+        for _ in range(2)
+    ]
+    return first, replay
+
+
+def assert_replay_of(replay: httpx.Response, first: httpx.Response) -> None:
+    """The one replay rule: the original body byte for byte, this request's own X-Request-ID,
+    and headers that say it is a replay and of which request."""
+    assert replay.status_code == first.status_code
+    assert replay.content == first.content
+    assert replay.headers["content-type"] == first.headers["content-type"]
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.headers["original-request-id"] == first.headers["x-request-id"]
+    assert replay.headers["x-request-id"] != first.headers["x-request-id"]
+    assert replay.headers["cache-control"] == first.headers["cache-control"] == "no-store"
+    assert "idempotent-replayed" not in first.headers
+    assert "original-request-id" not in first.headers
+    if first.headers["content-type"] == "application/problem+json":
+        assert replay.json()["request_id"] == first.headers["x-request-id"]
+
+
+async def test_a_replay_is_the_original_response_with_its_request_named(
+    client: httpx.AsyncClient, catalog_database_url: str
+) -> None:
+    """201, 402, 404 and each 409 refusal: a retry answers the first response's body byte for
+    byte (a problem keeps the first request's id), under its own X-Request-ID, with
+    Idempotent-Replayed and Original-Request-ID; 201 carries Location, replayed too."""
+    url = catalog_database_url
+    fund(url, "replayer", 1500)
+    owner = store_owner(url)
+    fund(url, owner, 10_000)
+    cases = [
+        ("replayer", {"product_id": new_product(url, stock=5, price=500), "quantity": 1}, 201),
+        ("replayer", {"product_id": new_product(url, stock=5, price=800), "quantity": 2}, 402),
+        ("replayer", {"product_id": str(uuid.uuid4()), "quantity": 1}, 404),
+        ("replayer", {"product_id": new_product(url, stock=1, price=100), "quantity": 2}, 409),
+        (
+            "replayer",
+            {
+                "product_id": new_product(url, stock=5, price=300),
+                "quantity": 1,
+                "expected_unit_price_cents": 299,
+            },
+            409,
+        ),
+        (owner, {"product_id": new_product(url, stock=5, price=100), "quantity": 1}, 409),
+    ]
+    for user, body, status in cases:
+        first, replay = await send_twice(client, user, body)
+        assert first.status_code == status, first.text
+        assert_replay_of(replay, first)
+        if status == 201:
+            assert first.headers["location"] == f"/purchases/{first.json()['id']}"
+            assert replay.headers["location"] == first.headers["location"]
+        else:
+            assert "location" not in first.headers
+    assert sql(url, "SELECT balance_cents FROM wallets WHERE user_sub = 'replayer'") == [(1000,)]
+
+
+def place_orders(url: str, user: str, created: list[str]) -> list[str]:
+    """Orders of `user` created at the given instants (repeats make ties); their ids."""
+    product = new_product(url, stock=1)
+    rows = sql(
+        url,
+        "INSERT INTO orders (user_sub, product_id, store_id, quantity, unit_price_cents, "
+        "total_cents, status, created_at) "
+        "SELECT %s, p.id, p.store_id, 1, p.price_cents, p.price_cents, 'completed', t "
+        "FROM products p, unnest(%s::timestamptz[]) AS t WHERE p.id = %s RETURNING id::text",
+        user,
+        created,
+        product,
+    )
+    return [row[0] for row in rows]
+
+
+async def pages(client: httpx.AsyncClient, user: str, limit: int) -> list[dict[str, Any]]:
+    """Every page of the user's orders, following next_cursor to the end."""
+    seen: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": limit}
+    for _ in range(100):
+        page = await client.get("/purchases", params=params, headers=auth(user))
+        assert page.status_code == 200, page.text
+        assert page.headers["cache-control"] == "no-store"
+        document = page.json()
+        assert set(document) == {"orders", "next_cursor"}
+        assert len(document["orders"]) <= limit
+        seen.extend(document["orders"])
+        if document["next_cursor"] is None:
+            return seen
+        params = {"limit": limit, "cursor": document["next_cursor"]}
+    raise AssertionError("the pages never ended")
+
+
+async def test_a_buyer_pages_their_orders_newest_first(
+    client: httpx.AsyncClient, catalog_database_url: str
+) -> None:
+    """GET /purchases: the caller's orders only, newest first and, within one instant, by id
+    descending, in pages that never repeat or skip an order; each is the document GET
+    /purchases/{id} answers."""
+    url = catalog_database_url
+    instants = ["2024-05-01T10:00:00Z"] * 4 + ["2024-05-02T10:00:00.000001Z"] * 3
+    instants += ["2024-04-30T09:00:00Z", "2024-05-03T00:00:00Z"]
+    ids = place_orders(url, "pager", instants)
+    place_orders(url, "someone-else", ["2024-05-02T10:00:00Z"])
+    expected = [
+        row[0]
+        for row in sql(
+            url,
+            "SELECT id::text FROM orders WHERE user_sub = 'pager' "
+            "ORDER BY created_at DESC, id DESC",
+        )
+    ]
+    assert sorted(expected) == sorted(ids)
+    for limit in (1, 2, 4, 9, 50):
+        listed = await pages(client, "pager", limit)
+        assert [order["id"] for order in listed] == expected, limit
+    default = (await client.get("/purchases", headers=auth("pager"))).json()
+    assert [order["id"] for order in default["orders"]] == expected
+    assert default["next_cursor"] is None
+    for order in default["orders"]:
+        single = await client.get(f"/purchases/{order['id']}", headers=auth("pager"))
+        assert single.json() == order
+    empty = await client.get("/purchases", headers=auth("no-orders-yet"))
+    assert empty.json() == {"orders": [], "next_cursor": None}
+
+
+async def test_order_pages_refuse_bad_queries_and_foreign_cursors(
+    client: httpx.AsyncClient, catalog_database_url: str
+) -> None:
+    place_orders(catalog_database_url, "cursor-owner", ["2024-05-01T10:00:00Z"] * 3)
+    first = await client.get("/purchases", params={"limit": 1}, headers=auth("cursor-owner"))
+    cursor = first.json()["next_cursor"]
+    assert cursor
+    payload, signature = cursor.split(".")
+    for params, who in [
+        ({"cursor": cursor}, "cursor-thief"),  # another user's cursor
+        ({"cursor": f"{payload}x.{signature}"}, "cursor-owner"),  # tampered
+        ({"cursor": "not-a-cursor"}, "cursor-owner"),
+        ({"limit": "0"}, "cursor-owner"),
+        ({"limit": "51"}, "cursor-owner"),
+        ({"limit": "ten"}, "cursor-owner"),
+        ({"page": "2"}, "cursor-owner"),  # unknown parameter
+    ]:
+        refused = await client.get("/purchases", params=params, headers=auth(who))
+        assert refused.status_code == 422, (params, refused.text)
+        assert refused.json()["code"] == "validation_error"
+        assert refused.headers["content-type"] == "application/problem+json"
+    assert (await client.get("/purchases")).status_code == 401
+
+
+def test_order_pages_walk_one_index_without_sorting(catalog_database_url: str) -> None:
+    """The page after a cursor is an index range on (user_sub, created_at, id) read backwards:
+    no sort, however many orders share the cursor's instant."""
+    from functions.purchase.app import NEXT_ORDERS_SQL
+
+    with psycopg.connect(catalog_database_url) as conn:
+        conn.execute("SET enable_seqscan = off")
+        statement = b"EXPLAIN " + NEXT_ORDERS_SQL
+        args = ["pager", "2024-05-01T10:00:00Z", str(uuid.uuid4()), 21]
+        text = "\n".join(row[0] for row in conn.execute(statement, args).fetchall())
+    assert "Index Scan Backward using orders_user_created_id_idx" in text, text
+    assert "Sort" not in text, text

@@ -168,6 +168,53 @@ async def test_a_thousand_queued_purchases_of_three_hundred_units(
     assert ledger(url, product) == after
 
 
+async def test_an_admin_switches_a_product_to_queued_mode(
+    catalog_database_url: str, services: Services
+) -> None:
+    """With a purchase queue configured, PUT purchase-mode `queued` is stored and audited, and
+    the next purchase of the product is queued: 202 with Location, replayed by the one rule
+    (original body byte for byte, Idempotent-Replayed, Original-Request-ID)."""
+    url = catalog_database_url
+    product = new_product(url, stock=5, price=1000)
+    fund(url, "queued-by-admin", 10_000)
+    transport = httpx.ASGITransport(app=create_gateway(services))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        switched = await client.put(
+            f"/admin/products/{product}/purchase-mode",
+            headers=auth("root", roles=["admin"]),
+            json={"mode": "queued"},
+        )
+        assert switched.status_code == 200, switched.text
+        assert switched.json() == {"product_id": product, "mode": "queued"}
+        key = uuid.uuid4().hex
+        body = {"product_id": product, "quantity": 1}
+        placed, replay = [
+            await client.post(
+                "/purchases",
+                json=body,
+                headers={**headers("queued-by-admin", key), "X-Request-ID": f"queued-{n}"},
+            )
+            for n in (1, 2)
+        ]
+    assert sql(url, "SELECT purchase_mode FROM products WHERE id = %s", product) == [("queued",)]
+    audited = sql(
+        url,
+        "SELECT actor_sub, details FROM audit_log WHERE action = 'product.purchase_mode' "
+        "AND entity_id = %s",
+        product,
+    )
+    assert audited == [("root", {"mode": "queued"})]
+    assert placed.status_code == 202, placed.text
+    assert placed.headers["location"] == f"/purchases/{placed.json()['id']}"
+    assert replay.status_code == 202 and replay.content == placed.content
+    assert replay.headers["location"] == placed.headers["location"]
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.headers["original-request-id"] == "queued-1"
+    assert replay.headers["x-request-id"] == "queued-2"
+    assert replay.headers["cache-control"] == "no-store"
+    assert len(await drain(services, batch_size=10)) == 1
+
+
 async def test_refusals_before_enqueueing(catalog_database_url: str, services: Services) -> None:
     """In queued mode too, a store's owner buying its product is refused 409 (recorded and
     replayed) and a product listed in another currency is 404, before any order is stored or
