@@ -230,8 +230,29 @@ def test_an_explicit_access_log_sample_rate_still_applies(migrated_database_url:
     assert [line for line in log_messages(output) if line == "request"] == []
 
 
+def test_serve_without_the_gateway_extra_says_what_to_install(tmp_path: Path) -> None:
+    """uvicorn made unimportable the way Python reports a missing package."""
+    bootstrap = (
+        "import sys; sys.modules['uvicorn'] = None; from gateway.cli import main; "
+        "sys.exit(main(['serve']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", bootstrap],
+        env=serve_env(tmp_path / "data"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "edgemart: `edgemart serve` needs uvicorn, which is not installed: install the "
+        "gateway extra (pip install 'edgemart[gateway]')\n"
+    )
+    assert not (tmp_path / "data").exists()
+
+
 def test_cli_commands_have_help() -> None:
-    for command in ("serve", "migrate", "seed", "token"):
+    for command in ("serve", "migrate", "seed", "token", "edge-vcl"):
         result = run_cli(command, "--help")
         assert result.returncode == 0, result.stderr
         assert "usage: edgemart " + command in result.stdout
