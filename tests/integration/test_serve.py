@@ -36,7 +36,10 @@ def wait_for_health(url: str, process: subprocess.Popen[bytes], deadline_s: floa
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"serve exited early with {process.returncode}")
+            output, errors = process.communicate()
+            raise AssertionError(
+                f"serve exited early with {process.returncode}: {errors!r} {output[-2000:]!r}"
+            )
         try:
             return httpx.get(url, timeout=2).status_code
         except httpx.TransportError:
