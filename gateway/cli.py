@@ -1,15 +1,45 @@
-"""The `edgemart` command: serve, migrate, seed, token."""
+"""The `edgemart` command: serve, migrate, seed, token, edge-vcl.
+
+Without DATABASE_URL, serve, migrate and seed use the embedded PostgreSQL in the data folder
+(EDGEMART_DATA_DIR or --data-dir, default .edgemart-data); token signs with JWT_SECRET or that
+folder's development secret.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
+import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from edgemart import __version__
 from edgemart.errors import EdgemartError
-from edgemart.settings import Settings
+from edgemart.settings import Settings, SettingsError
+
+GATEWAY_EXTRA = "pip install 'edgemart[gateway]'"
+# Top-level modules only the `gateway` extra installs.
+GATEWAY_EXTRA_MODULES = frozenset(
+    {"uvicorn", "pgserver", "boto3", "onnxruntime", "numpy", "httptools", "uvloop"}
+)
+EXIT_FAILED = 1  # the command could not do its work
+EXIT_USAGE = 2  # the command line or the configuration is wrong (argparse uses 2 too)
+
+
+class DatabaseNotReadyError(EdgemartError):
+    """The database cannot be reached, or lacks the schema the command needs."""
+
+
+class MissingExtraError(EdgemartError):
+    """A command needs a package from an extra that is not installed."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -17,23 +47,84 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.run(args)
         return result
-    except EdgemartError as exc:
-        print(f"edgemart: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 0
+    except Exception as exc:
+        if _debugging(args):
+            traceback.print_exc()
+        message, code = _explain(exc, args.command)
+        print("edgemart: " + " ".join(message.split()), file=sys.stderr)
+        return code
+
+
+def _explain(exc: Exception, command: str) -> tuple[str, int]:
+    """One line in edgemart's words, and the exit code, for any error a command raises."""
+    if isinstance(exc, SettingsError):
+        return str(exc), EXIT_USAGE
+    if isinstance(exc, EdgemartError):
+        return str(exc), EXIT_FAILED
+    if isinstance(exc, ModuleNotFoundError) and _top_module(exc.name) in GATEWAY_EXTRA_MODULES:
+        return _missing_extra_message(_top_module(exc.name), command), EXIT_FAILED
+    if isinstance(exc, psycopg.Error):
+        state = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
+        return (
+            f"`edgemart {command}` failed on a database error{state}; "
+            "run it again with --debug to see the details",
+            EXIT_FAILED,
+        )
+    return (
+        f"`edgemart {command}` failed unexpectedly ({type(exc).__name__}); "
+        "run it again with --debug to see the traceback",
+        EXIT_FAILED,
+    )
+
+
+def _top_module(name: str | None) -> str:
+    return (name or "").partition(".")[0]
+
+
+def _missing_extra_message(module: str, command: str) -> str:
+    return (
+        f"`edgemart {command}` needs {module}, which is not installed: "
+        f"install the gateway extra ({GATEWAY_EXTRA})"
+    )
+
+
+def _debugging(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or (
+        os.environ.get("LOG_LEVEL", "").strip().upper() == "DEBUG"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgemart", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="edgemart",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"edgemart {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", help="print the traceback of an unexpected error"
+    )
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument(
+        "--data-dir",
+        type=Path,
+        help="data folder of the embedded database and development secret "
+        "(default EDGEMART_DATA_DIR, else .edgemart-data)",
+    )
 
     serve = commands.add_parser(
         "serve",
+        parents=[common, data],
         help="run the gateway (embedded PostgreSQL when DATABASE_URL is unset)",
         description="Run every HTTP function as one ASGI app. With no DATABASE_URL an "
-        "embedded PostgreSQL starts in EDGEMART_DATA_DIR. The database is migrated and, "
-        "when empty, loaded with the demo catalog.",
+        "embedded PostgreSQL starts in the data folder. The database is migrated and, "
+        "when empty, loaded with the demo catalog. Every request is logged unless "
+        "ACCESS_LOG_SAMPLE_RATE is set.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
@@ -48,18 +139,25 @@ def _parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser(
         "migrate",
-        help="apply pending schema migrations to DATABASE_URL",
-        description="Apply pending migrations in order; safe to run twice or concurrently.",
+        parents=[common, data],
+        help="apply pending schema migrations (DATABASE_URL, else the embedded database)",
+        description="Apply pending migrations in order; safe to run twice or concurrently. "
+        "Without DATABASE_URL, migrates the embedded database of the data folder (started "
+        "for the command when no `edgemart serve` runs on it).",
     )
     migrate.set_defaults(run=_migrate)
 
     seed = commands.add_parser(
         "seed",
-        help="load a deterministic demo catalog into DATABASE_URL",
-        description="Generate a deterministic catalog and bulk-load it with COPY.",
+        parents=[common, data],
+        help="load a deterministic demo catalog (DATABASE_URL, else the embedded database)",
+        description="Generate a deterministic catalog and bulk-load it with COPY into a "
+        "migrated database: DATABASE_URL, else the embedded database of the data folder.",
     )
-    seed.add_argument("--products", type=_positive, default=5000, help="default %(default)s")
-    seed.add_argument("--stores", type=_positive, help="default max(50, products / 100)")
+    seed.add_argument(
+        "--products", type=_positive, default=5000, help="products (default %(default)s)"
+    )
+    seed.add_argument("--stores", type=_positive, help="stores (default max(50, products / 100))")
     seed.add_argument(
         "--buyers",
         type=_positive,
@@ -79,8 +177,10 @@ def _parser() -> argparse.ArgumentParser:
 
     token = commands.add_parser(
         "token",
+        parents=[common, data],
         help="mint a development HS256 JWT",
-        description="Sign a token with JWT_SECRET (or the development secret `serve` uses).",
+        description="Sign a token with JWT_SECRET, else with the development secret "
+        "`edgemart serve` keeps in its data folder. Never creates a secret.",
     )
     token.add_argument("--sub", required=True, help="subject (the user)")
     token.add_argument("--role", action="append", default=[], help="role claim; repeatable")
@@ -89,18 +189,27 @@ def _parser() -> argparse.ArgumentParser:
 
     edge = commands.add_parser(
         "edge-vcl",
+        parents=[common],
         help="print the Varnish configuration of the local edge (from the cache rules)",
         description="Print VCL for Debian's varnish that caches the gateway as CloudFront "
         "does in AWS: e.g. `edgemart edge-vcl > edge.vcl && varnishd -F -a :8080 -f "
         "$PWD/edge.vcl`.",
     )
-    edge.add_argument("--backend", default="127.0.0.1:8000", help="gateway host:port")
+    edge.add_argument(
+        "--backend",
+        type=_host_port,
+        default="127.0.0.1:8000",
+        help="the gateway's host:port (default %(default)s)",
+    )
     edge.set_defaults(run=_edge_vcl)
     return parser
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a positive integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be a positive integer")
     return value
@@ -113,23 +222,51 @@ def _utc_date(text: str) -> datetime:
         raise argparse.ArgumentTypeError("expected YYYY-MM-DD") from None
 
 
-def _require_database_url(settings: Settings) -> str:
-    if settings.database_url is None:
-        raise EdgemartError("DATABASE_URL is not set")
-    return settings.database_url
+def _host_port(text: str) -> str:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"must be host:port, not {text!r}")
+    return text
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    if getattr(args, "data_dir", None) is not None:
+        settings = dataclasses.replace(settings, data_dir=args.data_dir)
+    return settings
+
+
+def _require_modules(command: str, *modules: str) -> None:
+    """Checked before any work, so a missing extra is reported before a database starts."""
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtraError(_missing_extra_message(module, command))
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.serve import serve
+    settings = _settings(args)
+    embedded = ("pgserver",) if settings.database_url is None else ()
+    _require_modules("serve", "uvicorn", *embedded)
+    from gateway.serve import serve, serve_settings
 
-    serve(args.host, args.port, demo=not args.no_demo, demo_products=args.demo_products)
+    serve(
+        args.host,
+        args.port,
+        demo=not args.no_demo,
+        demo_products=args.demo_products,
+        settings=serve_settings(settings, os.environ),
+    )
     return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:
     from edgemart.migrate import apply_migrations
+    from gateway.embedded import database_url_for
 
-    applied = apply_migrations(_require_database_url(Settings.from_env()))
+    settings = _settings(args)
+    with database_url_for(settings.database_url, settings.data_dir, create=False) as url:
+        _check_reachable(url)
+        applied = apply_migrations(url)
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing to do"
     print(f"migrations applied: {names}")
     return 0
@@ -137,16 +274,23 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _seed(args: argparse.Namespace) -> int:
     from gateway.democatalog import seed_catalog
+    from gateway.embedded import database_url_for
+    from gateway.progress import ProgressReporter
 
-    report = seed_catalog(
-        _require_database_url(Settings.from_env()),
-        products=args.products,
-        stores=args.stores,
-        buyers=args.buyers,
-        seed=args.seed,
-        as_of=args.as_of,
-        replace=args.replace,
-    )
+    settings = _settings(args)
+    with database_url_for(settings.database_url, settings.data_dir, create=False) as url:
+        _check_reachable(url)
+        _check_migrated(url)
+        report = seed_catalog(
+            url,
+            products=args.products,
+            stores=args.stores,
+            buyers=args.buyers,
+            seed=args.seed,
+            as_of=args.as_of,
+            replace=args.replace,
+            progress=ProgressReporter(sys.stdout, "products"),
+        )
     print(
         f"seeded {report.categories} categories, {report.stores} stores, "
         f"{report.products} products, {report.buyers} buyers in {report.seconds:.1f} s"
@@ -154,12 +298,41 @@ def _seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_reachable(url: str) -> None:
+    try:
+        psycopg.connect(url, connect_timeout=10).close()
+    except psycopg.ProgrammingError:
+        raise DatabaseNotReadyError("DATABASE_URL is not a valid PostgreSQL URL") from None
+    except psycopg.OperationalError:
+        raise DatabaseNotReadyError(
+            f"cannot connect to the database {_describe(url)}: is the server running, and "
+            "does DATABASE_URL name it?"
+        ) from None
+
+
+def _describe(url: str) -> str:
+    """Where `url` points, without its password."""
+    parts = conninfo_to_dict(url)
+    host = str(parts.get("host") or "the local socket")
+    port = str(parts.get("port") or "5432")
+    return f"{parts.get('dbname') or '(default)'} on {host}:{port}"
+
+
+def _check_migrated(url: str) -> None:
+    from edgemart.migrate import load_migrations, pending_migrations
+
+    pending = pending_migrations(url)
+    if pending:
+        raise DatabaseNotReadyError(
+            f"the database {_describe(url)} is not migrated ({len(pending)} of "
+            f"{len(load_migrations())} migrations pending): run `edgemart migrate` first"
+        )
+
+
 def _edge_vcl(args: argparse.Namespace) -> int:
     from gateway.edge import render_vcl
 
     host, _, port = args.backend.rpartition(":")
-    if not host or not port.isdigit():
-        raise EdgemartError(f"--backend must be host:port, not {args.backend!r}")
     print(render_vcl(host, int(port)), end="")
     return 0
 
@@ -167,10 +340,8 @@ def _edge_vcl(args: argparse.Namespace) -> int:
 def _token(args: argparse.Namespace) -> int:
     import jwt
 
-    from gateway.embedded import development_jwt_secret
-
-    settings = Settings.from_env()
-    secret = settings.jwt_secret or development_jwt_secret(settings.data_dir)
+    settings = _settings(args)
+    secret = _token_secret(settings)
     now = int(time.time())
     claims: dict[str, object] = {"sub": args.sub, "iat": now, "exp": now + args.ttl}
     if args.role:
@@ -181,6 +352,29 @@ def _token(args: argparse.Namespace) -> int:
         claims["aud"] = settings.jwt_audience
     print(jwt.encode(claims, secret, algorithm="HS256"))
     return 0
+
+
+def _token_secret(settings: Settings) -> str:
+    """JWT_SECRET, else the secret `serve` created in the data folder; never a new one, which
+    no server would accept."""
+    from gateway.embedded import existing_development_jwt_secret, jwt_secret_path
+
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    if settings.jwt_jwks_url:
+        raise EdgemartError(
+            "JWT_JWKS_URL is set and JWT_SECRET is not: the server checks tokens against "
+            "that key set, which `edgemart token` cannot sign for"
+        )
+    secret = existing_development_jwt_secret(settings.data_dir)
+    if secret is None:
+        looked_at = jwt_secret_path(settings.data_dir.resolve())
+        raise EdgemartError(
+            f"no JWT secret: JWT_SECRET is not set and {looked_at} "
+            "does not exist; set EDGEMART_DATA_DIR (or --data-dir) to the data folder of the "
+            "`edgemart serve` the token is for, or set JWT_SECRET as that server has it"
+        )
+    return secret
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -21,6 +21,9 @@ from edgemart.errors import EdgemartError
 
 BUYER_BALANCE_CENTS = 1_000_000
 _COPY_CHUNK_ROWS = 20_000
+
+# Called with (products written, products asked for) after each COPY chunk.
+ProgressCallback = Callable[[int, int], None]
 
 
 class CatalogNotEmptyError(EdgemartError):
@@ -364,6 +367,7 @@ def seed_catalog(
     buyers: int = 100,
     as_of: datetime | None = None,
     replace: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> SeedReport:
     """Load the demo catalog; refuses a non-empty catalog unless `replace`."""
     started = time.perf_counter()
@@ -380,7 +384,7 @@ def seed_catalog(
             raise CatalogNotEmptyError("the catalog is not empty; pass --replace to reload it")
         category_ids = _copy_categories(conn)
         store_rows = _copy_stores(conn, rng, store_count, as_of)
-        _copy_products(conn, rng, products, category_ids, store_rows, as_of)
+        _copy_products(conn, rng, products, category_ids, store_rows, as_of, progress)
         _copy_wallets(conn, buyers, as_of)
         conn.commit()
         conn.autocommit = True
@@ -441,14 +445,19 @@ def _copy_products(
     category_ids: list[int],
     stores: list[tuple[str, list[int]]],
     as_of: datetime,
+    progress: ProgressCallback | None,
 ) -> None:
     columns = (
         "id, store_id, category_id, name, description, price_cents, stock, sold_count, "
         "view_count, rating, quality_score, is_available, created_at"
     )
     with conn.cursor().copy(f"COPY products ({columns}) FROM STDIN") as copy:
+        written = 0
         for chunk in _product_lines(rng, count, category_ids, stores, as_of):
             copy.write(chunk)
+            written = min(count, written + _COPY_CHUNK_ROWS)
+            if progress is not None:
+                progress(written, count)
 
 
 def _product_lines(

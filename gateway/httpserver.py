@@ -4,6 +4,8 @@
   127.0.0.1 by default, which would let any local client (or a proxy forwarding what clients
   send) choose its own address and rate-limit quota. `TRUSTED_PROXIES` (edgemart.clientip) is
   the only authority on client addresses, so uvicorn's handling is off.
+- **JSON log lines.** `uvicorn_log_config` routes uvicorn's own loggers through the project's
+  JSON formatter (edgemart.logging), so `edgemart serve` writes one format only.
 - **Bounded request heads.** httptools buffers a request's headers without limit (a 30 MB
   header or 20,000 headers were answered 200). Headers over `MAX_HEADER_BYTES` in total, or
   more than `MAX_HEADER_COUNT` of them, are answered 431 problem+json and the connection
@@ -14,12 +16,15 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from edgemart.errors import problem_body, problem_for_status
+from edgemart.logging import logger
 from edgemart.requestid import new_request_id
 
 MAX_HEADER_BYTES = 16 * 1024  # names + values + ": " and CRLF each
@@ -124,3 +129,34 @@ def server_config(app: Any, *, host: str, port: int, **options: Any) -> uvicorn.
         server_header=False,
         **options,
     )
+
+
+class _DropColourMessage(logging.Filter):
+    """uvicorn attaches an ANSI-coloured copy of some messages as `color_message`; the JSON
+    formatter would print it as an extra key."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("color_message", None)
+        return True
+
+
+def json_log_handler() -> logging.Handler:
+    """A handler writing uvicorn's records as the project's JSON lines (stdout)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logger.registered_formatter)
+    handler.addFilter(_DropColourMessage())
+    return handler
+
+
+def uvicorn_log_config(level: str = "INFO") -> dict[str, Any]:
+    """A `log_config` for uvicorn.Config: its loggers write JSON lines, at `level`."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"json": {"()": "gateway.httpserver.json_log_handler"}},
+        "loggers": {
+            "uvicorn": {"handlers": ["json"], "level": level, "propagate": False},
+            "uvicorn.error": {"level": level},
+            "uvicorn.access": {"handlers": ["json"], "level": level, "propagate": False},
+        },
+    }

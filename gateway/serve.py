@@ -1,26 +1,38 @@
 """`edgemart serve`: the gateway on uvicorn, with embedded defaults when nothing is set.
 
-With no DATABASE_URL an embedded PostgreSQL starts in the data folder. Either way the
-database is migrated and, when it holds no catalog, loaded with the demo catalog (unless
-`demo=False`). Ctrl-C and SIGTERM stop the server and then the embedded database.
+The port is bound first, so a busy port fails at once, before any database work. With no
+DATABASE_URL an embedded PostgreSQL starts in the data folder (see gateway.embedded for who
+stops it). Either way the database is migrated and, when it holds no catalog, loaded with the
+demo catalog (unless `demo=False`). Ctrl-C and SIGTERM stop the server and then the embedded
+database. Every 2xx/3xx access line is logged unless ACCESS_LOG_SAMPLE_RATE says otherwise.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
 import signal
+import socket
+from collections.abc import Mapping
 from types import FrameType
 
 import psycopg
 
+from edgemart.errors import EdgemartError
 from edgemart.logging import logger
 from edgemart.migrate import apply_migrations
 from edgemart.services import Services
 from edgemart.settings import Settings
 from gateway.democatalog import catalog_is_present, seed_catalog
-from gateway.embedded import EmbeddedPostgres, development_jwt_secret
+from gateway.embedded import database_url_for, development_jwt_secret
 
 DEMO_PRODUCTS = 5_000
+SERVE_ACCESS_LOG_SAMPLE_RATE = 1.0
+
+
+class PortInUseError(EdgemartError):
+    """Another process listens on the address `serve` was asked to use."""
 
 
 def serve(
@@ -31,22 +43,42 @@ def serve(
     demo_products: int = DEMO_PRODUCTS,
     settings: Settings | None = None,
 ) -> None:
-    settings = settings or Settings.from_env()
-    _exit_cleanly_on_sigterm()
-    embedded: EmbeddedPostgres | None = None
+    settings = settings or serve_settings(Settings.from_env(), os.environ)
+    listener = bind_listener(host, port)
     try:
-        if settings.database_url is None:
-            embedded = EmbeddedPostgres(settings.data_dir)
-            settings = dataclasses.replace(settings, database_url=embedded.start())
-        settings = _with_development_secret(settings)
-        database_url = settings.database_url
-        if database_url is None:  # narrowed for the type checker; set just above
-            raise RuntimeError("no database URL")
-        prepare_database(database_url, demo=demo, demo_products=demo_products)
-        _run_uvicorn(settings, host, port)
+        _exit_cleanly_on_sigterm()
+        with database_url_for(settings.database_url, settings.data_dir, create=True) as url:
+            settings = _with_development_secret(dataclasses.replace(settings, database_url=url))
+            prepare_database(url, demo=demo, demo_products=demo_products)
+            _run_uvicorn(settings, host, port, listener)
     finally:
-        if embedded is not None:
-            embedded.stop()
+        listener.close()
+
+
+def serve_settings(settings: Settings, environ: Mapping[str, str]) -> Settings:
+    """A developer watching `serve` sees every request: the 1% sampling meant for production
+    applies only when ACCESS_LOG_SAMPLE_RATE is set (an empty value counts as unset)."""
+    if environ.get("ACCESS_LOG_SAMPLE_RATE"):
+        return settings
+    return dataclasses.replace(settings, access_log_sample_rate=SERVE_ACCESS_LOG_SAMPLE_RATE)
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The gateway's listening socket, bound now and handed to uvicorn later."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(
+                f"port {port} on {host} is already in use (another `edgemart serve`?): "
+                "stop what listens there or choose another --port"
+            ) from None
+        raise EdgemartError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+    return listener
 
 
 def prepare_database(database_url: str, *, demo: bool, demo_products: int) -> None:
@@ -77,20 +109,29 @@ def _with_development_secret(settings: Settings) -> Settings:
     logger.warning(
         "JWT_SECRET is not set: using the development secret in %s (mint tokens with "
         "`edgemart token`); never run like this in production",
-        settings.data_dir / "jwt-secret",
+        settings.data_dir.resolve() / "jwt-secret",
     )
     return dataclasses.replace(settings, jwt_secret=secret)
 
 
-def _run_uvicorn(settings: Settings, host: str, port: int) -> None:
+def _run_uvicorn(settings: Settings, host: str, port: int, listener: socket.socket) -> None:
     import uvicorn
 
     from gateway.app import create_gateway
-    from gateway.httpserver import server_config
+    from gateway.httpserver import server_config, uvicorn_log_config
 
     app = create_gateway(Services.from_settings(settings), run_schedules=True)
-    config = server_config(app, host=host, port=port, access_log=False, lifespan="on")
-    uvicorn.Server(config).run()
+    config = server_config(
+        app,
+        host=host,
+        port=port,
+        access_log=False,
+        lifespan="on",
+        log_config=uvicorn_log_config(settings.log_level),
+    )
+    # uvicorn says where it listens only for sockets it binds itself.
+    logger.info("gateway listening on http://%s:%d (Ctrl-C to stop)", host, port)
+    uvicorn.Server(config).run(sockets=[listener])
 
 
 def _exit_cleanly_on_sigterm() -> None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
+from gateway.embedded import postmaster_pid
 from tests.conftest import run_cli, unused_port
 
 
@@ -32,7 +36,10 @@ def wait_for_health(url: str, process: subprocess.Popen[bytes], deadline_s: floa
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"serve exited early with {process.returncode}")
+            output, errors = process.communicate()
+            raise AssertionError(
+                f"serve exited early with {process.returncode}: {errors!r} {output[-2000:]!r}"
+            )
         try:
             return httpx.get(url, timeout=2).status_code
         except httpx.TransportError:
@@ -40,47 +47,215 @@ def wait_for_health(url: str, process: subprocess.Popen[bytes], deadline_s: floa
     raise AssertionError("gateway did not come up")
 
 
-def test_serve_on_embedded_postgres_then_sigterm(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+def serve_env(data_dir: Path, **overrides: str) -> dict[str, str]:
+    """The environment of a user with nothing configured but the data folder."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "JWT_SECRET")}
     env["EDGEMART_DATA_DIR"] = str(data_dir)
-    port = unused_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
+    env.update(overrides)
+    return env
+
+
+def start_serve(env: dict[str, str], port: int, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), *args],
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.PIPE,
     )
+
+
+def stop_serve(process: subprocess.Popen[bytes]) -> tuple[str, str]:
+    """SIGTERM, as a process manager would; returns (stdout, stderr)."""
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    return stdout.decode(), stderr.decode()
+
+
+def kill_if_running(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
+@contextmanager
+def embedded_postgres_cleanup(data_dir: Path) -> Iterator[Path]:
+    """Whatever a test leaves running on `data_dir`'s embedded PostgreSQL is shut down."""
+    pgdata = data_dir.resolve() / "postgres"
     try:
-        assert wait_for_health(f"http://127.0.0.1:{port}/health", process, 120) == 200
-        live = httpx.get(f"http://127.0.0.1:{port}/health/live")
-        assert live.json() == {"status": "ok"}
-        assert processes_mentioning(str(data_dir / "postgres"))
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=60)
+        yield pgdata
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    log = output.decode()
-    assert process.returncode == 0, log
-    assert "demo catalog loaded: 24 categories, 50 stores, 5000 products" in log
-    assert "embedded PostgreSQL stopped" in log
-    deadline = time.monotonic() + 10
-    while processes_mentioning(str(data_dir / "postgres")) and time.monotonic() < deadline:
+        pid = postmaster_pid(pgdata)
+        if pid is not None:
+            os.kill(pid, signal.SIGQUIT)
+
+
+def wait_until_stopped(pgdata: Path, deadline_s: float = 15) -> list[int]:
+    deadline = time.monotonic() + deadline_s
+    while processes_mentioning(str(pgdata)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert processes_mentioning(str(data_dir / "postgres")) == []
+    return processes_mentioning(str(pgdata))
+
+
+def log_messages(output: str) -> list[str]:
+    return [json.loads(line)["message"] for line in output.splitlines() if line.strip()]
+
+
+def test_serve_on_embedded_postgres_then_sigterm(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port = unused_port()
+    with embedded_postgres_cleanup(data_dir) as pgdata:
+        process = start_serve(serve_env(data_dir), port)
+        try:
+            assert wait_for_health(f"http://127.0.0.1:{port}/health", process, 120) == 200
+            live = httpx.get(f"http://127.0.0.1:{port}/health/live")
+            assert live.json() == {"status": "ok"}
+            assert processes_mentioning(str(pgdata))
+            output, errors = stop_serve(process)
+        finally:
+            kill_if_running(process)
+        assert process.returncode == 0, output + errors
+        assert "demo catalog loaded: 24 categories, 50 stores, 5000 products" in output
+        assert "embedded PostgreSQL stopped" in output
+        assert wait_until_stopped(pgdata) == []
+
+
+def test_serve_after_a_killed_serve_owns_the_database_again(tmp_path: Path) -> None:
+    """A serve killed with SIGKILL leaves its PostgreSQL running; the next serve on that data
+    folder shuts the orphan down, starts its own, and stops it when it stops."""
+    data_dir = tmp_path / "data"
+    env = serve_env(data_dir)
+    with embedded_postgres_cleanup(data_dir) as pgdata:
+        first_port = unused_port()
+        first = start_serve(env, first_port, "--no-demo")
+        try:
+            assert wait_for_health(f"http://127.0.0.1:{first_port}/health", first, 120) == 200
+        finally:
+            first.kill()
+            first.communicate()
+        orphan = postmaster_pid(pgdata)
+        assert orphan is not None, "the killed serve's PostgreSQL should still run"
+
+        second_port = unused_port()
+        second = start_serve(env, second_port, "--no-demo")
+        try:
+            assert wait_for_health(f"http://127.0.0.1:{second_port}/health", second, 120) == 200
+            own = postmaster_pid(pgdata)
+            assert own is not None and own != orphan
+            output, errors = stop_serve(second)
+        finally:
+            kill_if_running(second)
+        assert second.returncode == 0, output + errors
+        messages = log_messages(output)
+        assert any(
+            f"embedded PostgreSQL (pid {orphan})" in m and "was left running" in m for m in messages
+        ), messages
+        assert "embedded PostgreSQL stopped" in messages
+        assert wait_until_stopped(pgdata) == []
+
+
+def test_second_serve_on_a_busy_port_fails_fast_and_leaves_the_first_alone(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    env = serve_env(data_dir)
+    port = unused_port()
+    with embedded_postgres_cleanup(data_dir) as pgdata:
+        first = start_serve(env, port, "--no-demo")
+        try:
+            assert wait_for_health(f"http://127.0.0.1:{port}/health", first, 120) == 200
+            database = postmaster_pid(pgdata)
+            started = time.monotonic()
+            second = subprocess.run(
+                [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            elapsed = time.monotonic() - started
+            assert second.returncode == 1
+            assert second.stderr == (
+                f"edgemart: port {port} on 127.0.0.1 is already in use (another `edgemart "
+                "serve`?): stop what listens there or choose another --port\n"
+            )
+            assert second.stdout == ""  # no database started, nothing migrated
+            assert elapsed < 10
+            assert postmaster_pid(pgdata) == database
+            assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+            output, errors = stop_serve(first)
+        finally:
+            kill_if_running(first)
+        assert first.returncode == 0, output + errors
+        assert "embedded PostgreSQL stopped" in log_messages(output)
+        assert wait_until_stopped(pgdata) == []
+
+
+def test_serve_logs_every_request_and_only_json(migrated_database_url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": migrated_database_url, "JWT_SECRET": "x" * 32}
+    env.pop("ACCESS_LOG_SAMPLE_RATE", None)
+    port = unused_port()
+    process = start_serve(env, port, "--no-demo")
+    try:
+        assert wait_for_health(f"http://127.0.0.1:{port}/health", process, 60) == 200
+        for _ in range(5):
+            assert httpx.get(f"http://127.0.0.1:{port}/health/live").status_code == 200
+        output, errors = stop_serve(process)
+    finally:
+        kill_if_running(process)
+    assert process.returncode == 0, output + errors
+    lines = [json.loads(line) for line in output.splitlines()]  # every line is JSON
+    messages = [line["message"] for line in lines]
+    live = [line for line in lines if line["message"] == "request" and line["status"] == 200]
+    assert len(live) >= 6, lines
+    assert f"gateway listening on http://127.0.0.1:{port} (Ctrl-C to stop)" in messages
+    assert "Application startup complete." in messages  # uvicorn's own line, as JSON
+    assert all("color_message" not in line for line in lines)
+    assert errors == ""
+
+
+def test_an_explicit_access_log_sample_rate_still_applies(migrated_database_url: str) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": migrated_database_url,
+        "JWT_SECRET": "x" * 32,
+        "ACCESS_LOG_SAMPLE_RATE": "0",
+    }
+    port = unused_port()
+    process = start_serve(env, port, "--no-demo")
+    try:
+        assert wait_for_health(f"http://127.0.0.1:{port}/health/live", process, 60) == 200
+        for _ in range(5):
+            httpx.get(f"http://127.0.0.1:{port}/health/live")
+        output, errors = stop_serve(process)
+    finally:
+        kill_if_running(process)
+    assert process.returncode == 0, output + errors
+    assert [line for line in log_messages(output) if line == "request"] == []
+
+
+def test_serve_without_the_gateway_extra_says_what_to_install(tmp_path: Path) -> None:
+    """uvicorn made unimportable the way Python reports a missing package."""
+    bootstrap = (
+        "import sys; sys.modules['uvicorn'] = None; from gateway.cli import main; "
+        "sys.exit(main(['serve']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", bootstrap],
+        env=serve_env(tmp_path / "data"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "edgemart: `edgemart serve` needs uvicorn, which is not installed: install the "
+        "gateway extra (pip install 'edgemart[gateway]')\n"
+    )
+    assert not (tmp_path / "data").exists()
 
 
 def test_cli_commands_have_help() -> None:
-    for command in ("serve", "migrate", "seed", "token"):
+    for command in ("serve", "migrate", "seed", "token", "edge-vcl"):
         result = run_cli(command, "--help")
         assert result.returncode == 0, result.stderr
         assert "usage: edgemart " + command in result.stdout
-
-
-def test_migrate_without_database_url_is_a_clear_error() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    result = run_cli("migrate", env=env)
-    assert result.returncode == 2
-    assert result.stderr.strip() == "edgemart: DATABASE_URL is not set"

@@ -110,6 +110,19 @@ def apply_migrations(
     return applied_now
 
 
+def pending_migrations(conninfo: str, migrations: list[Migration] | None = None) -> list[Migration]:
+    """The migrations not applied to the database yet: all of them when it was never migrated.
+    Lets a command that needs the schema refuse clearly instead of failing on a missing table."""
+    migrations = load_migrations() if migrations is None else migrations
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        if not (row and row[0]):
+            return list(migrations)
+        rows = conn.execute("SELECT version FROM schema_migrations").fetchall()
+    applied = {int(str(version)) for (version,) in rows}
+    return [migration for migration in migrations if migration.version not in applied]
+
+
 def _take_migration_lock(conn: psycopg.Connection[tuple[object, ...]], timeout_s: float) -> None:
     """Poll with `pg_try_advisory_lock` rather than block in `pg_advisory_lock`: a runner
     blocked inside a statement holds a transaction open, and `CREATE INDEX CONCURRENTLY` in the
