@@ -6,40 +6,27 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
-from edgemart.services import Services
-from gateway.app import create_gateway
-from tests.conftest import settings_for
-from tests.integration.test_purchase import SECRET, auth, fund, headers, new_product, sql
+from tests.integration.test_purchase import auth, fund, gateway, headers, new_product, sql
 
 pytestmark = pytest.mark.anyio
 ADMIN = auth("root", roles=["admin"])
 
 
-@asynccontextmanager
-async def admin_gateway(url: str, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    settings = settings_for(
-        url,
-        **{
-            "jwt_secret": SECRET,
-            "kill_switch_cooldown_s": 60,
-            "rate_limit_overrides": (("admin", 0, 60), ("purchases", 0, 60)),
-            **overrides,
-        },
-    )
-    services = Services.from_settings(settings)
-    transport = httpx.ASGITransport(app=create_gateway(services))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as http:
-            yield http
-    finally:
-        await services.aclose()
+def admin_gateway(url: str, **overrides: Any) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    """The purchase tests' gateway, with admin limits off and a known cooldown."""
+    settings: dict[str, Any] = {
+        "kill_switch_cooldown_s": 60,
+        "rate_limit_overrides": (("admin", 0, 60), ("purchases", 0, 60)),
+        **overrides,
+    }
+    return gateway(url, **settings)
 
 
 @pytest.fixture(scope="module")
