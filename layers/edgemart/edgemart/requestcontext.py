@@ -128,13 +128,14 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                headers = MutableHeaders(scope=message)
-                headers.raw.extend(extra_headers)
-                if never_store or status >= 400:
-                    headers["cache-control"] = "no-store"
-                if self.cors is not None:
-                    headers.add_vary_header("Origin")
+                message["headers"] = [*message.get("headers", ()), *extra_headers]
+                # A successful safe response (the hot path) needs no header edited in place.
+                if never_store or status >= 400 or self.cors is not None:
+                    headers = MutableHeaders(scope=message)
+                    if never_store or status >= 400:
+                        headers["cache-control"] = "no-store"
+                    if self.cors is not None:
+                        headers.add_vary_header("Origin")
             await send(message)
 
         token = bind_request_log_keys(log_keys)
