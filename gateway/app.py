@@ -1,7 +1,8 @@
 """The gateway: every HTTP function's routes in one Starlette app.
 
-It adds no behaviour of its own: the routes are the functions' own `routes` lists and the app
-comes from the same `build_app` the Lambda handlers use.
+It adds no behaviour of its own: the routes are the functions' own `routes` lists (each built
+from the route table, which also names the HTTP functions) and the app comes from the same
+`build_app` the Lambda handlers use.
 """
 
 from __future__ import annotations
@@ -14,18 +15,12 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from edgemart.appfactory import build_app
+from edgemart.routetable import function_names
 from edgemart.services import Services
 from edgemart.settings import Settings
 from gateway.scheduler import Schedule, default_schedules, running
 
-HTTP_FUNCTION_MODULES = (
-    "functions.admin.app",
-    "functions.health.app",
-    "functions.home.app",
-    "functions.purchase.app",
-    "functions.search.app",
-    "functions.store.app",
-)
+HTTP_FUNCTION_MODULES = tuple(f"functions.{name}.app" for name in function_names())
 
 
 def gateway_routes() -> list[BaseRoute]:

@@ -15,7 +15,6 @@ from typing import Any
 import psycopg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.auth import ADMIN_ROLE, Principal, authenticate, require_role
@@ -33,6 +32,7 @@ from edgemart.idempotency import (
 )
 from edgemart.products import ProductNotFoundError, rfc3339
 from edgemart.requestid import current_request_id
+from edgemart.routing import starlette_routes
 from edgemart.services import services_of
 from edgemart.validation import (
     JsonObject,
@@ -302,13 +302,16 @@ async def set_popular_search_hidden(request: Request) -> Response:
     return JSONResponse({"query": query, "hidden": hidden}, headers=NO_STORE)
 
 
-routes = [
-    Route("/admin/kill-switches", list_switches, methods=["GET"]),
-    Route("/admin/kill-switches/{name}", get_switch, methods=["GET"]),
-    Route("/admin/kill-switches/{name}", put_switch, methods=["PUT"]),
-    Route("/admin/wallets/{sub}/credits", credit_wallet, methods=["POST"]),
-    Route("/admin/products/{product_id}/purchase-mode", set_purchase_mode, methods=["PUT"]),
-    Route("/admin/popular-searches/hidden", set_popular_search_hidden, methods=["PUT"]),
-]
+routes = starlette_routes(
+    "admin",
+    {
+        "list_switches": list_switches,
+        "get_switch": get_switch,
+        "put_switch": put_switch,
+        "credit_wallet": credit_wallet,
+        "set_purchase_mode": set_purchase_mode,
+        "set_popular_search_hidden": set_popular_search_hidden,
+    },
+)
 app = build_app(routes)
 handler = lambda_handler(app)

@@ -9,12 +9,12 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.cache import NO_STORE
 from edgemart.db import Database
 from edgemart.logging import logger
+from edgemart.routing import starlette_routes
 from edgemart.services import services_of
 
 
@@ -85,9 +85,6 @@ async def live(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"}, headers=NO_STORE)
 
 
-routes = [
-    Route("/health", health, methods=["GET"]),
-    Route("/health/live", live, methods=["GET"]),
-]
+routes = starlette_routes("health", {"health": health, "live": live})
 app = build_app(routes)
 handler = lambda_handler(app)

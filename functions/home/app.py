@@ -12,11 +12,11 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.cache import CACHE_RULES, serve_cached
 from edgemart.homepage import HOME_SQL, SNAPSHOT_SQL
+from edgemart.routing import starlette_routes
 from edgemart.services import services_of
 
 RULE = CACHE_RULES["home"]
@@ -37,6 +37,6 @@ async def home(request: Request) -> Response:
     )
 
 
-routes = [Route("/marketplace/home", home, methods=["GET"])]
+routes = starlette_routes("home", {"home": home})
 app = build_app(routes)
 handler = lambda_handler(app)

@@ -29,7 +29,6 @@ from typing import Any
 import psycopg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.auth import authenticate
@@ -49,6 +48,7 @@ from edgemart.idempotency import (
 )
 from edgemart.logging import logger
 from edgemart.requestid import current_request_id
+from edgemart.routing import starlette_routes
 from edgemart.services import Services, services_of
 from edgemart.validation import QueryParams, ValidationError, json_object, path_uuid
 
@@ -261,11 +261,14 @@ async def wallet(request: Request) -> Response:
     return JSONResponse({"sub": principal.sub, "balance_cents": balance}, headers=NO_STORE)
 
 
-routes = [
-    Route("/purchases", create_purchase, methods=["POST"]),
-    Route("/purchases", list_purchases, methods=["GET"]),
-    Route("/purchases/{order_id}", get_purchase, methods=["GET"]),
-    Route("/wallet", wallet, methods=["GET"]),
-]
+routes = starlette_routes(
+    "purchase",
+    {
+        "create_purchase": create_purchase,
+        "list_purchases": list_purchases,
+        "get_purchase": get_purchase,
+        "wallet": wallet,
+    },
+)
 app = build_app(routes)
 handler = lambda_handler(app)

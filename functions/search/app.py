@@ -14,7 +14,6 @@ from typing import Any
 from psycopg.errors import QueryCanceled
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.auth import Principal, authenticate
@@ -26,6 +25,7 @@ from edgemart.cursor import cursor_key, decode_cursor, encode_cursor, query_fing
 from edgemart.db import Connection
 from edgemart.errors import ProblemError
 from edgemart.products import product_summary
+from edgemart.routing import starlette_routes
 from edgemart.services import services_of
 from edgemart.validation import QueryParams, ValidationError, text_problem
 
@@ -480,9 +480,6 @@ async def popular(request: Request) -> Response:
     )
 
 
-routes = [
-    Route("/marketplace/search", search, methods=["GET"]),
-    Route("/marketplace/search/popular", popular, methods=["GET"]),
-]
+routes = starlette_routes("search", {"search": search, "popular": popular})
 app = build_app(routes)
 handler = lambda_handler(app)

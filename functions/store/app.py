@@ -20,7 +20,6 @@ from typing import Any
 from psycopg.errors import UniqueViolation
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.auth import ForbiddenError, authenticate
@@ -37,6 +36,7 @@ from edgemart.cursor import cursor_key, decode_cursor, encode_cursor, query_fing
 from edgemart.db import Connection
 from edgemart.errors import ProblemError
 from edgemart.products import ProductNotFoundError, product_summary, rfc3339
+from edgemart.routing import starlette_routes
 from edgemart.services import services_of
 from edgemart.validation import (
     JsonObject,
@@ -391,13 +391,16 @@ async def store_payouts(request: Request) -> Response:
     )
 
 
-routes = [
-    Route("/stores", create_store, methods=["POST"]),
-    Route("/stores/{slug}", store_page, methods=["GET"]),
-    Route("/stores/{slug}/payouts", store_payouts, methods=["GET"]),
-    Route("/products", create_product, methods=["POST"]),
-    Route("/products/{product_id}", product_page, methods=["GET"]),
-    Route("/products/{product_id}", update_product, methods=["PATCH"]),
-]
+routes = starlette_routes(
+    "store",
+    {
+        "create_store": create_store,
+        "store_page": store_page,
+        "store_payouts": store_payouts,
+        "create_product": create_product,
+        "product_page": product_page,
+        "update_product": update_product,
+    },
+)
 app = build_app(routes)
 handler = lambda_handler(app)

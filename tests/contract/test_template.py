@@ -1,6 +1,6 @@
 """template.yaml against the code: routes, functions, schedules and CloudFront cache policies
-agree with the gateway, the cache rules and DESIGN.md; cfn-lint and `sam validate --lint`
-pass."""
+agree with the route table, the gateway, the cache rules and DESIGN.md; cfn-lint and
+`sam validate --lint` pass."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import yaml
 from starlette.routing import Route
 
 from edgemart.cache import CACHE_RULES, CacheRule
+from edgemart.routetable import ROUTES
 from gateway.app import HTTP_FUNCTION_MODULES
 from gateway.scheduler import default_schedules
 
@@ -75,25 +76,33 @@ def test_one_function_per_folder(template: dict[str, Any]) -> None:
     assert sorted(declared) == sorted(folders)
 
 
-def test_http_routes_match_the_code(template: dict[str, Any]) -> None:
+def test_http_events_are_the_route_table(template: dict[str, Any]) -> None:
+    """Every route of the table has its event on its own function, and no event is extra."""
+    in_table: dict[str, set[tuple[str, str]]] = {}
+    for route in ROUTES:
+        in_table.setdefault(route.function, set()).add((route.method, route.path))
+    in_template: dict[str, set[tuple[str, str]]] = {}
     for properties in resources(template, "AWS::Serverless::Function").values():
-        folder = function_folder(properties)
-        module = f"functions.{folder}.app"
-        in_template = {
+        events = {
             (event["Properties"]["Method"], event["Properties"]["Path"])
             for event in properties.get("Events", {}).values()
             if event["Type"] == "HttpApi"
         }
-        if module not in HTTP_FUNCTION_MODULES:
-            assert in_template == set(), f"{folder} is not an HTTP function"
-            continue
-        in_code = {
-            (method, route.path)
-            for route in importlib.import_module(module).routes
-            if isinstance(route, Route)
-            for method in (route.methods or ()) - {"HEAD"}
-        }
-        assert in_template == in_code, folder
+        if events:
+            in_template[function_folder(properties)] = events
+    assert in_template == in_table
+
+
+@pytest.mark.parametrize("module", HTTP_FUNCTION_MODULES)
+def test_each_function_serves_its_table_routes(module: str) -> None:
+    function = module.split(".")[1]
+    in_code = {
+        (method, route.path)
+        for route in importlib.import_module(module).routes
+        if isinstance(route, Route)
+        for method in (route.methods or ()) - {"HEAD"}
+    }
+    assert in_code == {(r.method, r.path) for r in ROUTES if r.function == function}
 
 
 def test_schedules_match_design_and_gateway(template: dict[str, Any]) -> None:
@@ -172,34 +181,29 @@ def test_cache_policy_equals_its_rule(template: dict[str, Any], rule: CacheRule)
 
 
 def test_uncached_routes_are_never_cached_at_the_edge(template: dict[str, Any]) -> None:
-    # Rules name path parameters as API.md does ({id}); routes as the code does ({product_id}).
-    cached = {sample_path(route) for rule in CACHE_RULES.values() for route in rule.routes}
-    for module in HTTP_FUNCTION_MODULES:
-        for route in importlib.import_module(module).routes:
-            for method in sorted((route.methods or set()) - {"HEAD"}):
-                label = f"{method} {route.path}"
-                if method != "GET" or sample_path(label) in cached:
-                    continue  # CloudFront never caches other methods
-                behaviour = behaviour_for(template, sample_path(label))
-                assert behaviour["CachePolicyId"] == CACHING_DISABLED, label
+    for route in ROUTES:
+        if route.method != "GET" or route.cache_rule is not None:
+            continue  # CloudFront never caches other methods
+        behaviour = behaviour_for(template, sample_path(route.label))
+        assert behaviour["CachePolicyId"] == CACHING_DISABLED, route.label
 
 
 def test_every_write_reaches_the_origin_with_its_token(template: dict[str, Any]) -> None:
     """Writes carry a JWT. CloudFront forwards Authorization only in a cache key, or with
     caching disabled and an all-viewer origin request policy."""
     policies = resources(template, "AWS::CloudFront::CachePolicy")
-    for module in HTTP_FUNCTION_MODULES:
-        for route in importlib.import_module(module).routes:
-            for method in sorted((route.methods or set()) - {"GET", "HEAD"}):
-                behaviour = behaviour_for(template, sample_path(f"{method} {route.path}"))
-                assert method in behaviour["AllowedMethods"], (method, route.path)
-                reference = behaviour["CachePolicyId"]
-                if reference == CACHING_DISABLED:
-                    assert behaviour["OriginRequestPolicyId"], (method, route.path)
-                    continue
-                config = policies[reference["Ref"]]["CachePolicyConfig"]
-                headers = config["ParametersInCacheKeyAndForwardedToOrigin"]["HeadersConfig"]
-                assert "Authorization" in headers.get("Headers", []), (method, route.path)
+    for route in ROUTES:
+        if route.method == "GET":
+            continue
+        behaviour = behaviour_for(template, sample_path(route.label))
+        assert route.method in behaviour["AllowedMethods"], route.label
+        reference = behaviour["CachePolicyId"]
+        if reference == CACHING_DISABLED:
+            assert behaviour["OriginRequestPolicyId"], route.label
+            continue
+        config = policies[reference["Ref"]]["CachePolicyConfig"]
+        headers = config["ParametersInCacheKeyAndForwardedToOrigin"]["HeadersConfig"]
+        assert "Authorization" in headers.get("Headers", []), route.label
 
 
 def run_tool(*command: str) -> subprocess.CompletedProcess[str]:

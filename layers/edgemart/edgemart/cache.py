@@ -1,6 +1,7 @@
 """HTTP caching: the cache-rules table, ETags and conditional GETs, and the in-process cache.
 
-`CACHE_RULES` is the single source of DESIGN.md §5: it renders the `Cache-Control` the
+`CACHE_RULES` is the single source of the caching rules (the route table names each
+route's rule): it renders the `Cache-Control` the
 functions send, and the SAM template's CloudFront policies and the local edge are checked
 against it. The in-process cache (L1) holds rendered JSON bytes with their ETag, so a hit
 costs no query and no serialisation; concurrent misses for one key run the loader once
@@ -29,6 +30,7 @@ from starlette.responses import Response
 
 from edgemart.compression import GZIP, accepts_gzip, gzip_body
 from edgemart.db import UNAVAILABLE_ERRORS
+from edgemart.routetable import ROUTES
 
 if TYPE_CHECKING:
     from edgemart.retry import RetryPolicy
@@ -46,12 +48,16 @@ class CacheRule:
     anonymous requests, which carry none, still share one entry."""
 
     name: str
-    routes: tuple[str, ...]
     s_maxage: int
     stale_while_revalidate: int
     stale_if_error: int
     query_params: tuple[str, ...] | None = ()
     key_headers: tuple[str, ...] = ()
+
+    @property
+    def routes(self) -> tuple[str, ...]:
+        """`GET /products/{product_id}`: the route table's routes that name this rule."""
+        return tuple(route.label for route in ROUTES if route.cache_rule == self.name)
 
     @property
     def cache_control(self) -> str:
@@ -67,28 +73,24 @@ DAY, HOUR = 86_400, 3_600
 CACHE_RULES: Mapping[str, CacheRule] = {
     rule.name: rule
     for rule in (
-        CacheRule("home", ("GET /marketplace/home",), 60, 300, DAY),
+        CacheRule("home", 60, 300, DAY),
         CacheRule(
             "search",
-            ("GET /marketplace/search",),
             30,
             60,
             HOUR,
             query_params=None,
             key_headers=("Authorization",),
         ),
-        CacheRule("popular_searches", ("GET /marketplace/search/popular",), 60, 300, DAY),
+        CacheRule("popular_searches", 60, 300, DAY),
         CacheRule(
             "store_page",
-            ("GET /stores/{slug}",),
             120,
             600,
             DAY,
             query_params=("limit", "cursor", "category"),
         ),
-        CacheRule(
-            "product_page", ("GET /products/{id}",), 120, 600, DAY, key_headers=("Authorization",)
-        ),
+        CacheRule("product_page", 120, 600, DAY, key_headers=("Authorization",)),
     )
 }
 """Routes not listed here (purchases, wallet, admin, health, seller pages) send no-store."""

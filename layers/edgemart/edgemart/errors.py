@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from edgemart.requestid import current_request_id
+from edgemart.routing import allowed_methods
 
 PROBLEM_TYPE_BASE = "https://edgemart.dev/problems/"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -142,14 +143,18 @@ async def problem_error_handler(request: Request, exc: Exception) -> Response:
 
 
 async def http_exception_handler(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404/405/413 become problems with the same status and headers."""
+    """Starlette's own 404/405/413 become problems with the same status and headers. A 405's
+    `Allow` lists what the route table serves on the path across every function, not only
+    the methods of the one route (in this function) the router matched."""
     if not isinstance(exc, HTTPException):
         raise exc
     detail = exc.detail if exc.detail != _default_phrase(exc.status_code) else None
     headers = dict(exc.headers or {})
     if "Allow" in headers:
-        # Starlette builds Allow from a set; sort it so the header is stable across processes.
-        headers["Allow"] = ", ".join(sorted(m.strip() for m in headers["Allow"].split(",")))
+        methods = allowed_methods(request.scope["path"]) or [
+            method.strip() for method in headers["Allow"].split(",")
+        ]
+        headers["Allow"] = ", ".join(sorted(methods))
     return problem_for_status(exc.status_code, detail, headers=headers).to_response()
 
 

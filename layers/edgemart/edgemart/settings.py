@@ -15,11 +15,12 @@ from pathlib import Path
 from edgemart import __version__
 from edgemart.currencies import ISO_4217_CODES
 from edgemart.errors import EdgemartError
+from edgemart.ratelimit.groups import DEFAULT_POLICIES
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# Route groups whose limits RATE_LIMIT_<GROUP> overrides (DESIGN.md §6).
-RATE_LIMIT_GROUPS = ("home", "search", "store", "listings", "purchases", "admin")
+# Route groups whose limits RATE_LIMIT_<GROUP> overrides: every group that has a policy.
+RATE_LIMIT_GROUPS = tuple(DEFAULT_POLICIES)
 
 
 class SettingsError(EdgemartError):

@@ -1,19 +1,25 @@
-"""Which routes are limited, how much, keyed by what (DESIGN.md §6), and the limiter to use.
+"""Which routes are limited, how much, keyed by what, and the limiter to use.
 
-The table below is the single source of the default limits; `RATE_LIMIT_<GROUP>` overrides a
-group's numbers (`off` removes its limit). Routes are matched by method and path before the
-router runs, so a 404 under a limited prefix still counts against that prefix's quota.
+The default limits are `edgemart.ratelimit.groups.DEFAULT_POLICIES`, each route's group is in
+the route table (edgemart.routetable); `RATE_LIMIT_<GROUP>` overrides a group's numbers (`off`
+removes its limit). Routes are matched by method and path template before the router runs. A
+request no route of the table answers (an unknown path or method under a known first segment,
+a 404 or 405) counts against the group of that segment's GET routes when they share one, so
+probing unknown paths under a limited prefix still spends that prefix's quota.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from edgemart.ratelimit.base import RateLimiter
-from edgemart.ratelimit.window import Algorithm, KeyKind, Policy
+from edgemart.ratelimit.groups import DEFAULT_POLICIES
+from edgemart.ratelimit.window import Algorithm, Policy
+from edgemart.routetable import ROUTES, RouteSpec
+from edgemart.routing import WILDCARD_SEGMENT, first_segment, methods_of, template_pattern
 from edgemart.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -22,39 +28,27 @@ if TYPE_CHECKING:
 WINDOW_S = 60
 _CACHE_SIZE = 4096
 
-DEFAULT_POLICIES: Mapping[str, tuple[int, KeyKind]] = {
-    "home": (200, "ip"),
-    "search": (60, "ip"),
-    "store": (100, "ip"),
-    "listings": (30, "user"),
-    "purchases": (20, "user"),
-    "admin": (30, "user"),
-}
-
-# (methods or None for any, full-match path pattern, group); the first match wins.
-ROUTE_GROUPS: tuple[tuple[frozenset[str] | None, str, str], ...] = (
-    (frozenset({"POST"}), r"/stores", "listings"),
-    (frozenset({"POST"}), r"/products", "listings"),
-    (frozenset({"PATCH"}), r"/products/[^/]+", "listings"),
-    (None, r"/stores/.+", "store"),
-    (frozenset({"GET", "HEAD"}), r"/products/[^/]+", "store"),
-    (None, r"/marketplace/home", "home"),
-    (None, r"/marketplace/search(?:/popular)?", "search"),
-    (None, r"/purchases(?:/.*)?", "purchases"),
-    (None, r"/wallet", "purchases"),
-    (None, r"/admin/.+", "admin"),
-)
-
 
 class RateLimitTable:
-    def __init__(self, policies: Mapping[str, Policy]) -> None:
+    def __init__(
+        self, policies: Mapping[str, Policy], routes: Iterable[RouteSpec] = ROUTES
+    ) -> None:
         self.policies = dict(policies)
         self._cache: dict[tuple[str, str], Policy | None] = {}
-        # Rules indexed by the path's first segment, so a request tries one or two patterns.
-        self._rules: dict[str, list[tuple[frozenset[str] | None, re.Pattern[str], str]]] = {}
-        for methods, pattern, group in ROUTE_GROUPS:
-            first_segment = re.split(r"[/(?|]", pattern.lstrip("/"), maxsplit=1)[0]
-            self._rules.setdefault(first_segment, []).append((methods, re.compile(pattern), group))
+        # Rules indexed by the path's first segment, so a request tries a few patterns.
+        self._rules: dict[str, list[tuple[frozenset[str], re.Pattern[str], str | None]]] = {}
+        get_groups: dict[str, set[str | None]] = {}
+        for route in routes:
+            segment = first_segment(route.path)
+            if route.method == "GET":
+                get_groups.setdefault(segment, set()).add(route.rate_limit)
+            rule = (methods_of(route.method), template_pattern(route.path), route.rate_limit)
+            self._rules.setdefault(segment, []).append(rule)
+        self._fallback = {
+            segment: group
+            for segment, (group, *others) in get_groups.items()
+            if group is not None and not others
+        }
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimitTable:
@@ -85,11 +79,15 @@ class RateLimitTable:
         return policy
 
     def _match(self, method: str, path: str) -> Policy | None:
-        first_segment = path[1:].split("/", 1)[0]
-        for methods, pattern, group in self._rules.get(first_segment, ()):
-            if (methods is None or method in methods) and pattern.fullmatch(path):
-                return self.policies.get(group)
-        return None
+        return self.policies.get(self.group_for(method, path) or "")
+
+    def group_for(self, method: str, path: str) -> str | None:
+        segment = path[1:].split("/", 1)[0]
+        for key in (segment, WILDCARD_SEGMENT):
+            for methods, pattern, group in self._rules.get(key, ()):
+                if method in methods and pattern.fullmatch(path):
+                    return group  # None for a route that is not limited
+        return self._fallback.get(segment)
 
 
 def build_rate_limiter(settings: Settings, *, redis: LazyRedis | None = None) -> RateLimiter:

@@ -1,0 +1,94 @@
+"""What the route table (edgemart.routetable) gives the running code: each function's Starlette
+routes, the methods a path allows (the 405 `Allow` header, across every function), and path
+templates compiled to patterns indexed by first segment."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from edgemart.routetable import ROUTES, RouteSpec
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
+WILDCARD_SEGMENT = "*"
+_PARAMETER = re.compile(r"\{(\w+)\}")
+
+
+class RouteTableError(ValueError):
+    """A function's handlers and the route table disagree."""
+
+
+def template_pattern(path: str) -> re.Pattern[str]:
+    """`/products/{product_id}` -> a full-match pattern; a parameter is one non-empty segment,
+    as Starlette's default convertor matches it."""
+    parts = _PARAMETER.split(path)
+    literal = parts[0::2]
+    return re.compile("[^/]+".join(re.escape(part) for part in literal))
+
+
+def first_segment(path: str) -> str:
+    """The first segment of a request path, or of a template (WILDCARD_SEGMENT when it is a
+    parameter)."""
+    segment = path[1:].split("/", 1)[0]
+    return WILDCARD_SEGMENT if _PARAMETER.search(segment) else segment
+
+
+def methods_of(method: str) -> frozenset[str]:
+    """The request methods a table method answers: GET also answers HEAD."""
+    return frozenset({method, "HEAD"}) if method == "GET" else frozenset({method})
+
+
+def index_by_segment(
+    routes: Iterable[RouteSpec],
+) -> dict[str, list[tuple[re.Pattern[str], RouteSpec]]]:
+    index: dict[str, list[tuple[re.Pattern[str], RouteSpec]]] = {}
+    for route in routes:
+        index.setdefault(first_segment(route.path), []).append(
+            (template_pattern(route.path), route)
+        )
+    return index
+
+
+def matching(
+    index: Mapping[str, list[tuple[re.Pattern[str], RouteSpec]]], path: str
+) -> Iterable[RouteSpec]:
+    """The table's routes whose template matches `path`, whatever their method."""
+    for key in (first_segment(path), WILDCARD_SEGMENT):
+        for pattern, route in index.get(key, ()):
+            if pattern.fullmatch(path):
+                yield route
+
+
+@functools.cache
+def _index() -> dict[str, list[tuple[re.Pattern[str], RouteSpec]]]:
+    return index_by_segment(ROUTES)  # on the first 405, not at import
+
+
+def allowed_methods(path: str) -> list[str]:
+    """Every method some function serves on `path` (HEAD with GET), sorted; empty for a path
+    no route has."""
+    methods: set[str] = set()
+    for route in matching(_index(), path):
+        methods |= methods_of(route.method)
+    return sorted(methods)
+
+
+def starlette_routes(function: str, handlers: Mapping[str, Callable[..., Any]]) -> list[BaseRoute]:
+    """`function`'s routes, in table order, each served by the handler the table names.
+    Refuses a missing handler and one the table does not list for this function."""
+    from starlette.routing import Route
+
+    specs = [route for route in ROUTES if route.function == function]
+    named = {route.handler for route in specs}
+    missing = sorted(named - handlers.keys())
+    extra = sorted(handlers.keys() - named)
+    if not specs or missing or extra:
+        raise RouteTableError(
+            f"{function}: handlers missing {missing or 'none'}, not in the route table "
+            f"{extra or 'none'}"
+        )
+    return [Route(spec.path, handlers[spec.handler], methods=[spec.method]) for spec in specs]
