@@ -1,4 +1,5 @@
-"""Health function: `GET /health` (dependencies) and `GET /health/live` (process only)."""
+"""Health function: `GET /health` (dependencies), `GET /health/live` (process only) and
+`GET /openapi.json` (the API's OpenAPI document, built on its first request)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.cache import NO_STORE
@@ -85,6 +86,14 @@ async def live(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"}, headers=NO_STORE)
 
 
-routes = starlette_routes("health", {"health": health, "live": live})
+async def openapi_document(request: Request) -> Response:
+    from edgemart.openapi import rendered  # built on first use: not at cold start
+
+    return Response(rendered(), media_type="application/json", headers=NO_STORE)
+
+
+routes = starlette_routes(
+    "health", {"health": health, "live": live, "openapi_document": openapi_document}
+)
 app = build_app(routes)
 handler = lambda_handler(app)

@@ -51,6 +51,7 @@ def test_admin_handler_allows_put_beside_get(admin_services: Services, event_nam
         ("DELETE", PRODUCT, "GET, HEAD, PATCH"),
         ("DELETE", SWITCH, "GET, HEAD, PUT"),
         ("PUT", "/purchases", "GET, HEAD, POST"),
+        ("POST", "/openapi.json", "GET, HEAD"),
     ],
 )
 async def test_gateway_allow(

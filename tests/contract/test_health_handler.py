@@ -22,6 +22,7 @@ from tests.contract.lambda_harness import (
     headers_of,
     installed_services,
     load_event,
+    with_path,
 )
 
 
@@ -123,3 +124,14 @@ def test_importing_a_function_needs_no_database() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "imported"
+
+
+@pytest.mark.parametrize("event_name", ["apigw_v2_get_health.json", "apigw_v1_get_health.json"])
+def test_the_openapi_document(lambda_services: Services, event_name: str) -> None:
+    response = health_function.handler(
+        with_path(load_event(event_name), "/openapi.json"), FakeLambdaContext()
+    )
+    assert response["statusCode"] == 200
+    assert headers_of(response)["cache-control"] == "no-store"
+    assert body_of(response)["openapi"] == "3.1.0"
+    assert "/openapi.json" in body_of(response)["paths"]

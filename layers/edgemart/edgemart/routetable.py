@@ -235,6 +235,17 @@ ROUTES: tuple[RouteSpec, ...] = (
         auth="none",
         database=False,
     ),
+    RouteSpec(
+        "GET",
+        "/openapi.json",
+        "health",
+        "openapi_document",
+        "This API's OpenAPI 3.1 document",
+        rate_limit=None,
+        cache_rule=None,
+        auth="none",
+        database=False,
+    ),
     # home
     RouteSpec(
         "GET",
