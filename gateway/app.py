@@ -1,8 +1,8 @@
 """The gateway: every HTTP function's routes in one Starlette app.
 
-It adds no behaviour of its own: the routes are the functions' own `routes` lists (each built
-from the route table, which also names the HTTP functions) and the app comes from the same
-`build_app` the Lambda handlers use.
+Its routes are the functions' own `routes` lists (each built from the route table, which also
+names the HTTP functions) and the app comes from the same `build_app` the Lambda handlers use.
+Its one addition is the docs page, `GET /docs` (gateway.docs), which no Lambda serves.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from edgemart.appfactory import build_app
 from edgemart.routetable import function_names
 from edgemart.services import Services
 from edgemart.settings import Settings
+from gateway.docs import docs_routes
 from gateway.scheduler import Schedule, default_schedules, running
 
 HTTP_FUNCTION_MODULES = tuple(f"functions.{name}.app" for name in function_names())
@@ -27,7 +28,7 @@ def gateway_routes() -> list[BaseRoute]:
     routes: list[BaseRoute] = []
     for module_name in HTTP_FUNCTION_MODULES:
         routes.extend(importlib.import_module(module_name).routes)
-    return routes
+    return routes + docs_routes()
 
 
 def create_gateway(services: Services | None = None, *, run_schedules: bool = False) -> Starlette:
