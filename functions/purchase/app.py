@@ -35,7 +35,7 @@ from edgemart.auth import authenticate
 from edgemart.breaker import CircuitOpenError
 from edgemart.cache import NO_STORE
 from edgemart.changes import stock_changed
-from edgemart.cursor import cursor_key, decode_cursor, encode_cursor, query_fingerprint
+from edgemart.cursor import cursor_key, decode_cursor, next_page, query_fingerprint
 from edgemart.db import UNAVAILABLE_ERRORS
 from edgemart.errors import ProblemError, problem_response
 from edgemart.idempotency import (
@@ -238,11 +238,9 @@ async def list_purchases(request: Request) -> Response:
         statement, args = NEXT_ORDERS_SQL, [principal.sub, created_at, order_id, limit + 1]
     async with services.primary.connection() as conn:
         rows = await (await conn.execute(statement, args)).fetchall()
-    page = rows[:limit]
-    next_cursor = None
-    if len(rows) > limit:
-        last = page[-1]
-        next_cursor = encode_cursor(key, owner, [last["created_at"].isoformat(), str(last["id"])])
+    page, next_cursor = next_page(
+        rows, limit, key, owner, lambda last: [last["created_at"].isoformat(), str(last["id"])]
+    )
     return JSONResponse(
         {"orders": [row["document"] for row in page], "next_cursor": next_cursor},
         headers=NO_STORE,

@@ -21,7 +21,7 @@ from edgemart.cache import CACHE_RULES, Rendered, normalised_query, serve_cached
 from edgemart.changes import SEARCH_KEY_PREFIX, product_tags
 from edgemart.clientip import client_ip
 from edgemart.counters import client_hash, history_entry, normalise_query, search_count_entry
-from edgemart.cursor import cursor_key, decode_cursor, encode_cursor, query_fingerprint
+from edgemart.cursor import cursor_key, decode_cursor, next_page, query_fingerprint
 from edgemart.db import Connection
 from edgemart.errors import ProblemError
 from edgemart.products import product_summary
@@ -379,12 +379,13 @@ async def load_search(request: Request, params: SearchParams) -> dict[str, Any]:
         rows = await search_page(
             conn, params, position, timeout_ms=services.settings.search_statement_timeout_ms
         )
-    page = rows[: params.limit]
-    next_cursor = None
-    if len(rows) > params.limit:
-        last = page[-1]
-        last_keys = [last[f"k{index}"] for index in range(key_count)]
-        next_cursor = encode_cursor(key, params.fingerprint, last_keys)
+    page, next_cursor = next_page(
+        rows,
+        params.limit,
+        key,
+        params.fingerprint,
+        lambda last: [last[f"k{index}"] for index in range(key_count)],
+    )
     return {"results": [row["item"] for row in page], "next_cursor": next_cursor}
 
 

@@ -32,7 +32,7 @@ from edgemart.changes import (
     store_tag,
 )
 from edgemart.currencies import ISO_4217_CODES
-from edgemart.cursor import cursor_key, decode_cursor, encode_cursor, query_fingerprint
+from edgemart.cursor import cursor_key, decode_cursor, next_page, query_fingerprint
 from edgemart.db import Connection
 from edgemart.errors import ProblemError
 from edgemart.products import ProductNotFoundError, product_summary, rfc3339
@@ -68,6 +68,11 @@ FROM stores s WHERE s.slug = %s AND s.is_active
 """.encode()
 
 
+def sort_key(row: Any) -> list[Any]:
+    """The (created_at, id) a store or payouts page row carries as `k0`, `k1`."""
+    return [row["k0"], row["k1"]]
+
+
 def store_page_sql(category: bool, after: bool) -> bytes:
     conditions = ["p.store_id = %s", "p.is_available", "p.is_approved"]
     if category:
@@ -100,10 +105,7 @@ async def load_store_page(
         args.append(limit + 1)
         sql = store_page_sql(category is not None, position is not None)
         rows = await (await conn.execute(sql, args)).fetchall()
-    page = rows[:limit]
-    next_cursor = None
-    if len(rows) > limit:
-        next_cursor = encode_cursor(key, fingerprint, [page[-1]["k0"], page[-1]["k1"]])
+    page, next_cursor = next_page(rows, limit, key, fingerprint, sort_key)
     return {
         "store": store["store"],
         "products": [row["item"] for row in page],
@@ -376,10 +378,7 @@ async def store_payouts(request: Request) -> Response:
         after = "AND (po.created_at, po.id) < (%s::timestamptz, %s::uuid)" if position else ""
         args = [store["id"], *(position or []), limit + 1]
         rows = await (await conn.execute(PAYOUTS_SQL.format(after=after).encode(), args)).fetchall()
-    page = rows[:limit]
-    next_cursor = None
-    if len(rows) > limit:
-        next_cursor = encode_cursor(key, fingerprint, [page[-1]["k0"], page[-1]["k1"]])
+    page, next_cursor = next_page(rows, limit, key, fingerprint, sort_key)
     return JSONResponse(
         {
             "payouts": [row["payout"] for row in page],

@@ -259,9 +259,6 @@ class TTLCache:
         # them (their current waiters still get their answer).
         self._inflight.clear()
 
-    def invalidate_prefix(self, prefix: str) -> None:
-        self.invalidate(prefixes=(prefix,))
-
     def _discard(self, key: str) -> None:
         entry = self._entries.pop(key, None)
         if entry is None:

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from edgemart.logging import logger
@@ -75,3 +76,19 @@ def decode_cursor(key: bytes, fingerprint: str, cursor: str, *, length: int) -> 
         raise ValidationError(
             [{"field": "cursor", "location": "query", "message": "is not a valid cursor"}]
         ) from None
+
+
+def next_page(
+    rows: Sequence[Any],
+    limit: int,
+    key: bytes,
+    fingerprint: str,
+    position_of: Callable[[Any], list[Any]],
+) -> tuple[Sequence[Any], str | None]:
+    """A page from the `limit + 1` rows a keyset query fetched: its first `limit` rows, and the
+    cursor after the last of them (`position_of` gives its sort key), or None when no row
+    follows."""
+    page = rows[:limit]
+    if len(rows) <= limit:
+        return page, None
+    return page, encode_cursor(key, fingerprint, position_of(page[-1]))
