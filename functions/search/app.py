@@ -330,7 +330,7 @@ class SearchTimeoutError(ProblemError):
             "Search took too long",
             "This search took too long to run; narrow it down (more words, a category or a "
             "price range) or try again shortly",
-            headers={"Retry-After": "5", "Cache-Control": "no-store"},
+            headers={"Retry-After": "5"},
         )
 
 

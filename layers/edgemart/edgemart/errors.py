@@ -170,7 +170,7 @@ async def unavailable_handler(request: Request, exc: Exception) -> Response:
     Retry-After. Writes are refused as `read_only_mode`; reads that had no stale copy to fall
     back on get `service_unavailable`."""
     retry_after = max(1, round(getattr(exc, "retry_after_s", 5)))
-    headers = {"Retry-After": str(retry_after), "Cache-Control": "no-store"}
+    headers = {"Retry-After": str(retry_after)}
     if request.method in ("GET", "HEAD"):
         return problem_response(
             503,

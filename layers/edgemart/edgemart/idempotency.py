@@ -32,7 +32,7 @@ class IdempotencyKeyError(ProblemError):
             if code == "idempotency_key_required"
             else "Invalid Idempotency-Key"
         )
-        super().__init__(400, code, title, detail, headers={"Cache-Control": "no-store"})
+        super().__init__(400, code, title, detail)
 
 
 class KeyInUseError(ProblemError):
@@ -44,7 +44,6 @@ class KeyInUseError(ProblemError):
             "idempotency_key_in_use",
             "Idempotency key in use",
             "A request with this key is still being processed",
-            headers={"Cache-Control": "no-store"},
         )
 
 
