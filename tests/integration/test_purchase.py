@@ -1,4 +1,4 @@
-"""POST /purchases and friends: every row of API.md's table, and real concurrency."""
+"""POST /purchases and friends: every documented outcome, and real concurrency."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """Process-wide counters (fall-backs, breaker changes, purchase outcomes, ...).
 
 Counting is an in-memory add, cheap enough for any request path; tests read counts back.
-(Export as CloudWatch EMF through Powertools Metrics is the metrics row of DESIGN.md §2,
-not built yet.)
+(Export as CloudWatch EMF and Prometheus text is not built yet.)
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The Product summary every read route returns, as SQL that builds the JSON in PostgreSQL.
 
 Building the JSON in the database means one round trip returns a ready document and Python
-only passes bytes along. The shape is API.md's `Product`: times as RFC 3339 UTC with `Z`,
+only passes bytes along. The shape is the `Product` schema of /openapi.json: times as RFC 3339 UTC with `Z`,
 `in_stock` from the stock count.
 """
 
