@@ -1,8 +1,8 @@
 """The Product summary every read route returns, as SQL that builds the JSON in PostgreSQL.
 
 Building the JSON in the database means one round trip returns a ready document and Python
-only passes bytes along. The shape is the `Product` schema of /openapi.json: times as RFC 3339 UTC with `Z`,
-`in_stock` from the stock count.
+only passes bytes along. The shape is the `Product` schema of /openapi.json: times as
+RFC 3339 UTC with `Z`, `in_stock` from the stock count.
 """
 
 from __future__ import annotations
