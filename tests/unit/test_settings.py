@@ -1,9 +1,33 @@
+import dataclasses
 import ipaddress
+import re
+import typing
 from pathlib import Path
 
 import pytest
+import yaml
 
-from edgemart.settings import Settings, SettingsError
+from edgemart import settingsdocs
+from edgemart.ratelimit.groups import DEFAULT_POLICIES
+from edgemart.ratelimit.policies import WINDOW_S
+from edgemart.settings import (
+    DECLARED,
+    RATE_LIMIT_GROUPS,
+    Choice,
+    Concern,
+    Currency,
+    FilePath,
+    Integer,
+    Networks,
+    Number,
+    Origins,
+    RateLimits,
+    Settings,
+    SettingsError,
+    Text,
+    declared_settings,
+    setting,
+)
 
 
 def test_defaults_when_nothing_is_set() -> None:
@@ -64,3 +88,190 @@ def test_bad_values_are_errors_naming_the_variable(name: str, value: str, messag
 
 def test_empty_values_count_as_unset() -> None:
     assert Settings.from_env({"DATABASE_URL": "  ", "DB_POOL_MAX_SIZE": ""}) == Settings()
+
+
+# ---- The declarations: one per setting, from which variables, parsing and docs derive ----
+
+ROOT = Path(__file__).parents[2]
+CONFIGURATION_PAGE = ROOT / "docs" / "configuration.md"
+VARIABLES = {variable.name: variable for variable in settingsdocs.variables()}
+PARSERS = {variable: declared.parser for declared in DECLARED for variable in declared.variables}
+FREE_TEXT = (Text, FilePath)  # parsers that accept any non-empty text
+
+
+def test_every_variable_name_is_unique_and_shaped_like_one() -> None:
+    names = [variable for declared in DECLARED for variable in declared.variables]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+    assert all(re.fullmatch(r"[A-Z][A-Z0-9_]*", name) for name in names), names
+
+
+def test_variables_keep_their_names() -> None:
+    """A variable is the field upper-cased unless declared otherwise; deployments set these."""
+    renamed = {d.name: d.variable for d in DECLARED if d.variable != d.name.upper()}
+    assert renamed == {
+        "platform_fee_basis_points": "PLATFORM_FEE_BPS",
+        "data_dir": "EDGEMART_DATA_DIR",
+        "version": "EDGEMART_VERSION",
+        "rate_limit_overrides": "RATE_LIMIT",
+    }
+    assert set(PARSERS) >= {f"RATE_LIMIT_{group.upper()}" for group in RATE_LIMIT_GROUPS}
+
+
+@pytest.mark.parametrize("name", [n for n, v in VARIABLES.items() if v.default is not None])
+def test_every_setting_parses_its_default(name: str) -> None:
+    default = VARIABLES[name].default
+    assert default is not None
+    settings = Settings.from_env({name: default})
+    if isinstance(PARSERS[name], RateLimits):
+        group = name.removeprefix("RATE_LIMIT_").lower()
+        assert settings.rate_limit_overrides == ((group, DEFAULT_POLICIES[group][0], WINDOW_S),)
+    else:
+        assert settings == Settings()
+
+
+def test_a_setting_without_a_default_value_is_unset_by_default() -> None:
+    unset = [d for d in DECLARED if not isinstance(d.parser, RateLimits) and d.default is None]
+    assert unset, "the docs show these as unset"
+    for declared in unset:
+        assert VARIABLES[declared.variable].shown_default in ("unset", declared.shown_default)
+
+
+def sample(parser: object, default: object) -> str:
+    """A valid value for `parser` that differs from `default`."""
+    if isinstance(parser, Text):
+        return "sample-text"
+    if isinstance(parser, FilePath):
+        return "/sample/path"
+    if isinstance(parser, Integer):
+        low = parser.low if parser.low is not None else 0
+        return str(low + 1 if default == low else low)
+    if isinstance(parser, Number):
+        assert isinstance(default, float)
+        return str(default / 2 if default else 0.5)
+    if isinstance(parser, Choice):
+        return next(word for word in parser.allowed if word != default)
+    if isinstance(parser, Currency):
+        return "eur"
+    if isinstance(parser, Networks):
+        return "192.0.2.0/24"
+    if isinstance(parser, Origins):
+        return "https://shop.example"
+    if isinstance(parser, RateLimits):
+        return "7/30"
+    raise AssertionError(f"no sample for {type(parser).__name__}: add one here")
+
+
+@pytest.mark.parametrize("name", PARSERS)
+def test_each_variable_sets_its_own_setting_and_only_it(name: str) -> None:
+    (declared,) = [d for d in DECLARED if name in d.variables]
+    settings = Settings.from_env({name: sample(declared.parser, declared.default)})
+    changed = {d.name for d in DECLARED if getattr(settings, d.name) != d.default}
+    assert changed == {declared.name}
+
+
+@pytest.mark.parametrize("name", PARSERS)
+def test_a_bad_value_is_an_error_naming_its_variable(name: str) -> None:
+    if isinstance(PARSERS[name], FREE_TEXT):
+        Settings.from_env({name: "not valid!"})
+        return
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({name: "not valid!"})
+    assert str(raised.value).startswith(name)
+
+
+@pytest.mark.parametrize("name", [n for n, p in PARSERS.items() if isinstance(p, Integer | Number)])
+def test_values_out_of_bounds_are_errors_naming_the_variable(name: str) -> None:
+    parser = PARSERS[name]
+    assert isinstance(parser, Integer | Number)
+    low = parser.low if isinstance(parser, Integer) else 0
+    too_small = [str(low - 1)] if low is not None else []
+    too_large = [str(parser.high * 2 + 1)] if parser.high is not None else []
+    assert too_small or too_large, "an unbounded integer: nothing to test"
+    for value in too_small + too_large:
+        with pytest.raises(SettingsError, match=f"^{name} must be "):
+            Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PLATFORM_FEE_BPS", "10001", "PLATFORM_FEE_BPS must be <= 10000, got 10001"),
+        ("JWT_LEEWAY_S", "301", "JWT_LEEWAY_S must be between 0 and 300.0, got '301'"),
+        ("DB_POOL_TIMEOUT_S", "-1", "DB_POOL_TIMEOUT_S must be >= 0, got '-1'"),
+        ("MARKETPLACE_CURRENCY", "XTS", "MARKETPLACE_CURRENCY must be an ISO 4217 currency code"),
+        ("CORS_ALLOW_ORIGINS", "https://a.example/x", "'https://a.example/x' is not an origin"),
+        ("RATE_LIMIT_SEARCH", "ten/60", "RATE_LIMIT_SEARCH must be LIMIT/WINDOW_SECONDS or off"),
+        ("RATE_LIMIT_SEARCH", "0/60", "RATE_LIMIT_SEARCH needs a limit and a window of at least"),
+    ],
+)
+def test_error_messages_keep_their_wording(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        Settings.from_env({name: value})
+
+
+def test_words_are_read_in_any_case_and_lists_with_spaces() -> None:
+    settings = Settings.from_env(
+        {
+            "DATABASE_POOLER": "Transaction",
+            "MARKETPLACE_CURRENCY": "eur",
+            "CORS_ALLOW_ORIGINS": " https://Shop.example , ,http://localhost:3000",
+            "RATE_LIMIT_ADMIN": "OFF",
+            "JWT_MAX_TOKEN_LIFETIME_S": " 600 ",
+        }
+    )
+    assert settings.database_pooler == "transaction"
+    assert settings.marketplace_currency == "EUR"
+    assert settings.cors_allow_origins == ("https://shop.example", "http://localhost:3000")
+    assert settings.rate_limit_overrides == (("admin", 0, 60),)
+    assert settings.jwt_max_token_lifetime_s == 600
+
+
+def test_a_field_without_a_declaration_is_refused() -> None:
+    """Settings has no second list of its settings to drift from: each field is declared with
+    setting(), and a field that is not is refused when the module is imported."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Drifted:
+        declared: int = setting(1, Integer(), "Database", "declared")
+        undeclared: int = 2
+
+    with pytest.raises(TypeError, match="undeclared is not declared with setting"):
+        declared_settings(Drifted)
+    assert [d.name for d in DECLARED] == [f.name for f in dataclasses.fields(Settings)]
+
+
+def test_every_concern_has_settings() -> None:
+    assert {d.concern for d in DECLARED} == set(typing.get_args(Concern))
+
+
+def test_the_configuration_page_is_generated_from_the_declarations() -> None:
+    assert CONFIGURATION_PAGE.read_text() == settingsdocs.markdown(), (
+        "docs/configuration.md is out of date; regenerate it from the repository root with "
+        "`PYTHONPATH=layers/edgemart python -m edgemart.settingsdocs > docs/configuration.md`"
+    )
+
+
+def test_the_configuration_page_lists_every_variable_once() -> None:
+    page = CONFIGURATION_PAGE.read_text()
+    listed = re.findall(r"^\| `([A-Z0-9_]+)` \|", page, flags=re.MULTILINE)
+    assert sorted(listed) == sorted(PARSERS)
+
+
+class _TemplateLoader(yaml.SafeLoader):
+    """YAML that reads CloudFormation's `!Ref X` and friends as None."""
+
+
+_TemplateLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def test_template_sets_only_declared_variables_with_values_that_parse() -> None:
+    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=_TemplateLoader)  # noqa: S506
+    environments = [template["Globals"]["Function"]["Environment"]["Variables"]] + [
+        resource["Properties"]["Environment"]["Variables"]
+        for resource in template["Resources"].values()
+        if "Environment" in resource.get("Properties", {})
+    ]
+    for variables in environments:
+        ours = {k: v for k, v in variables.items() if not k.startswith("POWERTOOLS_")}
+        assert set(ours) <= set(PARSERS), set(ours) - set(PARSERS)
+        Settings.from_env({k: v for k, v in ours.items() if isinstance(v, str)})

@@ -1,310 +1,232 @@
-"""Typed configuration read from the environment, in one place.
+"""Typed configuration read from the environment, each setting declared once.
 
-Every knob is documented in README.md ("Configuration"). A value that cannot be parsed is a
-`SettingsError` naming the variable, never a silent default.
+A setting is one field of `Settings`, declared with `setting()`: its type (the annotation), its
+default, the parser that reads and checks its variable, the concern it belongs to and one line
+saying what it does. Everything else is derived from that declaration: the variable's name
+(the field's, upper-cased, unless the declaration names another), `Settings.from_env`, the
+error a bad value raises, and docs/configuration.md (`python -m edgemart.settingsdocs`).
+
+A value that cannot be parsed is a `SettingsError` naming the variable, never a silent
+default; an empty value counts as unset.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from edgemart import __version__
 from edgemart.currencies import ISO_4217_CODES
 from edgemart.errors import EdgemartError
 from edgemart.ratelimit.groups import DEFAULT_POLICIES
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+RateLimitOverride = tuple[str, int, int]
+"""(group, limit, window seconds); limit 0 switches the group's limit off."""
 
 # Route groups whose limits RATE_LIMIT_<GROUP> overrides: every group that has a policy.
 RATE_LIMIT_GROUPS = tuple(DEFAULT_POLICIES)
+
+V = TypeVar("V")
+V_co = TypeVar("V_co", covariant=True)
+D = TypeVar("D")
 
 
 class SettingsError(EdgemartError):
     """An environment variable holds a value edgemart cannot use."""
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    database_url: str | None = None
-    # Credentials from Secrets Manager (RDS JSON) instead of DATABASE_URL; DATABASE_HOST
-    # overrides the secret's host (an RDS Proxy or Supavisor endpoint).
-    database_secret_arn: str | None = None
-    database_host: str | None = None
-    database_secret_max_age_s: int = 300
-    database_replica_url: str | None = None
-    database_pooler: str = "session"
-    db_pool_min_size: int = 1
-    db_pool_max_size: int = 10
-    db_pool_timeout_s: float = 5.0
-    db_statement_timeout_ms: int = 5000
-    redis_url: str | None = None
-    upstash_redis_rest_url: str | None = None
-    upstash_redis_rest_token: str | None = None
-    rate_limit_backend: str = "auto"
-    rate_limit_algorithm: str = "log"
-    rate_limit_timeout_ms: float = 50.0
-    rate_limit_memory_max_keys: int = 100_000
-    # (group, limit, window seconds); limit 0 switches the group's limit off.
-    rate_limit_overrides: tuple[tuple[str, int, int], ...] = ()
-    data_dir: Path = Path(".edgemart-data")
-    log_level: str = "INFO"
-    access_log_sample_rate: float = 0.01
-    slow_request_ms: float = 1000.0
-    max_body_bytes: int = 65536
-    trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=tuple)
-    # Browser origins allowed to call the API (CORS); empty: no CORS headers at all.
-    cors_allow_origins: tuple[str, ...] = ()
-    health_db_timeout_s: float = 2.0
-    circuit_failure_threshold: int = 5
-    circuit_success_threshold: int = 3
-    circuit_open_timeout_s: float = 30.0
-    cursor_secret: str | None = None
-    search_trending_period_s: int = 3600
-    # A popular search is listed once this many distinct clients searched it (anti-spam).
-    popular_search_min_clients: int = 5
-    # Server-side bound on one search's statements (a search that takes longer is refused).
-    search_statement_timeout_ms: int = 1000
-    jwt_secret: str | None = None
-    jwt_jwks_url: str | None = None
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
-    # Clock skew allowed on `exp`/`nbf`/`iat`, and an optional cap on how far ahead `exp` may lie.
-    jwt_leeway_s: float = 0.0
-    jwt_max_token_lifetime_s: int | None = None
-    # JWKS keys are fetched again at least this often (sooner when Cache-Control says so).
-    jwt_jwks_max_age_s: int = 300
-    kill_switch_cooldown_s: int = 60
-    platform_fee_basis_points: int = 1000
-    # ISO 4217 code of the one currency every listing, wallet and order of this marketplace uses.
-    marketplace_currency: str = "USD"
-    idempotency_key_ttl_s: int = 86_400
-    idempotency_key_wait_s: float = 5.0
-    idempotency_retention_s: int = 86_400
-    search_history_days: int = 90
-    # Queued purchases (hot items): off unless a queue is configured.
-    purchase_queue_url: str | None = None
-    sqs_endpoint_url: str | None = None
-    # None: the model shipped with the layer (edgemart/scoring/listing_quality.onnx).
-    scoring_model_path: Path | None = None
-    scoring_batch_size: int = 256
-    scoring_max_batches: int = 20
-    scoring_max_attempts: int = 3
-    scoring_lease_s: int = 120
-    version: str = __version__
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = _Env(os.environ if environ is None else environ)
-        defaults = cls()
-        return cls(
-            database_url=env.text("DATABASE_URL"),
-            database_secret_arn=env.text("DATABASE_SECRET_ARN"),
-            database_host=env.text("DATABASE_HOST"),
-            database_secret_max_age_s=env.integer(
-                "DATABASE_SECRET_MAX_AGE_S", defaults.database_secret_max_age_s, low=0
-            ),
-            database_replica_url=env.text("DATABASE_REPLICA_URL"),
-            database_pooler=env.choice(
-                "DATABASE_POOLER", ("session", "transaction"), defaults.database_pooler
-            ),
-            db_pool_min_size=env.integer("DB_POOL_MIN_SIZE", defaults.db_pool_min_size, low=0),
-            db_pool_max_size=env.integer("DB_POOL_MAX_SIZE", defaults.db_pool_max_size, low=1),
-            db_pool_timeout_s=env.number("DB_POOL_TIMEOUT_S", defaults.db_pool_timeout_s),
-            db_statement_timeout_ms=env.integer(
-                "DB_STATEMENT_TIMEOUT_MS", defaults.db_statement_timeout_ms, low=0
-            ),
-            redis_url=env.text("REDIS_URL"),
-            upstash_redis_rest_url=env.text("UPSTASH_REDIS_REST_URL"),
-            upstash_redis_rest_token=env.text("UPSTASH_REDIS_REST_TOKEN"),
-            rate_limit_backend=env.choice(
-                "RATE_LIMIT_BACKEND", ("auto", "memory", "redis", "upstash"), "auto"
-            ),
-            rate_limit_algorithm=env.choice("RATE_LIMIT_ALGORITHM", ("log", "counter"), "log"),
-            rate_limit_timeout_ms=env.number(
-                "RATE_LIMIT_TIMEOUT_MS", defaults.rate_limit_timeout_ms
-            ),
-            rate_limit_memory_max_keys=env.integer(
-                "RATE_LIMIT_MEMORY_MAX_KEYS", defaults.rate_limit_memory_max_keys, low=1
-            ),
-            rate_limit_overrides=env.rate_limits(RATE_LIMIT_GROUPS),
-            data_dir=Path(env.text("EDGEMART_DATA_DIR") or defaults.data_dir),
-            log_level=env.choice(
-                "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), defaults.log_level, upper=True
-            ),
-            access_log_sample_rate=env.number(
-                "ACCESS_LOG_SAMPLE_RATE", defaults.access_log_sample_rate, high=1.0
-            ),
-            slow_request_ms=env.number("SLOW_REQUEST_MS", defaults.slow_request_ms),
-            max_body_bytes=env.integer("MAX_BODY_BYTES", defaults.max_body_bytes, low=0),
-            trusted_proxies=env.networks("TRUSTED_PROXIES"),
-            cors_allow_origins=env.origins("CORS_ALLOW_ORIGINS"),
-            health_db_timeout_s=env.number("HEALTH_DB_TIMEOUT_S", defaults.health_db_timeout_s),
-            circuit_failure_threshold=env.integer(
-                "CIRCUIT_FAILURE_THRESHOLD", defaults.circuit_failure_threshold, low=1
-            ),
-            circuit_success_threshold=env.integer(
-                "CIRCUIT_SUCCESS_THRESHOLD", defaults.circuit_success_threshold, low=1
-            ),
-            circuit_open_timeout_s=env.number(
-                "CIRCUIT_OPEN_TIMEOUT_S", defaults.circuit_open_timeout_s
-            ),
-            cursor_secret=env.text("CURSOR_SECRET"),
-            search_trending_period_s=env.integer(
-                "SEARCH_TRENDING_PERIOD_S", defaults.search_trending_period_s, low=60
-            ),
-            popular_search_min_clients=env.integer(
-                "POPULAR_SEARCH_MIN_CLIENTS", defaults.popular_search_min_clients, low=1
-            ),
-            search_statement_timeout_ms=env.integer(
-                "SEARCH_STATEMENT_TIMEOUT_MS", defaults.search_statement_timeout_ms, low=1
-            ),
-            jwt_secret=env.text("JWT_SECRET"),
-            jwt_jwks_url=env.text("JWT_JWKS_URL"),
-            jwt_issuer=env.text("JWT_ISSUER"),
-            jwt_audience=env.text("JWT_AUDIENCE"),
-            jwt_leeway_s=env.number("JWT_LEEWAY_S", defaults.jwt_leeway_s, high=300.0),
-            jwt_max_token_lifetime_s=env.optional_integer("JWT_MAX_TOKEN_LIFETIME_S", low=1),
-            jwt_jwks_max_age_s=env.integer(
-                "JWT_JWKS_MAX_AGE_S", defaults.jwt_jwks_max_age_s, low=10
-            ),
-            kill_switch_cooldown_s=env.integer(
-                "KILL_SWITCH_COOLDOWN_S", defaults.kill_switch_cooldown_s, low=0
-            ),
-            platform_fee_basis_points=env.integer(
-                "PLATFORM_FEE_BPS", defaults.platform_fee_basis_points, low=0, high=10_000
-            ),
-            marketplace_currency=env.currency(
-                "MARKETPLACE_CURRENCY", defaults.marketplace_currency
-            ),
-            idempotency_key_ttl_s=env.integer(
-                "IDEMPOTENCY_KEY_TTL_S", defaults.idempotency_key_ttl_s, low=60
-            ),
-            idempotency_key_wait_s=env.number(
-                "IDEMPOTENCY_KEY_WAIT_S", defaults.idempotency_key_wait_s
-            ),
-            idempotency_retention_s=env.integer(
-                "IDEMPOTENCY_RETENTION_S", defaults.idempotency_retention_s, low=0
-            ),
-            search_history_days=env.integer(
-                "SEARCH_HISTORY_DAYS", defaults.search_history_days, low=1
-            ),
-            purchase_queue_url=env.text("PURCHASE_QUEUE_URL"),
-            sqs_endpoint_url=env.text("SQS_ENDPOINT_URL"),
-            scoring_model_path=env.path("SCORING_MODEL_PATH"),
-            scoring_batch_size=env.integer(
-                "SCORING_BATCH_SIZE", defaults.scoring_batch_size, low=1
-            ),
-            scoring_max_batches=env.integer(
-                "SCORING_MAX_BATCHES", defaults.scoring_max_batches, low=1
-            ),
-            scoring_max_attempts=env.integer(
-                "SCORING_MAX_ATTEMPTS", defaults.scoring_max_attempts, low=1
-            ),
-            scoring_lease_s=env.integer("SCORING_LEASE_S", defaults.scoring_lease_s, low=1),
-            version=env.text("EDGEMART_VERSION") or defaults.version,
-        )
+Concern = Literal[
+    "Database",
+    "When the database is unavailable",
+    "Redis & rate limiting",
+    "HTTP & logging",
+    "Auth",
+    "Search & pagination",
+    "Money, purchases & admin",
+    "Jobs & scoring",
+    "Local development",
+]
+"""What a setting is about: the documentation's sections, in this order."""
 
 
-class _Env:
-    """Parses one variable at a time; empty strings count as unset."""
+class Unset:
+    """What a parser reads when its variable is unset (or empty): keep the default."""
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
+    __slots__ = ()
 
-    def text(self, name: str) -> str | None:
-        value = self._environ.get(name, "").strip()
-        return value or None
+    def __repr__(self) -> str:
+        return "UNSET"
 
-    def path(self, name: str) -> Path | None:
-        text = self.text(name)
-        return Path(text) if text else None
 
-    def integer(
-        self, name: str, default: int, *, low: int | None = None, high: int | None = None
-    ) -> int:
-        value = self.optional_integer(name, low=low, high=high)
-        return default if value is None else value
+UNSET = Unset()
 
-    def optional_integer(
-        self, name: str, *, low: int | None = None, high: int | None = None
-    ) -> int | None:
-        raw = self.text(name)
-        if raw is None:
-            return None
+
+# ---- Parsers: one per kind of value; each names the variable in its errors ----
+
+
+class Parser(Generic[V_co]):
+    """Reads one setting from the environment: one variable, unless a subclass says more."""
+
+    __slots__ = ()
+
+    def kind(self) -> str:
+        """What the variable holds, in the documentation's words."""
+        raise NotImplementedError
+
+    def variables(self, name: str) -> tuple[str, ...]:
+        """The variables this setting reads, given its declared variable name."""
+        return (name,)
+
+    def read(self, name: str, environ: Mapping[str, str]) -> V_co | Unset:
+        raw = environ.get(name, "").strip()
+        return self.parse(name, raw) if raw else UNSET
+
+    def parse(self, name: str, raw: str) -> V_co:
+        """The value of variable `name` set to `raw` (stripped, not empty)."""
+        raise NotImplementedError
+
+
+class Text(Parser[str]):
+    """Any text; `kind` says what it is for the documentation (a URL, a secret, ...)."""
+
+    __slots__ = ("_kind",)
+
+    def __init__(self, kind: str = "text") -> None:
+        self._kind = kind
+
+    def kind(self) -> str:
+        return self._kind
+
+    def parse(self, name: str, raw: str) -> str:
+        return raw
+
+
+class FilePath(Parser[Path]):
+    __slots__ = ()
+
+    def kind(self) -> str:
+        return "path"
+
+    def parse(self, name: str, raw: str) -> Path:
+        return Path(raw)
+
+
+class Integer(Parser[int]):
+    """A whole number, within `low` and `high` when given."""
+
+    __slots__ = ("low", "high")
+
+    def __init__(self, *, low: int | None = None, high: int | None = None) -> None:
+        self.low = low
+        self.high = high
+
+    def kind(self) -> str:
+        return f"integer{_range(self.low, self.high)}"
+
+    def parse(self, name: str, raw: str) -> int:
         try:
             value = int(raw)
         except ValueError:
             raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-        if low is not None and value < low:
-            raise SettingsError(f"{name} must be >= {low}, got {value}")
-        if high is not None and value > high:
-            raise SettingsError(f"{name} must be <= {high}, got {value}")
+        if self.low is not None and value < self.low:
+            raise SettingsError(f"{name} must be >= {self.low}, got {value}")
+        if self.high is not None and value > self.high:
+            raise SettingsError(f"{name} must be <= {self.high}, got {value}")
         return value
 
-    def currency(self, name: str, default: str) -> str:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        if raw.upper() not in ISO_4217_CODES:
-            raise SettingsError(f"{name} must be an ISO 4217 currency code, got {raw!r}")
-        return raw.upper()
 
-    def number(self, name: str, default: float, *, high: float | None = None) -> float:
-        raw = self.text(name)
-        if raw is None:
-            return default
+class Number(Parser[float]):
+    """A number from 0 up (NaN refused), at most `high` when given."""
+
+    __slots__ = ("high",)
+
+    def __init__(self, *, high: float | None = None) -> None:
+        self.high = high
+
+    def kind(self) -> str:
+        return f"number{_range(0, self.high)}"
+
+    def parse(self, name: str, raw: str) -> float:
         try:
             value = float(raw)
         except ValueError:
             raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-        if not value >= 0 or (high is not None and value > high):
-            bound = f"between 0 and {high}" if high is not None else ">= 0"
+        if not value >= 0 or (self.high is not None and value > self.high):
+            bound = f"between 0 and {self.high}" if self.high is not None else ">= 0"
             raise SettingsError(f"{name} must be {bound}, got {raw!r}")
         return value
 
-    def choice(
-        self, name: str, allowed: tuple[str, ...], default: str, *, upper: bool = False
-    ) -> str:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        value = raw.upper() if upper else raw.lower()
-        if value not in allowed:
-            raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+
+class Choice(Parser[str]):
+    """One of a few words, compared lower-cased (upper-cased when `upper`)."""
+
+    __slots__ = ("allowed", "upper")
+
+    def __init__(self, *allowed: str, upper: bool = False) -> None:
+        self.allowed = allowed
+        self.upper = upper
+
+    def kind(self) -> str:
+        return "one of " + ", ".join(f"`{word}`" for word in self.allowed)
+
+    def parse(self, name: str, raw: str) -> str:
+        value = raw.upper() if self.upper else raw.lower()
+        if value not in self.allowed:
+            raise SettingsError(f"{name} must be one of {', '.join(self.allowed)}, got {raw!r}")
         return value
 
-    def rate_limits(self, groups: tuple[str, ...]) -> tuple[tuple[str, int, int], ...]:
-        """`RATE_LIMIT_<GROUP>` = `LIMIT/WINDOW_SECONDS` (e.g. `60/60`) or `off`."""
-        overrides: list[tuple[str, int, int]] = []
-        for group in groups:
-            name = f"RATE_LIMIT_{group.upper()}"
-            raw = self.text(name)
-            if raw is None:
-                continue
-            if raw.lower() == "off":
-                overrides.append((group, 0, 60))
-                continue
-            limit, _, window = raw.partition("/")
-            try:
-                parsed = (group, int(limit), int(window))
-            except ValueError:
-                raise SettingsError(
-                    f"{name} must be LIMIT/WINDOW_SECONDS or off, got {raw!r}"
-                ) from None
-            if parsed[1] < 1 or parsed[2] < 1:
-                raise SettingsError(f"{name} needs a limit and a window of at least 1, got {raw!r}")
-            overrides.append(parsed)
-        return tuple(overrides)
 
-    def origins(self, name: str) -> tuple[str, ...]:
-        """Comma-separated `scheme://host[:port]` origins, as browsers send them."""
-        raw = self.text(name)
-        if raw is None:
-            return ()
+class Currency(Parser[str]):
+    """An ISO 4217 code of a circulating currency, in any case; read upper-cased."""
+
+    __slots__ = ()
+
+    def kind(self) -> str:
+        return "ISO 4217 code"
+
+    def parse(self, name: str, raw: str) -> str:
+        if raw.upper() not in ISO_4217_CODES:
+            raise SettingsError(f"{name} must be an ISO 4217 currency code, got {raw!r}")
+        return raw.upper()
+
+
+class Networks(Parser[tuple[IPNetwork, ...]]):
+    """Comma-separated IP networks (a bare address is a network of one)."""
+
+    __slots__ = ()
+
+    def kind(self) -> str:
+        return "comma-separated CIDRs"
+
+    def parse(self, name: str, raw: str) -> tuple[IPNetwork, ...]:
+        networks: list[IPNetwork] = []
+        for part in (part.strip() for part in raw.split(",")):
+            if not part:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(part, strict=False))
+            except ValueError:
+                raise SettingsError(f"{name}: {part!r} is not an IP network") from None
+        return tuple(networks)
+
+
+class Origins(Parser[tuple[str, ...]]):
+    """Comma-separated `scheme://host[:port]` origins, as browsers send them."""
+
+    __slots__ = ()
+
+    def kind(self) -> str:
+        return "comma-separated origins"
+
+    def parse(self, name: str, raw: str) -> tuple[str, ...]:
         origins: list[str] = []
         for part in (part.strip() for part in raw.split(",")):
             if not part:
@@ -315,16 +237,503 @@ class _Env:
             origins.append(part.lower())
         return tuple(origins)
 
-    def networks(self, name: str) -> tuple[IPNetwork, ...]:
-        raw = self.text(name)
-        if raw is None:
-            return ()
-        networks: list[IPNetwork] = []
-        for part in raw.split(","):
-            if not part.strip():
-                continue
-            try:
-                networks.append(ipaddress.ip_network(part.strip(), strict=False))
-            except ValueError:
-                raise SettingsError(f"{name}: {part.strip()!r} is not an IP network") from None
-        return tuple(networks)
+
+class RateLimits(Parser[tuple[RateLimitOverride, ...]]):
+    """One variable per group, `<NAME>_<GROUP>` = `LIMIT/WINDOW_SECONDS` (e.g. `60/60`) or `off`.
+
+    The declaration's documentation line is written once for all groups, naming the group as
+    `{group}`."""
+
+    __slots__ = ("groups",)
+
+    def __init__(self, groups: tuple[str, ...]) -> None:
+        self.groups = groups
+
+    def kind(self) -> str:
+        return "`LIMIT/WINDOW_SECONDS` or `off`"
+
+    def variables(self, name: str) -> tuple[str, ...]:
+        return tuple(f"{name}_{group.upper()}" for group in self.groups)
+
+    def read(self, name: str, environ: Mapping[str, str]) -> tuple[RateLimitOverride, ...] | Unset:
+        overrides: list[RateLimitOverride] = []
+        for group, variable in zip(self.groups, self.variables(name), strict=True):
+            raw = environ.get(variable, "").strip()
+            if raw:
+                overrides.append(self.override(variable, group, raw))
+        return tuple(overrides) if overrides else UNSET
+
+    @staticmethod
+    def override(variable: str, group: str, raw: str) -> RateLimitOverride:
+        if raw.lower() == "off":
+            return (group, 0, 60)
+        limit, _, window = raw.partition("/")
+        try:
+            parsed = (group, int(limit), int(window))
+        except ValueError:
+            raise SettingsError(
+                f"{variable} must be LIMIT/WINDOW_SECONDS or off, got {raw!r}"
+            ) from None
+        if parsed[1] < 1 or parsed[2] < 1:
+            raise SettingsError(f"{variable} needs a limit and a window of at least 1, got {raw!r}")
+        return parsed
+
+
+def _range(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f", {_plain(low)} to {_plain(high)}"
+    if low is not None:
+        return f" >= {_plain(low)}"
+    if high is not None:
+        return f" <= {_plain(high)}"
+    return ""
+
+
+def _plain(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+# ---- Declarations ----
+
+
+class _Declaration:
+    """What `setting()` stores in its field's metadata."""
+
+    __slots__ = ("parser", "concern", "doc", "env", "shown_default")
+
+    def __init__(
+        self,
+        parser: Parser[object],
+        concern: Concern,
+        doc: str,
+        env: str | None,
+        shown_default: str | None,
+    ) -> None:
+        self.parser = parser
+        self.concern = concern
+        self.doc = doc
+        self.env = env
+        self.shown_default = shown_default
+
+
+_METADATA_KEY = "edgemart.setting"
+
+
+def setting(
+    default: D,
+    parser: Parser[V],
+    concern: Concern,
+    doc: str,
+    *,
+    env: str | None = None,
+    shown_default: str | None = None,
+) -> D | V:
+    """Declare one setting, as the default of a `Settings` field.
+
+    `env` names the variable when it is not the field's name upper-cased; `shown_default` is
+    what the documentation shows as the default when the value itself would mislead.
+    """
+    declaration = _Declaration(parser, concern, doc, env, shown_default)
+    return dataclasses.field(default=default, metadata={_METADATA_KEY: declaration})
+
+
+class DeclaredSetting:
+    """One declared setting, resolved against its field: what from_env, docs and tests read."""
+
+    __slots__ = ("name", "variable", "default", "parser", "concern", "doc", "shown_default")
+
+    def __init__(self, field: dataclasses.Field[object]) -> None:
+        declaration = field.metadata.get(_METADATA_KEY)
+        if not isinstance(declaration, _Declaration):
+            raise TypeError(f"{field.name} is not declared with setting()")
+        self.name = field.name
+        self.variable = declaration.env or field.name.upper()
+        self.default: object = field.default
+        self.parser = declaration.parser
+        self.concern = declaration.concern
+        self.doc = declaration.doc
+        self.shown_default = declaration.shown_default
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return self.parser.variables(self.variable)
+
+
+def declared_settings(cls: type[DataclassInstance]) -> tuple[DeclaredSetting, ...]:
+    """Every field of dataclass `cls`, each of which must be declared with `setting()`."""
+    return tuple(DeclaredSetting(field) for field in dataclasses.fields(cls))
+
+
+# ---- The settings ----
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Every setting edgemart reads, grouped by concern; see docs/configuration.md."""
+
+    database_url: str | None = setting(
+        None,
+        Text("URL"),
+        "Database",
+        "PostgreSQL for writes, and for reads when no replica is set. Unset: `edgemart serve` "
+        "starts an embedded server, and a function (without `DATABASE_SECRET_ARN`) fails its "
+        "database calls with an error saying so",
+    )
+    database_secret_arn: str | None = setting(
+        None,
+        Text("ARN"),
+        "Database",
+        "Secrets Manager secret (RDS JSON) holding the primary's credentials, used instead of "
+        "`DATABASE_URL`. Read through Powertools Parameters, kept for "
+        "`DATABASE_SECRET_MAX_AGE_S`, and read again at once when the server refuses the "
+        "password (a rotation); boto3 is imported only when this is set",
+    )
+    database_host: str | None = setting(
+        None,
+        Text("host"),
+        "Database",
+        "where to connect with the secret's credentials (an RDS Proxy or Supavisor endpoint); "
+        "unset: the host named in the secret",
+    )
+    database_secret_max_age_s: int = setting(
+        300,
+        Integer(low=0),
+        "Database",
+        "seconds the secret's credentials are kept before reading it again",
+    )
+    database_replica_url: str | None = setting(
+        None, Text("URL"), "Database", "PostgreSQL for reads; unset: reads go to the primary"
+    )
+    database_pooler: str = setting(
+        "session",
+        Choice("session", "transaction"),
+        "Database",
+        "`transaction` when connecting through a transaction pooler (PgBouncer, Supavisor, RDS "
+        "Proxy): server-side prepared statements are then never used",
+    )
+    db_pool_min_size: int = setting(
+        1,
+        Integer(low=0),
+        "Database",
+        "fewest connections a pool keeps (one pool per database, per process)",
+    )
+    db_pool_max_size: int = setting(
+        10,
+        Integer(low=1),
+        "Database",
+        "most connections a pool opens (one pool per database, per process)",
+    )
+    db_pool_timeout_s: float = setting(
+        5.0, Number(), "Database", "seconds a request waits for a free pooled connection"
+    )
+    db_statement_timeout_ms: int = setting(
+        5000,
+        Integer(low=0),
+        "Database",
+        "server-side statement timeout (0: none), sent as a connection option. Transaction "
+        "poolers refuse connection options: with `DATABASE_POOLER=transaction`, set it on the "
+        "database role instead",
+    )
+
+    health_db_timeout_s: float = setting(
+        2.0,
+        Number(),
+        "When the database is unavailable",
+        "seconds `/health` gives its database check",
+    )
+    circuit_failure_threshold: int = setting(
+        5,
+        Integer(low=1),
+        "When the database is unavailable",
+        "consecutive database-unavailable errors (connection lost, statement timeout, pool "
+        "exhausted) that open a pool's circuit; while it is open, calls are refused at once",
+    )
+    circuit_success_threshold: int = setting(
+        3,
+        Integer(low=1),
+        "When the database is unavailable",
+        "successful probes that close the circuit again",
+    )
+    circuit_open_timeout_s: float = setting(
+        30.0,
+        Number(),
+        "When the database is unavailable",
+        "seconds the circuit stays open before one probe is let through",
+    )
+
+    redis_url: str | None = setting(
+        None,
+        Text("URL"),
+        "Redis & rate limiting",
+        "Redis shared by every process for rate limits and counters (`redis://` or `unix://`)",
+    )
+    upstash_redis_rest_url: str | None = setting(
+        None,
+        Text("URL"),
+        "Redis & rate limiting",
+        "Upstash Redis over its REST API: the database's REST URL",
+    )
+    upstash_redis_rest_token: str | None = setting(
+        None,
+        Text("secret"),
+        "Redis & rate limiting",
+        "Upstash Redis over its REST API: the REST token",
+    )
+    rate_limit_backend: str = setting(
+        "auto",
+        Choice("auto", "memory", "redis", "upstash"),
+        "Redis & rate limiting",
+        "where rate-limit counts live. `auto`: Upstash when its URL and token are set, else "
+        "Redis when `REDIS_URL` is set, else each process's memory. Naming a backend whose "
+        "settings are missing is an error at start-up",
+    )
+    rate_limit_algorithm: str = setting(
+        "log",
+        Choice("log", "counter"),
+        "Redis & rate limiting",
+        "`log`: an exact sliding log; `counter`: the two-counter approximation (O(1) memory per "
+        "key, at most twice the limit in a window's worst case)",
+    )
+    rate_limit_overrides: tuple[RateLimitOverride, ...] = setting(
+        (),
+        RateLimits(RATE_LIMIT_GROUPS),
+        "Redis & rate limiting",
+        "limit on the `{group}` group's routes (the route table puts each route in a group), "
+        "replacing the default; `off` lifts it",
+        env="RATE_LIMIT",
+    )
+    rate_limit_timeout_ms: float = setting(
+        50.0,
+        Number(),
+        "Redis & rate limiting",
+        "milliseconds a check waits for Redis or Upstash before this request is checked by the "
+        "process's own limiter instead",
+    )
+    rate_limit_memory_max_keys: int = setting(
+        100_000,
+        Integer(low=1),
+        "Redis & rate limiting",
+        "most keys the in-process limiter keeps (least recent go)",
+    )
+
+    log_level: str = setting(
+        "INFO",
+        Choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True),
+        "HTTP & logging",
+        "least severe log level written",
+    )
+    access_log_sample_rate: float = setting(
+        0.01,
+        Number(high=1.0),
+        "HTTP & logging",
+        "share of 2xx and 3xx requests written to the access log; every 4xx, 5xx and slow "
+        "request is always written. `edgemart serve` writes every request unless this is set",
+    )
+    slow_request_ms: float = setting(
+        1000.0,
+        Number(),
+        "HTTP & logging",
+        "milliseconds from which a request is slow, and always logged",
+    )
+    max_body_bytes: int = setting(
+        65536,
+        Integer(low=0),
+        "HTTP & logging",
+        "largest request body accepted (chunked bodies included); a larger one is 413",
+    )
+    trusted_proxies: tuple[IPNetwork, ...] = setting(
+        (),
+        Networks(),
+        "HTTP & logging",
+        "peers whose `CloudFront-Viewer-Address`, `CF-Connecting-IP` or `X-Forwarded-For` "
+        "names the client; unset: the TCP peer is the client",
+    )
+    cors_allow_origins: tuple[str, ...] = setting(
+        (),
+        Origins(),
+        "HTTP & logging",
+        "browser origins (`https://shop.example`, `http://localhost:3000`) allowed to call "
+        "the API from another origin; unset: no CORS headers at all, and a preflight "
+        "`OPTIONS` is 405",
+    )
+    version: str = setting(
+        __version__,
+        Text(),
+        "HTTP & logging",
+        "the version `/health` reports",
+        env="EDGEMART_VERSION",
+        shown_default="the package's version",
+    )
+
+    jwt_secret: str | None = setting(
+        None,
+        Text("secret"),
+        "Auth",
+        "HS256 signing secret (development). With neither this nor `JWT_JWKS_URL`, "
+        "`edgemart serve` makes a random one in `EDGEMART_DATA_DIR/jwt-secret` (and warns), "
+        "which `edgemart token` signs with",
+    )
+    jwt_jwks_url: str | None = setting(
+        None, Text("URL"), "Auth", "JWKS with the RS256/ES256 public keys (production)"
+    )
+    jwt_issuer: str | None = setting(
+        None, Text(), "Auth", "when set, a token's `iss` must equal it"
+    )
+    jwt_audience: str | None = setting(
+        None, Text(), "Auth", "when set, a token's `aud` must name it"
+    )
+    jwt_leeway_s: float = setting(
+        0.0, Number(high=300.0), "Auth", "clock skew allowed on a token's `exp`, `nbf` and `iat`"
+    )
+    jwt_max_token_lifetime_s: int | None = setting(
+        None,
+        Integer(low=1),
+        "Auth",
+        "when set, a token whose `exp` lies further ahead than this (plus the leeway) is "
+        "refused; unset: no cap, though an `exp` past the year 9999 is always refused",
+    )
+    jwt_jwks_max_age_s: int = setting(
+        300,
+        Integer(low=10),
+        "Auth",
+        "the JWKS is fetched again once it is this old, sooner when its `Cache-Control: "
+        "max-age` says so (never more often than every 30 s); a key gone from it is refused "
+        "from then on. A failed fetch keeps the previous keys for one more max age (retried "
+        "every 10 s); after that RS256/ES256 tokens are refused until a fetch succeeds",
+    )
+
+    cursor_secret: str | None = setting(
+        None,
+        Text("secret"),
+        "Search & pagination",
+        "HMAC key signing pagination cursors and hashing popular-search clients; unset: a "
+        "random key per process. Set it, to one value everywhere, as soon as more than one "
+        "process serves reads, or one refuses the cursors another made",
+    )
+    search_statement_timeout_ms: int = setting(
+        1000,
+        Integer(low=1),
+        "Search & pagination",
+        "longest a search page's statements may run; a slower search is 503 `search_timeout`",
+    )
+    search_trending_period_s: int = setting(
+        3600,
+        Integer(low=60),
+        "Search & pagination",
+        "period whose searches are compared with the period before to mark a popular search "
+        "as trending",
+    )
+    popular_search_min_clients: int = setting(
+        5,
+        Integer(low=1),
+        "Search & pagination",
+        "distinct clients (token subject, else IP address) that must search a query within "
+        "one trending period before it is listed as popular",
+    )
+    search_history_days: int = setting(
+        90,
+        Integer(low=1),
+        "Search & pagination",
+        "days of search history kept; maintenance trims older entries",
+    )
+
+    platform_fee_basis_points: int = setting(
+        1000,
+        Integer(low=0, high=10_000),
+        "Money, purchases & admin",
+        "platform fee on each order, in basis points (1000 is 10%), rounded half up to the cent",
+        env="PLATFORM_FEE_BPS",
+    )
+    marketplace_currency: str = setting(
+        "USD",
+        Currency(),
+        "Money, purchases & admin",
+        "the marketplace's one currency: wallets credited by an admin are opened in it, only "
+        "products priced in it can be bought (another is 404 `product_not_found`), and orders "
+        "record it",
+    )
+    idempotency_key_ttl_s: int = setting(
+        86_400,
+        Integer(low=60),
+        "Money, purchases & admin",
+        "seconds a purchase's Idempotency-Key is remembered, and its response replayed",
+    )
+    idempotency_key_wait_s: float = setting(
+        5.0,
+        Number(),
+        "Money, purchases & admin",
+        "seconds a duplicate request waits for the first one with its key before it is 409",
+    )
+    idempotency_retention_s: int = setting(
+        86_400,
+        Integer(low=0),
+        "Money, purchases & admin",
+        "seconds a partition of expired keys is kept before maintenance drops it",
+    )
+    purchase_queue_url: str | None = setting(
+        None,
+        Text("URL"),
+        "Money, purchases & admin",
+        "SQS queue for queued purchases (for hot items); unset: queued mode is off and every "
+        "purchase is direct",
+    )
+    sqs_endpoint_url: str | None = setting(
+        None,
+        Text("URL"),
+        "Money, purchases & admin",
+        "a local SQS endpoint for the gateway (ElasticMQ, moto server); unset: AWS",
+    )
+    kill_switch_cooldown_s: int = setting(
+        60,
+        Integer(low=0),
+        "Money, purchases & admin",
+        "seconds that must pass between two flips of one kill switch",
+    )
+
+    scoring_model_path: Path | None = setting(
+        None,
+        FilePath(),
+        "Jobs & scoring",
+        "listing-quality ONNX model (its signature: docs/scoring.md); unset: the model shipped "
+        "in the layer, `edgemart/scoring/listing_quality.onnx`",
+    )
+    scoring_batch_size: int = setting(
+        256, Integer(low=1), "Jobs & scoring", "listings claimed and scored per batch"
+    )
+    scoring_max_batches: int = setting(
+        20, Integer(low=1), "Jobs & scoring", "most batches one score_listings run scores"
+    )
+    scoring_max_attempts: int = setting(
+        3,
+        Integer(low=1),
+        "Jobs & scoring",
+        "claims of one listing before it gets the fallback score and is flagged",
+    )
+    scoring_lease_s: int = setting(
+        120, Integer(low=1), "Jobs & scoring", "seconds a claimed listing is kept from other runs"
+    )
+
+    data_dir: Path = setting(
+        Path(".edgemart-data"),
+        FilePath(),
+        "Local development",
+        "folder of `edgemart serve`'s embedded database and development JWT secret, where "
+        "`edgemart seed`, `migrate` and `token` find them too (gitignored); a command's "
+        "`--data-dir` takes precedence",
+        env="EDGEMART_DATA_DIR",
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        # Each value has its field's type: setting() checks parser against field when declared.
+        values: dict[str, Any] = {}
+        for declared in DECLARED:
+            value = declared.parser.read(declared.variable, env)
+            if value is not UNSET:
+                values[declared.name] = value
+        return cls(**values)
+
+
+DECLARED = declared_settings(Settings)
+"""Every setting, in declaration order."""
