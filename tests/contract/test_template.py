@@ -1,6 +1,6 @@
 """template.yaml against the code: routes, functions, schedules and CloudFront cache policies
-agree with the route table, the gateway, the cache rules and the README; cfn-lint and
-`sam validate --lint` pass."""
+agree with the route table, the gateway, the cache rules and docs/architecture.md; cfn-lint
+and `sam validate --lint` pass."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from gateway.scheduler import default_schedules
 
 ROOT = Path(__file__).parents[2]
 TEMPLATE = ROOT / "template.yaml"
-README = ROOT / "README.md"
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
 CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"  # AWS managed policy
 SCHEDULE_RATES_S = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86_400}
 
@@ -105,7 +105,7 @@ def test_each_function_serves_its_table_routes(module: str) -> None:
     assert in_code == {(r.method, r.path) for r in ROUTES if r.function == function}
 
 
-def test_schedules_match_readme_and_gateway(template: dict[str, Any]) -> None:
+def test_schedules_match_architecture_doc_and_gateway(template: dict[str, Any]) -> None:
     in_template = {}
     for properties in resources(template, "AWS::Serverless::Function").values():
         for event in properties.get("Events", {}).values():
@@ -119,11 +119,11 @@ def test_schedules_match_readme_and_gateway(template: dict[str, Any]) -> None:
                 )
     in_gateway = {s.name: s.every_s for s in default_schedules() if s.name != "heartbeat"}
     assert in_template == in_gateway
-    # The README documents each schedule as `- **name** (every ...`.
-    readme = README.read_text()
+    # docs/architecture.md lists each schedule as `- **name** (every ...`.
+    architecture = ARCHITECTURE.read_text()
     words = {60: "every minute", 300: "every 5 min", 86_400: "daily"}
     for name, every_s in in_template.items():
-        assert f"- **{name}** ({words[int(every_s)]}" in readme, name
+        assert f"- **{name}** ({words[int(every_s)]}" in architecture, name
 
 
 def behaviours(template: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
