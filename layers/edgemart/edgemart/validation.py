@@ -52,6 +52,12 @@ def is_clean_identifier(value: str) -> bool:
     return _CONTROL_OR_UNSTORABLE.search(value) is None
 
 
+def field_error(field: str, location: str, message: str) -> dict[str, str]:
+    """One entry of a ValidationError's `errors`: which input (`location`: path, query or
+    body) and why."""
+    return {"field": field, "location": location, "message": message}
+
+
 class ValidationError(ProblemError):
     def __init__(self, errors: list[dict[str, str]]) -> None:
         super().__init__(
@@ -163,12 +169,18 @@ def is_json_media_type(content_type: str | None) -> bool:
     return True
 
 
-async def json_object(request: Request) -> JsonObject:
-    """The body as a JSON object, or 400/415/422."""
+async def request_json(request: Request) -> Any:
+    """The request body as JSON: 415 for a body not sent as JSON, 400 for one that is not JSON
+    (`parse_json`). Its shape is the route's business (edgemart.requestinputs)."""
     body = await request.body()
     if body.strip() and not is_json_media_type(request.headers.get("content-type")):
         raise UnsupportedMediaTypeError()
-    value = parse_json(body)
+    return parse_json(body)
+
+
+async def json_object(request: Request) -> JsonObject:
+    """The body as a JSON object, or 400/415/422."""
+    value = await request_json(request)
     if not isinstance(value, dict):
         raise ValidationError(
             [{"field": "body", "location": "body", "message": "must be a JSON object"}]
