@@ -1,6 +1,8 @@
 """Admin function (admin role): kill switches with a cooldown, wallet credits, a product's
 purchase mode, popular-search terms hidden from the public list. Every change is written to
-`audit_log` with the acting user and request id, in the same transaction as the change.
+`audit_log` with the acting user and request id, in the same transaction as the change. The
+role and each route's inputs are checked before its handler runs, as the route table declares
+them (edgemart.requestinputs).
 
 A wallet credit moves money, so it takes the acting admin's Idempotency-Key as a purchase
 does: one call of `credit_wallet()` (migration 0020) claims the key, credits, audits and stores
@@ -9,7 +11,7 @@ the response; a retry replays it (edgemart/idempotency.py) instead of crediting 
 from __future__ import annotations
 
 import json
-import re
+import uuid
 from typing import Any
 
 import psycopg
@@ -17,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from edgemart.appfactory import build_app, lambda_handler
-from edgemart.auth import ADMIN_ROLE, Principal, authenticate, require_role
+from edgemart.auth import Principal
 from edgemart.cache import CACHE_RULES, NO_STORE
-from edgemart.counters import MAX_QUERY_LENGTH, normalise_query
+from edgemart.counters import normalise_query
 from edgemart.db import Connection
 from edgemart.errors import ProblemError, problem_response
 from edgemart.idempotency import (
@@ -27,26 +29,15 @@ from edgemart.idempotency import (
     REUSED_TITLE,
     KeyInUseError,
     fingerprint,
-    idempotency_key,
     replay_headers,
 )
 from edgemart.products import ProductNotFoundError, rfc3339
 from edgemart.requestid import current_request_id
+from edgemart.requestinputs import inputs_of
+from edgemart.routetable import IDEMPOTENCY_KEY
 from edgemart.routing import starlette_routes
 from edgemart.services import services_of
-from edgemart.validation import (
-    JsonObject,
-    ValidationError,
-    is_clean_identifier,
-    json_object,
-    path_text,
-    path_uuid,
-    text_problem,
-)
-
-SWITCHES = ("purchases", "listings")
-MODES = ("direct", "queued")
-SUBJECT = re.compile(r"[^\s]{1,255}")
+from edgemart.validation import ValidationError, field_error
 
 
 class KillSwitchNotFoundError(ProblemError):
@@ -75,12 +66,6 @@ class CooldownActiveError(ProblemError):
             f"This switch changed recently; it can change again in {retry_after_s} s",
             headers={"Retry-After": str(retry_after_s)},
         )
-
-
-async def admin(request: Request) -> Principal:
-    principal = await authenticate(request)
-    require_role(principal, (ADMIN_ROLE,))
-    return principal
 
 
 async def audit(
@@ -115,7 +100,6 @@ async def switch_document(conn: Connection, name: str) -> Any:
 
 
 async def list_switches(request: Request) -> Response:
-    await admin(request)
     async with services_of(request).primary.connection() as conn:
         rows = await (
             await conn.execute(
@@ -125,28 +109,19 @@ async def list_switches(request: Request) -> Response:
     return JSONResponse({"kill_switches": [row["switch"] for row in rows]}, headers=NO_STORE)
 
 
-def switch_name(request: Request) -> str:
-    name = path_text(request, "name")
-    if name not in SWITCHES:
-        raise KillSwitchNotFoundError()
-    return name
-
-
 async def get_switch(request: Request) -> Response:
-    await admin(request)
-    name = switch_name(request)
+    name = inputs_of(request).path.value("name", str)  # a switch: anything else was 404
     async with services_of(request).primary.connection() as conn:
         document = await switch_document(conn, name)
     return JSONResponse(document, headers=NO_STORE)
 
 
 async def put_switch(request: Request) -> Response:
-    principal = await admin(request)
-    name = switch_name(request)
-    body = await json_object(request)
-    enabled = body.boolean("enabled", required=True)
-    reason = body.text("reason", max_length=500, multiline=True) or ""
-    body.finish()
+    inputs = inputs_of(request)
+    principal = inputs.caller
+    name = inputs.path.value("name", str)
+    enabled = inputs.body.value("enabled", bool)
+    reason = inputs.body.optional("reason", str) or ""
     services = services_of(request)
     cooldown = services.settings.kill_switch_cooldown_s
     async with services.primary.connection() as conn, conn.transaction():
@@ -187,21 +162,19 @@ FROM credit_wallet(%s, %s, %s, %s, %s, %s, %s, %s, %s * interval '1 s', %s * int
 
 
 async def credit_wallet(request: Request) -> Response:
-    principal = await admin(request)
-    sub = path_text(request, "sub")
-    if not SUBJECT.fullmatch(sub) or not is_clean_identifier(sub):
-        raise ValidationError([{"field": "sub", "location": "path", "message": "is not a subject"}])
-    key = idempotency_key(request)
-    body = await json_object(request)
-    amount = body.integer("amount_cents", required=True, low=1, high=1_000_000_000)
-    reason = body.text("reason", max_length=500, multiline=True) or ""
-    body.finish()
+    inputs = inputs_of(request)
+    principal = inputs.caller
+    sub = inputs.path.value("sub", str)
+    key = inputs.headers.value(IDEMPOTENCY_KEY.name, str)
+    amount = inputs.body.value("amount_cents", int)
+    reason = inputs.body.optional("reason", str) or ""
     services = services_of(request)
     settings = services.settings
     args = [
         principal.sub,  # keys belong to the acting admin, as a buyer's to the buyer
         key,
-        fingerprint({"credit_to": sub, "body": body.data}),  # the path is part of the request
+        # The path is part of the request.
+        fingerprint({"credit_to": sub, "body": inputs.sent_body}),
         sub,
         amount,
         reason,
@@ -231,13 +204,10 @@ async def credit_wallet(request: Request) -> Response:
 
 
 async def set_purchase_mode(request: Request) -> Response:
-    principal = await admin(request)
-    product_id = str(path_uuid(request, "product_id"))
-    body = await json_object(request)
-    mode = body.text("mode", required=True, max_length=10)
-    if mode is not None and mode not in MODES:
-        body.error("mode", f"must be one of {', '.join(MODES)}")
-    body.finish()
+    inputs = inputs_of(request)
+    principal = inputs.caller
+    product_id = str(inputs.path.value("product_id", uuid.UUID))
+    mode = inputs.body.value("mode", str)
     services = services_of(request)
     if mode == "queued" and services.purchase_queue is None:
         raise QueuedModeUnavailableError()  # purchases would stay direct: refuse, change nothing
@@ -263,32 +233,22 @@ SET reason = excluded.reason, hidden_by = excluded.hidden_by, hidden_at = now()
 UNHIDE_SQL = b"DELETE FROM hidden_searches WHERE query = %s"
 
 
-def search_term(body: JsonObject) -> str | None:
+def search_term(raw: str) -> str:
     """The body's `query`, normalised as search counting normalises it."""
-    raw = body.text("query", required=True, min_length=1, max_length=MAX_QUERY_LENGTH)
-    if raw is None:
-        return None
-    problem = text_problem(raw)
     query = normalise_query(raw)
-    if problem is not None:
-        body.error("query", problem)
-    elif not query:
-        body.error("query", "must not be only spaces")
+    if not query:
+        raise ValidationError([field_error("query", "body", "must not be only spaces")])
     return query
 
 
 async def set_popular_search_hidden(request: Request) -> Response:
     """Hide a term from `GET /marketplace/search/popular` (its counting goes on), or show it
     again; audited in the same transaction."""
-    principal = await admin(request)
-    body = await json_object(request)
-    query = search_term(body)
-    hidden = body.boolean("hidden", required=True)
-    reason = body.text("reason", max_length=500) or ""
-    problem = text_problem(reason, multiline=True)
-    if problem is not None:
-        body.error("reason", problem)
-    body.finish()
+    inputs = inputs_of(request)
+    principal = inputs.caller
+    query = search_term(inputs.body.value("query", str))
+    hidden = inputs.body.value("hidden", bool)
+    reason = inputs.body.optional("reason", str) or ""
     services = services_of(request)
     async with services.primary.connection() as conn, conn.transaction():
         if hidden:

@@ -31,7 +31,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from edgemart.appfactory import build_app, lambda_handler
-from edgemart.auth import authenticate
 from edgemart.breaker import CircuitOpenError
 from edgemart.cache import NO_STORE
 from edgemart.changes import stock_changed
@@ -43,14 +42,15 @@ from edgemart.idempotency import (
     REUSED_TITLE,
     KeyInUseError,
     fingerprint,
-    idempotency_key,
     replay_headers,
 )
 from edgemart.logging import logger
 from edgemart.requestid import current_request_id
+from edgemart.requestinputs import inputs_of
+from edgemart.routetable import IDEMPOTENCY_KEY
 from edgemart.routing import starlette_routes
 from edgemart.services import Services, services_of
-from edgemart.validation import QueryParams, ValidationError, json_object, path_uuid
+from edgemart.validation import ValidationError, field_error
 
 # code → (title, detail) of the problems a purchase can end in.
 OUTCOMES: dict[str, tuple[str, str]] = {
@@ -117,19 +117,18 @@ async def record_failure(services: Services, user: str, key: str, code: str, mes
 
 
 async def create_purchase(request: Request) -> Response:
-    principal = await authenticate(request)
-    key = idempotency_key(request)
-    body = await json_object(request)
-    product_id = body.uuid("product_id", required=True)
-    quantity = body.integer("quantity", required=True, low=1, high=10)
-    expected = body.integer("expected_unit_price_cents", low=1, high=1_000_000_000)
-    body.finish()
+    inputs = inputs_of(request)
+    principal = inputs.caller
+    key = inputs.headers.value(IDEMPOTENCY_KEY.name, str)
+    product_id = inputs.body.value("product_id", uuid.UUID)
+    quantity = inputs.body.value("quantity", int)
+    expected = inputs.body.optional("expected_unit_price_cents", int)
     services = services_of(request)
     settings = services.settings
     args = [
         principal.sub,
         key,
-        fingerprint(body.data),
+        fingerprint(inputs.sent_body),
         product_id,
         quantity,
         expected,
@@ -202,8 +201,9 @@ NEXT_ORDERS_SQL = (
 
 
 async def get_purchase(request: Request) -> Response:
-    principal = await authenticate(request)
-    order_id = path_uuid(request, "order_id")
+    inputs = inputs_of(request)
+    principal = inputs.caller
+    order_id = inputs.path.value("order_id", uuid.UUID)
     async with services_of(request).primary.connection() as conn:
         row = await (await conn.execute(ORDER_SQL, [order_id, principal.sub])).fetchone()
     if row is None:
@@ -217,17 +217,14 @@ def order_position(key: bytes, owner: str, cursor: str) -> tuple[datetime, uuid.
     try:
         return datetime.fromisoformat(created_at), uuid.UUID(order_id)
     except (TypeError, ValueError):  # signed by us, so not expected: still a 422, never a 500
-        raise ValidationError(
-            [{"field": "cursor", "location": "query", "message": "is not a valid cursor"}]
-        ) from None
+        raise ValidationError([field_error("cursor", "query", "is not a valid cursor")]) from None
 
 
 async def list_purchases(request: Request) -> Response:
-    principal = await authenticate(request)
-    query = QueryParams(request, ("limit", "cursor"))
-    limit = query.integer("limit", default=20, low=1, high=50) or 20
-    cursor = query.text("cursor", max_length=1000)
-    query.raise_if_invalid()
+    inputs = inputs_of(request)
+    principal = inputs.caller
+    limit = inputs.query.value("limit", int)
+    cursor = inputs.query.optional("cursor", str)
     services = services_of(request)
     key = cursor_key(services.settings.cursor_secret)
     owner = query_fingerprint("orders", principal.sub)  # a cursor is its user's only
@@ -248,7 +245,7 @@ async def list_purchases(request: Request) -> Response:
 
 
 async def wallet(request: Request) -> Response:
-    principal = await authenticate(request)
+    principal = inputs_of(request).caller
     async with services_of(request).primary.connection() as conn:
         row = await (
             await conn.execute(

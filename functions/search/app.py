@@ -25,15 +25,15 @@ from edgemart.cursor import cursor_key, decode_cursor, next_page, query_fingerpr
 from edgemart.db import Connection
 from edgemart.errors import ProblemError
 from edgemart.products import product_summary
-from edgemart.routing import starlette_routes
+from edgemart.requestinputs import Values, inputs_of
+from edgemart.routetable import SORTS
+from edgemart.routing import RouteTableError, starlette_routes
 from edgemart.services import services_of
-from edgemart.validation import QueryParams, ValidationError, text_problem
+from edgemart.validation import ValidationError, field_error, text_problem
 
 RULE = CACHE_RULES["search"]
 POPULAR_RULE = CACHE_RULES["popular_searches"]
 POPULAR_CACHE_KEY = POPULAR_RULE.name  # admin's hide route forgets it by the same name
-SORTS = ("relevance", "price_asc", "price_desc", "newest", "popular")
-MAX_PRICE = 1_000_000_000
 POPULAR_LIMIT = 20
 WALK_WINDOW = 3000  # listed products a sorted walk looks at before giving up (see below)
 # A relevance query matching more than BROAD_MATCHES products is ranked among its matches in
@@ -69,6 +69,8 @@ SORT_SPECS: dict[str, SortSpec] = {
     "newest": SortSpec(("p.created_at", "p.id"), ("timestamptz", "uuid"), descending=True),
     "popular": SortSpec(("p.sold_count", "p.id"), ("integer", "uuid"), descending=True),
 }
+if tuple(SORT_SPECS) != SORTS:  # the route table's `sort` enum, one spec per order
+    raise RouteTableError(f"search sorts {tuple(SORT_SPECS)} differ from the table's {SORTS}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,25 +88,26 @@ class SearchParams:
         return query_fingerprint(self.q, self.category, self.min_price, self.max_price, self.sort)
 
 
-def parse_search(request: Request) -> SearchParams:
-    query = QueryParams(
-        request, ("q", "category", "min_price", "max_price", "sort", "limit", "cursor")
-    )
-    q = query.text("q", max_length=200)
-    category = query.text("category", max_length=60)
-    if q is None and category is None and "q" not in query.values:
-        query.error("q", "is required unless category is given")
-    min_price = query.integer("min_price", low=0, high=MAX_PRICE)
-    max_price = query.integer("max_price", low=0, high=MAX_PRICE)
+def search_params(query: Values) -> SearchParams:
+    """The search a query string asks for (each parameter already held to the route table),
+    with the rules across parameters the table cannot state."""
+    q = query.optional("q", str)
+    category = query.optional("category", str)
+    min_price = query.optional("min_price", int)
+    max_price = query.optional("max_price", int)
+    errors = []
+    if q is None and category is None:
+        errors.append(field_error("q", "query", "is required unless category is given"))
     if min_price is not None and max_price is not None and min_price > max_price:
-        query.error("min_price", "must not exceed max_price")
-    sort = query.choice("sort", SORTS, "relevance")
-    limit = query.integer("limit", default=20, low=1, high=50)
-    cursor = query.text("cursor", max_length=1000)
-    query.raise_if_invalid()
+        errors.append(field_error("min_price", "query", "must not exceed max_price"))
+    if errors:
+        raise ValidationError(errors)
+    sort = query.value("sort", str)
     if sort == "relevance" and q is None:
         sort = "popular"  # nothing to rank by: browse a category by popularity
-    return SearchParams(q, category, min_price, max_price, sort, limit or 20, cursor)
+    limit = query.value("limit", int)
+    cursor = query.optional("cursor", str)
+    return SearchParams(q, category, min_price, max_price, sort, limit, cursor)
 
 
 def _filters(
@@ -353,11 +356,9 @@ async def search_page(
             if row is not None and row["unbounded"]:
                 raise ValidationError(
                     [
-                        {
-                            "field": "q",
-                            "location": "query",
-                            "message": "must name a word to find, not only words to exclude",
-                        }
+                        field_error(
+                            "q", "query", "must name a word to find, not only words to exclude"
+                        )
                     ]
                 )
         try:
@@ -390,7 +391,7 @@ async def load_search(request: Request, params: SearchParams) -> dict[str, Any]:
 
 
 async def search(request: Request) -> Response:
-    params = parse_search(request)
+    params = search_params(inputs_of(request).query)
     services = services_of(request)
     # A bad token is refused (401) before anything is served, counted or remembered.
     principal = await authenticate(request) if "authorization" in request.headers else None
@@ -470,7 +471,6 @@ async def load_popular(request: Request) -> dict[str, Any]:
 
 
 async def popular(request: Request) -> Response:
-    QueryParams(request, ()).raise_if_invalid()
     return await serve_cached(
         request,
         services_of(request).cache,

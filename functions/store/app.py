@@ -14,7 +14,7 @@ it serves the new data at once; other processes and the CDN catch up within the 
 
 from __future__ import annotations
 
-import re
+import uuid
 from typing import Any
 
 from psycopg.errors import UniqueViolation
@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from edgemart.appfactory import build_app, lambda_handler
-from edgemart.auth import ForbiddenError, authenticate
+from edgemart.auth import ForbiddenError
 from edgemart.cache import CACHE_RULES, NO_STORE, normalised_query, serve_cached
 from edgemart.changes import (
     listing_changed,
@@ -36,20 +36,13 @@ from edgemart.cursor import cursor_key, decode_cursor, next_page, query_fingerpr
 from edgemart.db import Connection
 from edgemart.errors import ProblemError
 from edgemart.products import ProductNotFoundError, product_summary, rfc3339
+from edgemart.requestinputs import inputs_of
 from edgemart.routing import starlette_routes
 from edgemart.services import services_of
-from edgemart.validation import (
-    JsonObject,
-    QueryParams,
-    ValidationError,
-    json_object,
-    path_text,
-    path_uuid,
-)
+from edgemart.validation import ValidationError, field_error
 
 STORE_RULE = CACHE_RULES["store_page"]
 PRODUCT_RULE = CACHE_RULES["product_page"]
-SLUG = re.compile(r"[a-z0-9-]{3,60}")
 
 
 class StoreNotFoundError(ProblemError):
@@ -113,22 +106,12 @@ async def load_store_page(
     }
 
 
-def path_slug(request: Request) -> str:
-    """The store slug in the path: 422 for text no slug can hold, 404 for any other string
-    that is not a slug (no store can have it, so the database is not asked)."""
-    slug = path_text(request, "slug")
-    if not SLUG.fullmatch(slug):
-        raise StoreNotFoundError()
-    return slug
-
-
 async def store_page(request: Request) -> Response:
-    slug = path_slug(request)
-    query = QueryParams(request, ("limit", "cursor", "category"))
-    limit = query.integer("limit", default=24, low=1, high=50) or 24
-    cursor = query.text("cursor", max_length=1000)
-    category = query.text("category", max_length=60)
-    query.raise_if_invalid()
+    inputs = inputs_of(request)
+    slug = inputs.path.value("slug", str)  # a slug: anything else was 404 (no such store)
+    limit = inputs.query.value("limit", int)
+    cursor = inputs.query.optional("cursor", str)
+    category = inputs.query.optional("category", str)
     services = services_of(request)
     cache_key = f"store:{slug}?{normalised_query(request, STORE_RULE)}"
     return await serve_cached(
@@ -159,8 +142,7 @@ async def load_product(request: Request, product_id: str) -> Any:
 
 
 async def product_page(request: Request) -> Response:
-    product_id = str(path_uuid(request, "product_id"))
-    QueryParams(request, ()).raise_if_invalid()
+    product_id = str(inputs_of(request).path.value("product_id", uuid.UUID))
     services = services_of(request)
     response = await serve_cached(
         request,
@@ -200,12 +182,11 @@ STORE_JSON = f"""json_build_object(
 
 
 async def create_store(request: Request) -> Response:
-    principal = await authenticate(request)
-    body = await json_object(request)
-    slug = body.text("slug", required=True, max_length=60, pattern=SLUG)
-    name = body.text("name", required=True, min_length=1, max_length=100)
-    description = body.text("description", max_length=2000, multiline=True) or ""
-    body.finish()
+    inputs = inputs_of(request)
+    principal = inputs.caller
+    slug = inputs.body.value("slug", str)
+    name = inputs.body.value("name", str)
+    description = inputs.body.optional("description", str) or ""
     sql = (
         "INSERT INTO stores AS s (slug, name, description, owner_sub) VALUES (%s, %s, %s, %s) "
         f"RETURNING {STORE_JSON} AS store"
@@ -216,7 +197,7 @@ async def create_store(request: Request) -> Response:
                 await conn.execute(sql.encode(), [slug, name, description, principal.sub])
             ).fetchone()
     except UniqueViolation:
-        raise StoreSlugTakenError(str(slug)) from None
+        raise StoreSlugTakenError(slug) from None
     return created(row["store"] if row else None, f"/stores/{slug}")
 
 
@@ -225,16 +206,17 @@ def created(document: Any, location: str) -> JSONResponse:
     return JSONResponse(document, status_code=201, headers={**NO_STORE, "Location": location})
 
 
-def listing_currency(body: JsonObject, marketplace_currency: str) -> str:
+def listing_currency(currency: str | None, marketplace_currency: str) -> str:
     """One currency per marketplace: a listing may name it (or leave it out), nothing else."""
-    currency = body.text("currency", min_length=3, max_length=3)
     if currency is None:
         return marketplace_currency
     if currency not in ISO_4217_CODES:
-        body.error("currency", "must be an ISO 4217 currency code")
+        problem = "must be an ISO 4217 currency code"
     elif currency != marketplace_currency:
-        body.error("currency", f"must be this marketplace's currency, {marketplace_currency}")
-    return currency
+        problem = f"must be this marketplace's currency, {marketplace_currency}"
+    else:
+        return currency
+    raise ValidationError([field_error("currency", "body", problem)])
 
 
 async def _ensure_listings_enabled(conn: Connection) -> None:
@@ -249,17 +231,19 @@ async def _ensure_listings_enabled(conn: Connection) -> None:
 
 
 async def create_product(request: Request) -> Response:
-    principal = await authenticate(request)
-    body = await json_object(request)
-    store_slug = body.text("store_slug", required=True, max_length=60, pattern=SLUG)
-    category_id = body.integer("category_id", required=True, low=1, high=2**31 - 1)
-    name = body.text("name", required=True, min_length=1, max_length=200)
-    description = body.text("description", max_length=5000, multiline=True) or ""
-    price = body.integer("price_cents", required=True, low=1, high=1_000_000_000)
+    inputs = inputs_of(request)
+    principal = inputs.caller
+    body = inputs.body
+    store_slug = body.value("store_slug", str)
+    category_id = body.value("category_id", int)
+    name = body.value("name", str)
+    description = body.optional("description", str) or ""
+    price = body.value("price_cents", int)
+    stock = body.value("stock", int)
     services = services_of(request)
-    currency = listing_currency(body, services.settings.marketplace_currency)
-    stock = body.integer("stock", required=True, low=0, high=1_000_000)
-    body.finish()
+    currency = listing_currency(
+        body.optional("currency", str), services.settings.marketplace_currency
+    )
     async with services.primary.connection() as conn:
         await _ensure_listings_enabled(conn)
         store = await (
@@ -272,11 +256,9 @@ async def create_product(request: Request) -> Response:
         ).fetchone()
         errors = []
         if store is None:
-            errors.append({"field": "store_slug", "location": "body", "message": "unknown store"})
+            errors.append(field_error("store_slug", "body", "unknown store"))
         if category is None:
-            errors.append(
-                {"field": "category_id", "location": "body", "message": "unknown category"}
-            )
+            errors.append(field_error("category_id", "body", "unknown category"))
         if store is None or category is None:
             raise ValidationError(errors)
         if store["owner_sub"] != principal.sub:
@@ -294,27 +276,15 @@ async def create_product(request: Request) -> Response:
         ).fetchone()
     if row is None:
         raise RuntimeError("INSERT ... RETURNING gave no row")
-    listing_created(str(store_slug)).apply(services.cache)
+    listing_created(store_slug).apply(services.cache)
     return created(row["product"], f"/products/{row['product']['id']}")
 
 
 async def update_product(request: Request) -> Response:
-    principal = await authenticate(request)
-    product_id = str(path_uuid(request, "product_id"))
-    body = await json_object(request)
-    changes: dict[str, Any] = {
-        "price_cents": body.integer("price_cents", low=1, high=1_000_000_000),
-        "stock": body.integer("stock", low=0, high=1_000_000),
-        "is_available": body.boolean("is_available"),
-        "name": body.text("name", min_length=1, max_length=200),
-        "description": body.text("description", max_length=5000, multiline=True),
-    }
-    body.finish()
-    changes = {column: value for column, value in changes.items() if body.has(column)}
-    if not changes:
-        raise ValidationError(
-            [{"field": "body", "location": "body", "message": "give at least one field to change"}]
-        )
+    inputs = inputs_of(request)
+    principal = inputs.caller
+    product_id = str(inputs.path.value("product_id", uuid.UUID))
+    changes = dict(inputs.body)  # the columns sent (at least one), each checked by the table
     services = services_of(request)
     async with services.primary.connection() as conn:
         await _ensure_listings_enabled(conn)
@@ -354,12 +324,11 @@ ORDER BY po.created_at DESC, po.id DESC LIMIT %s
 
 
 async def store_payouts(request: Request) -> Response:
-    principal = await authenticate(request)
-    slug = path_slug(request)
-    query = QueryParams(request, ("limit", "cursor"))
-    limit = query.integer("limit", default=50, low=1, high=100) or 50
-    cursor = query.text("cursor", max_length=1000)
-    query.raise_if_invalid()
+    inputs = inputs_of(request)
+    principal = inputs.caller
+    slug = inputs.path.value("slug", str)
+    limit = inputs.query.value("limit", int)
+    cursor = inputs.query.optional("cursor", str)
     services = services_of(request)
     key = cursor_key(services.settings.cursor_secret)
     fingerprint = query_fingerprint("payouts", slug, principal.sub)

@@ -46,14 +46,21 @@ def test_search(search_services: Services, event: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "event", ["apigw_v2_get_search_bad_query.json", "apigw_v1_get_search_bad_query.json"]
+    ("event", "fields"),
+    [
+        ("apigw_v2_get_search_bad_query.json", {"parameter1", "parameter2"}),
+        # `q` is missing too, but "q or category" spans two parameters: the handler says so
+        # once the route table's own checks pass, and this one names an unknown parameter.
+        ("apigw_v1_get_search_bad_query.json", {"foo"}),
+    ],
 )
-def test_search_rejects_the_sample_query(search_services: Services, event: str) -> None:
+def test_search_rejects_the_sample_query(
+    search_services: Services, event: str, fields: set[str]
+) -> None:
     response = search_function.handler(load_event(event), FakeLambdaContext())
     assert response["statusCode"] == 422
     assert headers_of(response)["content-type"] == "application/problem+json"
-    fields = {error["field"] for error in body_of(response)["errors"]}
-    assert "q" in fields or "parameter1" in fields
+    assert {error["field"] for error in body_of(response)["errors"]} == fields
 
 
 @pytest.mark.parametrize(

@@ -605,8 +605,8 @@ async def test_a_killed_connection_mid_purchase_is_retried_once(
     for _ in range(200):  # wait until the purchase is stalled inside its transaction
         stalled = sql(
             url,
-            "SELECT pid FROM pg_stat_activity WHERE query LIKE '%%FROM purchase(%%' "
-            "AND state = 'active' AND pid <> pg_backend_pid()",
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query LIKE '%%FROM purchase(%%' AND state = 'active' AND pid <> pg_backend_pid()",
         )
         if stalled:
             break
@@ -633,8 +633,9 @@ async def rows_within_5_s(url: str, statement: str, *args: Any) -> Any:
 async def wait_for_lock_wait(url: str) -> None:
     assert await rows_within_5_s(
         url,
-        "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%%FROM purchase(%%' "
-        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+        "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+        "AND query LIKE '%%FROM purchase(%%' AND wait_event_type = 'Lock' "
+        "AND pid <> pg_backend_pid()",
     ), "the purchase never waited for the product's row lock"
 
 

@@ -31,8 +31,8 @@ async def test_killed_connection_mid_read_is_retried(catalog_database_url: str) 
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as probe:
                     row = await (
                         await probe.execute(
-                            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                            "AND query LIKE '%%home_snapshot%%'"
+                            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND wait_event_type = 'Lock' AND query LIKE '%%home_snapshot%%'"
                         )
                     ).fetchone()
                 if row:

@@ -47,6 +47,7 @@ def test_each_operation_carries_its_route(spec: dict[str, Any], route: RouteSpec
     assert operation["summary"] == route.summary
     assert operation["x-rate-limit-group"] == route.rate_limit
     assert operation["x-cache-rule"] == route.cache_rule
+    assert operation["x-unknown-query-parameters"] == route.unknown_query
     assert ("security" in operation) == (route.auth != "none")
     parameters = {(p["name"], p["in"]): p for p in operation.get("parameters", [])}
     assert set(parameters) == {(param.name, param.location) for param in route.params}

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from edgemart.cache import CACHE_RULES
+from edgemart.counters import MAX_QUERY_LENGTH
 from edgemart.ratelimit.groups import DEFAULT_POLICIES
 from edgemart.ratelimit.policies import RateLimitTable
 from edgemart.routetable import ROUTES, RouteSpec, function_names
@@ -124,3 +125,18 @@ def test_cache_rules_routes_are_the_tables() -> None:
 
 def test_functions_are_named_once_in_table_order() -> None:
     assert function_names() == ("admin", "health", "home", "purchase", "search", "store")
+
+
+def test_path_parameters_bring_their_404s() -> None:
+    routes = {route.label: route for route in ROUTES}
+    assert routes["GET /stores/{slug}"].problems[404] == ("store_not_found",)
+    assert routes["GET /admin/kill-switches/{name}"].problems[404] == ("kill_switch_not_found",)
+    # A UUID in another spelling is 404 `not_found`, an unknown one the route's own code.
+    assert routes["GET /products/{product_id}"].problems[404] == ("not_found", "product_not_found")
+    assert routes["GET /purchases/{order_id}"].problems[404] == ("not_found", "order_not_found")
+
+
+def test_a_hidden_search_term_is_as_long_as_a_counted_one() -> None:
+    (route,) = [route for route in ROUTES if route.handler == "set_popular_search_hidden"]
+    assert route.body is not None
+    assert route.body["properties"]["query"]["maxLength"] == MAX_QUERY_LENGTH

@@ -1,9 +1,10 @@
+"""The input rules: strict JSON, media types, the text rule. How a route's inputs are held to
+its table entry is tests/unit/test_requestinputs.py."""
+
 import pytest
 
 from edgemart.validation import (
     InvalidJsonError,
-    JsonObject,
-    ValidationError,
     is_clean_identifier,
     is_json_media_type,
     parse_json,
@@ -16,43 +17,6 @@ def test_not_json_is_400(body: bytes) -> None:
     with pytest.raises(InvalidJsonError) as raised:
         parse_json(body)
     assert raised.value.status == 400 and raised.value.code == "invalid_json"
-
-
-def test_strict_types() -> None:
-    body = JsonObject({"quantity": "1", "flag": "yes", "price": 1.5, "name": 3, "extra": 1})
-    body.integer("quantity", required=True, low=1, high=10)
-    body.boolean("flag")
-    body.integer("price")
-    body.text("name", max_length=10)
-    body.text("missing", required=True, max_length=10)
-    with pytest.raises(ValidationError) as raised:
-        body.finish()
-    fields = {error["field"]: error["message"] for error in raised.value.errors}
-    assert fields == {
-        "quantity": "must be an integer",
-        "flag": "must be true or false",
-        "price": "must be an integer",
-        "name": "must be a string",
-        "missing": "is required",
-        "extra": "unknown field",
-    }
-
-
-def test_booleans_are_not_integers_and_bounds_hold() -> None:
-    body = JsonObject({"quantity": True, "stock": -1})
-    body.integer("quantity")
-    body.integer("stock", low=0)
-    with pytest.raises(ValidationError) as raised:
-        body.finish()
-    assert [e["field"] for e in raised.value.errors] == ["quantity", "stock"]
-
-
-def test_valid_object_passes() -> None:
-    body = JsonObject({"quantity": 2, "name": "x", "ok": False})
-    assert body.integer("quantity", low=1, high=10) == 2
-    assert body.text("name", max_length=5) == "x"
-    assert body.boolean("ok") is False
-    body.finish()
 
 
 def nested(depth: int) -> bytes:
@@ -130,13 +94,3 @@ def test_text_rule(text: str, single_line: str | None, multi_line: str | None) -
     assert text_problem(text) == kinds[single_line]
     assert text_problem(text, multiline=True) == kinds[multi_line]
     assert is_clean_identifier(text) is (single_line is None)
-
-
-def test_body_text_applies_the_rule() -> None:
-    body = JsonObject({"name": "a\x00", "description": "two\nlines", "slug": "\ud800"})
-    body.text("name", max_length=10)
-    assert body.text("description", max_length=10, multiline=True) == "two\nlines"
-    body.text("slug", max_length=10)
-    with pytest.raises(ValidationError) as raised:
-        body.finish()
-    assert [error["field"] for error in raised.value.errors] == ["name", "slug"]

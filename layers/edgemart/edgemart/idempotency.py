@@ -1,7 +1,10 @@
 """Idempotency-Key on the routes that move money (`POST /purchases`, wallet credits).
 
-The header rule, the fingerprint of a request, and how a stored outcome is answered again.
-The claim itself is SQL (`claim_idempotency_key()`, migration 0020; inlined in `purchase()`).
+The fingerprint of a request and how a stored outcome is answered again. The header's rule
+(1 to 255 printable ASCII characters, 400 `idempotency_key_required` / `invalid_idempotency_key`
+otherwise) is its declaration in the route table (`IDEMPOTENCY_KEY`), checked before the handler
+runs (edgemart.requestinputs). The claim itself is SQL (`claim_idempotency_key()`, migration
+0020; inlined in `purchase()`).
 
 A replay answers the original response's body unchanged (a problem keeps the original
 `request_id`), with this request's own `X-Request-ID`, `Idempotent-Replayed: true` and
@@ -15,24 +18,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from starlette.requests import Request
-
 from edgemart.errors import ProblemError
 
-_PRINTABLE_ASCII = frozenset(range(0x20, 0x7F))
-MAX_KEY_LENGTH = 255
 REUSED_TITLE = "Idempotency key reused"
 REUSED_DETAIL = "This key was used for a different request"
-
-
-class IdempotencyKeyError(ProblemError):
-    def __init__(self, code: str, detail: str) -> None:
-        title = (
-            "Idempotency-Key required"
-            if code == "idempotency_key_required"
-            else "Invalid Idempotency-Key"
-        )
-        super().__init__(400, code, title, detail)
 
 
 class KeyInUseError(ProblemError):
@@ -45,16 +34,6 @@ class KeyInUseError(ProblemError):
             "Idempotency key in use",
             "A request with this key is still being processed",
         )
-
-
-def idempotency_key(request: Request) -> str:
-    raw = request.headers.get("idempotency-key")
-    if not raw:
-        raise IdempotencyKeyError("idempotency_key_required", "Send an Idempotency-Key header")
-    encoded = raw.encode("latin-1")
-    if len(encoded) > MAX_KEY_LENGTH or not set(encoded) <= _PRINTABLE_ASCII:
-        raise IdempotencyKeyError("invalid_idempotency_key", "1 to 255 printable ASCII characters")
-    return raw
 
 
 def fingerprint(body: Mapping[str, Any]) -> str:

@@ -3,7 +3,8 @@
 Built on the first request for it (`rendered`), never at import: the health function serves
 it and its cold start should not pay for it. Every problem response refers to one `Problem`
 schema, narrowed per response to the `code`s that route and status can carry (also listed as
-`x-problem-codes`).
+`x-problem-codes`). Parameters and bodies are the table's schemas as they are, the very ones
+requests are validated against (edgemart.requestinputs).
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def operation(route: RouteSpec) -> dict[str, Any]:
         "tags": [route.function],
         "x-rate-limit-group": route.rate_limit,
         "x-cache-rule": route.cache_rule,
+        # A query parameter the operation does not list: 422, or ignored.
+        "x-unknown-query-parameters": route.unknown_query,
     }
     if route.params:
         described["parameters"] = [_parameter(param) for param in route.params]

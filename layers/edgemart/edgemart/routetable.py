@@ -4,8 +4,11 @@ Each `RouteSpec` says which function and handler serve a method and path, what i
 rate-limit group and cache rule, who may call it, its parameters and JSON body (as JSON Schema
 fragments) and the responses it can give: success statuses and the problem `code`s each error
 status can carry. The functions' Starlette routes, the 405 `Allow` header, the rate-limit route
-matching, the cache rules' routes, the template check and `/openapi.json` are derived from it
-(edgemart.routing, edgemart.openapi).
+matching, the cache rules' routes, the template check, `/openapi.json` and the request
+validation every handler's inputs pass before it runs are derived from it (edgemart.routing,
+edgemart.openapi, edgemart.requestinputs). The schemas use the subset of JSON Schema that
+edgemart.requestinputs compiles; `x-multiline: true` marks text that may hold line breaks and
+tabs (descriptions, reasons), every other string is single-line.
 
 Pure data: every function imports it at cold start.
 """
@@ -24,18 +27,30 @@ Problems = Mapping[int, tuple[str, ...]]
 
 @dataclass(frozen=True, slots=True)
 class Param:
+    """One parameter. A path parameter its schema refuses is 422, or 404 `not_found` (the
+    code named) when no resource can have such a name: a store slug, a kill switch. A header
+    parameter is refused with 400 (`header_problem_codes`)."""
+
     name: str
     location: Location
     schema: Schema
     required: bool = False
     description: str = ""
+    not_found: str | None = None
+
+
+def header_problem_codes(name: str) -> tuple[str, str]:
+    """The 400 codes of a header parameter: missing (or empty), and refused by its schema."""
+    snake = name.lower().replace("-", "_")
+    return f"{snake}_required", f"invalid_{snake}"
 
 
 @dataclass(frozen=True, slots=True)
 class RouteSpec:
     """One method on one path. `errors` lists the route's own problem codes; the ones that
     follow from its other fields (auth, rate limit, body, parameters, database) are added by
-    `problems`."""
+    `problems`. `unknown_query`: whether a query parameter the route does not declare is
+    refused (422, the rule) or ignored (routes that never read their query string)."""
 
     method: str
     path: str
@@ -51,6 +66,7 @@ class RouteSpec:
     success: tuple[int, ...] = (200,)
     errors: Problems = field(default_factory=dict)
     database: bool = True
+    unknown_query: Literal["refused", "ignored"] = "refused"
 
     @property
     def label(self) -> str:
@@ -69,18 +85,26 @@ class RouteSpec:
             add(401, "unauthorized")
         if self.auth == "admin":
             add(403, "forbidden")
-        if any(
-            param.location == "header" and param.name == IDEMPOTENCY_KEY.name
-            for param in self.params
-        ):
-            add(400, "idempotency_key_required", "invalid_idempotency_key")
+        for param in self.params:
+            if param.location == "header":
+                required, invalid = header_problem_codes(param.name)
+                add(400, *((required, invalid) if param.required else (invalid,)))
+            if param.location == "path" and param.schema.get("format") == "uuid":
+                add(404, "not_found")  # the same id in another spelling
+            if param.not_found is not None:
+                add(404, param.not_found)
+        if IDEMPOTENCY_KEY in self.params:
             add(409, "idempotency_key_in_use")
             add(422, "idempotency_key_reused")
         if self.body is not None:
             add(400, "invalid_json")
             add(413, "payload_too_large")
             add(415, "unsupported_media_type")
-        if self.body is not None or any(p.location != "header" for p in self.params):
+        if (
+            self.body is not None
+            or self.unknown_query == "refused"
+            or any(p.location != "header" for p in self.params)
+        ):
             add(422, "validation_error")
         for status, names in self.errors.items():
             add(status, *names)
@@ -99,6 +123,10 @@ def _text(max_length: int, min_length: int = 0, **more: Any) -> Schema:
     return schema
 
 
+def _multiline(max_length: int) -> Schema:
+    return _text(max_length, **{"x-multiline": True})
+
+
 def _integer(low: int, high: int) -> Schema:
     return {"type": "integer", "minimum": low, "maximum": high}
 
@@ -113,24 +141,38 @@ def _object(required: tuple[str, ...], **properties: Schema) -> Schema:
 
 
 UUID: Schema = {"type": "string", "format": "uuid"}
-SLUG: Schema = _text(60, 3, pattern="^[a-z0-9-]{3,60}$")
-CURSOR = Param("cursor", "query", _text(1000), description="next_cursor of the previous page")
+SLUG: Schema = _text(60, 3, pattern="^[a-z0-9-]{3,60}$", examples=["handmade-pots"])
+CURSOR = Param("cursor", "query", _text(1000, 1), description="next_cursor of the previous page")
 IDEMPOTENCY_KEY = Param(
     "Idempotency-Key",
     "header",
-    _text(255, 1, pattern="^[\\x20-\\x7e]{1,255}$"),
+    _text(
+        255,
+        1,
+        pattern="^[\\x20-\\x7e]{1,255}$",
+        description="1 to 255 printable ASCII characters",
+        examples=["order-2f1c9a"],
+    ),
     required=True,
     description="One key per intended operation; a retry with the same key replays its result",
 )
 MAX_PRICE = 1_000_000_000
+KILL_SWITCHES = ("purchases", "listings")
+SORTS = ("relevance", "price_asc", "price_desc", "newest", "popular")
 
 
 def _limit(default: int, high: int) -> Param:
     return Param("limit", "query", {**_integer(1, high), "default": default})
 
 
-def _path(name: str, schema: Schema) -> Param:
-    return Param(name, "path", schema, required=True)
+def _path(name: str, schema: Schema, not_found: str | None = None) -> Param:
+    return Param(name, "path", schema, required=True, not_found=not_found)
+
+
+SWITCH_NAME = _path(
+    "name", {"type": "string", "enum": list(KILL_SWITCHES)}, "kill_switch_not_found"
+)
+STORE_SLUG = _path("slug", SLUG, "store_not_found")
 
 
 ROUTES: tuple[RouteSpec, ...] = (
@@ -144,6 +186,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         rate_limit="admin",
         cache_rule=None,
         auth="admin",
+        unknown_query="ignored",
     ),
     RouteSpec(
         "GET",
@@ -154,8 +197,9 @@ ROUTES: tuple[RouteSpec, ...] = (
         rate_limit="admin",
         cache_rule=None,
         auth="admin",
-        params=(_path("name", _text(255)),),
+        params=(SWITCH_NAME,),
         errors={404: ("kill_switch_not_found",)},
+        unknown_query="ignored",
     ),
     RouteSpec(
         "PUT",
@@ -166,9 +210,10 @@ ROUTES: tuple[RouteSpec, ...] = (
         rate_limit="admin",
         cache_rule=None,
         auth="admin",
-        params=(_path("name", _text(255)),),
-        body=_object(("enabled",), enabled={"type": "boolean"}, reason=_text(500)),
+        params=(SWITCH_NAME,),
+        body=_object(("enabled",), enabled={"type": "boolean"}, reason=_multiline(500)),
         errors={404: ("kill_switch_not_found",), 409: ("cooldown_active",)},
+        unknown_query="ignored",
     ),
     RouteSpec(
         "POST",
@@ -179,8 +224,14 @@ ROUTES: tuple[RouteSpec, ...] = (
         rate_limit="admin",
         cache_rule=None,
         auth="admin",
-        params=(_path("sub", _text(255, 1)), IDEMPOTENCY_KEY),
-        body=_object(("amount_cents",), amount_cents=_integer(1, MAX_PRICE), reason=_text(500)),
+        params=(
+            _path("sub", _text(255, 1, pattern="^[^\\s]{1,255}$", examples=["auth0|5f7c8e"])),
+            IDEMPOTENCY_KEY,
+        ),
+        body=_object(
+            ("amount_cents",), amount_cents=_integer(1, MAX_PRICE), reason=_multiline(500)
+        ),
+        unknown_query="ignored",
     ),
     RouteSpec(
         "PUT",
@@ -193,7 +244,8 @@ ROUTES: tuple[RouteSpec, ...] = (
         auth="admin",
         params=(_path("product_id", UUID),),
         body=_object(("mode",), mode={"type": "string", "enum": ["direct", "queued"]}),
-        errors={404: ("not_found", "product_not_found"), 409: ("queued_mode_unavailable",)},
+        errors={404: ("product_not_found",), 409: ("queued_mode_unavailable",)},
+        unknown_query="ignored",
     ),
     RouteSpec(
         "PUT",
@@ -208,8 +260,9 @@ ROUTES: tuple[RouteSpec, ...] = (
             ("query", "hidden"),
             query=_text(200, 1),
             hidden={"type": "boolean"},
-            reason=_text(500),
+            reason=_multiline(500),
         ),
+        unknown_query="ignored",
     ),
     # health
     RouteSpec(
@@ -223,6 +276,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         auth="none",
         success=(200, 503),
         database=False,
+        unknown_query="ignored",
     ),
     RouteSpec(
         "GET",
@@ -234,6 +288,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         cache_rule=None,
         auth="none",
         database=False,
+        unknown_query="ignored",
     ),
     RouteSpec(
         "GET",
@@ -245,6 +300,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         cache_rule=None,
         auth="none",
         database=False,
+        unknown_query="ignored",
     ),
     # home
     RouteSpec(
@@ -257,6 +313,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         cache_rule="home",
         auth="none",
         success=(200, 304),
+        unknown_query="ignored",
     ),
     # purchase
     RouteSpec(
@@ -282,6 +339,7 @@ ROUTES: tuple[RouteSpec, ...] = (
             409: ("out_of_stock", "price_changed", "cannot_buy_own_product"),
             503: ("purchases_disabled", "service_unavailable"),
         },
+        unknown_query="ignored",
     ),
     RouteSpec(
         "GET",
@@ -304,7 +362,8 @@ ROUTES: tuple[RouteSpec, ...] = (
         cache_rule=None,
         auth="bearer",
         params=(_path("order_id", UUID),),
-        errors={404: ("not_found", "order_not_found")},
+        errors={404: ("order_not_found",)},
+        unknown_query="ignored",
     ),
     RouteSpec(
         "GET",
@@ -315,6 +374,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         rate_limit="purchases",
         cache_rule=None,
         auth="bearer",
+        unknown_query="ignored",
     ),
     # search
     RouteSpec(
@@ -327,19 +387,11 @@ ROUTES: tuple[RouteSpec, ...] = (
         cache_rule="search",
         auth="none",
         params=(
-            Param("q", "query", _text(200), description="required unless category is given"),
-            Param("category", "query", _text(60)),
+            Param("q", "query", _text(200, 1), description="required unless category is given"),
+            Param("category", "query", _text(60, 1)),
             Param("min_price", "query", _integer(0, MAX_PRICE)),
-            Param("max_price", "query", _integer(0, MAX_PRICE)),
-            Param(
-                "sort",
-                "query",
-                {
-                    "type": "string",
-                    "enum": ["relevance", "price_asc", "price_desc", "newest", "popular"],
-                    "default": "relevance",
-                },
-            ),
+            Param("max_price", "query", _integer(0, MAX_PRICE), description="at least min_price"),
+            Param("sort", "query", {"type": "string", "enum": list(SORTS), "default": "relevance"}),
             _limit(20, 50),
             CURSOR,
         ),
@@ -356,7 +408,6 @@ ROUTES: tuple[RouteSpec, ...] = (
         cache_rule="popular_searches",
         auth="none",
         success=(200, 304),
-        errors={422: ("validation_error",)},
     ),
     # store
     RouteSpec(
@@ -368,9 +419,10 @@ ROUTES: tuple[RouteSpec, ...] = (
         rate_limit="listings",
         cache_rule=None,
         auth="bearer",
-        body=_object(("slug", "name"), slug=SLUG, name=_text(100, 1), description=_text(2000)),
+        body=_object(("slug", "name"), slug=SLUG, name=_text(100, 1), description=_multiline(2000)),
         success=(201,),
         errors={409: ("store_slug_taken",)},
+        unknown_query="ignored",
     ),
     RouteSpec(
         "GET",
@@ -382,10 +434,10 @@ ROUTES: tuple[RouteSpec, ...] = (
         cache_rule="store_page",
         auth="none",
         params=(
-            _path("slug", SLUG),
+            STORE_SLUG,
             _limit(24, 50),
             CURSOR,
-            Param("category", "query", _text(60)),
+            Param("category", "query", _text(60, 1)),
         ),
         success=(200, 304),
         errors={404: ("store_not_found",)},
@@ -399,7 +451,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         rate_limit="store",
         cache_rule=None,
         auth="bearer",
-        params=(_path("slug", SLUG), _limit(50, 100), CURSOR),
+        params=(STORE_SLUG, _limit(50, 100), CURSOR),
         errors={404: ("store_not_found",)},
     ),
     RouteSpec(
@@ -416,13 +468,14 @@ ROUTES: tuple[RouteSpec, ...] = (
             store_slug=SLUG,
             category_id=_integer(1, 2**31 - 1),
             name=_text(200, 1),
-            description=_text(5000),
+            description=_multiline(5000),
             price_cents=_integer(1, MAX_PRICE),
             currency=_text(3, 3),
             stock=_integer(0, 1_000_000),
         ),
         success=(201,),
         errors={403: ("forbidden",), 503: ("listings_disabled",)},
+        unknown_query="ignored",
     ),
     RouteSpec(
         "GET",
@@ -435,7 +488,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         auth="none",
         params=(_path("product_id", UUID),),
         success=(200, 304),
-        errors={404: ("not_found", "product_not_found")},
+        errors={404: ("product_not_found",)},
     ),
     RouteSpec(
         "PATCH",
@@ -454,15 +507,16 @@ ROUTES: tuple[RouteSpec, ...] = (
                 stock=_integer(0, 1_000_000),
                 is_available={"type": "boolean"},
                 name=_text(200, 1),
-                description=_text(5000),
+                description=_multiline(5000),
             ),
             "minProperties": 1,
         },
         errors={
             403: ("forbidden",),
-            404: ("not_found", "product_not_found"),
+            404: ("product_not_found",),
             503: ("listings_disabled",),
         },
+        unknown_query="ignored",
     ),
 )
 

@@ -1,18 +1,21 @@
 """What the route table (edgemart.routetable) gives the running code: each function's Starlette
-routes, the methods a path allows (the 405 `Allow` header, across every function), and path
-templates compiled to patterns indexed by first segment."""
+routes, each handler behind its route's token and input checks (edgemart.requestinputs), the
+methods a path allows (the 405 `Allow` header, across every function), and path templates
+compiled to patterns indexed by first segment."""
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from edgemart.routetable import ROUTES, RouteSpec
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
+
+    from edgemart.requestinputs import Handler
 
 WILDCARD_SEGMENT = "*"
 _PARAMETER = re.compile(r"\{(\w+)\}")
@@ -77,10 +80,14 @@ def allowed_methods(path: str) -> list[str]:
     return sorted(methods)
 
 
-def starlette_routes(function: str, handlers: Mapping[str, Callable[..., Any]]) -> list[BaseRoute]:
-    """`function`'s routes, in table order, each served by the handler the table names.
-    Refuses a missing handler and one the table does not list for this function."""
+def starlette_routes(function: str, handlers: Mapping[str, Handler]) -> list[BaseRoute]:
+    """`function`'s routes, in table order, each served by the handler the table names once
+    the caller and the request's inputs passed the route's checks (`guarded`: the handler
+    reads them with `inputs_of`). Refuses a missing handler and one the table does not list
+    for this function; a schema the checks cannot enforce fails here too, at import."""
     from starlette.routing import Route
+
+    from edgemart.requestinputs import guarded
 
     specs = [route for route in ROUTES if route.function == function]
     named = {route.handler for route in specs}
@@ -91,4 +98,7 @@ def starlette_routes(function: str, handlers: Mapping[str, Callable[..., Any]]) 
             f"{function}: handlers missing {missing or 'none'}, not in the route table "
             f"{extra or 'none'}"
         )
-    return [Route(spec.path, handlers[spec.handler], methods=[spec.method]) for spec in specs]
+    return [
+        Route(spec.path, guarded(spec, handlers[spec.handler]), methods=[spec.method])
+        for spec in specs
+    ]

@@ -1,14 +1,14 @@
-"""Strict input parsing for query strings, path parameters and JSON bodies (API.md "Errors
-and inputs").
+"""The input rules every request is held to: strict JSON bodies, one rule for text, and the
+problems that refuse an input.
 
 A body that is not JSON (empty, invalid UTF-8, `NaN`, nested deeper than 32 levels, a number
 out of range) is 400 `invalid_json`; a body not sent as `application/json` is 415; JSON of the
 wrong shape, a bad or unknown query parameter is 422 `validation_error` with an `errors` list
-naming every bad field at once. Types are strict: `"100"` is not an integer, `1.5` is not a
-quantity, `"yes"` is not a boolean. Unknown query parameters and body fields are rejected
-too, so a typo is an error instead of a silently ignored filter (and cannot fragment caches).
-Text follows one rule (`text_problem`): nothing PostgreSQL cannot store, no control characters
-where they make no sense.
+naming every bad field at once (`ValidationError`). Text follows one rule (`text_problem`):
+nothing PostgreSQL cannot store, no control characters where they make no sense.
+
+Which fields a route takes, and their types and bounds, are the route table's
+(edgemart.routetable); edgemart.requestinputs holds each request to them with these rules.
 """
 
 from __future__ import annotations
@@ -16,16 +16,13 @@ from __future__ import annotations
 import json
 import math
 import re
-import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
+from edgemart.errors import ProblemError
 
-from edgemart.errors import ProblemError, problem_for_status
-
-_DIGITS = re.compile(r"-?[0-9]{1,19}")
-_HYPHENATED_UUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 # One rule for all text that reaches PostgreSQL or a key (API.md "Errors and inputs"): text
 # PostgreSQL cannot store (NUL; an unpaired surrogate, which has no UTF-8 form) is refused
@@ -50,6 +47,12 @@ def text_problem(value: str, *, multiline: bool = False) -> str | None:
 def is_clean_identifier(value: str) -> bool:
     """No NUL, surrogate or control character: safe as (part of) a key or an id."""
     return _CONTROL_OR_UNSTORABLE.search(value) is None
+
+
+def field_error(field: str, location: str, message: str) -> dict[str, str]:
+    """One entry of a ValidationError's `errors`: which input (`location`: path, query or
+    body) and why."""
+    return {"field": field, "location": location, "message": message}
 
 
 class ValidationError(ProblemError):
@@ -163,220 +166,10 @@ def is_json_media_type(content_type: str | None) -> bool:
     return True
 
 
-async def json_object(request: Request) -> JsonObject:
-    """The body as a JSON object, or 400/415/422."""
+async def request_json(request: Request) -> Any:
+    """The request body as JSON: 415 for a body not sent as JSON, 400 for one that is not JSON
+    (`parse_json`). Its shape is the route's business (edgemart.requestinputs)."""
     body = await request.body()
     if body.strip() and not is_json_media_type(request.headers.get("content-type")):
         raise UnsupportedMediaTypeError()
-    value = parse_json(body)
-    if not isinstance(value, dict):
-        raise ValidationError(
-            [{"field": "body", "location": "body", "message": "must be a JSON object"}]
-        )
-    return JsonObject(value)
-
-
-def path_text(request: Request, name: str) -> str:
-    """A path parameter that passed the text rule (422 otherwise)."""
-    value = str(request.path_params[name])
-    problem = text_problem(value)
-    if problem is not None:
-        raise ValidationError([{"field": name, "location": "path", "message": problem}])
-    return value
-
-
-def path_uuid(request: Request, name: str) -> uuid.UUID:
-    """A UUID path parameter: 422 if it is no UUID at all, 404 if it is one in another
-    spelling (upper case, braces, no hyphens, `urn:uuid:`), so each resource has one URL and
-    one cache entry."""
-    raw = path_text(request, name)
-    try:
-        value = uuid.UUID(raw)
-    except ValueError:
-        raise ValidationError(
-            [{"field": name, "location": "path", "message": "must be a UUID"}]
-        ) from None
-    if str(value) != raw:
-        raise problem_for_status(404)
-    return value
-
-
-class _Collector:
-    location = ""
-
-    def __init__(self) -> None:
-        self.errors: list[dict[str, str]] = []
-
-    def error(self, field: str, message: str) -> None:
-        self.errors.append({"field": field, "location": self.location, "message": message})
-
-    def raise_if_invalid(self) -> None:
-        if self.errors:
-            raise ValidationError(self.errors)
-
-
-class QueryParams(_Collector):
-    """Reads a query string strictly: each parameter once, only the allowed names."""
-
-    location = "query"
-
-    def __init__(self, request: Request, allowed: Iterable[str]) -> None:
-        super().__init__()
-        allowed_names = set(allowed)
-        self.values: dict[str, str] = {}
-        for name, value in request.query_params.multi_items():
-            if name not in allowed_names:
-                self.error(name, "unknown parameter")
-            elif name in self.values:
-                self.error(name, "given more than once")
-            else:
-                self.values[name] = value
-
-    def text(
-        self, name: str, *, required: bool = False, min_length: int = 1, max_length: int = 200
-    ) -> str | None:
-        value = self.values.get(name)
-        if value is None:
-            if required:
-                self.error(name, "is required")
-            return None
-        if not min_length <= len(value) <= max_length:
-            self.error(name, f"must be {min_length} to {max_length} characters")
-            return None
-        problem = text_problem(value)
-        if problem is not None:
-            self.error(name, problem)
-            return None
-        return value
-
-    def integer(
-        self,
-        name: str,
-        *,
-        default: int | None = None,
-        low: int | None = None,
-        high: int | None = None,
-    ) -> int | None:
-        raw = self.values.get(name)
-        if raw is None:
-            return default
-        if not _DIGITS.fullmatch(raw):
-            self.error(name, "must be an integer")
-            return default
-        return _bounded(self, name, int(raw), low, high, default)
-
-    def choice(self, name: str, options: tuple[str, ...], default: str) -> str:
-        value = self.values.get(name, default)
-        if value not in options:
-            self.error(name, f"must be one of {', '.join(options)}")
-            return default
-        return value
-
-
-class JsonObject(_Collector):
-    """Reads fields of a JSON object strictly; `finish()` rejects fields nobody read."""
-
-    location = "body"
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        super().__init__()
-        self.data = data
-        self._read: set[str] = set()
-
-    def has(self, name: str) -> bool:
-        return name in self.data
-
-    def _get(self, name: str, required: bool) -> Any:
-        self._read.add(name)
-        if name not in self.data:
-            if required:
-                self.error(name, "is required")
-            return None
-        return self.data[name]
-
-    def text(
-        self,
-        name: str,
-        *,
-        required: bool = False,
-        min_length: int = 0,
-        max_length: int,
-        pattern: re.Pattern[str] | None = None,
-        multiline: bool = False,
-    ) -> str | None:
-        value = self._get(name, required)
-        if name not in self.data:
-            return None
-        if not isinstance(value, str):
-            self.error(name, "must be a string")
-            return None
-        if not min_length <= len(value) <= max_length:
-            self.error(name, f"must be {min_length} to {max_length} characters")
-            return None
-        problem = text_problem(value, multiline=multiline)
-        if problem is not None:
-            self.error(name, problem)
-            return None
-        if pattern is not None and not pattern.fullmatch(value):
-            self.error(name, f"must match {pattern.pattern}")
-            return None
-        return value
-
-    def integer(
-        self,
-        name: str,
-        *,
-        required: bool = False,
-        low: int | None = None,
-        high: int | None = None,
-    ) -> int | None:
-        value = self._get(name, required)
-        if name not in self.data:
-            return None
-        if not isinstance(value, int) or isinstance(value, bool):
-            self.error(name, "must be an integer")
-            return None
-        return _bounded(self, name, value, low, high, None)
-
-    def boolean(self, name: str, *, required: bool = False) -> bool | None:
-        value = self._get(name, required)
-        if name not in self.data:
-            return None
-        if not isinstance(value, bool):
-            self.error(name, "must be true or false")
-            return None
-        return value
-
-    def uuid(self, name: str, *, required: bool = False) -> uuid.UUID | None:
-        """A UUID in its hyphenated 36-character form (either case)."""
-        value = self._get(name, required)
-        if name not in self.data:
-            return None
-        if not isinstance(value, str) or not _HYPHENATED_UUID.fullmatch(value):
-            self.error(name, "must be a UUID")
-            return None
-        return uuid.UUID(value)
-
-    def finish(self) -> None:
-        for name in sorted(set(self.data) - self._read):
-            self.error(name, "unknown field")
-        self.raise_if_invalid()
-
-
-def _bounded(
-    collector: _Collector,
-    name: str,
-    value: int,
-    low: int | None,
-    high: int | None,
-    default: int | None,
-) -> int | None:
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = (
-            f"between {low} and {high}"
-            if low is not None and high is not None
-            else (f">= {low}" if low is not None else f"<= {high}")
-        )
-        collector.error(name, f"must be {bounds}")
-        return default
-    return value
+    return parse_json(body)
