@@ -24,7 +24,7 @@ from edgemart.errors import ProblemError
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-# One rule for all text that reaches PostgreSQL or a key (API.md "Errors and inputs"): text
+# One rule for all text that reaches PostgreSQL or a key: text
 # PostgreSQL cannot store (NUL; an unpaired surrogate, which has no UTF-8 form) is refused
 # everywhere; control characters (C0, DEL, C1) are refused in single-line text, and always in
 # identifiers (ids, slugs, a token's `sub`), where they only ever serve to forge a key.
