@@ -1,7 +1,8 @@
 """Idempotency-Key on the routes that move money (`POST /purchases`, wallet credits).
 
 The header rule, the fingerprint of a request, and how a stored outcome is answered again.
-The claim itself is SQL (`claim_idempotency_key()`, migration 0020; inlined in `purchase()`).
+The claim itself is SQL, `claim_idempotency_key()` (edgemart/sql), which `purchase()` and
+`credit_wallet()` call.
 
 A replay answers the original response's body unchanged (a problem keeps the original
 `request_id`), with this request's own `X-Request-ID`, `Idempotent-Replayed: true` and

@@ -3,7 +3,7 @@
 -- the key. Returns the response (status, body) and whether it is a replay.
 --
 -- Order of outcomes: a stored outcome under the user's key is replayed (422 when the key came
--- with another request; the claim is claim_idempotency_key()'s, inlined); the kill switch refuses (503, not stored
+-- with another request: claim_idempotency_key()); the kill switch refuses (503, not stored
 -- under the key, so a retry after it is lifted buys); then purchase_refusal_code(): 404
 -- product_not_found, 409 cannot_buy_own_product, 409 price_changed, 409 out_of_stock; then 402
 -- insufficient_funds. Every refusal but 404 writes a failed_transactions row; every outcome
@@ -13,7 +13,8 @@
 --
 -- Queued mode (p_queue_enabled and a product in purchase_mode 'queued'): the order is stored
 -- as 'queued' and answered 202 with no stock or money moving; the caller enqueues its id before
--- committing and apply_queued_orders() settles it (enqueue_purchase()).
+-- committing and apply_queued_orders() settles it. The refusals are the same rule, but for the
+-- stock, which the worker checks in arrival order.
 --
 -- The hot path. A product's row lock is held from its stock UPDATE until COMMIT, and buyers of
 -- one product queue on it, so the work under it and the CPU every purchase takes before it
@@ -46,8 +47,8 @@
 --   attempt's read checks the store.
 -- - The refusal is an inlined SQL expression (purchase_refusal_code), and the fee one
 --   (platform_fee): neither runs a statement of its own.
--- edgemart: requires enqueue_purchase, idempotency_lock_key, order_json, platform_fee
--- edgemart: requires purchase_queue_key, purchase_refusal_code
+-- edgemart: requires claim_idempotency_key, order_json, platform_fee, purchase_queue_key
+-- edgemart: requires purchase_refusal_code
 
 CREATE OR REPLACE FUNCTION purchase(
     p_user text,
@@ -65,7 +66,6 @@ CREATE OR REPLACE FUNCTION purchase(
 ) RETURNS TABLE (status integer, body jsonb, replayed boolean, original_request_id text)
 LANGUAGE plpgsql AS $$
 DECLARE
-    existing idempotency_keys%ROWTYPE;
     switch_on boolean;
     retry_after integer;
     available boolean;
@@ -73,45 +73,26 @@ DECLARE
     unit_price bigint;
     seller uuid;
     stock_now integer;
-    mode text;
+    queued boolean;
     total bigint;
     fee bigint;
     outcome_status integer;
     outcome_body jsonb;
     failure text;
 BEGIN
-    -- The key's lock is free unless a duplicate of this request is running: only then wait
-    -- for it, at most p_key_wait. The lock is the user's key, not the key alone.
-    IF NOT pg_try_advisory_xact_lock(idempotency_lock_key(p_user, p_key)) THEN
-        PERFORM set_config('lock_timeout', (extract(epoch FROM p_key_wait) * 1000)::int || 'ms',
-                           true);
-        PERFORM pg_advisory_xact_lock(idempotency_lock_key(p_user, p_key));
-        PERFORM set_config('lock_timeout', '0', true);
-    END IF;
-
-    -- A key row's created_at is its transaction's start, and that transaction committed
-    -- before this lookup: no row is newer than a day past this transaction's start, so the
-    -- partitions created ahead (maintenance keeps a week) are pruned before execution.
-    SELECT * INTO existing FROM idempotency_keys k
-    WHERE k.key = p_key AND k.user_sub = p_user AND k.created_at > now() - p_key_ttl
-      AND k.created_at < now() + interval '1 day'
-    ORDER BY k.created_at DESC LIMIT 1;
+    RETURN QUERY SELECT * FROM claim_idempotency_key(p_user, p_key, p_fingerprint, p_request_id,
+                                                     p_key_ttl, p_key_wait);
     IF FOUND THEN
-        IF existing.fingerprint <> p_fingerprint THEN
-            RETURN QUERY SELECT 422, jsonb_build_object('code', 'idempotency_key_reused'), false,
-                p_request_id;
-        ELSE
-            RETURN QUERY SELECT existing.response_status, existing.response_body, true,
-                existing.request_id;
-        END IF;
         RETURN;
     END IF;
 
-    FOR attempt IN 1..3 LOOP
+    FOR attempt IN 1..4 LOOP
         SELECT (p.is_available AND p.is_approved AND s.is_active AND p.currency = p_currency),
-               s.owner_sub = p_user, p.price_cents, p.store_id, p.stock, p.purchase_mode,
+               s.owner_sub = p_user, p.price_cents, p.store_id, p.stock,
+               p_queue_enabled AND p.purchase_mode = 'queued',
                ks.enabled, GREATEST(1, ceil(extract(epoch FROM ks.cooldown_until - now())))::int
-        INTO available, own_product, unit_price, seller, stock_now, mode, switch_on, retry_after
+        INTO available, own_product, unit_price, seller, stock_now, queued, switch_on,
+             retry_after
         FROM (SELECT 1) AS one
         LEFT JOIN kill_switches ks ON ks.name = 'purchases'
         LEFT JOIN products p ON p.id = p_product
@@ -129,18 +110,28 @@ BEGIN
             RETURN;
         END IF;
 
-        IF p_queue_enabled AND mode = 'queued' THEN
-            RETURN QUERY SELECT * FROM enqueue_purchase(p_user, p_key, p_fingerprint, p_product,
-                p_quantity, p_expected_unit_price, p_request_id, p_key_ttl, p_currency);
-            RETURN;
+        failure := purchase_refusal_code(available, own_product, unit_price,
+                                         CASE WHEN queued THEN NULL ELSE stock_now END,
+                                         p_quantity, p_expected_unit_price);
+        IF attempt = 4 THEN
+            -- Three reads in a row were outdated by the time of their UPDATE: refuse as the
+            -- product is now, or as repriced.
+            failure := coalesce(failure, 'price_changed');
+        END IF;
+        EXIT WHEN failure IS NOT NULL;
+
+        IF queued THEN
+            INSERT INTO orders (user_sub, product_id, store_id, quantity, unit_price_cents,
+                                total_cents, currency, status, idempotency_key, request_id)
+            VALUES (p_user, p_product, seller, p_quantity, unit_price, unit_price * p_quantity,
+                    p_currency, 'queued', p_key, p_request_id)
+            RETURNING order_json(orders.*) INTO outcome_body;
+            outcome_status := 202;
+            EXIT;
         END IF;
 
-        failure := purchase_refusal_code(available, own_product, unit_price, stock_now,
-                                         p_quantity, p_expected_unit_price);
-        EXIT WHEN failure IS NOT NULL;
         total := unit_price * p_quantity;
         fee := platform_fee(total, p_fee_basis_points);
-
         BEGIN
             -- One statement writes the sale: every row is selected from the wallet debit,
             -- so when the balance is short nothing is written and no row comes back.
@@ -181,10 +172,8 @@ BEGIN
                 EXIT;
             END IF;
 
-            -- The row lock: last, and held only until COMMIT. Buyers of the product queue for
-            -- it on its queue lock first, so that each COMMIT wakes one of them. Only the
-            -- primary key can find the row (migration 0014), and the re-checks are columns of
-            -- the row itself.
+            -- The row lock: last, and held only until COMMIT, queued for on the product's
+            -- queue lock first.
             PERFORM pg_advisory_xact_lock(purchase_queue_key(p_product));
             UPDATE products p
             SET stock = p.stock - p_quantity, sold_count = p.sold_count + p_quantity,
@@ -206,27 +195,19 @@ BEGIN
         END;
     END LOOP;
 
-    IF failure IS NULL THEN
-        -- Three reads in a row were outdated by the time of their UPDATE: refuse as the
-        -- product is now, or as repriced.
-        SELECT (p.is_available AND p.is_approved AND s.is_active AND p.currency = p_currency),
-               s.owner_sub = p_user, p.price_cents, p.stock
-        INTO available, own_product, unit_price, stock_now
-        FROM products p JOIN stores s ON s.id = p.store_id WHERE p.id = p_product;
-        failure := coalesce(purchase_refusal_code(available, own_product, unit_price, stock_now,
-                                                  p_quantity, p_expected_unit_price),
-                            'price_changed');
-    END IF;
-    outcome_status := CASE failure WHEN 'product_not_found' THEN 404
-                                   WHEN 'insufficient_funds' THEN 402 ELSE 409 END;
-    outcome_body := jsonb_build_object('code', failure);
-    IF failure = 'price_changed' THEN
-        outcome_body := outcome_body || jsonb_build_object('current_unit_price_cents', unit_price);
-    END IF;
-    IF outcome_status <> 404 THEN
-        INSERT INTO failed_transactions
-            (user_sub, product_id, idempotency_key, error_code, message, request_id)
-        VALUES (p_user, p_product, p_key, failure, failure, p_request_id);
+    IF failure IS NOT NULL THEN
+        outcome_status := CASE failure WHEN 'product_not_found' THEN 404
+                                       WHEN 'insufficient_funds' THEN 402 ELSE 409 END;
+        outcome_body := jsonb_build_object('code', failure);
+        IF failure = 'price_changed' THEN
+            outcome_body := outcome_body
+                || jsonb_build_object('current_unit_price_cents', unit_price);
+        END IF;
+        IF outcome_status <> 404 THEN
+            INSERT INTO failed_transactions
+                (user_sub, product_id, idempotency_key, error_code, message, request_id)
+            VALUES (p_user, p_product, p_key, failure, failure, p_request_id);
+        END IF;
     END IF;
     INSERT INTO idempotency_keys
         (user_sub, key, expires_at, fingerprint, status, response_status, response_body,
