@@ -3,7 +3,7 @@ purchase mode, popular-search terms hidden from the public list. Every change is
 `audit_log` with the acting user and request id, in the same transaction as the change.
 
 A wallet credit moves money, so it takes the acting admin's Idempotency-Key as a purchase
-does: one call of `credit_wallet()` (migration 0020) claims the key, credits, audits and stores
+does: one call of `credit_wallet()` (edgemart/sql) claims the key, credits, audits and stores
 the response; a retry replays it (edgemart/idempotency.py) instead of crediting twice."""
 
 from __future__ import annotations
