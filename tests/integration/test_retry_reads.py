@@ -32,6 +32,7 @@ async def test_killed_connection_mid_read_is_retried(catalog_database_url: str) 
                     row = await (
                         await probe.execute(
                             "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                            "AND datname = current_database() "
                             "AND query LIKE '%%home_snapshot%%'"
                         )
                     ).fetchone()
