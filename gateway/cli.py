@@ -266,9 +266,10 @@ def _migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with database_url_for(settings.database_url, settings.data_dir, create=False) as url:
         _check_reachable(url)
-        applied = apply_migrations(url)
-    names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing to do"
+        run = apply_migrations(url)
+    names = ", ".join(f"{m.version:04d}_{m.name}" for m in run.migrations) or "nothing to do"
     print(f"migrations applied: {names}")
+    print(f"definitions applied: {', '.join(d.name for d in run.definitions) or 'nothing to do'}")
     return 0
 
 

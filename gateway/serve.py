@@ -82,8 +82,12 @@ def bind_listener(host: str, port: int) -> socket.socket:
 
 
 def prepare_database(database_url: str, *, demo: bool, demo_products: int) -> None:
-    applied = apply_migrations(database_url)
-    logger.info("migrations: %d applied", len(applied))
+    run = apply_migrations(database_url)
+    logger.info(
+        "migrations: %d applied; definitions: %d applied",
+        len(run.migrations),
+        len(run.definitions),
+    )
     if not demo:
         return
     with psycopg.connect(database_url) as conn:

@@ -10,7 +10,7 @@ Uses DATABASE_URL as admin to create `edgemart_bench_hot_item` (else an embedded
   `POST /purchases` leaves them), then the real worker
   (`functions.order_worker.app.order_worker`) is called on prepared SQS-shaped batches, so SQS
   itself is not what is measured; by one worker, and by two at once (Lambda runs several SQS
-  batches concurrently; since migration 0012 two batches of one product overlap everywhere
+  batches concurrently; apply_queued_orders() lets two batches of one product overlap everywhere
   but the stock UPDATE and the commit).
 Oversold units are counted after every run (must be 0): stock taken must equal units sold.
 """

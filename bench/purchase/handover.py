@@ -5,7 +5,7 @@ clients, driven by the Python client and by pgbench.
 
 Needs root and `perf` (Debian: linux-perf); uses DATABASE_URL as bench.purchase.run does.
 
-Buyers of the hot product hand its queue lock (migration 0016) on at each COMMIT. One cycle
+Buyers of the hot product hand its queue lock (purchase_queue_key) on at each COMMIT. One cycle
 runs from the wake-up of a buyer whose lock was granted to its own wake-up of the next:
 waiting for a CPU, its work up to the WAL flush (the stock UPDATE, the end of the function,
 the deferred foreign-key checks, the commit record), the flush's fdatasync, and releasing

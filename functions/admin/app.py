@@ -5,7 +5,7 @@ role and each route's inputs are checked before its handler runs, as the route t
 them (edgemart.requestinputs).
 
 A wallet credit moves money, so it takes the acting admin's Idempotency-Key as a purchase
-does: one call of `credit_wallet()` (migration 0020) claims the key, credits, audits and stores
+does: one call of `credit_wallet()` (edgemart/sql) claims the key, credits, audits and stores
 the response; a retry replays it (edgemart/idempotency.py) instead of crediting twice."""
 
 from __future__ import annotations

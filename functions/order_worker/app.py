@@ -1,7 +1,7 @@
 """order_worker (SQS trigger): applies queued purchases of hot items in batches.
 
 A batch's messages are grouped by product and each group is applied in ONE transaction by
-`apply_queued_orders()` (migrations 0010, 0012; 0018 rounds its fee like the direct path's):
+`apply_queued_orders()` (edgemart/sql/apply_queued_orders.sql; its fee is the direct path's):
 the group's orders are filled first come first served up to the stock (and each buyer's
 balance), the rest fail `out_of_stock` / `insufficient_funds`. A redelivered message finds its
 order already applied and changes nothing. Failures are reported per message through

@@ -1,9 +1,9 @@
 """Purchase function: `POST /purchases`, `GET /purchases`, `GET /purchases/{id}`, `GET /wallet`.
 
-A purchase is one call of the `purchase()` SQL function (its current definition is in
-migration 0018): one round trip, one transaction holding the key claim, the wallet debit, the
-order, the payout, the audit row and, last so the hot row lock is held for as little as
-possible, the conditional stock update. Idempotency keys belong to their user: the same key
+A purchase is one call of the `purchase()` SQL function (edgemart/sql/purchase.sql): one
+round trip, one transaction holding the key claim, the wallet debit, the order, the payout, the
+audit row and, last so the hot row lock is held for as little as possible, the conditional
+stock update. Idempotency keys belong to their user: the same key
 from another user is another purchase. Business outcomes (201, 402, 404, 409) are stored under
 the user's Idempotency-Key and replayed (edgemart/idempotency.py: the original body, with
 `Idempotent-Replayed: true` and `Original-Request-ID`); a 503 or 500 stores nothing, so a
@@ -13,7 +13,7 @@ marketplace's one currency is passed in: a product listed in another is not for 
 
 Products in queued mode (hot items), when `PURCHASE_QUEUE_URL` is set: the same call stores
 the order as `queued` and answers 202; the order's SQS message is sent inside the transaction,
-before the commit, and functions/order_worker applies it (migrations 0010, 0018). 201 and 202
+before the commit, and functions/order_worker applies it (`apply_queued_orders()`). 201 and 202
 carry `Location: /purchases/{id}`.
 
 `GET /purchases` pages the caller's orders newest first, keyset on (created_at, id), with an
@@ -188,7 +188,7 @@ class OrderNotFoundError(ProblemError):
         super().__init__(404, "order_not_found", "Order not found")
 
 
-# The order document is order_json() (migration 0010), the one that 201 and 202 answer too.
+# The order document is order_json() (edgemart/sql/order_json.sql), as 201 and 202 answer it.
 ORDER_SELECT = "SELECT order_json(o) AS document, o.created_at, o.id FROM orders o"
 ORDER_SQL = f"{ORDER_SELECT} WHERE o.id = %s AND o.user_sub = %s".encode()
 # Newest first, keyset on (created_at, id): orders_user_created_id_idx (migration 0020),

@@ -39,3 +39,16 @@ def test_every_package_folder_is_listed_for_setuptools() -> None:
                 relative = folder.relative_to(root).parts
                 found.add(".".join((name, *relative)))
     assert found == listed
+
+
+def test_every_folder_of_sql_files_ships_them_as_package_data() -> None:
+    """Migrations and definitions are read at run time from the installed package."""
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]
+    layer = ROOT / "layers/edgemart/edgemart"
+    folders = {p.parent for p in layer.rglob("*.sql")}
+    assert {f.name for f in folders} == {"migrations", "sql"}
+    for folder in folders:
+        package = ".".join(("edgemart", *folder.relative_to(layer).parts))
+        assert "*.sql" in package_data.get(package, []), package

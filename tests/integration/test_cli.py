@@ -17,8 +17,9 @@ import jwt
 import psycopg
 
 from edgemart import __version__
-from edgemart.migrate import load_migrations
+from edgemart.migrate import OLD_CHAIN_MESSAGE, load_migrations
 from tests.conftest import run_cli, unused_port
+from tests.integration.test_migrations import make_old_chain_history
 from tests.integration.test_serve import (
     embedded_postgres_cleanup,
     kill_if_running,
@@ -113,6 +114,16 @@ def test_seed_on_an_unmigrated_database_says_to_migrate(fresh_database_url: str)
         f"is not migrated ({total} of {total} migrations pending): run `edgemart migrate` first\n"
     )
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_migrate_on_a_database_of_the_old_migration_chain_says_to_recreate_it(
+    fresh_database_url: str,
+) -> None:
+    make_old_chain_history(fresh_database_url)
+    for command in (("migrate",), ("seed", "--products", "10")):
+        result = run_cli(*command, env=without(DATABASE_URL=fresh_database_url))
+        assert result.returncode == 1
+        assert result.stderr == f"edgemart: {OLD_CHAIN_MESSAGE}\n"
 
 
 def test_seed_progress_in_a_log_is_plain_lines(migrated_database_url: str) -> None:

@@ -41,7 +41,7 @@ async def test_home_shape_and_orderings(
     assert sold == sorted(sold, reverse=True)
     created = [p["created_at"] for p in body["new_arrivals"]]
     assert created == sorted(created, reverse=True)
-    # Pending listings (no score yet) rank as an average one: 50 (migration 0009).
+    # Pending listings (no score yet) rank as an average one: 50 (listing_rank_score).
     ranks = [50 if p["quality_score"] is None else p["quality_score"] for p in body["top_rated"]]
     assert ranks == sorted(ranks, reverse=True)
     with psycopg.connect(catalog_database_url) as conn:

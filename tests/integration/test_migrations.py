@@ -1,34 +1,54 @@
-"""Migrations against a real PostgreSQL: idempotent, safe concurrently, constraints hold."""
+"""Migrations against a real PostgreSQL: idempotent, safe concurrently, constraints hold, and
+a database migrated step by step ends as one migrated at once."""
 
+import os
+import re
+import shutil
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from edgemart.migrate import MigrationError, apply_migrations, load_migrations
+from edgemart.definitions import DefinitionError, load_definitions, with_requirements
+from edgemart.migrate import (
+    OLD_CHAIN_MESSAGE,
+    Migration,
+    MigrationError,
+    apply_migrations,
+    load_migrations,
+    pending_migrations,
+)
+from tests.conftest import throwaway_database
 
 
 def test_apply_twice_applies_everything_once(fresh_database_url: str) -> None:
     first = apply_migrations(fresh_database_url)
     second = apply_migrations(fresh_database_url)
-    assert [m.version for m in first] == [m.version for m in load_migrations()]
-    assert second == []
+    assert [m.version for m in first.migrations] == [m.version for m in load_migrations()]
+    assert sorted(d.name for d in first.definitions) == sorted(d.name for d in load_definitions())
+    assert second.migrations == [] and second.definitions == []
 
 
 def test_concurrent_runners_apply_each_migration_exactly_once(fresh_database_url: str) -> None:
     with ThreadPoolExecutor(max_workers=6) as pool:
         results = list(pool.map(lambda _: apply_migrations(fresh_database_url), range(6)))
-    applied = sorted(m.version for result in results for m in result)
+    applied = sorted(m.version for result in results for m in result.migrations)
     assert applied == [m.version for m in load_migrations()]
+    defined = sorted(d.name for result in results for d in result.definitions)
+    assert defined == sorted(d.name for d in load_definitions())
     with psycopg.connect(fresh_database_url) as conn:
         count = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
+        definitions = conn.execute("SELECT count(*) FROM schema_definitions").fetchone()
     assert count == (len(load_migrations()),)
+    assert definitions == (len(load_definitions()),)
 
 
 def test_an_applied_migration_edited_later_is_refused(migrated_database_url: str) -> None:
     migrations = load_migrations()
-    edited = [migrations[0].__class__(1, migrations[0].name, migrations[0].sql + "\n-- edit")]
+    edited = [Migration(1, migrations[0].name, migrations[0].sql + "\n-- edit")]
     with pytest.raises(MigrationError, match="changed after it was applied"):
         apply_migrations(migrated_database_url, edited)
 
@@ -36,17 +56,108 @@ def test_an_applied_migration_edited_later_is_refused(migrated_database_url: str
 def test_no_transaction_migration_runs_create_index_concurrently(
     migrated_database_url: str,
 ) -> None:
-    extra = load_migrations()[0].__class__(
+    extra = Migration(
         999,
         "concurrent_index",
         "-- edgemart: no-transaction\n"
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS products_view_count_idx "
         "ON products (view_count);\n",
     )
-    assert apply_migrations(migrated_database_url, [*load_migrations(), extra]) == [extra]
+    run = apply_migrations(migrated_database_url, [*load_migrations(), extra])
+    assert run.migrations == [extra] and run.definitions == []
     with psycopg.connect(migrated_database_url) as conn:
         found = conn.execute("SELECT to_regclass('products_view_count_idx')").fetchone()
     assert found == ("products_view_count_idx",)
+
+
+def schema_dump(url: str) -> str:
+    """`pg_dump --schema-only` without its comments, settings and session keys."""
+    candidates = [shutil.which("pg_dump")]
+    if not os.environ.get("DATABASE_URL"):  # the embedded server: its own pg_dump
+        import pgserver
+
+        candidates.insert(0, str(Path(pgserver.__file__).parent / "pginstall/bin/pg_dump"))
+    pg_dump = next((c for c in candidates if c and Path(c).exists()), None)
+    assert pg_dump, "pg_dump not found"
+    out = subprocess.run(
+        [pg_dump, "--schema-only", "--no-owner", "--dbname", url],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    noise = re.compile(r"^(--|SET |SELECT pg_catalog\.set_config|\\(un)?restrict )")
+    return "\n".join(line for line in out.splitlines() if line and not noise.match(line))
+
+
+def test_step_by_step_ends_identical_to_all_at_once(
+    fresh_database_url: str, postgres_admin_url: str
+) -> None:
+    """One version at a time (each run applies the definitions that version requires), then
+    the definitions: the same schema as a fresh database migrated in one run."""
+    apply_migrations(fresh_database_url)
+    with throwaway_database(postgres_admin_url) as stepped:
+        defined: set[str] = set()
+        for migration in load_migrations():
+            run = apply_migrations(stepped, through=migration.version)
+            assert run.migrations == [migration]
+            needed = with_requirements(migration.requires, load_definitions())
+            assert run.definitions == [d for d in needed if d.name not in defined]
+            defined |= {d.name for d in run.definitions}
+        assert apply_migrations(stepped).migrations == []
+        dump = schema_dump(stepped)
+        assert "CREATE FUNCTION public.purchase(" in dump and "mv_hot_products_id_idx" in dump
+        assert dump == schema_dump(fresh_database_url)
+
+
+def test_through_stops_at_a_version_with_only_the_definitions_it_needs(
+    fresh_database_url: str,
+) -> None:
+    run = apply_migrations(fresh_database_url, through=9)
+    assert [m.version for m in run.migrations] == list(range(1, 10))
+    assert [d.name for d in run.definitions] == [
+        "create_idempotency_partitions",  # 0003 creates the first partitions with it
+        "listing_rank_score",  # 0009 indexes its results
+    ]
+    assert [m.version for m in pending_migrations(fresh_database_url)] == list(range(10, 21))
+
+
+def make_old_chain_history(url: str) -> None:
+    """The history the old migration chain left: `schema_migrations` rows, whose checksums
+    no longer match, and no `schema_definitions`."""
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+            "checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(), "
+            "created_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute("INSERT INTO schema_migrations VALUES (1, 'catalog', 'old')")
+
+
+def test_a_database_of_the_old_migration_chain_is_refused_in_one_line(
+    fresh_database_url: str,
+) -> None:
+    """Before definitions moved to sql/, migrations held them: such a database cannot be
+    brought to this chain in place (its functions were never recorded as definitions)."""
+    make_old_chain_history(fresh_database_url)
+    for attempt in (apply_migrations, pending_migrations):
+        with pytest.raises(MigrationError) as refused:
+            attempt(fresh_database_url)
+        assert str(refused.value) == OLD_CHAIN_MESSAGE
+        assert "\n" not in OLD_CHAIN_MESSAGE and "recreate it" in OLD_CHAIN_MESSAGE
+    with psycopg.connect(fresh_database_url) as conn:
+        untouched = conn.execute("SELECT to_regclass('schema_definitions')").fetchone()
+    assert untouched == (None,)
+
+
+def test_a_migration_requiring_an_unknown_definition_fails_before_anything_runs(
+    fresh_database_url: str,
+) -> None:
+    broken = Migration(21, "broken", "-- edgemart: requires no_such_function\nSELECT 1;\n")
+    with pytest.raises(DefinitionError, match="'no_such_function' is required but has no file"):
+        apply_migrations(fresh_database_url, [*load_migrations(), broken])
+    with psycopg.connect(fresh_database_url) as conn:
+        nothing = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
+    assert nothing == (None,)
 
 
 @pytest.fixture

@@ -695,8 +695,8 @@ async def test_a_product_changed_while_buying_is_decided_as_it_is_now(
 async def test_buyers_of_one_product_queue_on_its_queue_lock(
     client: httpx.AsyncClient, catalog_database_url: str
 ) -> None:
-    """purchase() takes the product's queue lock just before its stock UPDATE (migration
-    0016): a purchase waits for whoever holds it, with its other rows written but the stock
+    """purchase() takes the product's queue lock (purchase_queue_key) just before its stock
+    UPDATE: a purchase waits for whoever holds it, with its other rows written but the stock
     untouched, and completes when it is released."""
     url = catalog_database_url
     product = new_product(url, stock=5)
@@ -715,7 +715,7 @@ async def test_buyers_of_one_product_queue_on_its_queue_lock(
         waiting = await rows_within_5_s(
             url,
             "SELECT a.query FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-            "WHERE l.locktype = 'advisory' AND NOT l.granted "
+            "WHERE a.datname = current_database() AND l.locktype = 'advisory' AND NOT l.granted "
             "AND (l.classid::bigint << 32 | l.objid::bigint) = purchase_queue_key(%s)",
             product,
         )

@@ -95,7 +95,7 @@ def nested_plans(conn: psycopg.Connection[Any], sql: str, args: list[Any]) -> li
 def test_purchase_stock_update_finds_the_row_by_primary_key(large_catalog: str) -> None:
     """The generic plan (the one PL/pgSQL keeps after five calls) of purchase()'s stock UPDATE
     must use the primary key: given an equality on price_cents it picked products_price_idx,
-    whose entries for a hot product are mostly dead versions (migration 0014)."""
+    whose entries for a hot product are mostly dead versions (edgemart/sql/purchase.sql)."""
     with psycopg.connect(large_catalog, autocommit=True) as conn:
         product = conn.execute(
             "SELECT id FROM products WHERE is_available AND is_approved AND stock > 0 LIMIT 1"
@@ -115,9 +115,9 @@ def test_purchase_stock_update_finds_the_row_by_primary_key(large_catalog: str) 
 
 
 def test_purchase_key_lookup_opens_no_partition_created_ahead(large_catalog: str) -> None:
-    """Maintenance creates a week of daily key partitions ahead; purchase()'s key lookup is
-    bounded a day past the transaction's start, so the generic plan prunes all but
-    yesterday's, today's and tomorrow's before execution (migration 0015)."""
+    """Maintenance creates a week of daily key partitions ahead; purchase()'s key lookup
+    (claim_idempotency_key) is bounded a day past the transaction's start, so the generic plan
+    prunes all but yesterday's, today's and tomorrow's before execution."""
     with psycopg.connect(large_catalog, autocommit=True) as conn:
         partitions = conn.execute(
             "SELECT count(*) FROM pg_inherits WHERE inhparent = 'idempotency_keys'::regclass"
@@ -154,8 +154,8 @@ def test_scalar_sql_functions_inline_into_generic_plans(module_database_url: str
     """A scalar SQL function the planner does not inline runs through fmgr_sql, which parses,
     analyses and plans its body again in every statement that calls it. purchase_queue_key
     was one (IMMUTABLE, with a body only STABLE: `text || uuid`), called by every purchase
-    (migration 0017). Checked on generic plans, where the arguments are parameters, so that a
-    call with constants folding away cannot hide it."""
+    (edgemart/sql/purchase_queue_key.sql). Checked on generic plans, where the arguments are
+    parameters, so that a call with constants folding away cannot hide it."""
     with psycopg.connect(module_database_url, autocommit=True) as conn:
         functions = conn.execute(SCALAR_SQL_FUNCTIONS).fetchall()
         assert functions, "no SQL functions found"

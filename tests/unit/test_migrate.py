@@ -29,3 +29,11 @@ def test_no_transaction_files_split_into_statements() -> None:
 
 def test_checksum_changes_with_the_text() -> None:
     assert Migration(1, "a", "SELECT 1").checksum != Migration(1, "a", "SELECT 2").checksum
+
+
+def test_a_migration_names_the_definitions_it_needs_first() -> None:
+    migration = Migration(
+        9, "rank_index", "-- edgemart: requires listing_rank_score\nCREATE INDEX a ON t (x);\n"
+    )
+    assert migration.requires == ("listing_rank_score",)
+    assert Migration(1, "a", "CREATE TABLE t (x int);").requires == ()

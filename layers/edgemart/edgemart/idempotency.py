@@ -3,8 +3,8 @@
 The fingerprint of a request and how a stored outcome is answered again. The header's rule
 (1 to 255 printable ASCII characters, 400 `idempotency_key_required` / `invalid_idempotency_key`
 otherwise) is its declaration in the route table (`IDEMPOTENCY_KEY`), checked before the handler
-runs (edgemart.requestinputs). The claim itself is SQL (`claim_idempotency_key()`, migration
-0020; inlined in `purchase()`).
+runs (edgemart.requestinputs). The claim itself is SQL, `claim_idempotency_key()`
+(edgemart/sql), which `purchase()` and `credit_wallet()` call.
 
 A replay answers the original response's body unchanged (a problem keeps the original
 `request_id`), with this request's own `X-Request-ID`, `Idempotent-Replayed: true` and

@@ -1,15 +1,24 @@
-"""Schema migrations: plain SQL files in `edgemart/migrations`, applied in order.
+"""Schema migrations and SQL definitions, applied under one advisory lock.
 
-`NNNN_name.sql` files are applied in version order, each in its own transaction together with
-its row in `schema_migrations`, so a failed file leaves nothing half-applied. A session-level
-advisory lock serialises concurrent runners (two Lambdas, a gateway and a CLI): the second
-waits (polling, see `_take_migration_lock`), then finds nothing left to do. An applied
-file whose text changed is refused rather than silently skipped.
+Migrations are the `NNNN_name.sql` files in `edgemart/migrations`: they change the schema
+(tables, columns, indexes, constraints, data moves) and are applied once, in version order,
+each in its own transaction together with its row in `schema_migrations`, so a failed file
+leaves nothing half-applied. An applied file whose text changed is refused rather than
+silently skipped. Every function, trigger function and view lives instead in one file of its
+own in `edgemart/sql` (`edgemart.definitions`), applied after the migrations and again
+whenever it changes (docs/decisions/0031-sql-definitions.md).
+
+A session-level advisory lock serialises concurrent runners (two Lambdas, a gateway and a
+CLI): the second waits (polling, see `_take_migration_lock`), then finds nothing left to do.
 
 `CREATE INDEX CONCURRENTLY` cannot run in a transaction block. A file whose first line is
 `-- edgemart: no-transaction` is run one statement at a time in autocommit instead; such a file
 must be safe to re-run (`IF NOT EXISTS`), since a crash can stop it part-way. Statements in it
 are separated by a `;` at the end of a line.
+
+A migration that needs a definition before it runs (an index on a function's results, a data
+move that calls one) says so with `-- edgemart: requires name`: that definition, and what it
+requires, is brought up to date just before the migration.
 """
 
 from __future__ import annotations
@@ -17,11 +26,24 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
+from importlib.abc import Traversable
+from pathlib import Path
 
 import psycopg
 
+from edgemart.definitions import (
+    CREATE_DEFINITIONS_TABLE,
+    Definition,
+    apply_definition,
+    drop_definition,
+    load_definitions,
+    present_objects,
+    recorded_definitions,
+    requirements,
+    with_requirements,
+)
 from edgemart.errors import EdgemartError
 from edgemart.logging import logger
 
@@ -39,6 +61,20 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     created_at  timestamptz NOT NULL DEFAULT now()
 )
 """
+
+# Before SQL definitions moved to edgemart/sql, migrations re-created functions and views
+# themselves; a database they built has `schema_migrations` rows and no `schema_definitions`,
+# and its migration files' checksums no longer match. It is refused, not patched up.
+_OLD_CHAIN = """
+SELECT to_regclass('schema_definitions') IS NULL
+       AND EXISTS (SELECT 1 FROM schema_migrations)
+"""
+OLD_CHAIN_MESSAGE = (
+    "this database was migrated by an older edgemart, whose migrations also held the SQL "
+    "functions (now in edgemart/sql), and cannot be upgraded in place: recreate it (for the "
+    "embedded database, delete its data folder, .edgemart-data by default; else drop and "
+    "create the database) and run `edgemart migrate` again"
+)
 
 
 class MigrationError(EdgemartError):
@@ -59,10 +95,23 @@ class Migration:
     def transactional(self) -> bool:
         return not self.sql.lstrip().startswith(NO_TRANSACTION_MARKER)
 
+    @property
+    def requires(self) -> tuple[str, ...]:
+        """The definitions this migration needs before it runs."""
+        return requirements(self.sql)
+
     def statements(self) -> list[str]:
         """The file's statements, for the no-transaction path."""
         parts = re.split(r";[ \t]*(?:\n|$)", self.sql)
         return [part.strip() for part in parts if _has_code(part)]
+
+
+@dataclass(slots=True)
+class MigrationRun:
+    """What one `apply_migrations` call applied."""
+
+    migrations: list[Migration] = field(default_factory=list)
+    definitions: list[Definition] = field(default_factory=list)
 
 
 def _has_code(sql: str) -> bool:
@@ -87,27 +136,46 @@ def load_migrations() -> list[Migration]:
 
 
 def apply_migrations(
-    conninfo: str, migrations: list[Migration] | None = None, *, lock_timeout_s: float = 600.0
-) -> list[Migration]:
-    """Apply every pending migration; returns the ones this call applied."""
+    conninfo: str,
+    migrations: list[Migration] | None = None,
+    definitions: Traversable | Path | None = None,
+    *,
+    through: int | None = None,
+    lock_timeout_s: float = 600.0,
+) -> MigrationRun:
+    """Apply every pending migration, then every definition that changed or is missing.
+
+    `definitions` is the folder of definition files (the layer's `sql/` by default).
+    `through`: stop after that migration version, and leave the definitions but those the
+    applied migrations require (migrating a database step by step)."""
     migrations = load_migrations() if migrations is None else migrations
-    applied_now: list[Migration] = []
+    ordered = load_definitions(definitions)
+    for migration in migrations:
+        with_requirements(migration.requires, ordered)  # loud before anything is applied
+    run = MigrationRun()
     with psycopg.connect(conninfo, autocommit=True) as conn:
         _take_migration_lock(conn, lock_timeout_s)
         try:
-            conn.execute(_CREATE_VERSION_TABLE)
+            _prepare_history(conn)
             rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
             applied = {int(str(version)): str(checksum) for version, checksum in rows}
             for migration in migrations:
                 if migration.version in applied:
                     _check_unchanged(migration, applied[migration.version])
                     continue
+                if through is not None and migration.version > through:
+                    break
+                needed = with_requirements(migration.requires, ordered)
+                if needed:
+                    run.definitions += _apply_definitions(conn, needed, for_migration=migration)
                 _apply_one(conn, migration)
-                applied_now.append(migration)
+                run.migrations.append(migration)
                 logger.info("applied migration %04d_%s", migration.version, migration.name)
+            if through is None:
+                run.definitions += _apply_definitions(conn, ordered, for_migration=None)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK_KEY])
-    return applied_now
+    return run
 
 
 def pending_migrations(conninfo: str, migrations: list[Migration] | None = None) -> list[Migration]:
@@ -118,9 +186,55 @@ def pending_migrations(conninfo: str, migrations: list[Migration] | None = None)
         row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
         if not (row and row[0]):
             return list(migrations)
+        _refuse_old_chain(conn)
         rows = conn.execute("SELECT version FROM schema_migrations").fetchall()
     applied = {int(str(version)) for (version,) in rows}
     return [migration for migration in migrations if migration.version not in applied]
+
+
+def _prepare_history(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Refuse a database of the old migration chain; create both history tables together."""
+    row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    if row and row[0]:
+        _refuse_old_chain(conn)
+    with conn.transaction():
+        conn.execute(_CREATE_VERSION_TABLE)
+        conn.execute(CREATE_DEFINITIONS_TABLE)
+
+
+def _refuse_old_chain(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    row = conn.execute(_OLD_CHAIN).fetchone()
+    if row and row[0]:
+        raise MigrationError(OLD_CHAIN_MESSAGE)
+
+
+def _apply_definitions(
+    conn: psycopg.Connection[tuple[object, ...]],
+    ordered: list[Definition],
+    *,
+    for_migration: Migration | None,
+) -> list[Definition]:
+    """Bring `ordered` up to date in one transaction: a failure leaves the previous set whole,
+    and callers never see a function beside an older version of one it calls. After the
+    migrations (`for_migration` None), also drop what removed files had created."""
+    applied: list[Definition] = []
+    with conn.transaction():
+        recorded = recorded_definitions(conn)
+        if for_migration is None:
+            kept = {definition.name for definition in ordered}
+            for name in sorted(set(recorded) - kept):
+                drop_definition(conn, name)
+                logger.info("dropped definition %s: its file was removed", name)
+        present = present_objects(conn)
+        reindexed = set(for_migration.requires) if for_migration else set()
+        for definition in ordered:
+            checksum = recorded.get(definition.name)
+            if checksum == definition.checksum and definition.name in present:
+                continue
+            apply_definition(conn, definition, checksum, reindexed=definition.name in reindexed)
+            applied.append(definition)
+            logger.info("applied definition %s", definition.name)
+    return applied
 
 
 def _take_migration_lock(conn: psycopg.Connection[tuple[object, ...]], timeout_s: float) -> None:

@@ -34,7 +34,7 @@ CREATE TABLE products (
     sold_count     integer NOT NULL DEFAULT 0 CHECK (sold_count >= 0),
     view_count     bigint NOT NULL DEFAULT 0 CHECK (view_count >= 0),
     rating         numeric(3, 2) CHECK (rating BETWEEN 0 AND 5),
-    -- NULL = pending verification; scored later by score_listings (DESIGN.md §7).
+    -- NULL = pending verification; scored later by score_listings (docs/scoring.md).
     quality_score  real CHECK (quality_score BETWEEN 0 AND 100),
     is_available   boolean NOT NULL DEFAULT true,
     is_approved    boolean NOT NULL DEFAULT true,

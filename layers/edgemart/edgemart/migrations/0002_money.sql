@@ -1,4 +1,5 @@
 -- Money: wallets, orders, payouts, the append-only audit log and failed transactions.
+-- audit_log is kept append-only by the triggers of sql/audit_log_is_append_only.sql.
 -- Amounts are integer cents; the CHECKs are the last line of defence behind the code.
 
 CREATE TABLE wallets (
@@ -51,18 +52,6 @@ CREATE TABLE audit_log (
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX audit_log_entity_idx ON audit_log (entity_type, entity_id, created_at DESC);
-
-CREATE FUNCTION audit_log_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'audit_log is append-only' USING ERRCODE = 'insufficient_privilege';
-END;
-$$;
-CREATE TRIGGER audit_log_append_only
-    BEFORE UPDATE OR DELETE ON audit_log
-    FOR EACH ROW EXECUTE FUNCTION audit_log_is_append_only();
-CREATE TRIGGER audit_log_no_truncate
-    BEFORE TRUNCATE ON audit_log
-    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_is_append_only();
 
 CREATE TABLE failed_transactions (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

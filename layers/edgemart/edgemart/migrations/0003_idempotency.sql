@@ -3,7 +3,8 @@
 -- A unique index on a partitioned table must include the partition key, so the primary key
 -- below cannot by itself keep (user_sub, key) unique across days. Claims of one key are
 -- therefore serialised with a transaction-scoped advisory lock on the key's hash, and looked
--- up in every partition the key could live in (DESIGN.md §4).
+-- up in every partition the key could live in (sql/claim_idempotency_key.sql).
+-- edgemart: requires create_idempotency_partitions
 
 CREATE TABLE idempotency_keys (
     user_sub         text NOT NULL,
@@ -18,27 +19,5 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (user_sub, key, created_at)
 ) PARTITION BY RANGE (created_at);
 
--- Creates the daily partitions covering [first_day, first_day + days) that do not exist yet.
--- Returns the names it created. Called by this migration and by the maintenance job.
-CREATE FUNCTION create_idempotency_partitions(first_day date, days integer)
-RETURNS SETOF text LANGUAGE plpgsql AS $$
-DECLARE
-    day date;
-    partition_name text;
-BEGIN
-    FOR i IN 0 .. days - 1 LOOP
-        day := first_day + i;
-        partition_name := 'idempotency_keys_' || to_char(day, 'YYYYMMDD');
-        IF to_regclass(partition_name) IS NULL THEN
-            EXECUTE format(
-                'CREATE TABLE %I PARTITION OF idempotency_keys FOR VALUES FROM (%L) TO (%L)',
-                partition_name,
-                (day::timestamp AT TIME ZONE 'UTC'),
-                ((day + 1)::timestamp AT TIME ZONE 'UTC'));
-            RETURN NEXT partition_name;
-        END IF;
-    END LOOP;
-END;
-$$;
-
+-- The first days' partitions; the maintenance job keeps creating them ahead.
 SELECT create_idempotency_partitions((now() AT TIME ZONE 'UTC')::date - 1, 9);
