@@ -20,7 +20,7 @@ from edgemart.counters import (
 from edgemart.services import Services
 from functions.refresh_views.app import LOCK_KEYS, REFRESH_LOCK_KEY, refresh_views
 from tests.conftest import settings_for
-from tests.contract.lambda_harness import job_handler
+from tests.contract.lambda_harness import FakeLambdaContext, job_handler
 
 pytestmark = pytest.mark.anyio
 EVENT = json.loads((Path(__file__).parents[1] / "events/eventbridge_scheduled.json").read_text())
@@ -240,8 +240,8 @@ async def _wait_for_advisory_lock(url: str) -> None:
 
 def test_lambda_handler_with_a_scheduled_event(catalog_database_url: str) -> None:
     with job_handler(refresh_views, catalog_database_url) as handler:
-        first = handler(EVENT, None)
-        second = handler(EVENT, None)  # warm invocation: same loop, same pool
+        first = handler(EVENT, FakeLambdaContext())
+        second = handler(EVENT, FakeLambdaContext())  # warm invocation: same loop, same pool
     assert first["status"] == second["status"] == "refreshed"
 
 

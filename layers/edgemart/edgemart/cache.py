@@ -330,17 +330,31 @@ async def serve_cached(
     the unavailability propagates (503). Each call counts one `cache_lookups` result."""
     rendered = cache.fresh(key)
     if rendered is not None:
-        metrics.record(metrics.CACHE_LOOKUPS, layer=L1, cache_rule=rule.name, result="hit")
+        count_lookup(rule, "hit")
         return cached_response(request, rendered, rule)
     load = loader if retry is None else (lambda: retry.run(loader))
     try:
         rendered = await cache.get_or_load(key, rule.s_maxage, load, tags)
     except UNAVAILABLE_ERRORS:
         stale = cache.last_good(key)
-        result = "miss" if stale is None else "stale"
-        metrics.record(metrics.CACHE_LOOKUPS, layer=L1, cache_rule=rule.name, result=result)
+        count_lookup(rule, "miss" if stale is None else "stale")
         if stale is None:
             raise
         return cached_response(request, stale, rule, stale=True, now=cache.clock())
-    metrics.record(metrics.CACHE_LOOKUPS, layer=L1, cache_rule=rule.name, result="miss")
+    count_lookup(rule, "miss")
     return cached_response(request, rendered, rule)
+
+
+_lookups: dict[tuple[str, str], metrics.Series] = {}
+
+
+def count_lookup(rule: CacheRule, result: str) -> None:
+    """One `cache_lookups` in L1; the series bound once per rule and result (a hit is the
+    hot path)."""
+    series = _lookups.get((rule.name, result))
+    if series is None:
+        series = metrics.series(
+            metrics.CACHE_LOOKUPS, layer=L1, cache_rule=rule.name, result=result
+        )
+        _lookups[rule.name, result] = series
+    series.add()
