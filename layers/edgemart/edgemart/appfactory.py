@@ -109,10 +109,10 @@ def build_app(
     return app
 
 
-LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+ApiGatewayHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
-def lambda_handler(app: Starlette, function: str) -> LambdaHandler:
+def lambda_handler(app: Starlette, function: str) -> ApiGatewayHandler:
     """A Mangum handler for API Gateway HTTP API (v2) and REST (v1) events, wrapped as every
     invocation is (edgemart.invocation: Lambda context in the logs, the cold start, the
     metrics written once the response is ready); `function` names the function in metrics.
@@ -122,7 +122,7 @@ def lambda_handler(app: Starlette, function: str) -> LambdaHandler:
     Mangum itself is built on the first invocation: building it sets up an event loop, which
     importing a function's module (the gateway, tests, tools) should not do.
     """
-    mangum: LambdaHandler | None = None
+    mangum: ApiGatewayHandler | None = None
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         nonlocal mangum
