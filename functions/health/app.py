@@ -96,4 +96,4 @@ routes = starlette_routes(
     "health", {"health": health, "live": live, "openapi_document": openapi_document}
 )
 app = build_app(routes)
-handler = lambda_handler(app)
+handler = lambda_handler(app, "health")

@@ -39,4 +39,4 @@ async def home(request: Request) -> Response:
 
 routes = starlette_routes("home", {"home": home})
 app = build_app(routes)
-handler = lambda_handler(app)
+handler = lambda_handler(app, "home")

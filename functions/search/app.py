@@ -483,4 +483,4 @@ async def popular(request: Request) -> Response:
 
 routes = starlette_routes("search", {"search": search, "popular": popular})
 app = build_app(routes)
-handler = lambda_handler(app)
+handler = lambda_handler(app, "search")

@@ -371,4 +371,4 @@ routes = starlette_routes(
     },
 )
 app = build_app(routes)
-handler = lambda_handler(app)
+handler = lambda_handler(app, "store")

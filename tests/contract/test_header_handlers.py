@@ -122,7 +122,7 @@ def cors_home_handler(catalog_database_url: str) -> Iterator[Handler]:
     )
     app = build_app(home_function.routes, services=Services.from_settings(settings))
     with installed_services(app, settings):
-        yield lambda_handler(app)
+        yield lambda_handler(app, "home")
 
 
 @pytest.mark.parametrize("template", V1_V2)

@@ -25,8 +25,8 @@ def test_score_listings_handler(catalog_database_url: str) -> None:
         ).fetchall()
     assert pending > 0  # the demo catalog has listings pending verification
     with job_handler(score_listings, catalog_database_url) as handler:
-        report = handler(load_event("eventbridge_scheduled.json"), None)
-        again = handler(load_event("eventbridge_scheduled.json"), None)
+        report = handler(load_event("eventbridge_scheduled.json"), FakeLambdaContext())
+        again = handler(load_event("eventbridge_scheduled.json"), FakeLambdaContext())
     assert (report["scorer"], report["scored"], report["failed"]) == ("model", pending, 0)
     assert again["claimed"] == 0  # nothing left pending
 
@@ -52,7 +52,7 @@ def test_order_worker_handler_reports_failed_records(catalog_database_url: str) 
     }
     event["Records"].append(ours)
     with job_handler(order_worker, catalog_database_url) as handler:
-        response = handler(event, None)
+        response = handler(event, FakeLambdaContext())
     assert response == {
         "batchItemFailures": [{"itemIdentifier": "19dd0b57-b21e-4ac1-bd88-01bbb068cb78"}]
     }

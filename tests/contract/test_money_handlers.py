@@ -276,5 +276,5 @@ def test_admin_switch(admin_services: Services, event: str) -> None:
 
 def test_maintenance_handler(catalog_database_url: str) -> None:
     with job_handler(maintenance, catalog_database_url) as handler:
-        report = handler(load_event("eventbridge_scheduled.json"), None)
+        report = handler(load_event("eventbridge_scheduled.json"), FakeLambdaContext())
     assert set(report) == {"partitions_created", "partitions_dropped", "search_history_trimmed"}

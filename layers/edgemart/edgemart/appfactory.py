@@ -33,6 +33,7 @@ from edgemart.errors import (
     problem_error_handler,
     unavailable_handler,
 )
+from edgemart.invocation import lambda_entry_point
 from edgemart.logging import logger
 from edgemart.ratelimit.gate import RateLimitGate
 from edgemart.ratelimit.policies import RateLimitTable
@@ -108,15 +109,20 @@ def build_app(
     return app
 
 
-def lambda_handler(app: Starlette) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
-    """A Mangum handler for API Gateway HTTP API (v2) and REST (v1) events.
+ApiGatewayHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def lambda_handler(app: Starlette, function: str) -> ApiGatewayHandler:
+    """A Mangum handler for API Gateway HTTP API (v2) and REST (v1) events, wrapped as every
+    invocation is (edgemart.invocation: Lambda context in the logs, the cold start, the
+    metrics written once the response is ready); `function` names the function in metrics.
 
     Lifespan is off: Mangum would run startup/shutdown on every invocation
     (Kludex/mangum#342). Pools open lazily on first use instead, once per environment.
     Mangum itself is built on the first invocation: building it sets up an event loop, which
     importing a function's module (the gateway, tests, tools) should not do.
     """
-    mangum: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
+    mangum: ApiGatewayHandler | None = None
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         nonlocal mangum
@@ -126,4 +132,9 @@ def lambda_handler(app: Starlette) -> Callable[[dict[str, Any], Any], dict[str, 
             mangum = Mangum(app, lifespan="off")
         return mangum(event, context)
 
-    return handler
+    return lambda_entry_point(function, handler, lambda: services_of_app(app).settings)
+
+
+def services_of_app(app: Starlette) -> Services:
+    services: Services = app.state.services
+    return services

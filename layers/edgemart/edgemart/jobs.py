@@ -9,9 +9,11 @@ the process's `Services`, built lazily on first use, and the event.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from edgemart.invocation import lambda_entry_point
 from edgemart.logging import logger, request_log_keys
 from edgemart.services import Services
 from edgemart.settings import Settings
@@ -33,7 +35,15 @@ class JobRunner:
             self.services = Services.from_settings(Settings.from_env())
         return self.services
 
-    def handler(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    @functools.cached_property
+    def handler(self) -> LambdaHandler:
+        """The Lambda entry point (edgemart.invocation: Lambda context in the logs, the cold
+        start, the metrics written at the end of each run, raised or not)."""
+        return lambda_entry_point(
+            self.job.__name__, self.run, lambda: self.services_for_run().settings
+        )
+
+    def run(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         if self._loop is None or self._loop.is_closed():
             self._loop = asyncio.new_event_loop()
         keys = {"aws_request_id": getattr(context, "aws_request_id", None)}

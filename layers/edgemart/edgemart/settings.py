@@ -564,6 +564,18 @@ class Settings:
         env="EDGEMART_VERSION",
         shown_default="the package's version",
     )
+    metrics_namespace: str = setting(
+        "edgemart",
+        Text("CloudWatch namespace"),
+        "HTTP & logging",
+        "CloudWatch namespace of the metrics the Lambda functions write (EMF)",
+    )
+    metrics_service: str = setting(
+        "edgemart",
+        Text(),
+        "HTTP & logging",
+        "the `service` dimension every CloudWatch metric carries",
+    )
 
     jwt_secret: str | None = setting(
         None,
