@@ -321,8 +321,15 @@ def test_every_alarm_notifies_the_topic(template: dict[str, Any]) -> None:
 def test_the_dashboard_shows_every_alarm_and_every_metric(template: dict[str, Any]) -> None:
     shown = set().union(*(dashboard_alarms(widget) for widget in widgets(template)))
     assert shown == set(resources(template, ALARM))
-    graphed = {s.name for widget in widgets(template) for s in widget_series(widget)}
-    assert set(TABLE) <= graphed, f"not on the dashboard: {sorted(set(TABLE) - graphed)}"
+    graphed = [s for widget in widgets(template) for s in widget_series(widget)]
+    missing = set(TABLE) - {s.name for s in graphed}
+    assert not missing, f"not on the dashboard: {sorted(missing)}"
+    p99 = {
+        s.dimensions["route_group"]
+        for s in graphed
+        if s.name == "request_latency" and s.stat == "p99"
+    }
+    assert p99 == ROUTE_GROUPS, "the p99 graph has one line per route group"
 
 
 def test_metrics_insights_queries_are_read_or_refused() -> None:
