@@ -7,9 +7,11 @@ with CORS off and on, and what serving the home document gzipped costs.
 Two measurements, each side by side and alternating between the variants so machine noise
 hits all of them:
 
-1. **Through the gateway's server**: uvicorn (httptools, uvloop) serving each app on loopback,
-   driven by `wrk` (Debian package `wrk`; one thread, 32 connections). This is the throughput
-   a client sees.
+1. **Through the gateway's server**: uvicorn configured exactly as `edgemart serve` configures
+   it (`gateway.httpserver.server_config`: httptools with the bounded request heads, uvloop, no
+   proxy headers, no `Server` header), the same for every variant, serving each app on
+   loopback, driven by `wrk` (Debian package `wrk`; one thread, 32 connections). This is the
+   throughput a client sees.
 2. **In process**: an ASGI driver calling each app directly, no sockets and no HTTP parsing,
    so the difference is the middleware alone, in microseconds per request.
 
@@ -68,8 +70,6 @@ VARIANTS: dict[str, Variant] = {
         "build_app, cached home, gzip", "/marketplace/home", (("Accept-Encoding", "gzip"),)
     ),
 }
-# uvicorn builds the variant named here through `served_app` (`--factory`).
-VARIANT_ENV = "EDGEMART_BENCH_VARIANT"
 
 
 def home_document() -> dict[str, Any]:
@@ -138,9 +138,17 @@ def variant_app(name: str) -> Any:
     return build_app(routes, services=Services.from_settings(settings))
 
 
-def served_app() -> Any:
-    """uvicorn's factory: the variant named in EDGEMART_BENCH_VARIANT."""
-    return variant_app(os.environ[VARIANT_ENV])
+def serve(name: str, port: int) -> None:
+    """Serve one variant on loopback with the gateway's own server configuration, until
+    terminated."""
+    import uvicorn
+
+    from gateway.httpserver import server_config
+
+    config = server_config(
+        variant_app(name), host="127.0.0.1", port=port, access_log=False, log_level="warning"
+    )
+    uvicorn.Server(config).run()
 
 
 SCOPE: dict[str, Any] = {
@@ -238,24 +246,17 @@ def wrk_run(name: str, seconds: float) -> WrkRun:
     """One wrk run against a fresh server for the variant."""
     variant = VARIANTS[name]
     port = free_port()
-    env = {**os.environ, "EDGEMART_BENCH_DISCARD_LOGS": "1", VARIANT_ENV: name}
+    env = {**os.environ, "EDGEMART_BENCH_DISCARD_LOGS": "1"}
     server = subprocess.Popen(
         [
             *pin(1),
             sys.executable,
             "-m",
-            "uvicorn",
-            "--factory",
-            "bench.ratelimit.gateway:served_app",
+            "bench.ratelimit.gateway",
+            "--serve",
+            name,
             "--port",
             str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
         ],
         env=env,
     )
@@ -302,7 +303,13 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=5000, help="requests per in-process batch")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "GATEWAY.md")
+    # Internal: how `wrk_run` starts each variant's server process.
+    parser.add_argument("--serve", metavar="VARIANT", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port)
+        return
     names = [name.strip() for name in args.variants.split(",") if name.strip()]
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown or not names:
@@ -349,8 +356,9 @@ def report(
         "`Origin`. Cached home: an 11.4 KB home-like document served from the in-process "
         "cache, without and with `Accept-Encoding: gzip`.",
         "",
-        "## Through uvicorn, driven by wrk (1 thread, 32 connections, loopback; server "
-        "pinned to CPU 1, wrk to CPU 0)",
+        "## Through the gateway's server (uvicorn with `gateway.httpserver.server_config`), "
+        "driven by wrk (1 thread, 32 connections, loopback; server pinned to CPU 1, wrk to "
+        "CPU 0)",
         "",
         "| app | body bytes | requests/s (median) | runs | requests per server CPU-second "
         "(median) | runs |",
