@@ -320,11 +320,13 @@ def main() -> None:
     # Rounds of every variant back to back, so each ratio compares runs that saw the same
     # machine conditions; the median ratio is the result.
     runs: dict[str, list[WrkRun]] = {name: [] for name in names}
+    load_before = os.getloadavg()[0]
     for _ in range(args.rounds):
         for name in names:
             runs[name].append(wrk_run(name, args.seconds))
+    load = (load_before, os.getloadavg()[0])
     micros = asyncio.run(in_process(names, args.rounds * 4, args.batch))
-    text = "\n".join(report(args, names, runs, micros))
+    text = "\n".join(report(args, names, runs, micros, load))
     args.out.write_text(text + "\n")
     print(text)
 
@@ -340,6 +342,7 @@ def report(
     names: list[str],
     runs: dict[str, list[WrkRun]],
     micros: dict[str, float],
+    load: tuple[float, float],
 ) -> list[str]:
     def listed(values: list[float]) -> str:
         return ", ".join(f"{value:,.0f}" for value in values)
@@ -390,7 +393,10 @@ def report(
         "",
         "The server is CPU-bound on one core, so requests per CPU-second is its throughput "
         "with the machine's other load taken out; rates on this shared 2-core machine swing "
-        "by a third between identical runs.",
+        "by a third between identical runs. Other work on the machine still slows every "
+        "variant's requests by about the same microseconds, which pulls the ratios towards "
+        f"100%: the 1-minute load average was {load[0]:.1f} when the runs began and "
+        f"{load[1]:.1f} when they ended.",
         "",
         "## In process (ASGI driver, no server, one request at a time)",
         "",
@@ -399,12 +405,25 @@ def report(
         *(f"| {VARIANTS[name].label} | {micros[name]:.1f} |" for name in names),
     ]
     if "bare" in micros and "full" in micros:
+        in_process = micros["full"] - micros["bare"]
         lines += [
             "",
-            f"The middleware itself costs {micros['full'] - micros['bare']:.1f} µs per request "
-            f"({micros['bare'] / micros['full']:.0%} of the bare route's in-process rate); "
-            "through a real server that cost is diluted by HTTP parsing and I/O, as above.",
+            f"In process the middleware costs {in_process:.1f} µs per request "
+            f"({micros['bare'] / micros['full']:.0%} of the bare route's in-process rate).",
         ]
+        if "bare" in runs and "full" in runs:
+            cpu_us = {
+                name: 1e6 / statistics.median(run.per_cpu_s for run in runs[name])
+                for name in ("bare", "full")
+            }
+            lines.append(
+                f"Through the server it costs {cpu_us['full'] - cpu_us['bare']:.1f} µs of server "
+                f"CPU per request ({cpu_us['bare']:.1f} vs {cpu_us['full']:.1f} µs, from the "
+                "medians above): there uvicorn also validates and writes the four headers "
+                "build_app adds, and the middleware's code runs with the caches the kernel's "
+                "network path has just used, so the same Python costs several times its "
+                "in-process time, which repeats one request with warm caches."
+            )
     return lines
 
 
