@@ -7,9 +7,11 @@ with CORS off and on, and what serving the home document gzipped costs.
 Two measurements, each side by side and alternating between the variants so machine noise
 hits all of them:
 
-1. **Through the gateway's server**: uvicorn (httptools, uvloop) serving each app on loopback,
-   driven by `wrk` (Debian package `wrk`; one thread, 32 connections). This is the throughput
-   a client sees.
+1. **Through the gateway's server**: uvicorn configured exactly as `edgemart serve` configures
+   it (`gateway.httpserver.server_config`: httptools with the bounded request heads, uvloop, no
+   proxy headers, no `Server` header), the same for every variant, serving each app on
+   loopback, driven by `wrk` (Debian package `wrk`; one thread, 32 connections). This is the
+   throughput a client sees.
 2. **In process**: an ASGI driver calling each app directly, no sockets and no HTTP parsing,
    so the difference is the middleware alone, in microseconds per request.
 
@@ -68,8 +70,6 @@ VARIANTS: dict[str, Variant] = {
         "build_app, cached home, gzip", "/marketplace/home", (("Accept-Encoding", "gzip"),)
     ),
 }
-# uvicorn builds the variant named here through `served_app` (`--factory`).
-VARIANT_ENV = "EDGEMART_BENCH_VARIANT"
 
 
 def home_document() -> dict[str, Any]:
@@ -138,9 +138,17 @@ def variant_app(name: str) -> Any:
     return build_app(routes, services=Services.from_settings(settings))
 
 
-def served_app() -> Any:
-    """uvicorn's factory: the variant named in EDGEMART_BENCH_VARIANT."""
-    return variant_app(os.environ[VARIANT_ENV])
+def serve(name: str, port: int) -> None:
+    """Serve one variant on loopback with the gateway's own server configuration, until
+    terminated."""
+    import uvicorn
+
+    from gateway.httpserver import server_config
+
+    config = server_config(
+        variant_app(name), host="127.0.0.1", port=port, access_log=False, log_level="warning"
+    )
+    uvicorn.Server(config).run()
 
 
 SCOPE: dict[str, Any] = {
@@ -238,24 +246,17 @@ def wrk_run(name: str, seconds: float) -> WrkRun:
     """One wrk run against a fresh server for the variant."""
     variant = VARIANTS[name]
     port = free_port()
-    env = {**os.environ, "EDGEMART_BENCH_DISCARD_LOGS": "1", VARIANT_ENV: name}
+    env = {**os.environ, "EDGEMART_BENCH_DISCARD_LOGS": "1"}
     server = subprocess.Popen(
         [
             *pin(1),
             sys.executable,
             "-m",
-            "uvicorn",
-            "--factory",
-            "bench.ratelimit.gateway:served_app",
+            "bench.ratelimit.gateway",
+            "--serve",
+            name,
             "--port",
             str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
         ],
         env=env,
     )
@@ -302,7 +303,13 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=5000, help="requests per in-process batch")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "GATEWAY.md")
+    # Internal: how `wrk_run` starts each variant's server process.
+    parser.add_argument("--serve", metavar="VARIANT", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port)
+        return
     names = [name.strip() for name in args.variants.split(",") if name.strip()]
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown or not names:
@@ -313,11 +320,13 @@ def main() -> None:
     # Rounds of every variant back to back, so each ratio compares runs that saw the same
     # machine conditions; the median ratio is the result.
     runs: dict[str, list[WrkRun]] = {name: [] for name in names}
+    load_before = os.getloadavg()[0]
     for _ in range(args.rounds):
         for name in names:
             runs[name].append(wrk_run(name, args.seconds))
+    load = (load_before, os.getloadavg()[0])
     micros = asyncio.run(in_process(names, args.rounds * 4, args.batch))
-    text = "\n".join(report(args, names, runs, micros))
+    text = "\n".join(report(args, names, runs, micros, load))
     args.out.write_text(text + "\n")
     print(text)
 
@@ -333,6 +342,7 @@ def report(
     names: list[str],
     runs: dict[str, list[WrkRun]],
     micros: dict[str, float],
+    load: tuple[float, float],
 ) -> list[str]:
     def listed(values: list[float]) -> str:
         return ", ".join(f"{value:,.0f}" for value in values)
@@ -349,8 +359,9 @@ def report(
         "`Origin`. Cached home: an 11.4 KB home-like document served from the in-process "
         "cache, without and with `Accept-Encoding: gzip`.",
         "",
-        "## Through uvicorn, driven by wrk (1 thread, 32 connections, loopback; server "
-        "pinned to CPU 1, wrk to CPU 0)",
+        "## Through the gateway's server (uvicorn with `gateway.httpserver.server_config`), "
+        "driven by wrk (1 thread, 32 connections, loopback; server pinned to CPU 1, wrk to "
+        "CPU 0)",
         "",
         "| app | body bytes | requests/s (median) | runs | requests per server CPU-second "
         "(median) | runs |",
@@ -382,7 +393,10 @@ def report(
         "",
         "The server is CPU-bound on one core, so requests per CPU-second is its throughput "
         "with the machine's other load taken out; rates on this shared 2-core machine swing "
-        "by a third between identical runs.",
+        "by a third between identical runs. Other work on the machine still slows every "
+        "variant's requests by about the same microseconds, which pulls the ratios towards "
+        f"100%: the 1-minute load average was {load[0]:.1f} when the runs began and "
+        f"{load[1]:.1f} when they ended.",
         "",
         "## In process (ASGI driver, no server, one request at a time)",
         "",
@@ -391,12 +405,25 @@ def report(
         *(f"| {VARIANTS[name].label} | {micros[name]:.1f} |" for name in names),
     ]
     if "bare" in micros and "full" in micros:
+        in_process = micros["full"] - micros["bare"]
         lines += [
             "",
-            f"The middleware itself costs {micros['full'] - micros['bare']:.1f} µs per request "
-            f"({micros['bare'] / micros['full']:.0%} of the bare route's in-process rate); "
-            "through a real server that cost is diluted by HTTP parsing and I/O, as above.",
+            f"In process the middleware costs {in_process:.1f} µs per request "
+            f"({micros['bare'] / micros['full']:.0%} of the bare route's in-process rate).",
         ]
+        if "bare" in runs and "full" in runs:
+            cpu_us = {
+                name: 1e6 / statistics.median(run.per_cpu_s for run in runs[name])
+                for name in ("bare", "full")
+            }
+            lines.append(
+                f"Through the server it costs {cpu_us['full'] - cpu_us['bare']:.1f} µs of server "
+                f"CPU per request ({cpu_us['bare']:.1f} vs {cpu_us['full']:.1f} µs, from the "
+                "medians above): there uvicorn also validates and writes the four headers "
+                "build_app adds, and the middleware's code runs with the caches the kernel's "
+                "network path has just used, so the same Python costs several times its "
+                "in-process time, which repeats one request with warm caches."
+            )
     return lines
 
 

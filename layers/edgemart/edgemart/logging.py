@@ -45,14 +45,11 @@ def request_log_keys(**keys: object) -> Iterator[None]:
         _request_keys.reset(token)
 
 
-def bind_request_log_keys(keys: Mapping[str, object]) -> object:
-    """`request_log_keys` without the context manager, for hot paths; pass the returned
-    token to `unbind_request_log_keys`."""
-    return _request_keys.set(keys)
-
-
-def unbind_request_log_keys(token: object) -> None:
-    _request_keys.reset(token)  # type: ignore[arg-type]
+# `request_log_keys` without the context manager, for hot paths: `bind_request_log_keys(keys)`
+# returns a token to pass to `unbind_request_log_keys`. The ContextVar's own methods, so
+# binding costs no Python call of its own.
+bind_request_log_keys = _request_keys.set
+unbind_request_log_keys = _request_keys.reset
 
 
 def current_log_keys() -> Mapping[str, object]:

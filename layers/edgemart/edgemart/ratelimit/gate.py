@@ -34,27 +34,30 @@ SubjectResolver = Callable[[Scope], str | None]
 class _PolicyLabels:
     """A policy's header bytes and access-log outcomes, built once rather than per request."""
 
-    __slots__ = ("name", "policy_header", "_outcomes")
+    __slots__ = ("policy_header", "admitted", "_state_format", "_outcomes")
 
     def __init__(self, policy: Policy) -> None:
-        self.name = policy.name.encode()
-        self.policy_header = f'"{policy.name}";q={policy.limit};w={policy.window_s}'.encode()
+        name = policy.name
+        policy_value = f'"{name}";q={policy.limit};w={policy.window_s}'.encode()
+        self.policy_header = (b"ratelimit-policy", policy_value)
+        self._state_format = f'"{name.replace("%", "%%")}";r=%d;t=%d'.encode()
         self._outcomes = {
-            (allowed, fallback): f"{policy.name}:{'ok' if allowed else 'limited'}"
+            (allowed, fallback): f"{name}:{'ok' if allowed else 'limited'}"
             + (":fallback" if fallback else "")
             for allowed in (True, False)
             for fallback in (True, False)
         }
+        self.admitted = self._outcomes[(True, False)]  # the common outcome, read directly
 
     def outcome(self, allowed: bool, fallback: bool) -> str:
         return self._outcomes[(allowed, fallback)]
 
-    def headers(self, decision: Decision) -> tuple[tuple[bytes, bytes], ...]:
+    def state_header(self, decision: Decision) -> tuple[bytes, bytes]:
         """Raw header bytes: this runs on every limited request, MutableHeaders is slower."""
-        return (
-            (b"ratelimit-policy", self.policy_header),
-            (b"ratelimit", b'"%s";r=%d;t=%d' % (self.name, decision.remaining, decision.reset_s)),
-        )
+        return (b"ratelimit", self._state_format % (decision.remaining, decision.reset_s))
+
+    def headers(self, decision: Decision) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
+        return (self.policy_header, self.state_header(decision))
 
 
 def rate_limited_error(policy: Policy, decision: Decision, labels: _PolicyLabels) -> ProblemError:
@@ -109,10 +112,13 @@ class RateLimitGate:
     def _apply(self, scope: Scope, policy: Policy, decision: Decision) -> Response | None:
         labels = self._labels.get(policy.name) or self._remember_labels(policy)
         state = scope["state"]
-        state["rate_limit"] = labels.outcome(decision.allowed, decision.fallback)
-        if not decision.allowed:
-            return rate_limited_error(policy, decision, labels).to_response()
-        state[RESPONSE_HEADERS_KEY].extend(labels.headers(decision))
+        if decision.allowed and not decision.fallback:  # every request but a few
+            state["rate_limit"] = labels.admitted
+        else:
+            state["rate_limit"] = labels.outcome(decision.allowed, decision.fallback)
+            if not decision.allowed:
+                return rate_limited_error(policy, decision, labels).to_response()
+        state[RESPONSE_HEADERS_KEY] += (labels.policy_header, labels.state_header(decision))
         return None
 
     def _remember_labels(self, policy: Policy) -> _PolicyLabels:

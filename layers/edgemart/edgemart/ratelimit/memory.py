@@ -70,12 +70,27 @@ class MemoryRateLimiter:
         return self.check_now(key, policy)
 
     def check_now(self, key: str, policy: Policy) -> Decision:
+        """`check` without the coroutine. The sliding log (the default) is checked inline:
+        this runs on every limited request, and each extra call costs it measurably."""
         now_us = now_micros(self.clock)
         state_key = f"{policy.name}:{policy.algorithm}:{key}"
         if policy.algorithm == "counter":
             counter = self._state(state_key, policy, _CounterState, now_us)
             return self._check_counter(counter, policy, now_us)
-        return self._check_log(self._state(state_key, policy, _LogState, now_us), policy, now_us)
+        states = self._states
+        state = states.get(state_key)
+        if type(state) is _LogState and state.window_us == policy.window_us:
+            states.move_to_end(state_key)
+        else:
+            state = self._state(state_key, policy, _LogState, now_us)
+        stamps = state.stamps
+        cutoff = now_us - policy.window_us
+        while stamps and stamps[0] <= cutoff:
+            stamps.popleft()
+        allowed = len(stamps) < policy.limit
+        if allowed:
+            stamps.append(now_us)
+        return log_decision(policy, allowed, len(stamps), stamps[0] if stamps else now_us, now_us)
 
     async def ping(self) -> bool:
         return True
@@ -106,18 +121,6 @@ class MemoryRateLimiter:
             if not states[oldest_key].idle(now_us):
                 return
             del states[oldest_key]
-
-    @staticmethod
-    def _check_log(state: _LogState, policy: Policy, now_us: int) -> Decision:
-        stamps = state.stamps
-        cutoff = now_us - policy.window_us
-        while stamps and stamps[0] <= cutoff:
-            stamps.popleft()
-        allowed = len(stamps) < policy.limit
-        if allowed:
-            stamps.append(now_us)
-        oldest = stamps[0] if stamps else now_us
-        return log_decision(policy, allowed, len(stamps), oldest, now_us)
 
     @staticmethod
     def _check_counter(state: _CounterState, policy: Policy, now_us: int) -> Decision:
