@@ -3,8 +3,10 @@
 The port is bound first, so a busy port fails at once, before any database work. With no
 DATABASE_URL an embedded PostgreSQL starts in the data folder (see gateway.embedded for who
 stops it). Either way the database is migrated and, when it holds no catalog, loaded with the
-demo catalog (unless `demo=False`). Ctrl-C and SIGTERM stop the server and then the embedded
-database. Every 2xx/3xx access line is logged unless ACCESS_LOG_SAMPLE_RATE says otherwise.
+demo catalog (unless `demo=False`). All of that happens once, in this process; the app then
+runs in `workers` uvicorn processes (gateway.workers), one of which runs the scheduled jobs.
+Ctrl-C and SIGTERM stop the server (every worker) and then the embedded database. Every
+2xx/3xx access line is logged unless ACCESS_LOG_SAMPLE_RATE says otherwise.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import psycopg
 from edgemart.errors import EdgemartError
 from edgemart.logging import logger
 from edgemart.migrate import apply_migrations
-from edgemart.services import Services
 from edgemart.settings import Settings
 from gateway.democatalog import catalog_is_present, seed_catalog
 from gateway.embedded import database_url_for, development_jwt_secret
@@ -42,6 +43,7 @@ def serve(
     demo: bool = True,
     demo_products: int = DEMO_PRODUCTS,
     settings: Settings | None = None,
+    workers: int = 1,
 ) -> None:
     settings = settings or serve_settings(Settings.from_env(), os.environ)
     listener = bind_listener(host, port)
@@ -50,7 +52,7 @@ def serve(
         with database_url_for(settings.database_url, settings.data_dir, create=True) as url:
             settings = _with_development_secret(dataclasses.replace(settings, database_url=url))
             prepare_database(url, demo=demo, demo_products=demo_products)
-            _run_uvicorn(settings, host, port, listener)
+            _run_uvicorn(settings, host, port, listener, workers)
     finally:
         listener.close()
 
@@ -114,24 +116,35 @@ def _with_development_secret(settings: Settings) -> Settings:
     return dataclasses.replace(settings, jwt_secret=secret)
 
 
-def _run_uvicorn(settings: Settings, host: str, port: int, listener: socket.socket) -> None:
+def _run_uvicorn(
+    settings: Settings, host: str, port: int, listener: socket.socket, workers: int
+) -> None:
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
-    from gateway.app import create_gateway
     from gateway.httpserver import server_config, uvicorn_log_config
+    from gateway.workers import WORKER_APP, check_worker_settings, run_folder, worker_environment
 
-    app = create_gateway(Services.from_settings(settings), run_schedules=True)
-    config = server_config(
-        app,
-        host=host,
-        port=port,
-        access_log=False,
-        lifespan="on",
-        log_config=uvicorn_log_config(settings.log_level),
-    )
-    # uvicorn says where it listens only for sockets it binds itself.
-    logger.info("gateway listening on http://%s:%d (Ctrl-C to stop)", host, port)
-    uvicorn.Server(config).run(sockets=[listener])
+    with run_folder() as folder:
+        os.environ.update(worker_environment(settings, folder))
+        check_worker_settings(settings, os.environ)
+        config = server_config(
+            WORKER_APP,
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            access_log=False,
+            lifespan="on",
+            log_config=uvicorn_log_config(settings.log_level),
+        )
+        # uvicorn says where it listens only for sockets it binds itself.
+        logger.info("gateway listening on http://%s:%d (Ctrl-C to stop)", host, port)
+        if workers == 1:
+            uvicorn.Server(config).run(sockets=[listener])
+            return
+        logger.info("gateway runs in %d worker processes; one runs the scheduled jobs", workers)
+        Multiprocess(config, sockets=[listener]).run()
 
 
 def _exit_cleanly_on_sigterm() -> None:
