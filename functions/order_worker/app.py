@@ -71,8 +71,9 @@ def group_by_product(
 async def apply_groups(
     services: Services, groups: dict[str, list[str]]
 ) -> dict[tuple[str, str], str]:
-    """Each (product id, order id)'s outcome (`completed`, `failed`), or `retry` when its
-    group's transaction failed or its order was not found under that product."""
+    """Each (product id, order id)'s outcome: `completed`, its failure code when it failed
+    (`out_of_stock`, `insufficient_funds`), or `retry` when its group's transaction failed or
+    its order was not found under that product."""
     outcomes: dict[tuple[str, str], str] = {}
     fee = services.settings.platform_fee_basis_points
     for product_id, order_ids in groups.items():
@@ -87,7 +88,7 @@ async def apply_groups(
             )
             outcomes.update(dict.fromkeys([(product_id, o) for o in order_ids], "retry"))
             continue
-        applied = {row["order_id"]: row["status"] for row in rows}
+        applied = {row["order_id"]: row["failure_code"] or row["status"] for row in rows}
         for order_id in order_ids:
             outcomes[product_id, order_id] = applied.get(order_id, "retry")
         if "completed" in applied.values():
@@ -100,8 +101,8 @@ async def order_worker(services: Services, event: Mapping[str, Any]) -> dict[str
     groups, order_of = group_by_product(records)
     outcomes = await apply_groups(services, groups)
     counts = Counter(outcomes.values())
-    for name, value in counts.items():
-        metrics.increment(f"queued_orders.{name}", value)
+    for outcome, value in counts.items():
+        metrics.record(metrics.QUEUED_ORDERS, value, outcome=outcome)
     malformed = sum(key is None for key in order_of.values())
     if malformed:
         logger.error("order_worker: %d messages are not purchase messages", malformed)

@@ -23,6 +23,7 @@ HMAC-signed cursor bound to the caller (edgemart/cursor.py).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +31,7 @@ import psycopg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from edgemart import metrics
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.breaker import CircuitOpenError
 from edgemart.cache import NO_STORE
@@ -103,8 +105,20 @@ def outcome_response(status: int, body: dict[str, Any], request_id: str | None) 
     )
 
 
+def purchase_outcome(row: Mapping[str, Any]) -> str:
+    """The `purchases` metric's outcome of what purchase() answered: `completed`, `queued`,
+    the refusal's code, or `replayed` (an earlier request's outcome, counted then)."""
+    if row["replayed"]:
+        return "replayed"
+    if row["status"] in (201, 202):
+        return "completed" if row["status"] == 201 else "queued"
+    return str(row["body"].get("code"))
+
+
 async def record_failure(services: Services, user: str, key: str, code: str, message: str) -> None:
-    """Best effort, in its own transaction: the purchase itself has been rolled back."""
+    """Best effort, in its own transaction: the purchase itself has been rolled back. The
+    code is also the `purchases` metric's outcome."""
+    metrics.record(metrics.PURCHASES, outcome=code)
     try:
         async with services.primary.connection(timeout_s=1) as conn:
             await conn.execute(
@@ -161,9 +175,12 @@ async def create_purchase(request: Request) -> Response:
         # replays the outcome instead of buying twice.
         row = await services.retry.run(attempt)
     except psycopg.errors.LockNotAvailable:
+        metrics.record(metrics.PURCHASES, outcome="idempotency_key_in_use")
         raise KeyInUseError() from None
     except CircuitOpenError:
-        raise  # refused before anything ran: nothing to record (and nowhere to record it)
+        # Refused before anything ran: nothing to record in the database (nor a way to).
+        metrics.record(metrics.PURCHASES, outcome="circuit_open")
+        raise
     except QueueUnavailableError as exc:
         await record_failure(services, principal.sub, key, "queue_unavailable", repr(exc))
         raise
@@ -176,6 +193,7 @@ async def create_purchase(request: Request) -> Response:
         raise
     if row is None:
         raise RuntimeError("purchase() returned no row")
+    metrics.record(metrics.PURCHASES, outcome=purchase_outcome(row))
     if row["status"] == 201 and not row["replayed"]:
         stock_changed([str(product_id)]).apply(services.cache)  # committed: the stock moved
     response = outcome_response(row["status"], row["body"], row["original_request_id"])

@@ -5,13 +5,13 @@ product views, the search history of signed-in users).
 Four independent steps, each in its own transaction under its own transaction-scoped advisory
 lock (`pg_try_advisory_xact_lock`, correct behind a transaction pooler): the views and the
 snapshot; the search counts; the view counts; the search history. One failing step does not
-roll back the others: it is logged, counted (`refresh_views.step_failed`) and named in the
+roll back the others: it is logged, counted (`refresh_views_step_failures`) and named in the
 report's `failed_steps`. A step whose lock another run holds skips, so overlapping runs never
 stack. REFRESH ... CONCURRENTLY lets readers keep reading the old contents meanwhile.
 
 Each flush step drains its buffer first and checks every entry in Python; entries that fail
 the check, or that the database refuses, are dropped (logged, counted as
-`counter_entry_dropped`). The checked entries go back into the buffer only when the step did
+`counter_entries_dropped`). The checked entries go back into the buffer only when the step did
 not write them for a reason that is not theirs: it skipped, the database was unavailable
 (`edgemart.db.UNAVAILABLE_ERRORS`) or the run was cancelled. Any other failure drops them, so
 no entry can fail every run forever.
@@ -59,7 +59,6 @@ LOCK_KEYS = {
 }
 VIEWS = ("mv_category_counts", "mv_hot_products")
 STATEMENT_TIMEOUT = "5min"
-STEP_FAILED_METRIC = "refresh_views.step_failed"
 
 
 async def _locked(
@@ -161,7 +160,7 @@ REPORT_KEYS = {
 
 
 def _failed(step: str) -> str:
-    metrics.increment(STEP_FAILED_METRIC)
+    metrics.record(metrics.REFRESH_VIEWS_STEP_FAILURES, step=step)
     logger.exception("refresh_views: the %s step failed; the other steps go on", step)
     return "failed"
 

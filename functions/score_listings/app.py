@@ -89,7 +89,7 @@ class ScorerLoader:
             self._model = load_onnx_scorer(path)
         except ModelLoadError as exc:
             self._model = None
-            metrics.increment("scoring.model_unavailable")
+            metrics.record(metrics.SCORING_MODEL_UNAVAILABLE)
             logger.error("score_listings: using the heuristic scorer: %s", exc)
             return HeuristicScorer(), str(exc)
         logger.info("score_listings: loaded model %s", path)
@@ -153,9 +153,9 @@ async def score_listings(services: Services, event: Mapping[str, Any]) -> dict[s
             if len(rows) < settings.scoring_batch_size:
                 break
         await conn.execute(STATUS_SQL, [scorer.source, str(path), degraded_reason])
-    metrics.increment(f"scoring.scored.{scorer.source}", report["scored"])
-    metrics.increment("scoring.fallback", report["fallback"])
-    metrics.increment("scoring.failed", report["failed"])
+    metrics.record(metrics.LISTINGS_SCORED, report["scored"], scorer=scorer.source)
+    metrics.record(metrics.SCORING_FALLBACKS, report["fallback"])
+    metrics.record(metrics.SCORING_FAILURES, report["failed"])
     if report["fallback"]:
         logger.warning("score_listings: %d listings given the fallback score", report["fallback"])
     logger.info("score_listings: %s", report)

@@ -16,7 +16,6 @@ import pytest
 import redis
 
 from edgemart import metrics
-from edgemart.ratelimit.fallback import FALLBACK_METRIC
 from edgemart.services import Services
 from gateway.app import create_gateway
 from tests.chaos.load import ChaosCatalog, MixedLoad, ledger_problems
@@ -48,9 +47,12 @@ async def first_second_all_shared(load: MixedLoad, *, within_s: float) -> float 
     passes on how many such stalls fall into it."""
     started = time.monotonic()
     while time.monotonic() - started < within_s:
-        fallbacks, served = metrics.count(FALLBACK_METRIC), load.total(load.phase)
+        fallbacks, served = metrics.count(metrics.RATE_LIMIT_FALLBACKS), load.total(load.phase)
         await asyncio.sleep(1.0)
-        if metrics.count(FALLBACK_METRIC) == fallbacks and load.total(load.phase) > served:
+        if (
+            metrics.count(metrics.RATE_LIMIT_FALLBACKS) == fallbacks
+            and load.total(load.phase) > served
+        ):
             return round(time.monotonic() - started, 1)
     return None
 
@@ -84,7 +86,7 @@ async def test_connection_kills_then_redis_kill_under_load(tmp_path: Path) -> No
     )
     transport = httpx.ASGITransport(app=create_gateway(services))
     load = MixedLoad(catalog, SECRET, retry_purchases=True)
-    fallbacks: dict[str, int] = {}
+    fallbacks: dict[str, float] = {}
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             workers = await load.run(client)
@@ -92,10 +94,10 @@ async def test_connection_kills_then_redis_kill_under_load(tmp_path: Path) -> No
             load.phase = "connection kills"
             killed = await kill_connections(url, KILL_FOR_S)
             load.phase = "redis down"
-            fallbacks["before"] = metrics.count(FALLBACK_METRIC)
+            fallbacks["before"] = metrics.count(metrics.RATE_LIMIT_FALLBACKS)
             own_redis.kill()
             await asyncio.sleep(REDIS_DOWN_S)
-            fallbacks["down"] = metrics.count(FALLBACK_METRIC) - fallbacks["before"]
+            fallbacks["down"] = metrics.count(metrics.RATE_LIMIT_FALLBACKS) - fallbacks["before"]
             own_redis.start()
             load.phase = "redis back"
             back_after_s = await first_second_all_shared(load, within_s=REDIS_BACK_WITHIN_S)

@@ -12,13 +12,12 @@ from psycopg.rows import dict_row
 
 from edgemart import metrics
 from edgemart.counters import (
-    COUNTER_DROPPED_METRIC,
-    COUNTER_FALLBACK_METRIC,
     Dropped,
     HistoryEntry,
     MemoryCounts,
     RedisCounts,
     SearchCount,
+    buffer_name,
     check_entries,
     client_hash,
     history_entry,
@@ -76,18 +75,20 @@ async def test_redis_down_counts_locally_and_loses_nothing(own_redis: RedisProce
     # A generous timeout: a busy machine must not turn a slow first connection into a
     # fall-back; a stopped server refuses connections at once anyway.
     counts = RedisCounts(redis, "edgemart-test:views", timeout_s=2.0, retry_after_s=0.0)
-    before = metrics.count(COUNTER_FALLBACK_METRIC)
+    before = metrics.count(metrics.COUNTER_FALLBACKS, buffer="views")
     try:
         await counts.record("lamp")
         own_redis.kill()
         for name in ("lamp", "rug"):
             await counts.record(name)  # never raises: counted in this process
-        assert metrics.count(COUNTER_FALLBACK_METRIC) == before + 2
+        assert metrics.count(metrics.COUNTER_FALLBACKS, buffer="views") == before + 2
         assert await counts.drain() == {"lamp": 1, "rug": 1}  # what this process holds
         await counts.restore({"rug": 1})  # a failed flush, Redis still down: kept locally
         own_redis.start()  # the restarted server kept nothing: its "lamp" is gone with it
         await counts.record("lamp")
-        assert metrics.count(COUNTER_FALLBACK_METRIC) == before + 2  # Redis used again
+        assert (
+            metrics.count(metrics.COUNTER_FALLBACKS, buffer="views") == before + 2
+        )  # Redis used again
         assert await counts.drain() == {"lamp": 1, "rug": 1}
     finally:
         await counts.aclose()
@@ -99,14 +100,14 @@ async def test_redis_drain_drops_fields_written_around_the_counter(redis_url: st
     redis = LazyRedis(redis_url)
     key = f"edgemart-test:{uuid.uuid4().hex}"
     counts = RedisCounts(redis, key)
-    before = metrics.count(COUNTER_DROPPED_METRIC)
+    before = metrics.count(metrics.COUNTER_ENTRIES_DROPPED, buffer=buffer_name(key))
     try:
         await counts.record("lamp")
         await redis.client().hset(
             key, mapping={b"\xff\xfe": b"1", b"rug": b"many", b"mat": b"1.5", b"ok": b"2"}
         )
         assert await counts.drain() == {"lamp": 1, "ok": 2}
-        assert metrics.count(COUNTER_DROPPED_METRIC) == before + 3
+        assert metrics.count(metrics.COUNTER_ENTRIES_DROPPED, buffer=buffer_name(key)) == before + 3
         assert await redis.client().exists(key) == 0  # nothing left behind to fail again
     finally:
         await counts.aclose()
@@ -137,13 +138,16 @@ def test_multi_part_entries_are_json_and_never_split() -> None:
 
 def test_check_entries_drops_and_counts_what_fails() -> None:
     dropped = Dropped("search_history")
-    before = metrics.count(COUNTER_DROPPED_METRIC)
+    before = metrics.count(metrics.COUNTER_ENTRIES_DROPPED, buffer="search_history")
     good = history_entry("alice", "lamp")
     checked = check_entries(
         {good: 1, "alice\x1flamp": 1, history_entry("a\x00", "x"): 1}, parse_history, dropped
     )
     assert checked == {good: HistoryEntry("alice", "lamp")}
-    assert dropped.count == 2 and metrics.count(COUNTER_DROPPED_METRIC) == before + 2
+    assert (
+        dropped.count == 2
+        and metrics.count(metrics.COUNTER_ENTRIES_DROPPED, buffer="search_history") == before + 2
+    )
 
 
 def test_client_hash_is_keyed_and_hides_the_address() -> None:

@@ -23,7 +23,6 @@ import pytest
 
 from edgemart import metrics
 from edgemart.counters import (
-    COUNTER_DROPPED_METRIC,
     BufferedCounts,
     MemoryCounts,
     RedisCounts,
@@ -228,7 +227,7 @@ async def test_refresh_views_survives_every_poisoned_buffer(
     views_before = _views(url, viewed)
     sql(url, "UPDATE products SET sold_count = 88888888 WHERE id = %s", products[1])
     generated_before = sql(url, "SELECT generated_at FROM home_snapshot WHERE id = 1")
-    dropped_before = metrics.count(COUNTER_DROPPED_METRIC)
+    dropped_before = metrics.count(metrics.COUNTER_ENTRIES_DROPPED)
 
     report = await refresh_views(services, EVENT)
 
@@ -242,13 +241,13 @@ async def test_refresh_views_survives_every_poisoned_buffer(
     assert sql(url, "SELECT count(*) FROM search_history WHERE user_sub LIKE '%%victim%%'") == [
         (0,)
     ]
-    assert metrics.count(COUNTER_DROPPED_METRIC) == dropped_before + bad
+    assert metrics.count(metrics.COUNTER_ENTRIES_DROPPED) == dropped_before + bad
     for name in BUFFERS:
         assert await buffer_of(services, name).drain() == {}, name  # gone, not re-queued
 
     again = await refresh_views(services, EVENT)
     assert again["status"] == "refreshed"
-    assert metrics.count(COUNTER_DROPPED_METRIC) == dropped_before + bad
+    assert metrics.count(metrics.COUNTER_ENTRIES_DROPPED) == dropped_before + bad
 
 
 def _total(url: str, query: str) -> int:

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from edgemart import metrics
-from edgemart.ratelimit.fallback import FALLBACK_METRIC, FallbackRateLimiter
+from edgemart.ratelimit.fallback import FallbackRateLimiter
 from edgemart.ratelimit.memory import MemoryRateLimiter
 from edgemart.ratelimit.redis import RedisRateLimiter
 from edgemart.ratelimit.window import Policy
@@ -34,12 +34,12 @@ async def test_redis_killed_then_restarted(
         assert await limiter.ping()
 
         own_redis.kill()
-        before = metrics.count(FALLBACK_METRIC)
+        before = metrics.count(metrics.RATE_LIMIT_FALLBACKS, backend="redis")
         local = [await limiter.check("ip:a", policy) for _ in range(10)]
         assert all(d.fallback for d in local)
         # The local limiter enforces the same policy on its own count.
         assert [d.allowed for d in local] == [True] * 5 + [False] * 5
-        assert metrics.count(FALLBACK_METRIC) - before == 10
+        assert metrics.count(metrics.RATE_LIMIT_FALLBACKS, backend="redis") - before == 10
         assert not await limiter.ping()
         warnings = [line for line in captured_logs.lines() if line["level"] == "WARNING"]
         assert len(warnings) == 1  # logged once, not once per request

@@ -13,7 +13,6 @@ import pytest
 
 from edgemart import metrics
 from edgemart.counters import (
-    COUNTER_DROPPED_METRIC,
     client_hash,
     history_entry,
     search_count_entry,
@@ -141,7 +140,7 @@ async def test_a_failing_step_rolls_back_only_itself(catalog_database_url: str) 
     services = Services.from_settings(settings_for(catalog_database_url))
     try:
         await services.search_counts.record(search_count_entry("lonely step", A))
-        failed_before = metrics.count("refresh_views.step_failed")
+        failed_before = metrics.count(metrics.REFRESH_VIEWS_STEP_FAILURES, step="views")
         with psycopg.connect(catalog_database_url) as conn:
             conn.execute("ALTER MATERIALIZED VIEW mv_hot_products RENAME TO mv_hot_away")
         try:
@@ -152,7 +151,7 @@ async def test_a_failing_step_rolls_back_only_itself(catalog_database_url: str) 
         assert report["status"] == "failed" and report["failed_steps"] == ["views"]
         assert report["steps"]["search_counts"] == "done"
         assert _popular(catalog_database_url).get("lonely step") == 1
-        assert metrics.count("refresh_views.step_failed") == failed_before + 1
+        assert metrics.count(metrics.REFRESH_VIEWS_STEP_FAILURES, step="views") == failed_before + 1
     finally:
         await services.aclose()
 
@@ -179,7 +178,7 @@ async def test_entries_go_back_only_when_the_database_was_unavailable(
         assert await services.search_counts.drain() == {entry: 1}  # kept
 
         await services.search_counts.record(entry)
-        dropped_before = metrics.count(COUNTER_DROPPED_METRIC)
+        dropped_before = metrics.count(metrics.COUNTER_ENTRIES_DROPPED, buffer="search_counts")
         with psycopg.connect(catalog_database_url) as conn:
             conn.execute("ALTER TABLE popular_search_clients RENAME TO psc_away")
         try:
@@ -189,7 +188,10 @@ async def test_entries_go_back_only_when_the_database_was_unavailable(
                 conn.execute("ALTER TABLE psc_away RENAME TO popular_search_clients")
         assert report["failed_steps"] == ["search_counts"]
         assert await services.search_counts.drain() == {}  # dropped, not re-queued
-        assert metrics.count(COUNTER_DROPPED_METRIC) == dropped_before + 1
+        assert (
+            metrics.count(metrics.COUNTER_ENTRIES_DROPPED, buffer="search_counts")
+            == dropped_before + 1
+        )
     finally:
         await blocker.close()
         await services.aclose()

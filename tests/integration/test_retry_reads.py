@@ -21,7 +21,7 @@ async def test_killed_connection_mid_read_is_retried(catalog_database_url: str) 
     services = Services.from_settings(settings_for(url))
     transport = httpx.ASGITransport(app=create_gateway(services))
     blocker = await psycopg.AsyncConnection.connect(url)
-    retries_before = metrics.count("db_retry")
+    retries_before = metrics.count(metrics.DB_RETRIES)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             await blocker.execute("LOCK TABLE home_snapshot IN ACCESS EXCLUSIVE MODE")
@@ -46,7 +46,7 @@ async def test_killed_connection_mid_read_is_retried(catalog_database_url: str) 
             response = await request
         assert response.status_code == 200
         assert "x-edgemart-stale" not in response.headers
-        assert metrics.count("db_retry") == retries_before + 1
+        assert metrics.count(metrics.DB_RETRIES) == retries_before + 1
     finally:
         await blocker.close()
         await services.aclose()

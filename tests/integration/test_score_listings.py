@@ -151,7 +151,7 @@ async def test_broken_model_falls_back_to_heuristic_and_health_says_so(
         model.write_bytes(BUNDLED_MODEL_PATH.read_bytes()[:200])
     make_pending(catalog_database_url, 70)
     services = Services.from_settings(settings_for(catalog_database_url, scoring_model_path=model))
-    before = metrics.count("scoring.model_unavailable")
+    before = metrics.count(metrics.SCORING_MODEL_UNAVAILABLE)
     try:
         report = await score_listings(services, EVENT)
         transport = httpx.ASGITransport(app=create_gateway(services))
@@ -161,7 +161,7 @@ async def test_broken_model_falls_back_to_heuristic_and_health_says_so(
         await services.aclose()
     assert report["scorer"] == "heuristic" and report["scored"] == 70
     assert str(model) in report["degraded_reason"]
-    assert metrics.count("scoring.model_unavailable") == before + 1
+    assert metrics.count(metrics.SCORING_MODEL_UNAVAILABLE) == before + 1
     assert pending_count(catalog_database_url) == 0
     assert query(
         catalog_database_url,

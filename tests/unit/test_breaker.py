@@ -87,3 +87,31 @@ def test_old_calls_leave_the_window() -> None:
         circuit.record_success()
     circuit.record_failure()
     assert circuit.state == "closed"  # 1 of the last 10 failed
+
+
+def test_state_changes_and_time_open_are_recorded_per_breaker() -> None:
+    from edgemart import metrics
+
+    clock = Clock()
+    circuit = CircuitBreaker("metrics_db", failure_threshold=1, success_threshold=1, clock=clock)
+
+    def changes(state: str) -> float:
+        return metrics.count(metrics.CIRCUIT_STATE_CHANGES, breaker="metrics_db", state=state)
+
+    before = {state: changes(state) for state in ("open", "half_open", "closed")}
+    open_before = metrics.count(metrics.CIRCUIT_OPEN_TIME, breaker="metrics_db")
+    circuit.record_failure()  # opens
+    clock.now += 45
+    assert circuit.state == "half_open"  # 45 s open
+    circuit.before_call()
+    circuit.record_failure()  # opens again
+    clock.now += 31
+    circuit.before_call()  # half-open after 31 s: the probe goes through
+    circuit.record_success()  # closes
+    assert circuit.state == "closed"
+    assert {state: changes(state) - before[state] for state in before} == {
+        "open": 2,
+        "half_open": 2,
+        "closed": 1,
+    }
+    assert metrics.count(metrics.CIRCUIT_OPEN_TIME, breaker="metrics_db") - open_before == 76

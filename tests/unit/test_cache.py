@@ -278,3 +278,40 @@ def test_304_matches_the_representation_that_would_be_sent() -> None:
         cached_response(request_with({"If-None-Match": rendered.etag}), rendered, RULE).status_code
         == 304
     )
+
+
+def test_each_lookup_counts_a_hit_a_miss_or_a_stale_serve() -> None:
+    from psycopg import OperationalError
+
+    from edgemart import metrics
+    from edgemart.cache import serve_cached
+
+    cache = TTLCache(clock=lambda: now)
+    now = 1000.0
+    failing = False
+
+    async def loader() -> dict[str, str]:
+        if failing:
+            raise OperationalError("connection refused")
+        return {"page": "home"}
+
+    def lookups(result: str) -> float:
+        return metrics.count(metrics.CACHE_LOOKUPS, layer="l1", cache_rule="home", result=result)
+
+    async def serve(key: str) -> int:
+        response = await serve_cached(request_with({}), cache, key, RULE, loader)
+        return response.status_code
+
+    before = {result: lookups(result) for result in ("hit", "miss", "stale")}
+    assert asyncio.run(serve("home")) == 200  # miss: loaded
+    assert asyncio.run(serve("home")) == 200  # hit
+    now += RULE.s_maxage + 1
+    failing = True
+    assert asyncio.run(serve("home")) == 200  # stale: the last good copy
+    with pytest.raises(OperationalError):
+        asyncio.run(serve("other"))  # a miss with no copy to serve
+    assert {result: lookups(result) - before[result] for result in before} == {
+        "hit": 1,
+        "miss": 2,
+        "stale": 1,
+    }

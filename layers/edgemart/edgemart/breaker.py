@@ -116,6 +116,9 @@ class CircuitBreaker:
 
     def _transition(self, state: State) -> None:
         previous, self._state = self._state, state
+        if previous == "open":
+            open_s = self.clock() - self._opened_at
+            metrics.record(metrics.CIRCUIT_OPEN_TIME, open_s, breaker=self.name)
         if state == "open":
             self._opened_at = self.clock()
         if state in ("half_open", "closed"):
@@ -125,4 +128,4 @@ class CircuitBreaker:
             self._consecutive_failures = 0
             self._calls.clear()
         logger.warning("circuit %s: %s -> %s", self.name, previous, state)
-        metrics.increment(f"circuit_{self.name}_{state}")
+        metrics.record(metrics.CIRCUIT_STATE_CHANGES, breaker=self.name, state=state)

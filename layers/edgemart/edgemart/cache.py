@@ -28,12 +28,16 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from edgemart import metrics
 from edgemart.compression import GZIP, accepts_gzip, gzip_body
 from edgemart.db import UNAVAILABLE_ERRORS
 from edgemart.routetable import ROUTES
 
 if TYPE_CHECKING:
     from edgemart.retry import RetryPolicy
+
+L1 = "l1"
+"""This process's cache, as the `layer` of cache metrics (a shared or edge layer gets its own)."""
 
 NO_STORE: Mapping[str, str] = {"Cache-Control": "no-store"}
 """Headers for everything that must never be cached (money, admin, health, seller pages)."""
@@ -323,13 +327,20 @@ async def serve_cached(
     """The route's response from the cache or the loader (retried on transient errors when a
     policy is given: a read is safe to repeat); when the database is unavailable,
     the last good copy, marked stale (`X-Edgemart-Stale: true`, `Age`). With no copy at all
-    the unavailability propagates (503)."""
+    the unavailability propagates (503). Each call counts one `cache_lookups` result."""
+    rendered = cache.fresh(key)
+    if rendered is not None:
+        metrics.record(metrics.CACHE_LOOKUPS, layer=L1, cache_rule=rule.name, result="hit")
+        return cached_response(request, rendered, rule)
     load = loader if retry is None else (lambda: retry.run(loader))
     try:
         rendered = await cache.get_or_load(key, rule.s_maxage, load, tags)
     except UNAVAILABLE_ERRORS:
         stale = cache.last_good(key)
+        result = "miss" if stale is None else "stale"
+        metrics.record(metrics.CACHE_LOOKUPS, layer=L1, cache_rule=rule.name, result=result)
         if stale is None:
             raise
         return cached_response(request, stale, rule, stale=True, now=cache.clock())
+    metrics.record(metrics.CACHE_LOOKUPS, layer=L1, cache_rule=rule.name, result="miss")
     return cached_response(request, rendered, rule)

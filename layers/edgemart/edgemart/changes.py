@@ -23,9 +23,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edgemart import metrics
 from edgemart.cache import TTLCache
 
 SEARCH_KEY_PREFIX = "search?"
+LOCAL = "local"
+"""The `transport` of an invalidation that never leaves its process."""
 
 
 def product_tag(product_id: str) -> str:
@@ -50,8 +53,12 @@ class Changes:
         return Changes(self.tags | other.tags, self.prefixes | other.prefixes)
 
     def apply(self, cache: TTLCache) -> None:
+        """Drop what these changes made stale from this process's cache: an invalidation
+        sent and received in-process (`transport` local)."""
         if self.tags or self.prefixes:
+            metrics.record(metrics.INVALIDATIONS_SENT, transport=LOCAL)
             cache.invalidate(tags=self.tags, prefixes=self.prefixes)
+            metrics.record(metrics.INVALIDATIONS_RECEIVED, transport=LOCAL)
 
 
 def stock_changed(product_ids: Iterable[str]) -> Changes:

@@ -6,7 +6,7 @@ them, checks every entry in Python, and writes each kind in one statement per ba
 A buffer maps an entry to a count. An entry built from several parts (a query and the client
 that searched it; a user and a query) is a JSON array, never parts joined by a separator:
 user input cannot then move a part into another. Entries are decoded defensively: one that
-does not decode, or fails its check, is dropped (logged, counted as `counter_entry_dropped`),
+does not decode, or fails its check, is dropped (logged, counted in `counter_entries_dropped`),
 as is one the database refuses (`edgemart.isolation`); neither goes back into the buffer.
 
 `popular_searches` counts *clients*, not requests: a query counts once per client per period
@@ -48,8 +48,6 @@ SEARCH_COUNTS_KEY = "edgemart:search_counts"
 VIEW_COUNTS_KEY = "edgemart:view_counts"
 SEARCH_HISTORY_KEY = "edgemart:search_history"
 SEARCH_HISTORY_PER_USER = 50
-COUNTER_FALLBACK_METRIC = "counter_fallback"
-COUNTER_DROPPED_METRIC = "counter_entry_dropped"
 MAX_QUERY_LENGTH = 200
 MAX_SUBJECT_LENGTH = 255
 BIGINT_MAX = 2**63 - 1
@@ -67,14 +65,20 @@ def normalise_query(query: str) -> str:
     return _SPACES.sub(" ", query.strip().lower())[:MAX_QUERY_LENGTH]
 
 
+def buffer_name(key: str) -> str:
+    """A buffer's name in metrics: its Redis key without the `edgemart:` prefix."""
+    return key.rpartition(":")[2]
+
+
 class Dropped:
-    """The entries of one buffer one flush drops: each counted in `counter_entry_dropped`,
+    """The entries of one buffer one flush drops: each counted in `counter_entries_dropped`,
     the first `LOGGED_DROPS` logged with their (shortened) repr and the reason."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.count = 0
         self._entries: set[object] = set()
+        self._counted = metrics.series(metrics.COUNTER_ENTRIES_DROPPED, buffer=buffer_name(kind))
 
     def __contains__(self, entry: object) -> bool:
         return entry in self._entries
@@ -82,7 +86,7 @@ class Dropped:
     def __call__(self, entry: object, reason: str) -> None:
         self.count += 1
         self._entries.add(entry)
-        metrics.increment(COUNTER_DROPPED_METRIC)
+        self._counted.add()
         if self.count <= LOGGED_DROPS:
             logger.warning("%s: dropped buffered entry %r: %s", self.kind, _short(entry), reason)
 
@@ -135,7 +139,7 @@ class RedisCounts:
     """Shared across processes: one HINCRBY per event, drained by a Lua script.
 
     Counting is never worth failing a request for: if Redis errors or does not answer within
-    `timeout_s`, the event is counted in this process instead (metric `counter_fallback`,
+    `timeout_s`, the event is counted in this process instead (metric `counter_fallbacks`,
     logged at most once a minute) and Redis is skipped for `retry_after_s`. `drain` returns
     the local counts too, so the next flush writes them; counts Redis holds while it cannot
     be drained stay there for a later flush. Nothing is lost unless Redis itself loses it."""
@@ -153,6 +157,7 @@ class RedisCounts:
         self.timeout_s = timeout_s
         self.retry_after_s = retry_after_s
         self.local = MemoryCounts()
+        self._fallbacks = metrics.series(metrics.COUNTER_FALLBACKS, buffer=buffer_name(key))
         self._skip_redis_until = 0.0
         self._failures = ThrottledWarning(
             f"counting in Redis ({key}) failed (%r); counting in this process"
@@ -166,7 +171,7 @@ class RedisCounts:
                 return
             except Exception as exc:  # any Redis failure: count locally instead
                 self._redis_failed(exc)
-        metrics.increment(COUNTER_FALLBACK_METRIC)
+        self._fallbacks.add()
         await self.local.record(name)
 
     async def drain(self) -> dict[str, int]:

@@ -411,22 +411,6 @@ REGISTRY = Registry()
 """This process's series."""
 series = REGISTRY.series
 record = REGISTRY.record
+count = REGISTRY.count
 all_series = REGISTRY.all_series
 drain_pending = REGISTRY.drain_pending
-
-
-# ---- Transitional: counting by free strings, until every call site records by declaration ----
-
-_legacy_counts: dict[str, int] = {}
-
-
-def increment(name: str, value: int = 1) -> None:
-    """Deprecated: record a declared metric instead."""
-    _legacy_counts[name] = _legacy_counts.get(name, 0) + value
-
-
-def count(metric: Metric | str, /, **dimensions: str) -> float:
-    """`Registry.count` on this process's registry (a string reads the deprecated counts)."""
-    if isinstance(metric, str):
-        return _legacy_counts.get(metric, 0)
-    return REGISTRY.count(metric, **dimensions)

@@ -5,7 +5,8 @@
 - **errors**: an exception with a registered handler (ProblemError, HTTPException, ...) is
   rendered by it, anything else becomes a 500 `internal_error` problem (traceback in the log,
   nothing internal in the body), still carrying the request id;
-- **access log**: one sampled line once the response is sent;
+- **access log**: one sampled line once the response is sent, and the request's metrics
+  (`edgemart.requestmetrics`);
 - **body limit**: 413 for a declared or received body over `max_body_bytes`;
 - **gate**: an optional check before the app (the rate limiter) that may answer instead;
 - **response headers**: `X-Content-Type-Options: nosniff` on every response, and
@@ -45,6 +46,7 @@ from edgemart.cors import CorsPolicy, is_preflight, preflight_response
 from edgemart.errors import PayloadTooLargeError, problem_for_status
 from edgemart.logging import bind_request_log_keys, logger, unbind_request_log_keys
 from edgemart.requestid import incoming_request_id, new_request_id
+from edgemart.requestmetrics import observe_request
 from edgemart.settings import IPNetwork
 
 RESPONSE_HEADERS_KEY = "response_headers"
@@ -169,6 +171,7 @@ class RequestContextMiddleware:
                 await response(scope, receive, send_with_context)
         finally:
             duration_ms = (time.perf_counter() - started) * 1000
+            observe_request(scope["method"], scope["path"], status or 500, duration_ms)
             if should_log(
                 status or 500, duration_ms, self.sample_rate, self.slow_ms, self.rng.random()
             ):

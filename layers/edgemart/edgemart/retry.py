@@ -78,6 +78,6 @@ class RetryPolicy:
                 delay = self.delay(attempt)
                 if self.clock() - started + delay > self.total_s:
                     raise
-                metrics.increment("db_retry")
+                metrics.record(metrics.DB_RETRIES)
                 await self.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")

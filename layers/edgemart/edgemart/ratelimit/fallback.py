@@ -4,7 +4,7 @@ If the shared backend errors or does not answer within `timeout_s`, that request
 against the local memory limiter instead: limits become per process for a while, but no
 request fails because the limiter's backend is down. After a failure the shared backend is
 skipped for `retry_after_s`, then tried again, so it is used again as soon as it is back.
-Fall-backs are counted (`rate_limit_fallback`) and logged at most once per `log_every_s`.
+Fall-backs are counted (`rate_limit_fallbacks`) and logged at most once per `log_every_s`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from edgemart.logging import ThrottledWarning
 from edgemart.ratelimit.base import RateLimiter
 from edgemart.ratelimit.memory import MemoryRateLimiter
 from edgemart.ratelimit.window import Decision, Policy
-
-FALLBACK_METRIC = "rate_limit_fallback"
 
 
 class FallbackRateLimiter:
@@ -37,6 +35,7 @@ class FallbackRateLimiter:
         self.timeout_s = timeout_s
         self.retry_after_s = retry_after_s
         self._skip_shared_until = 0.0
+        self._fallbacks = metrics.series(metrics.RATE_LIMIT_FALLBACKS, backend=self.backend)
         self._failures = ThrottledWarning(
             f"rate limit backend {self.backend} failed (%r); using the local limiter",
             every_s=log_every_s,
@@ -50,7 +49,7 @@ class FallbackRateLimiter:
             except Exception as exc:  # any failure of the shared backend means: go local
                 self._skip_shared_until = time.monotonic() + self.retry_after_s
                 self._failures.note(exc)
-        metrics.increment(FALLBACK_METRIC)
+        self._fallbacks.add()
         return (await self.local.check(key, policy))._replace(fallback=True)
 
     async def ping(self) -> bool:
