@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import secrets
 import signal
 import socket
 from collections.abc import Mapping
@@ -51,7 +52,10 @@ def serve(
         _exit_cleanly_on_sigterm()
         with database_url_for(settings.database_url, settings.data_dir, create=True) as url:
             settings = _with_development_secret(dataclasses.replace(settings, database_url=url))
+            settings = with_shared_cursor_secret(settings)
             prepare_database(url, demo=demo, demo_products=demo_products)
+            if workers > 1:
+                _warn_of_per_worker_state(settings)
             _run_uvicorn(settings, host, port, listener, workers)
     finally:
         listener.close()
@@ -114,6 +118,42 @@ def _with_development_secret(settings: Settings) -> Settings:
         settings.data_dir.resolve() / "jwt-secret",
     )
     return dataclasses.replace(settings, jwt_secret=secret)
+
+
+def with_shared_cursor_secret(settings: Settings) -> Settings:
+    """Without CURSOR_SECRET each process makes a random key, and would refuse the cursors
+    (and count the searches of) another worker's: serve makes one for all of its workers, for
+    as long as it runs."""
+    if settings.cursor_secret:
+        return settings
+    return dataclasses.replace(settings, cursor_secret=secrets.token_urlsafe(32))
+
+
+def kept_per_worker(settings: Settings) -> list[str]:
+    """What several workers would each keep in their own memory, with these settings, that
+    should be shared (cached pages always are: a write refreshes them in its own worker)."""
+    kept = []
+    if _rate_limits_in_memory(settings):
+        kept.append("rate limits (each worker allows the whole limit)")
+    if settings.redis_url is None:
+        kept.append(
+            "buffered counts (searches, views, search history) of the workers that do not run "
+            "the scheduled jobs, which are then never written"
+        )
+    return kept
+
+
+def _rate_limits_in_memory(settings: Settings) -> bool:
+    if settings.rate_limit_backend != "auto":
+        return settings.rate_limit_backend == "memory"
+    upstash = settings.upstash_redis_rest_url and settings.upstash_redis_rest_token
+    return not (settings.redis_url or upstash)
+
+
+def _warn_of_per_worker_state(settings: Settings) -> None:
+    kept = kept_per_worker(settings)
+    if kept:
+        logger.warning("several workers keep apart: %s; set REDIS_URL", "; ".join(kept))
 
 
 def _run_uvicorn(

@@ -5,8 +5,8 @@ once; then uvicorn runs the app in `--workers` processes (spawned, each restarte
 supervisor if it dies) that share the listening socket. Each worker builds its app with the
 import-string factory `gateway.workers:worker_gateway` from its environment, which `serve`
 prepares with `worker_environment`: the settings it resolved itself (the embedded database's
-URL, the development JWT secret, the access-log rate, the data folder), exported under their
-declared variable names, and the run folder.
+URL, the development JWT secret, one cursor secret for all, the access-log rate, the data
+folder), exported under their declared variable names, and the run folder.
 
 The run folder is a temporary folder per `serve` (removed when it stops), shared by its
 workers: `scheduler.lock`, held by the one worker that runs the scheduled jobs and the SQS
@@ -35,7 +35,13 @@ RUN_FOLDER_VARIABLE = "EDGEMART_SERVE_RUN_DIR"
 SCHEDULER_LOCK = "scheduler.lock"
 METRICS_FOLDER = "metrics"
 
-RESOLVED_BY_SERVE = ("database_url", "jwt_secret", "access_log_sample_rate", "data_dir")
+RESOLVED_BY_SERVE = (
+    "database_url",
+    "jwt_secret",
+    "cursor_secret",
+    "access_log_sample_rate",
+    "data_dir",
+)
 """The settings `serve` may set itself rather than read from the environment."""
 
 
