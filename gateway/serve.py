@@ -121,9 +121,9 @@ def _with_development_secret(settings: Settings) -> Settings:
 
 
 def with_shared_cursor_secret(settings: Settings) -> Settings:
-    """Without CURSOR_SECRET each process makes a random key, and would refuse the cursors
-    (and count the searches of) another worker's: serve makes one for all of its workers, for
-    as long as it runs."""
+    """Without CURSOR_SECRET each process makes a random key: a worker would refuse another's
+    cursors, and hash one client differently for popular searches. serve makes one key for
+    all of its workers, for as long as it runs."""
     if settings.cursor_secret:
         return settings
     return dataclasses.replace(settings, cursor_secret=secrets.token_urlsafe(32))
@@ -163,11 +163,21 @@ def _run_uvicorn(
     from uvicorn.supervisors import Multiprocess
 
     from gateway.httpserver import server_config, uvicorn_log_config
-    from gateway.workers import WORKER_APP, check_worker_settings, run_folder, worker_environment
+    from gateway.workers import (
+        WORKER_APP,
+        check_worker_settings,
+        run_folder,
+        worker_environment,
+        worker_gateway,
+    )
 
     with run_folder() as folder:
         os.environ.update(worker_environment(settings, folder))
         check_worker_settings(settings, os.environ)
+        # Built once here as each worker will build it (nothing connects before its first
+        # use), so a configuration error stops serve with its one-line message instead of
+        # failing every worker.
+        worker_gateway()
         config = server_config(
             WORKER_APP,
             factory=True,

@@ -8,11 +8,11 @@ prepares with `worker_environment`: the settings it resolved itself (the embedde
 URL, the development JWT secret, one cursor secret for all, the access-log rate, the data
 folder), exported under their declared variable names, and the run folder.
 
-The run folder is a temporary folder per `serve` (removed when it stops), shared by its
-workers: `scheduler.lock`, held by the one worker that runs the scheduled jobs and the SQS
-poller (gateway.scheduler), and `metrics/`, where each worker leaves its metrics for the
-others' `/metrics` (gateway.workermetrics). With one worker nothing changes but who builds the
-app.
+The run folder is a temporary folder per `serve` (removed when it stops, or by the next
+`serve` when it was killed), shared by its workers: `scheduler.lock`, held by the one worker
+that runs the scheduled jobs and the SQS poller (gateway.scheduler), and `metrics/`, where
+each worker leaves its metrics for the others' `/metrics` (gateway.workermetrics). With one
+worker nothing changes but who builds the app.
 """
 
 from __future__ import annotations
@@ -29,11 +29,13 @@ from starlette.applications import Starlette
 from edgemart.errors import EdgemartError
 from edgemart.services import Services
 from edgemart.settings import DECLARED, Settings
+from gateway.embedded import process_is_alive
 
 WORKER_APP = "gateway.workers:worker_gateway"
 RUN_FOLDER_VARIABLE = "EDGEMART_SERVE_RUN_DIR"
 SCHEDULER_LOCK = "scheduler.lock"
 METRICS_FOLDER = "metrics"
+RUN_FOLDER_PREFIX = "edgemart-serve-"
 
 RESOLVED_BY_SERVE = (
     "database_url",
@@ -77,12 +79,25 @@ def check_worker_settings(settings: Settings, environ: Mapping[str, str]) -> Non
 
 @contextmanager
 def run_folder() -> Iterator[Path]:
-    """A new, private run folder, removed when the block ends."""
-    path = Path(tempfile.mkdtemp(prefix="edgemart-serve-"))
+    """A new, private run folder, removed when the block ends. Folders a killed `serve` left
+    behind (named by its pid, which no longer runs) are removed first."""
+    remove_abandoned_run_folders(Path(tempfile.gettempdir()))
+    path = Path(tempfile.mkdtemp(prefix=f"{RUN_FOLDER_PREFIX}{os.getpid()}-"))
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_abandoned_run_folders(parent: Path) -> None:
+    for folder in parent.glob(RUN_FOLDER_PREFIX + "*"):
+        pid = folder.name.removeprefix(RUN_FOLDER_PREFIX).partition("-")[0]
+        try:
+            ours = folder.is_dir() and folder.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if ours and pid.isdigit() and not process_is_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def worker_gateway() -> Starlette:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,11 @@ import pytest
 from edgemart.settings import Settings
 from gateway.workers import (
     METRICS_FOLDER,
+    RUN_FOLDER_PREFIX,
     RUN_FOLDER_VARIABLE,
     WorkerEnvironmentError,
     check_worker_settings,
+    remove_abandoned_run_folders,
     run_folder,
     worker_environment,
     worker_gateway,
@@ -63,6 +66,26 @@ def test_the_run_folder_is_private_and_removed_at_the_end() -> None:
         (folder / METRICS_FOLDER / "1-a.json").write_text("[]", encoding="utf-8")
         assert folder.stat().st_mode & 0o077 == 0
     assert not folder.exists()
+
+
+def test_folders_of_a_killed_serve_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    dead_pid = int(gone.stdout)
+    abandoned = tmp_path / f"{RUN_FOLDER_PREFIX}{dead_pid}-abcd"
+    live = tmp_path / f"{RUN_FOLDER_PREFIX}{os.getpid()}-efgh"
+    unrelated = tmp_path / f"{RUN_FOLDER_PREFIX}notapid"
+    for folder in (abandoned, live, unrelated):
+        (folder / METRICS_FOLDER).mkdir(parents=True)
+    remove_abandoned_run_folders(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, unrelated.name])
 
 
 def test_the_worker_factory_needs_serve(monkeypatch: pytest.MonkeyPatch) -> None:
