@@ -2,14 +2,16 @@
 
 Its routes are the functions' own `routes` lists (each built from the route table, which also
 names the HTTP functions) and the app comes from the same `build_app` the Lambda handlers use.
-Its one addition is the docs page, `GET /docs` (gateway.docs), which no Lambda serves.
+Its additions, which no Lambda serves: the docs page, `GET /docs` (gateway.docs), and the
+Prometheus metrics, `GET /metrics` (gateway.metricsroute).
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
@@ -19,21 +21,41 @@ from edgemart.routetable import function_names
 from edgemart.services import Services
 from edgemart.settings import Settings
 from gateway.docs import docs_routes
-from gateway.scheduler import Schedule, default_schedules, running
+from gateway.metricsroute import metrics_routes
+from gateway.scheduler import (
+    Schedule,
+    SchedulerLock,
+    default_schedules,
+    running,
+    running_when_leader,
+)
+from gateway.workermetrics import MetricsFolder, writing_totals
 
 HTTP_FUNCTION_MODULES = tuple(f"functions.{name}.app" for name in function_names())
 
 
-def gateway_routes() -> list[BaseRoute]:
+def gateway_routes(metrics_folder: MetricsFolder | None = None) -> list[BaseRoute]:
     routes: list[BaseRoute] = []
     for module_name in HTTP_FUNCTION_MODULES:
         routes.extend(importlib.import_module(module_name).routes)
-    return routes + docs_routes()
+    return routes + docs_routes() + metrics_routes(metrics_folder)
 
 
-def create_gateway(services: Services | None = None, *, run_schedules: bool = False) -> Starlette:
-    """The gateway app; `run_schedules` runs the scheduled functions in-process (serve)."""
+def create_gateway(
+    services: Services | None = None,
+    *,
+    run_schedules: bool = False,
+    scheduler_lock: Path | None = None,
+    metrics_folder: Path | None = None,
+) -> Starlette:
+    """The gateway app; `run_schedules` runs the scheduled functions in-process (serve).
+
+    For one of several `serve` workers (gateway.workers): `scheduler_lock` runs the schedules
+    only while this process holds that lock, and `metrics_folder` is where the workers share
+    their metrics, so that `/metrics` sums them.
+    """
     gateway_services = services or Services.from_settings(Settings.from_env())
+    folder = MetricsFolder(metrics_folder) if metrics_folder is not None else None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -42,8 +64,17 @@ def create_gateway(services: Services | None = None, *, run_schedules: bool = Fa
             from gateway.sqspoller import POLL_EVERY_S, poll_purchase_queue
 
             schedules.append(Schedule("order_worker", poll_purchase_queue, POLL_EVERY_S))
-        async with running(schedules, gateway_services):
+        async with AsyncExitStack() as stack:
+            if folder is not None:  # entered first, so its last write follows the jobs' end
+                await stack.enter_async_context(writing_totals(folder))
+            if scheduler_lock is not None and schedules:
+                lock = SchedulerLock(scheduler_lock)
+                await stack.enter_async_context(
+                    running_when_leader(schedules, gateway_services, lock)
+                )
+            else:
+                await stack.enter_async_context(running(schedules, gateway_services))
             yield
         await gateway_services.aclose()
 
-    return build_app(gateway_routes(), services=gateway_services, lifespan=lifespan)
+    return build_app(gateway_routes(folder), services=gateway_services, lifespan=lifespan)

@@ -28,7 +28,16 @@ from edgemart.settings import Settings, SettingsError
 GATEWAY_EXTRA = "pip install 'edgemart[gateway]'"
 # Top-level modules only the `gateway` extra installs.
 GATEWAY_EXTRA_MODULES = frozenset(
-    {"uvicorn", "pgserver", "boto3", "onnxruntime", "numpy", "httptools", "uvloop"}
+    {
+        "uvicorn",
+        "pgserver",
+        "boto3",
+        "onnxruntime",
+        "numpy",
+        "httptools",
+        "uvloop",
+        "prometheus_client",
+    }
 )
 EXIT_FAILED = 1  # the command could not do its work
 EXIT_USAGE = 2  # the command line or the configuration is wrong (argparse uses 2 too)
@@ -134,6 +143,13 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive,
         default=5000,
         help="products in the demo catalog (default %(default)s)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="worker processes serving requests (default %(default)s); the database is "
+        "prepared once before they start, and one of them runs the scheduled jobs",
     )
     serve.set_defaults(run=_serve)
 
@@ -246,7 +262,7 @@ def _require_modules(command: str, *modules: str) -> None:
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     embedded = ("pgserver",) if settings.database_url is None else ()
-    _require_modules("serve", "uvicorn", *embedded)
+    _require_modules("serve", "uvicorn", "prometheus_client", *embedded)
     from gateway.serve import serve, serve_settings
 
     serve(
@@ -255,6 +271,7 @@ def _serve(args: argparse.Namespace) -> int:
         demo=not args.no_demo,
         demo_products=args.demo_products,
         settings=serve_settings(settings, os.environ),
+        workers=args.workers,
     )
     return 0
 

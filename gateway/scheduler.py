@@ -1,14 +1,24 @@
 """The gateway's local stand-in for EventBridge: scheduled functions run in-process on their
 schedules, through the same job coroutine their Lambda handler runs, with a scheduled-event
-payload."""
+payload.
+
+Under `edgemart serve --workers N` one worker runs them: the one holding the serve run's
+`SchedulerLock`. Every worker asks for it at start-up and again every `LEADER_RETRY_S`; the
+kernel frees it when its holder exits however it ends, so another worker takes over within
+that time. This elects one process per host, not one per fleet: several hosts each running
+`serve` each run the jobs.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from edgemart.jobs import Job
@@ -52,6 +62,64 @@ async def running(schedules: list[Schedule], services: Services) -> AsyncIterato
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+LEADER_RETRY_S = 5.0
+
+
+class SchedulerLock:
+    """An exclusive lock on one file (flock), taken without waiting and held until released
+    or until the process ends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._descriptor: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._descriptor is not None
+
+    def try_acquire(self) -> bool:
+        if self._descriptor is not None:
+            return True
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            return False
+        self._descriptor = descriptor
+        return True
+
+    def release(self) -> None:
+        descriptor, self._descriptor = self._descriptor, None
+        if descriptor is not None:
+            os.close(descriptor)  # closing the last descriptor releases the lock
+
+
+@contextlib.asynccontextmanager
+async def running_when_leader(
+    schedules: list[Schedule],
+    services: Services,
+    lock: SchedulerLock,
+    retry_s: float = LEADER_RETRY_S,
+) -> AsyncIterator[None]:
+    """`running`, once and for as long as this process holds `lock`."""
+
+    async def lead() -> None:
+        while not lock.try_acquire():
+            await asyncio.sleep(retry_s)
+        logger.info("scheduled jobs run in this worker (pid %d)", os.getpid())
+        async with running(schedules, services):
+            await asyncio.Event().wait()  # until cancelled
+
+    task = asyncio.create_task(lead())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        lock.release()
 
 
 HEARTBEAT_EVERY_S = 10.0

@@ -3,8 +3,10 @@
 The port is bound first, so a busy port fails at once, before any database work. With no
 DATABASE_URL an embedded PostgreSQL starts in the data folder (see gateway.embedded for who
 stops it). Either way the database is migrated and, when it holds no catalog, loaded with the
-demo catalog (unless `demo=False`). Ctrl-C and SIGTERM stop the server and then the embedded
-database. Every 2xx/3xx access line is logged unless ACCESS_LOG_SAMPLE_RATE says otherwise.
+demo catalog (unless `demo=False`). All of that happens once, in this process; the app then
+runs in `workers` uvicorn processes (gateway.workers), one of which runs the scheduled jobs.
+Ctrl-C and SIGTERM stop the server (every worker) and then the embedded database. Every
+2xx/3xx access line is logged unless ACCESS_LOG_SAMPLE_RATE says otherwise.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import secrets
 import signal
 import socket
 from collections.abc import Mapping
@@ -22,7 +25,6 @@ import psycopg
 from edgemart.errors import EdgemartError
 from edgemart.logging import logger
 from edgemart.migrate import apply_migrations
-from edgemart.services import Services
 from edgemart.settings import Settings
 from gateway.democatalog import catalog_is_present, seed_catalog
 from gateway.embedded import database_url_for, development_jwt_secret
@@ -42,6 +44,7 @@ def serve(
     demo: bool = True,
     demo_products: int = DEMO_PRODUCTS,
     settings: Settings | None = None,
+    workers: int = 1,
 ) -> None:
     settings = settings or serve_settings(Settings.from_env(), os.environ)
     listener = bind_listener(host, port)
@@ -49,8 +52,11 @@ def serve(
         _exit_cleanly_on_sigterm()
         with database_url_for(settings.database_url, settings.data_dir, create=True) as url:
             settings = _with_development_secret(dataclasses.replace(settings, database_url=url))
+            settings = with_shared_cursor_secret(settings)
             prepare_database(url, demo=demo, demo_products=demo_products)
-            _run_uvicorn(settings, host, port, listener)
+            if workers > 1:
+                _warn_of_per_worker_state(settings)
+            _run_uvicorn(settings, host, port, listener, workers)
     finally:
         listener.close()
 
@@ -118,24 +124,81 @@ def _with_development_secret(settings: Settings) -> Settings:
     return dataclasses.replace(settings, jwt_secret=secret)
 
 
-def _run_uvicorn(settings: Settings, host: str, port: int, listener: socket.socket) -> None:
+def with_shared_cursor_secret(settings: Settings) -> Settings:
+    """Without CURSOR_SECRET each process makes a random key: a worker would refuse another's
+    cursors, and hash one client differently for popular searches. serve makes one key for
+    all of its workers, for as long as it runs."""
+    if settings.cursor_secret:
+        return settings
+    return dataclasses.replace(settings, cursor_secret=secrets.token_urlsafe(32))
+
+
+def kept_per_worker(settings: Settings) -> list[str]:
+    """What several workers would each keep in their own memory, with these settings, that
+    should be shared (cached pages always are: a write refreshes them in its own worker)."""
+    kept = []
+    if _rate_limits_in_memory(settings):
+        kept.append("rate limits (each worker allows the whole limit)")
+    if settings.redis_url is None:
+        kept.append(
+            "buffered counts (searches, views, search history) of the workers that do not run "
+            "the scheduled jobs, which are then never written"
+        )
+    return kept
+
+
+def _rate_limits_in_memory(settings: Settings) -> bool:
+    if settings.rate_limit_backend != "auto":
+        return settings.rate_limit_backend == "memory"
+    upstash = settings.upstash_redis_rest_url and settings.upstash_redis_rest_token
+    return not (settings.redis_url or upstash)
+
+
+def _warn_of_per_worker_state(settings: Settings) -> None:
+    kept = kept_per_worker(settings)
+    if kept:
+        logger.warning("several workers keep apart: %s; set REDIS_URL", "; ".join(kept))
+
+
+def _run_uvicorn(
+    settings: Settings, host: str, port: int, listener: socket.socket, workers: int
+) -> None:
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
-    from gateway.app import create_gateway
     from gateway.httpserver import server_config, uvicorn_log_config
-
-    app = create_gateway(Services.from_settings(settings), run_schedules=True)
-    config = server_config(
-        app,
-        host=host,
-        port=port,
-        access_log=False,
-        lifespan="on",
-        log_config=uvicorn_log_config(settings.log_level),
+    from gateway.workers import (
+        WORKER_APP,
+        check_worker_settings,
+        run_folder,
+        worker_environment,
+        worker_gateway,
     )
-    # uvicorn says where it listens only for sockets it binds itself.
-    logger.info("gateway listening on http://%s:%d (Ctrl-C to stop)", host, port)
-    uvicorn.Server(config).run(sockets=[listener])
+
+    with run_folder() as folder:
+        os.environ.update(worker_environment(settings, folder))
+        check_worker_settings(settings, os.environ)
+        # Built once here as each worker will build it (nothing connects before its first
+        # use), so a configuration error stops serve with its one-line message instead of
+        # failing every worker.
+        worker_gateway()
+        config = server_config(
+            WORKER_APP,
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            access_log=False,
+            lifespan="on",
+            log_config=uvicorn_log_config(settings.log_level),
+        )
+        # uvicorn says where it listens only for sockets it binds itself.
+        logger.info("gateway listening on http://%s:%d (Ctrl-C to stop)", host, port)
+        if workers == 1:
+            uvicorn.Server(config).run(sockets=[listener])
+            return
+        logger.info("gateway runs in %d worker processes; one runs the scheduled jobs", workers)
+        Multiprocess(config, sockets=[listener]).run()
 
 
 def _exit_cleanly_on_sigterm() -> None:

@@ -556,6 +556,14 @@ class Settings:
         "the API from another origin; unset: no CORS headers at all, and a preflight "
         "`OPTIONS` is 405",
     )
+    metrics_bearer_token: str | None = setting(
+        None,
+        Text("secret"),
+        "HTTP & logging",
+        "when set, the gateway's `GET /metrics` (Prometheus) answers only requests sending "
+        "`Authorization: Bearer` with this token, and 401 to any other; unset: anyone who "
+        "reaches the gateway can scrape it",
+    )
     version: str = setting(
         __version__,
         Text(),
