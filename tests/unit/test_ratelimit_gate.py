@@ -21,27 +21,14 @@ from edgemart.ratelimit.memory import MemoryRateLimiter
 from edgemart.ratelimit.policies import RateLimitTable
 from edgemart.ratelimit.window import Policy
 from edgemart.requestcontext import RESPONSE_HEADERS_KEY
-from edgemart.routetable import RouteSpec
 from edgemart.services import Services
 from edgemart.settings import IPNetwork, Settings
+from tests.unit.test_ratelimit_policies import route
 from tests.unit.test_ratelimit_window import FakeClock
 
 SEARCH = Policy("search", 2, 60)
 LISTINGS = Policy("listings", 1, 60, "user")
 ODD = Policy("50%off", 5, 60)
-
-
-def route(method: str, path: str, group: str | None) -> RouteSpec:
-    return RouteSpec(
-        method,
-        path,
-        "function",
-        "handler",
-        "summary",
-        rate_limit=group,
-        cache_rule=None,
-        auth="none",
-    )
 
 
 TABLE = RateLimitTable(

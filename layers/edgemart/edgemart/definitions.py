@@ -65,6 +65,12 @@ def requirements(text: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def sql_checksum(sql: str) -> str:
+    """What the runner records for a migration or a definition file: a change of text is a
+    change of checksum."""
+    return hashlib.sha256(sql.encode()).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class Definition:
     name: str
@@ -72,7 +78,7 @@ class Definition:
 
     @property
     def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
+        return sql_checksum(self.sql)
 
     @property
     def requires(self) -> tuple[str, ...]:

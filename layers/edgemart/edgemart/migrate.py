@@ -23,7 +23,6 @@ requires, is brought up to date just before the migration.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from edgemart.definitions import (
     present_objects,
     recorded_definitions,
     requirements,
+    sql_checksum,
     with_requirements,
 )
 from edgemart.errors import EdgemartError
@@ -89,7 +89,7 @@ class Migration:
 
     @property
     def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
+        return sql_checksum(self.sql)
 
     @property
     def transactional(self) -> bool:

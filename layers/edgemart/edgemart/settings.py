@@ -198,7 +198,19 @@ class Currency(Parser[str]):
         return raw.upper()
 
 
-class Networks(Parser[tuple[IPNetwork, ...]]):
+class _CommaSeparated(Parser[tuple[V, ...]]):
+    """A comma-separated list; empty items are skipped, each other item parsed by `item`."""
+
+    __slots__ = ()
+
+    def parse(self, name: str, raw: str) -> tuple[V, ...]:
+        return tuple(self.item(name, part) for part in (p.strip() for p in raw.split(",")) if part)
+
+    def item(self, name: str, part: str) -> V:
+        raise NotImplementedError
+
+
+class Networks(_CommaSeparated[IPNetwork]):
     """Comma-separated IP networks (a bare address is a network of one)."""
 
     __slots__ = ()
@@ -206,19 +218,14 @@ class Networks(Parser[tuple[IPNetwork, ...]]):
     def kind(self) -> str:
         return "comma-separated CIDRs"
 
-    def parse(self, name: str, raw: str) -> tuple[IPNetwork, ...]:
-        networks: list[IPNetwork] = []
-        for part in (part.strip() for part in raw.split(",")):
-            if not part:
-                continue
-            try:
-                networks.append(ipaddress.ip_network(part, strict=False))
-            except ValueError:
-                raise SettingsError(f"{name}: {part!r} is not an IP network") from None
-        return tuple(networks)
+    def item(self, name: str, part: str) -> IPNetwork:
+        try:
+            return ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise SettingsError(f"{name}: {part!r} is not an IP network") from None
 
 
-class Origins(Parser[tuple[str, ...]]):
+class Origins(_CommaSeparated[str]):
     """Comma-separated `scheme://host[:port]` origins, as browsers send them."""
 
     __slots__ = ()
@@ -226,16 +233,11 @@ class Origins(Parser[tuple[str, ...]]):
     def kind(self) -> str:
         return "comma-separated origins"
 
-    def parse(self, name: str, raw: str) -> tuple[str, ...]:
-        origins: list[str] = []
-        for part in (part.strip() for part in raw.split(",")):
-            if not part:
-                continue
-            scheme, separator, rest = part.partition("://")
-            if scheme not in ("http", "https") or not separator or not rest or "/" in rest:
-                raise SettingsError(f"{name}: {part!r} is not an origin (scheme://host[:port])")
-            origins.append(part.lower())
-        return tuple(origins)
+    def item(self, name: str, part: str) -> str:
+        scheme, separator, rest = part.partition("://")
+        if scheme not in ("http", "https") or not separator or not rest or "/" in rest:
+            raise SettingsError(f"{name}: {part!r} is not an origin (scheme://host[:port])")
+        return part.lower()
 
 
 class RateLimits(Parser[tuple[RateLimitOverride, ...]]):
