@@ -111,8 +111,7 @@ def main() -> None:
                 {**base, "PROMETHEUS_MULTIPROC_DIR": scratch},
             ),
             "edgemart serve worker": (
-                f"SERIES = {args.series}\nFOLDER = {str(Path(scratch) / 'snap')!r}\n"
-                + SNAPSHOT,
+                f"SERIES = {args.series}\nFOLDER = {str(Path(scratch) / 'snap')!r}\n" + SNAPSHOT,
                 base,
             ),
         }
