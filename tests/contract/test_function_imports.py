@@ -1,6 +1,6 @@
 """What each function pays at cold start: HTTP functions never import the heavy optional
-libraries (onnxruntime, numpy, boto3, upstash-redis) with the default configuration; only
-score_listings loads onnxruntime, and only when it scores."""
+libraries (onnxruntime, numpy, boto3, upstash-redis, OpenTelemetry) with the default
+configuration; only score_listings loads onnxruntime, and only when it scores."""
 
 from __future__ import annotations
 
@@ -15,7 +15,15 @@ from gateway.app import HTTP_FUNCTION_MODULES
 # Packages, and botocore's client machinery: Powertools imports the bare `botocore` package
 # (under a millisecond) whenever it is installed, as it always is in Lambda; building a
 # session or client is the cost that matters.
-HEAVY = ("onnxruntime", "numpy", "boto3", "upstash_redis", "botocore.session", "botocore.client")
+HEAVY = (
+    "onnxruntime",
+    "numpy",
+    "boto3",
+    "upstash_redis",
+    "botocore.session",
+    "botocore.client",
+    "opentelemetry",  # tracing is off by default (TRACING)
+)
 
 PROBE = """
 import importlib, json, sys

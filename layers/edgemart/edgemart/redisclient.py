@@ -13,14 +13,23 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from edgemart.tracing.tracer import Tracing
+
 
 class LazyRedis:
     def __init__(
-        self, url: str, *, socket_timeout_s: float = 1.0, max_connections: int = 50
+        self,
+        url: str,
+        *,
+        socket_timeout_s: float = 1.0,
+        max_connections: int = 50,
+        tracing: Tracing | None = None,
     ) -> None:
+        """`tracing`: a span per command (edgemart.tracing.redis)."""
         self.url = url
         self.socket_timeout_s = socket_timeout_s
         self.max_connections = max_connections
+        self.tracing = tracing
         self._client: Redis | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -41,7 +50,8 @@ class LazyRedis:
                 socket_connect_timeout=self.socket_timeout_s,
                 retry=Retry(NoBackoff(), 0),
             )
-            self._client = Redis(connection_pool=pool)
+            client_class = Redis if self.tracing is None else self.tracing.redis_class()
+            self._client = client_class(connection_pool=pool)
             self._loop = loop
         return self._client
 
