@@ -232,3 +232,11 @@ def test_the_daemon_address_must_be_host_and_port() -> None:
     assert daemon_address("169.254.79.129:2000") == ("169.254.79.129", 2000)
     with pytest.raises(SettingsError, match="AWS_XRAY_DAEMON_ADDRESS"):
         daemon_address("169.254.79.129")
+
+
+def test_a_name_loses_what_x_ray_refuses(tracer: Tracer, exported: InMemorySpanExporter) -> None:
+    with tracer.start_as_current_span("request"):
+        with tracer.start_as_current_span("GET /search?q=(x)*"):
+            pass
+    document = xray_document(only(exported, "GET /search?q=(x)*"), "edgemart")
+    assert document["name"] == "GET /searchq=x"

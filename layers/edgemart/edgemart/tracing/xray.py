@@ -30,7 +30,10 @@ from edgemart.settings import SettingsError
 
 HEADER = b'{"format":"json","version":1}\n'
 MAX_DATAGRAM_BYTES = 64_000
+MAX_NAME_CHARS = 200
 # Attributes X-Ray indexes (searchable as `annotation.<name>`), by attribute name.
+# Characters X-Ray refuses in a name (the X-Ray SDK drops the same ones).
+_NOT_IN_NAMES = str.maketrans("", "", "?;*()!$~^<>")
 ANNOTATIONS = {
     "request_id": "request_id",
     "aws_request_id": "aws_request_id",
@@ -86,7 +89,7 @@ def xray_document(span: ReadableSpan, service: str) -> dict[str, Any]:
     if span.parent is None:  # a trace of our own: the request is the segment
         document["name"] = service
     else:
-        document["name"] = span.name
+        document["name"] = span.name.translate(_NOT_IN_NAMES)[:MAX_NAME_CHARS]
         document["type"] = "subsegment"
         document["parent_id"] = f"{span.parent.span_id:016x}"
     annotations = {
