@@ -258,7 +258,6 @@ print(json.dumps({
     "loaded": sorted(name for name in sys.modules if name.startswith(tuple(sys.argv[2:]))),
 }))
 """
-TRACING_MODULES = ("edgemart.tracing", "opentelemetry.sdk.trace")
 
 
 def probe_search(environ: dict[str, str], loaded: tuple[str, ...]) -> dict[str, Any]:
@@ -283,37 +282,35 @@ def probe_search(environ: dict[str, str], loaded: tuple[str, ...]) -> dict[str, 
     return probe
 
 
+@pytest.mark.parametrize("with_redis", [False, True], ids=["database", "database+redis"])
 def test_tracing_off_loads_no_opentelemetry_and_sends_nothing(
-    catalog_database_url: str, daemon: XRayDaemonStub
+    catalog_database_url: str,
+    own_redis: RedisProcess,
+    daemon: XRayDaemonStub,
+    with_redis: bool,
 ) -> None:
-    probe = probe_search(
-        {"DATABASE_URL": catalog_database_url, "AWS_XRAY_DAEMON_ADDRESS": daemon.address},
-        ("opentelemetry", *TRACING_MODULES),
-    )
+    """redis-py would import OpenTelemetry's metrics SDK by itself: edgemart hides it."""
+    environ = {"DATABASE_URL": catalog_database_url, "AWS_XRAY_DAEMON_ADDRESS": daemon.address}
+    if with_redis:
+        environ["REDIS_URL"] = own_redis.url
+    probe = probe_search(environ, ("opentelemetry", "edgemart.tracing"))
     assert probe == {"status": 200, "loaded": []}
     assert daemon.receive() == []
 
 
-@pytest.mark.parametrize("tracing", ["off", "xray"])
-def test_with_redis_tracing_off_loads_no_tracer_and_sends_nothing(
-    catalog_database_url: str, own_redis: RedisProcess, daemon: XRayDaemonStub, tracing: str
+def test_the_same_probe_sees_tracing_when_it_is_on(
+    catalog_database_url: str, own_redis: RedisProcess, daemon: XRayDaemonStub
 ) -> None:
-    """redis-py 8 imports OpenTelemetry's metrics SDK by itself whenever it is installed
-    (decision 0028); the tracing SDK and edgemart.tracing stay unloaded, and nothing is sent.
-    The same probe with `xray` shows that both would be seen."""
+    """What the probe above would see with `TRACING=xray`: the tracer, the request's segment,
+    and still not the metrics SDK redis-py would load."""
     probe = probe_search(
         {
             "DATABASE_URL": catalog_database_url,
             "REDIS_URL": own_redis.url,
             "AWS_XRAY_DAEMON_ADDRESS": daemon.address,
-            "TRACING": tracing,
+            "TRACING": "xray",
         },
-        TRACING_MODULES,
+        ("edgemart.tracing.tracer", "opentelemetry.sdk.metrics"),
     )
-    assert probe["status"] == 200
-    if tracing == "off":
-        assert probe["loaded"] == []
-        assert daemon.receive() == []
-    else:
-        assert "edgemart.tracing.tracer" in probe["loaded"]
-        assert request_segment(daemon.receive())["annotations"]["route"] == "/marketplace/search"
+    assert probe == {"status": 200, "loaded": ["edgemart.tracing.tracer"]}
+    assert request_segment(daemon.receive())["annotations"]["route"] == "/marketplace/search"

@@ -3,17 +3,42 @@ rate limiter and the buffered counters), so a process holds one bounded connecti
 
 The client is built lazily per event loop, since its connections belong to the loop that
 opened them, and never retries by itself: callers decide what a failure means.
+
+redis-py 8 imports OpenTelemetry's metrics SDK whenever it is installed (as it is in the
+layer, for tracing), for metrics of its own that edgemart never turns on: some 45 ms at the
+first Redis command of each process (decision 0028). So redis-py is imported with the part
+of OpenTelemetry that nothing has loaded yet hidden from it, which it takes as "not
+installed": all of it while tracing is off, its metrics SDK while tracing is on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from edgemart.tracing.tracer import Tracing
+
+
+_HIDDEN_FROM_REDIS = ("opentelemetry", "opentelemetry.sdk.metrics")
+
+
+def import_redis() -> None:
+    """Import redis-py without the OpenTelemetry it would load (see the module docstring)."""
+    if "redis" in sys.modules:
+        return
+    hidden = next((name for name in _HIDDEN_FROM_REDIS if name not in sys.modules), None)
+    if hidden is not None:
+        # None in sys.modules makes importing that name fail, as if it were not installed.
+        sys.modules[hidden] = None  # type: ignore[assignment]
+    try:
+        import redis.asyncio  # noqa: F401
+    finally:
+        if hidden is not None:
+            del sys.modules[hidden]
 
 
 class LazyRedis:
@@ -36,6 +61,7 @@ class LazyRedis:
     def client(self) -> Redis:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
+            import_redis()
             from redis.asyncio import BlockingConnectionPool, Redis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
