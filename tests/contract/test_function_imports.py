@@ -1,6 +1,6 @@
 """What each function pays at cold start: HTTP functions never import the heavy optional
-libraries (onnxruntime, numpy, boto3, upstash-redis, prometheus_client) with the default
-configuration; only score_listings loads onnxruntime, and only when it scores."""
+libraries (onnxruntime, numpy, boto3, upstash-redis, prometheus_client, OpenTelemetry) with
+the default configuration; only score_listings loads onnxruntime, and only when it scores."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ HEAVY = (
     "botocore.session",
     "botocore.client",
     "prometheus_client",
+    "opentelemetry",  # tracing is off by default (TRACING)
 )
 
 PROBE = """

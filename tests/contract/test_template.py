@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from edgemart.cache import CACHE_RULES, CacheRule
 from edgemart.routetable import ROUTES
+from edgemart.settings import Settings
 from gateway.app import HTTP_FUNCTION_MODULES
 from gateway.scheduler import default_schedules
 
@@ -213,6 +214,22 @@ def run_tool(*command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [executable, *command[1:]], cwd=ROOT, capture_output=True, text=True, env=env
     )
+
+
+def test_tracing_follows_the_template(template: dict[str, Any]) -> None:
+    """Every function runs with X-Ray's active tracing and `TRACING=xray`, or none does: the
+    spans need the segment and daemon Lambda provides, and Lambda's segment alone would show
+    none of the statements. No function sets either on its own, nor a role of its own: SAM
+    gives the X-Ray write policy only to the roles it makes."""
+    function = template["Globals"]["Function"]
+    variables = function["Environment"]["Variables"]
+    active = function.get("Tracing") == "Active"
+    tracing = Settings.from_env({"TRACING": variables.get("TRACING", "")}).tracing
+    assert tracing == ("xray" if active else "off")
+    for name, properties in resources(template, "AWS::Serverless::Function").items():
+        assert "Tracing" not in properties, name
+        assert "Role" not in properties, name
+        assert "TRACING" not in properties.get("Environment", {}).get("Variables", {}), name
 
 
 def test_cfn_lint_is_clean() -> None:

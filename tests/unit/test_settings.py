@@ -113,6 +113,7 @@ def test_variables_keep_their_names() -> None:
         "data_dir": "EDGEMART_DATA_DIR",
         "version": "EDGEMART_VERSION",
         "rate_limit_overrides": "RATE_LIMIT",
+        "xray_daemon_address": "AWS_XRAY_DAEMON_ADDRESS",  # as Lambda names it
     }
     assert set(PARSERS) >= {f"RATE_LIMIT_{group.upper()}" for group in RATE_LIMIT_GROUPS}
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -41,13 +41,19 @@ from edgemart.requestcontext import RequestContextMiddleware
 from edgemart.services import Services
 from edgemart.settings import Settings
 
+if TYPE_CHECKING:
+    from edgemart.tracing.tracer import Tracing
+
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 
 
 class EdgemartApp(Starlette):
     """Starlette with RequestContextMiddleware as its only error layer (see the module
     docstring). Handlers are registered by exception class; handlers for 500/Exception or a
-    status code are refused rather than silently ignored."""
+    status code are refused rather than silently ignored. With `tracing`, a trace per
+    request wraps the whole stack; without it, the stack is exactly as it was."""
+
+    tracing: Tracing | None = None
 
     def build_middleware_stack(self) -> ASGIApp:
         handlers = self.exception_handlers
@@ -64,7 +70,7 @@ class EdgemartApp(Starlette):
             app = cls(app, *args, **kwargs)
         cls, args, kwargs = outermost
         app = cls(app, *args, **kwargs, exception_handlers=handlers)
-        return app
+        return app if self.tracing is None else self.tracing.asgi(app)
 
 
 def build_app(
@@ -106,6 +112,7 @@ def build_app(
     # the redirect's Location from the Host header, an open redirect with no Cache-Control.
     app.router.redirect_slashes = False
     app.state.services = services
+    app.tracing = services.tracing
     return app
 
 

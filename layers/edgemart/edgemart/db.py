@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import AsyncConnection, OperationalError
 from psycopg.errors import LockNotAvailable
@@ -26,6 +26,9 @@ from edgemart.breaker import CircuitBreaker, CircuitOpenError
 from edgemart.dbsecret import DatabaseSecret
 from edgemart.errors import EdgemartError
 from edgemart.settings import Settings
+
+if TYPE_CHECKING:
+    from edgemart.tracing.tracer import Tracing
 
 Connection = AsyncConnection[DictRow]
 
@@ -55,9 +58,11 @@ class Database:
         statement_timeout_ms: int = 0,
         transaction_pooler: bool = False,
         breaker: CircuitBreaker | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.conninfo = conninfo
         self.breaker = breaker
+        self.tracing = tracing
         self.name = name
         self.min_size = min_size
         self.max_size = max(max_size, min_size)
@@ -69,23 +74,28 @@ class Database:
         self._lock: asyncio.Lock | None = None
 
     @classmethod
-    def primary_from(cls, settings: Settings) -> Database:
+    def primary_from(cls, settings: Settings, *, tracing: Tracing | None = None) -> Database:
         conninfo: str | DatabaseSecret | None = settings.database_url
         if settings.database_secret_arn:
             conninfo = DatabaseSecret(
                 settings.database_secret_arn,
                 host=settings.database_host,
                 max_age_s=settings.database_secret_max_age_s,
+                tracing=tracing,
             )
-        return cls._from(settings, conninfo, "primary")
+        return cls._from(settings, conninfo, "primary", tracing)
 
     @classmethod
-    def replica_from(cls, settings: Settings) -> Database:
-        return cls._from(settings, settings.database_replica_url, "replica")
+    def replica_from(cls, settings: Settings, *, tracing: Tracing | None = None) -> Database:
+        return cls._from(settings, settings.database_replica_url, "replica", tracing)
 
     @classmethod
     def _from(
-        cls, settings: Settings, conninfo: str | DatabaseSecret | None, name: str
+        cls,
+        settings: Settings,
+        conninfo: str | DatabaseSecret | None,
+        name: str,
+        tracing: Tracing | None,
     ) -> Database:
         return cls(
             conninfo,
@@ -101,6 +111,7 @@ class Database:
                 success_threshold=settings.circuit_success_threshold,
                 open_timeout_s=settings.circuit_open_timeout_s,
             ),
+            tracing=tracing,
         )
 
     def connection_kwargs(self) -> dict[str, Any]:
@@ -111,6 +122,8 @@ class Database:
             kwargs["prepare_threshold"] = None
         elif self.statement_timeout_ms:
             kwargs["options"] = f"-c statement_timeout={self.statement_timeout_ms}"
+        if self.tracing is not None:  # a span per statement (edgemart.tracing.psycopg)
+            kwargs["cursor_factory"] = self.tracing.cursor_class()
         return kwargs
 
     async def pool(self) -> AsyncConnectionPool[Connection]:

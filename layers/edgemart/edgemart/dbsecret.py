@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import AsyncConnection, OperationalError
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import DictRow
 
 from edgemart.errors import EdgemartError
+
+if TYPE_CHECKING:
+    from edgemart.tracing.tracer import Tracing
 
 AUTH_FAILURE_SQLSTATES = frozenset({"28P01", "28000"})
 
@@ -62,12 +65,15 @@ class DatabaseSecret:
         host: str | None = None,
         dbname: str | None = None,
         max_age_s: int = 300,
+        tracing: Tracing | None = None,
     ) -> None:
         self.arn = arn
         self.host = host
         self.dbname = dbname
         self.max_age_s = max_age_s
+        self.tracing = tracing
         self._expired = False
+        self._provider: Any = None
 
     def expire(self) -> None:
         """Fetch the secret again on the next connection (credentials were refused)."""
@@ -78,14 +84,31 @@ class DatabaseSecret:
 
         force, self._expired = self._expired, False
         try:
-            value = parameters.get_secret(
-                self.arn, transform="json", max_age=self.max_age_s, force_fetch=force
-            )
+            options: dict[str, Any] = {
+                "transform": "json",
+                "max_age": self.max_age_s,
+                "force_fetch": force,
+            }
+            if self.tracing is None:
+                value = parameters.get_secret(self.arn, **options)
+            else:
+                value = self._traced_provider(self.tracing).get(self.arn, **options)
         except Exception as exc:  # boto3 and Powertools raise many types; all mean "unreadable"
             raise DatabaseSecretError(f"cannot read database secret {self.arn}: {exc}") from exc
         if not isinstance(value, Mapping):
             raise DatabaseSecretError(f"database secret {self.arn} is not a JSON object")
         return conninfo_from_secret(value, host=self.host, dbname=self.dbname)
+
+    def _traced_provider(self, tracing: Tracing) -> Any:
+        """A Secrets Manager provider of this secret's own, whose client's calls are traced;
+        it reads and caches as `parameters.get_secret` does."""
+        if self._provider is None:
+            from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+            provider = SecretsProvider()
+            tracing.trace_aws_client(provider.client)
+            self._provider = provider
+        return self._provider
 
     async def __call__(self) -> str:
         return await asyncio.to_thread(self.fetch)

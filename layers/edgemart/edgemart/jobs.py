@@ -48,7 +48,16 @@ class JobRunner:
             self._loop = asyncio.new_event_loop()
         keys = {"aws_request_id": getattr(context, "aws_request_id", None)}
         with request_log_keys(**keys):
-            result = self._loop.run_until_complete(self.job(self.services_for_run(), event))
+            services = self.services_for_run()
+            if services.tracing is None:
+                return self._run(self._loop, services, event)
+            with services.tracing.invocation(self.job.__name__):  # one trace per invocation
+                return self._run(self._loop, services, event)
+
+    def _run(
+        self, loop: asyncio.AbstractEventLoop, services: Services, event: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        result = loop.run_until_complete(self.job(services, event))
         logger.info("job finished", extra={"job": self.job.__name__, "result": result})
         return result
 

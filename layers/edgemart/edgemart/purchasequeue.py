@@ -15,7 +15,10 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from edgemart.tracing.tracer import Tracing
 
 
 class PurchaseQueue(Protocol):
@@ -23,16 +26,22 @@ class PurchaseQueue(Protocol):
 
 
 class SqsPurchaseQueue:
-    def __init__(self, queue_url: str, *, endpoint_url: str | None = None) -> None:
+    def __init__(
+        self, queue_url: str, *, endpoint_url: str | None = None, tracing: Tracing | None = None
+    ) -> None:
         self.queue_url = queue_url
         self.endpoint_url = endpoint_url
+        self.tracing = tracing
         self._client: Any = None
 
     def client(self) -> Any:
         if self._client is None:
             import boto3
 
-            self._client = boto3.client("sqs", endpoint_url=self.endpoint_url)
+            client = boto3.client("sqs", endpoint_url=self.endpoint_url)
+            if self.tracing is not None:
+                self.tracing.trace_aws_client(client)
+            self._client = client
         return self._client
 
     async def send(self, order_id: str, product_id: str) -> None:

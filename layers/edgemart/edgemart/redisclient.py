@@ -3,30 +3,65 @@ rate limiter and the buffered counters), so a process holds one bounded connecti
 
 The client is built lazily per event loop, since its connections belong to the loop that
 opened them, and never retries by itself: callers decide what a failure means.
+
+redis-py 8 imports OpenTelemetry's metrics SDK whenever it is installed (as it is in the
+layer, for tracing), for metrics of its own that edgemart never turns on: some 45 ms at the
+first Redis command of each process (decision 0028). So redis-py is imported with the part
+of OpenTelemetry that nothing has loaded yet hidden from it, which it takes as "not
+installed": all of it while tracing is off, its metrics SDK while tracing is on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from edgemart.tracing.tracer import Tracing
+
+
+_HIDDEN_FROM_REDIS = ("opentelemetry", "opentelemetry.sdk.metrics")
+
+
+def import_redis() -> None:
+    """Import redis-py without the OpenTelemetry it would load (see the module docstring)."""
+    if "redis" in sys.modules:
+        return
+    hidden = next((name for name in _HIDDEN_FROM_REDIS if name not in sys.modules), None)
+    if hidden is not None:
+        # None in sys.modules makes importing that name fail, as if it were not installed.
+        sys.modules[hidden] = None  # type: ignore[assignment]
+    try:
+        import redis.asyncio  # noqa: F401
+    finally:
+        if hidden is not None:
+            del sys.modules[hidden]
+
 
 class LazyRedis:
     def __init__(
-        self, url: str, *, socket_timeout_s: float = 1.0, max_connections: int = 50
+        self,
+        url: str,
+        *,
+        socket_timeout_s: float = 1.0,
+        max_connections: int = 50,
+        tracing: Tracing | None = None,
     ) -> None:
+        """`tracing`: a span per command (edgemart.tracing.redis)."""
         self.url = url
         self.socket_timeout_s = socket_timeout_s
         self.max_connections = max_connections
+        self.tracing = tracing
         self._client: Redis | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def client(self) -> Redis:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
+            import_redis()
             from redis.asyncio import BlockingConnectionPool, Redis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
@@ -41,7 +76,8 @@ class LazyRedis:
                 socket_connect_timeout=self.socket_timeout_s,
                 retry=Retry(NoBackoff(), 0),
             )
-            self._client = Redis(connection_pool=pool)
+            client_class = Redis if self.tracing is None else self.tracing.redis_class()
+            self._client = client_class(connection_pool=pool)
             self._loop = loop
         return self._client
 

@@ -8,6 +8,7 @@ can hand an app their own `Services` instead of patching module globals.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
@@ -28,6 +29,9 @@ from edgemart.redisclient import LazyRedis
 from edgemart.retry import RetryPolicy
 from edgemart.settings import Settings
 
+if TYPE_CHECKING:
+    from edgemart.tracing.tracer import Tracing
+
 
 @dataclass(slots=True)
 class Services:
@@ -42,18 +46,28 @@ class Services:
     authenticator: Authenticator
     retry: RetryPolicy
     purchase_queue: PurchaseQueue | None = None
+    tracing: Tracing | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
-        primary = Database.primary_from(settings)
-        replica = Database.replica_from(settings) if settings.database_replica_url else primary
+        tracing: Tracing | None = None
+        if settings.tracing != "off":  # OpenTelemetry is loaded only past this test
+            from edgemart.tracing.tracer import tracing_from
+
+            tracing = tracing_from(settings)
+        primary = Database.primary_from(settings, tracing=tracing)
+        replica = (
+            Database.replica_from(settings, tracing=tracing)
+            if settings.database_replica_url
+            else primary
+        )
         # One Redis client (one bounded pool) for the limiter and every counter buffer.
-        redis = LazyRedis(settings.redis_url) if settings.redis_url else None
+        redis = LazyRedis(settings.redis_url, tracing=tracing) if settings.redis_url else None
         return cls(
             settings=settings,
             primary=primary,
             replica=replica,
-            rate_limiter=build_rate_limiter(settings, redis=redis),
+            rate_limiter=build_rate_limiter(settings, redis=redis, tracing=tracing),
             cache=TTLCache(),
             search_counts=buffered_counts(redis, SEARCH_COUNTS_KEY),
             view_counts=buffered_counts(redis, VIEW_COUNTS_KEY),
@@ -62,11 +76,14 @@ class Services:
             retry=RetryPolicy(),
             purchase_queue=(
                 SqsPurchaseQueue(
-                    settings.purchase_queue_url, endpoint_url=settings.sqs_endpoint_url
+                    settings.purchase_queue_url,
+                    endpoint_url=settings.sqs_endpoint_url,
+                    tracing=tracing,
                 )
                 if settings.purchase_queue_url
                 else None
             ),
+            tracing=tracing,
         )
 
     async def aclose(self) -> None:
@@ -77,6 +94,8 @@ class Services:
         await self.primary.close()
         if self.replica is not self.primary:
             await self.replica.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()
 
 
 def services_of(request: Request) -> Services:

@@ -566,6 +566,25 @@ class Settings:
         "`Authorization: Bearer` with this token, and 401 to any other; unset: anyone who "
         "reaches the gateway can scrape it",
     )
+    tracing: str = setting(
+        "off",
+        Choice("off", "xray", "otlp"),
+        "HTTP & logging",
+        "a trace per request and job run, with a span per database statement, Redis command "
+        "and AWS call, and the trace id on every log line of it. `xray`: to the X-Ray daemon "
+        "(`AWS_XRAY_DAEMON_ADDRESS`; in Lambda, the function's own segment: the template sets "
+        "`Tracing: Active` with this); `otlp`: OTLP over HTTP to "
+        "`OTEL_EXPORTER_OTLP_ENDPOINT` (Jaeger or a collector; the `gateway` extra installs "
+        "its exporter). `off` loads no tracing code at all",
+    )
+    xray_daemon_address: str = setting(
+        "127.0.0.1:2000",
+        Text("host:port"),
+        "HTTP & logging",
+        "where `TRACING=xray` sends its UDP segment documents; Lambda sets it for a function "
+        "with active tracing",
+        env="AWS_XRAY_DAEMON_ADDRESS",
+    )
     version: str = setting(
         __version__,
         Text(),

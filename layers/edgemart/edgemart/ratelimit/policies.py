@@ -24,6 +24,7 @@ from edgemart.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from edgemart.redisclient import LazyRedis
+    from edgemart.tracing.tracer import Tracing
 
 WINDOW_S = 60
 _CACHE_SIZE = 4096
@@ -90,9 +91,12 @@ class RateLimitTable:
         return self._fallback.get(segment)
 
 
-def build_rate_limiter(settings: Settings, *, redis: LazyRedis | None = None) -> RateLimiter:
+def build_rate_limiter(
+    settings: Settings, *, redis: LazyRedis | None = None, tracing: Tracing | None = None
+) -> RateLimiter:
     """The configured backend, with the local limiter behind any shared one. `redis` is the
-    process's shared client, used by the Redis backend when given."""
+    process's shared client, used by the Redis backend when given (and traced as it is);
+    `tracing` traces the Upstash backend's commands."""
     from edgemart.ratelimit.memory import MemoryRateLimiter
 
     local = MemoryRateLimiter(max_keys=settings.rate_limit_memory_max_keys)
@@ -122,7 +126,7 @@ def build_rate_limiter(settings: Settings, *, redis: LazyRedis | None = None) ->
         from edgemart.ratelimit.upstash import UpstashRateLimiter
 
         shared = UpstashRateLimiter(
-            settings.upstash_redis_rest_url, settings.upstash_redis_rest_token
+            settings.upstash_redis_rest_url, settings.upstash_redis_rest_token, tracing=tracing
         )
     from edgemart.ratelimit.fallback import FallbackRateLimiter
 

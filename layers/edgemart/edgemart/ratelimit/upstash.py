@@ -15,14 +15,19 @@ from edgemart.ratelimit.script import ScriptedRateLimiter
 if TYPE_CHECKING:
     from upstash_redis.asyncio import Redis
 
+    from edgemart.tracing.tracer import Tracing
+
 
 class UpstashRateLimiter(ScriptedRateLimiter):
     backend = "upstash"
 
-    def __init__(self, url: str, token: str, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, url: str, token: str, *, clock: Clock | None = None, tracing: Tracing | None = None
+    ) -> None:
         super().__init__(clock=clock)
         self.url = url
         self.token = token
+        self.tracing = tracing
         self._client: Redis | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -31,7 +36,8 @@ class UpstashRateLimiter(ScriptedRateLimiter):
         if self._client is None or self._loop is not loop:
             from upstash_redis.asyncio import Redis
 
-            self._client = Redis(
+            client_class = Redis if self.tracing is None else self.tracing.upstash_class()
+            self._client = client_class(
                 url=self.url, token=self.token, rest_retries=0, allow_telemetry=False
             )
             self._loop = loop
