@@ -72,7 +72,7 @@ def installed_services(app: Starlette, settings: Settings) -> Iterator[Services]
 
 @contextmanager
 def function_handler(
-    routes: Sequence[BaseRoute], settings: Settings
+    routes: Sequence[BaseRoute], settings: Settings, function: str
 ) -> Iterator[tuple[Callable[[dict[str, Any], Any], dict[str, Any]], Services]]:
     """A function's Lambda handler built as its module builds it (`build_app`, then
     `lambda_handler`) but on `settings`, on a loop of its own; closed afterwards."""
@@ -81,7 +81,7 @@ def function_handler(
     asyncio.set_event_loop(loop)
     services = Services.from_settings(settings)
     try:
-        yield lambda_handler(build_app(routes, services=services)), services
+        yield lambda_handler(build_app(routes, services=services), function), services
     finally:
         loop.run_until_complete(services.aclose())
         loop.close()

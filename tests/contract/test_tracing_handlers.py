@@ -72,7 +72,7 @@ def test_a_purchase_is_one_trace_with_its_statements(
         {**headers(buyer), "Content-Type": "application/json"},
         {"product_id": product, "quantity": 1},
     )
-    with function_handler(purchase_function.routes, settings) as (handler, _):
+    with function_handler(purchase_function.routes, settings, "purchase") as (handler, _):
         response = handler(event, FakeLambdaContext())
     assert response["statusCode"] == 201, body_of(response)
     request_id = headers_of(response)["x-request-id"]
