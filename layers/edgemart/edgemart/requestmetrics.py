@@ -11,12 +11,10 @@ of this group and status) and the adds, with no allocation once both are cached.
 
 from __future__ import annotations
 
-import re
-
 from edgemart import metrics
 from edgemart.metrics import Registry, Series
-from edgemart.routetable import ROUTES, RouteSpec
-from edgemart.routing import index_by_segment, matching, methods_of
+from edgemart.routetable import RouteSpec
+from edgemart.routing import matching, methods_of, table_index
 
 UNMATCHED = "unmatched"
 _CACHE_SIZE = 4096  # (method, path) pairs; paths with ids churn through it
@@ -33,7 +31,6 @@ def status_class(status: int) -> str:
 class RequestMetrics:
     def __init__(self, registry: Registry = metrics.REGISTRY) -> None:
         self.registry = registry
-        self._index: dict[str, list[tuple[re.Pattern[str], RouteSpec]]] | None = None
         self._groups: dict[tuple[str, str], str] = {}
         self._series: dict[tuple[str, int], tuple[Series, Series, Series | None]] = {}
 
@@ -48,9 +45,7 @@ class RequestMetrics:
         return group
 
     def _match(self, method: str, path: str) -> str:
-        if self._index is None:
-            self._index = index_by_segment(ROUTES)  # on the first request, not at import
-        routes = list(matching(self._index, path))
+        routes = list(matching(table_index(), path))
         for route in routes:
             if method in methods_of(route.method):
                 return route_group(route)

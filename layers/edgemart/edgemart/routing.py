@@ -67,15 +67,16 @@ def matching(
 
 
 @functools.cache
-def _index() -> dict[str, list[tuple[re.Pattern[str], RouteSpec]]]:
-    return index_by_segment(ROUTES)  # on the first 405, not at import
+def table_index() -> dict[str, list[tuple[re.Pattern[str], RouteSpec]]]:
+    """The whole route table indexed by first segment, built on first use, not at import."""
+    return index_by_segment(ROUTES)
 
 
 def allowed_methods(path: str) -> list[str]:
     """Every method some function serves on `path` (HEAD with GET), sorted; empty for a path
     no route has."""
     methods: set[str] = set()
-    for route in matching(_index(), path):
+    for route in matching(table_index(), path):
         methods |= methods_of(route.method)
     return sorted(methods)
 
