@@ -59,7 +59,11 @@ INITIAL_STOCK = 10_000_000
 
 
 def prepare(admin: str) -> tuple[str, list[str]]:
-    name = "edgemart_bench_purchase"
+    return prepare_database(admin, "edgemart_bench_purchase")
+
+
+def prepare_database(admin: str, name: str) -> tuple[str, list[str]]:
+    """`name` created afresh, migrated by this checkout and seeded: its URL and product ids."""
     url = fresh_database(admin, name)
     seed_catalog(url, products=10_000, seed=3, buyers=64)
     with psycopg.connect(url, autocommit=True) as conn:
