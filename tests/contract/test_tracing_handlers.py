@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+import functions.health.app as health_function
 import functions.purchase.app as purchase_function
 from functions.refresh_views.app import refresh_views
-from tests.conftest import LogCapture, settings_for
+from tests.conftest import LogCapture, settings_for, unused_port
 from tests.contract.lambda_harness import (
     FakeLambdaContext,
     body_of,
@@ -122,3 +123,36 @@ def test_a_scheduled_run_is_one_trace(
     assert {document["trace_id"] for document in documents} == {TRACE}
     (finished,) = captured_logs.lines("job finished")
     assert finished["trace_id"] == TRACE and finished["aws_request_id"] == "run-1"
+
+
+def test_every_line_of_a_request_carries_its_trace_request_and_invocation(
+    daemon: XRayDaemonStub, captured_logs: LogCapture
+) -> None:
+    """A health check with its database down: the handler logs why, then the access line;
+    both carry the trace id X-Ray received, the request id, and Powertools' Lambda context."""
+    unreachable = f"postgresql://postgres@127.0.0.1:{unused_port()}/postgres"
+    settings = settings_for(
+        unreachable,
+        tracing="xray",
+        xray_daemon_address=daemon.address,
+        health_db_timeout_s=0.5,
+        db_pool_timeout_s=0.5,
+    )
+    context = FakeLambdaContext(aws_request_id="5b1d0c2e-trace-lines")
+    with function_handler(health_function.routes, settings, "health") as (handler, _):
+        response = handler(load_event("apigw_v2_get_health.json"), context)
+    assert response["statusCode"] == 503
+    request_id = headers_of(response)["x-request-id"]
+
+    (request,) = by_parent(daemon.receive())[LAMBDA_SEGMENT]
+    assert request["annotations"]["request_id"] == request_id
+    lines = captured_logs.lines()
+    messages = [str(line["message"]) for line in lines]
+    assert "request" in messages
+    assert any(message.startswith("health: primary database check failed") for message in messages)
+    for line in lines:  # every line the invocation wrote, the access line included
+        assert line["trace_id"] == request["trace_id"] == TRACE, line
+        assert line["request_id"] == request_id, line
+        assert line["function_request_id"] == context.aws_request_id, line
+        assert line["function_name"] == context.function_name, line
+        assert isinstance(line["cold_start"], bool), line

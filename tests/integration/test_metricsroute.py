@@ -44,15 +44,20 @@ def authorized(token: str = TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def health_requests(text: str) -> float:
+def requests_of(text: str, route_group: str, status_class: str) -> float:
+    """The `requests` a scrape counts in one route group and status class."""
     for family in text_string_to_metric_families(text):
         if family.name == "edgemart_requests":
             return sum(
                 s.value
                 for s in family.samples
-                if s.labels == {"route_group": "health", "status_class": "2xx"}
+                if s.labels == {"route_group": route_group, "status_class": status_class}
             )
     raise AssertionError("no edgemart_requests family")
+
+
+def health_requests(text: str) -> float:
+    return requests_of(text, "health", "2xx")
 
 
 async def test_metrics_are_prometheus_text_of_every_declared_metric(
@@ -70,6 +75,22 @@ async def test_metrics_are_prometheus_text_of_every_declared_metric(
     names = {family.name for family in text_string_to_metric_families(response.text)}
     assert names == {prometheus_name(metric) for metric in TABLE.values()}
     assert health_requests(response.text) == before + 3
+
+
+async def test_the_gateways_own_routes_are_counted_in_their_own_group(
+    client: httpx.AsyncClient,
+) -> None:
+    first = (await client.get("/metrics", headers=authorized())).text
+    assert (await client.get("/docs")).status_code == 200
+    assert (await client.get("/metrics")).status_code == 401
+    assert (await client.get("/no/such/page")).status_code == 404
+
+    text = (await client.get("/metrics", headers=authorized())).text
+
+    # The first scrape is counted once it was answered, so it is in the second one's counts.
+    assert requests_of(text, "gateway", "2xx") == requests_of(first, "gateway", "2xx") + 2
+    assert requests_of(text, "gateway", "4xx") == requests_of(first, "gateway", "4xx") + 1
+    assert requests_of(text, "unmatched", "4xx") == requests_of(first, "unmatched", "4xx") + 1
 
 
 async def test_openmetrics_for_a_scraper_that_asks(client: httpx.AsyncClient) -> None:

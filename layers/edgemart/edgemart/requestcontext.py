@@ -173,7 +173,7 @@ class RequestContextMiddleware:
                 await response(scope, receive, send_with_context)
         finally:
             duration_ms = (time.perf_counter() - started) * 1000
-            observe_request(scope["method"], scope["path"], status or 500, duration_ms)
+            observe_request(scope, status or 500, duration_ms)
             if should_log(
                 status or 500, duration_ms, self.sample_rate, self.slow_ms, self.rng.random()
             ):
