@@ -23,7 +23,7 @@ RULE = CACHE_RULES["home"]
 
 
 async def load_home(request: Request) -> Any:
-    async with services_of(request).replica.connection() as conn:
+    async with services_of(request).reads.connection() as conn:
         row = await (await conn.execute(SNAPSHOT_SQL)).fetchone()
         if row is None:
             row = await (await conn.execute(HOME_SQL.encode())).fetchone()

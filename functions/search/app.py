@@ -376,7 +376,7 @@ async def load_search(request: Request, params: SearchParams) -> dict[str, Any]:
         if params.cursor
         else None
     )
-    async with services.replica.connection() as conn:
+    async with services.reads.connection() as conn:
         rows = await search_page(
             conn, params, position, timeout_ms=services.settings.search_statement_timeout_ms
         )
@@ -465,7 +465,7 @@ async def load_popular(request: Request) -> dict[str, Any]:
     period, not hidden by an admin, most clients first."""
     services = services_of(request)
     args = [services.settings.popular_search_min_clients, POPULAR_LIMIT]
-    async with services.replica.connection() as conn:
+    async with services.reads.connection() as conn:
         row = await (await conn.execute(POPULAR_SQL, args)).fetchone()
     return {"searches": row["searches"] if row else []}
 

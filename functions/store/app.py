@@ -86,7 +86,7 @@ async def load_store_page(
     key = cursor_key(services.settings.cursor_secret)
     fingerprint = query_fingerprint("store", slug, category)
     position = decode_cursor(key, fingerprint, cursor, length=2) if cursor else None
-    async with services.replica.connection() as conn:
+    async with services.reads.connection() as conn:
         store = await (await conn.execute(STORE_SQL, [slug])).fetchone()
         if store is None:
             raise StoreNotFoundError()
@@ -134,7 +134,7 @@ WHERE p.id = %s AND p.is_available AND p.is_approved AND s.is_active
 
 
 async def load_product(request: Request, product_id: str) -> Any:
-    async with services_of(request).replica.connection() as conn:
+    async with services_of(request).reads.connection() as conn:
         row = await (await conn.execute(PRODUCT_SQL, [product_id])).fetchone()
     if row is None:
         raise ProductNotFoundError()

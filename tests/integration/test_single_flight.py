@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from edgemart.db import Connection, Database
+from edgemart.readrouting import ReadRouting
 from edgemart.services import Services
 from gateway.app import create_gateway
 from tests.conftest import settings_for
@@ -45,6 +46,7 @@ async def test_concurrent_cold_misses_query_once(
     services = Services.from_settings(settings)
     counting = CountingDatabase(catalog_database_url)
     services.primary = services.replica = counting
+    services.reads = ReadRouting(counting)
     transport = httpx.ASGITransport(app=create_gateway(services))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:

@@ -46,6 +46,14 @@ class DatabaseNotConfiguredError(EdgemartError):
     """No DATABASE_URL is set for a process that needs the database."""
 
 
+def replica_configured(settings: Settings) -> bool:
+    """Whether a read replica is set: its URL, or a host for the primary's secret."""
+    return bool(
+        settings.database_replica_url
+        or (settings.database_secret_arn and settings.database_replica_host)
+    )
+
+
 class Database:
     def __init__(
         self,
@@ -87,7 +95,17 @@ class Database:
 
     @classmethod
     def replica_from(cls, settings: Settings, *, tracing: Tracing | None = None) -> Database:
-        return cls._from(settings, settings.database_replica_url, "replica", tracing)
+        """The read replica: `DATABASE_REPLICA_URL`, else the primary's secret with
+        `DATABASE_REPLICA_HOST` (a streaming replica has the primary's roles and passwords)."""
+        conninfo: str | DatabaseSecret | None = settings.database_replica_url
+        if conninfo is None and settings.database_secret_arn and settings.database_replica_host:
+            conninfo = DatabaseSecret(
+                settings.database_secret_arn,
+                host=settings.database_replica_host,
+                max_age_s=settings.database_secret_max_age_s,
+                tracing=tracing,
+            )
+        return cls._from(settings, conninfo, "replica", tracing)
 
     @classmethod
     def _from(

@@ -220,6 +220,21 @@ CIRCUIT_OPEN_TIME = counter(
     dimensions=("breaker",),
 )
 
+# Read replica (edgemart.readrouting; recorded only when DATABASE_REPLICA_URL is set)
+READ_ROUTES = counter(
+    "read_routes",
+    "Public-page loads from the database (cache misses) by where they went: replica, or the "
+    "primary because the replica was lagging, down, not measured lately (unchecked), a write "
+    "was recent (after_write), or it could not be reached for this load (failover)",
+    dimensions=("route",),
+)
+REPLICA_TRANSITIONS = counter(
+    "replica_transitions",
+    "Read-replica routing changes, by the state entered: replica (public reads use it), "
+    "lagging or down (they go to the primary)",
+    dimensions=("entered",),
+)
+
 # Purchases
 PURCHASES = counter(
     "purchases",

@@ -21,10 +21,11 @@ from edgemart.counters import (
     BufferedCounts,
     buffered_counts,
 )
-from edgemart.db import Database
+from edgemart.db import Database, replica_configured
 from edgemart.purchasequeue import PurchaseQueue, SqsPurchaseQueue
 from edgemart.ratelimit.base import RateLimiter
 from edgemart.ratelimit.policies import build_rate_limiter
+from edgemart.readrouting import ReadRouting
 from edgemart.redisclient import LazyRedis
 from edgemart.retry import RetryPolicy
 from edgemart.settings import Settings
@@ -38,6 +39,7 @@ class Services:
     settings: Settings
     primary: Database
     replica: Database
+    reads: ReadRouting
     rate_limiter: RateLimiter
     cache: TTLCache
     search_counts: BufferedCounts
@@ -58,15 +60,16 @@ class Services:
         primary = Database.primary_from(settings, tracing=tracing)
         replica = (
             Database.replica_from(settings, tracing=tracing)
-            if settings.database_replica_url
-            else primary
+            if replica_configured(settings)
+            else None
         )
         # One Redis client (one bounded pool) for the limiter and every counter buffer.
         redis = LazyRedis(settings.redis_url, tracing=tracing) if settings.redis_url else None
         return cls(
             settings=settings,
             primary=primary,
-            replica=replica,
+            replica=replica or primary,
+            reads=ReadRouting.from_settings(settings, primary, replica),
             rate_limiter=build_rate_limiter(settings, redis=redis, tracing=tracing),
             cache=TTLCache(),
             search_counts=buffered_counts(redis, SEARCH_COUNTS_KEY),
@@ -91,6 +94,7 @@ class Services:
         await self.search_counts.aclose()
         await self.view_counts.aclose()
         await self.search_history.aclose()
+        await self.reads.aclose()
         await self.primary.close()
         if self.replica is not self.primary:
             await self.replica.close()

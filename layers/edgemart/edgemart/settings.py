@@ -404,7 +404,42 @@ class Settings:
         "seconds the secret's credentials are kept before reading it again",
     )
     database_replica_url: str | None = setting(
-        None, Text("URL"), "Database", "PostgreSQL for reads; unset: reads go to the primary"
+        None,
+        Text("URL"),
+        "Database",
+        "a streaming read replica (an RDS read replica, an Aurora reader endpoint) for the "
+        "public pages' reads while it keeps up (`REPLICA_MAX_LAG_S`); every other read, and "
+        "every write, goes to the primary. Unset: all reads go to the primary",
+    )
+    database_replica_host: str | None = setting(
+        None,
+        Text("host"),
+        "Database",
+        "the replica's endpoint, connected to with `DATABASE_SECRET_ARN`'s credentials (a "
+        "streaming replica has the primary's roles), when `DATABASE_REPLICA_URL` is unset",
+    )
+    replica_max_lag_s: float = setting(
+        5.0,
+        Number(),
+        "Database",
+        "replication lag past which public reads skip the replica for the primary; it is "
+        "taken back once its lag is at most half of this",
+    )
+    replica_check_interval_s: float = setting(
+        1.0,
+        Number(),
+        "Database",
+        "most often a process measures the replica's lag (one one-row query on each "
+        "database), and only while it has reads to route; keep it well under "
+        "`REPLICA_MAX_LAG_S`",
+    )
+    read_your_writes_s: float = setting(
+        5.0,
+        Number(),
+        "Database",
+        "seconds after a write (this process's, or another's it is told of) during which "
+        "the process's public reads go to the primary; over sooner once the replica is seen "
+        "to hold the write",
     )
     database_pooler: str = setting(
         "session",
