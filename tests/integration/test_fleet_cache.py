@@ -46,6 +46,9 @@ def fleet_settings(database_url: str, redis_url: str, **overrides: Any) -> Setti
         jwt_secret=SECRET,
         cursor_secret="s",
         rate_limit_backend="memory",
+        # Redis's answers, not its timeout, are under test: time enough under load (a first
+        # call connects and loads its script). A killed Redis refuses at once anyway.
+        shared_cache_timeout_ms=2000.0,
         access_log_sample_rate=1.0,
         rate_limit_overrides=tuple(
             (group, 0, 60) for group in ("home", "search", "store", "listings", "purchases")
@@ -371,6 +374,7 @@ def serve_process(database_url: str, redis_url: str, namespace: str, log: Path) 
         "JWT_SECRET": SECRET,
         "CURSOR_SECRET": "s",
         "RATE_LIMIT_BACKEND": "memory",
+        "SHARED_CACHE_TIMEOUT_MS": "2000",
         **{f"RATE_LIMIT_{group}": "off" for group in ("SEARCH", "STORE", "LISTINGS", "PURCHASES")},
     }
     with log.open("wb") as output:

@@ -23,12 +23,17 @@ from tests.conftest import RedisProcess, unused_port
 
 pytestmark = pytest.mark.anyio
 LOCK_TTL_S = 0.3
+TIMEOUT_S = 2.0
+"""These tests are about what Redis answers, not about its timeout: give it time under load
+(a first call connects and loads its script)."""
 
 
 @pytest.fixture
 async def shared(redis_url: str) -> AsyncIterator[RedisSharedCache]:
     namespace = f"edgemart-test:{uuid.uuid4().hex}"
-    cache = RedisSharedCache(LazyRedis(redis_url), namespace=namespace, lock_ttl_s=LOCK_TTL_S)
+    cache = RedisSharedCache(
+        LazyRedis(redis_url), namespace=namespace, lock_ttl_s=LOCK_TTL_S, timeout_s=TIMEOUT_S
+    )
     yield cache
     client = cache.redis.client()
     async for key in client.scan_iter(match=f"{namespace}:*"):
@@ -180,7 +185,9 @@ async def test_with_a_copy_of_its_own_a_process_serves_it_instead_of_waiting(
 async def test_after_the_bounded_wait_a_process_renders_itself(redis_url: str) -> None:
     """The holder keeps its lock past the wait (a long lock): nobody waits longer."""
     namespace = f"edgemart-test:{uuid.uuid4().hex}"
-    shared = RedisSharedCache(LazyRedis(redis_url), namespace=namespace, lock_ttl_s=30)
+    shared = RedisSharedCache(
+        LazyRedis(redis_url), namespace=namespace, lock_ttl_s=30, timeout_s=TIMEOUT_S
+    )
     try:
         assert (await shared.lookup("home")).token is not None
         render, calls = counting_render("mine")
@@ -215,7 +222,9 @@ async def test_without_redis_a_fill_renders_and_redis_is_left_alone_a_while() ->
 
 async def test_an_unreadable_entry_is_not_served_and_counted(redis_url: str) -> None:
     namespace = f"edgemart-test:{uuid.uuid4().hex}"
-    shared = RedisSharedCache(LazyRedis(redis_url), namespace=namespace, retry_after_s=0.0)
+    shared = RedisSharedCache(
+        LazyRedis(redis_url), namespace=namespace, retry_after_s=0.0, timeout_s=TIMEOUT_S
+    )
     client = shared.redis.client()
     errors = metrics.count(metrics.SHARED_CACHE_ERRORS, operation="lookup")
     try:
@@ -231,7 +240,7 @@ async def test_an_unreadable_entry_is_not_served_and_counted(redis_url: str) -> 
 
 
 async def test_scripts_are_loaded_again_after_a_restart(own_redis: RedisProcess) -> None:
-    shared = RedisSharedCache(LazyRedis(own_redis.url), namespace="restart")
+    shared = RedisSharedCache(LazyRedis(own_redis.url), namespace="restart", timeout_s=TIMEOUT_S)
     found = await shared.lookup("home")
     await shared.store("home", page([]), 60, found)
     admin = redis.asyncio.Redis.from_url(own_redis.url)

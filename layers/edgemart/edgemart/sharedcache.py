@@ -313,12 +313,13 @@ class RedisSharedCache:
         log_every_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`timeout_s` bounds lookups and stores; `drop_timeout_s` a write's drop, which is
-        worth waiting a little longer for (the write has committed; its response waits)."""
+        """`timeout_s` bounds lookups and stores; a write's drop is worth waiting a little
+        longer for (the write has committed; its response waits): `drop_timeout_s`, or
+        `timeout_s` if that is longer."""
         self.redis = redis
         self.names = KeyNames(namespace)
         self.timeout_s = timeout_s
-        self.drop_timeout_s = drop_timeout_s
+        self.drop_timeout_s = max(timeout_s, drop_timeout_s)
         self.lock_ttl_s = lock_ttl_s
         self.retry_after_s = retry_after_s
         self.clock = clock
