@@ -67,6 +67,8 @@ def create_gateway(
         async with AsyncExitStack() as stack:
             if folder is not None:  # entered first, so its last write follows the jobs' end
                 await stack.enter_async_context(writing_totals(folder))
+            # Other processes' writes reach this one's cache (edgemart.broadcast).
+            await stack.enter_async_context(gateway_services.listening())
             if scheduler_lock is not None and schedules:
                 lock = SchedulerLock(scheduler_lock)
                 await stack.enter_async_context(

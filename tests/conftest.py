@@ -11,6 +11,7 @@ tests that need an empty or private database ask for `fresh_database_url`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -139,10 +140,21 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def settings_for(database_url: str | None, **overrides: object) -> Settings:
-    """Settings for tests: the given database, nothing read from the environment."""
-    values: dict[str, object] = {"database_url": database_url, "db_pool_timeout_s": 2.0}
+    """Settings for tests: the given database, nothing read from the environment. Services
+    on one database share a shared-cache namespace of their own (given a Redis), so pages
+    cached from one test's database are never served from another's."""
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "db_pool_timeout_s": 2.0,
+        "shared_cache_namespace": shared_cache_namespace(database_url),
+    }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def shared_cache_namespace(database_url: str | None) -> str:
+    digest = hashlib.sha256(str(database_url).encode()).hexdigest()[:16]
+    return f"edgemart-test:{digest}"
 
 
 @pytest.fixture(scope="module")

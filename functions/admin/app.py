@@ -20,7 +20,8 @@ from starlette.responses import JSONResponse, Response
 
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.auth import Principal
-from edgemart.cache import CACHE_RULES, NO_STORE
+from edgemart.cache import NO_STORE
+from edgemart.changes import popular_searches_changed
 from edgemart.counters import normalise_query
 from edgemart.db import Connection
 from edgemart.errors import ProblemError, problem_response
@@ -258,7 +259,7 @@ async def set_popular_search_hidden(request: Request) -> Response:
         action = "popular_search.hide" if hidden else "popular_search.unhide"
         details = {"hidden": hidden, "reason": reason}
         await audit(conn, principal, action, "popular_search", str(query), details)
-    services.cache.invalidate(CACHE_RULES["popular_searches"].name)  # this process's copy
+    await services.invalidate(popular_searches_changed())
     return JSONResponse({"query": query, "hidden": hidden}, headers=NO_STORE)
 
 

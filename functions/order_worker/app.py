@@ -92,7 +92,7 @@ async def apply_groups(
         for order_id in order_ids:
             outcomes[product_id, order_id] = applied.get(order_id, "retry")
         if "completed" in applied.values():
-            stock_changed([product_id]).apply(services.cache)  # committed: the stock moved
+            await services.invalidate(stock_changed([product_id]))  # committed: the stock moved
     return outcomes
 
 

@@ -195,7 +195,7 @@ async def create_purchase(request: Request) -> Response:
         raise RuntimeError("purchase() returned no row")
     metrics.record(metrics.PURCHASES, outcome=purchase_outcome(row))
     if row["status"] == 201 and not row["replayed"]:
-        stock_changed([str(product_id)]).apply(services.cache)  # committed: the stock moved
+        await services.invalidate(stock_changed([str(product_id)]))  # committed: the stock moved
     response = outcome_response(row["status"], row["body"], row["original_request_id"])
     response.headers.update(replay_headers(row["replayed"], row["original_request_id"]))
     return response

@@ -276,7 +276,7 @@ async def create_product(request: Request) -> Response:
         ).fetchone()
     if row is None:
         raise RuntimeError("INSERT ... RETURNING gave no row")
-    listing_created(store_slug).apply(services.cache)
+    await services.invalidate(listing_created(store_slug))
     return created(row["product"], f"/products/{row['product']['id']}")
 
 
@@ -310,7 +310,7 @@ async def update_product(request: Request) -> Response:
                 [*changes.values(), product_id],
             )
         ).fetchone()
-    listing_changed(product_id, owner["slug"]).apply(services.cache)
+    await services.invalidate(listing_changed(product_id, owner["slug"]))
     return JSONResponse(row["product"] if row else None, headers=NO_STORE)
 
 

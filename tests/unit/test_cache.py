@@ -1,11 +1,18 @@
 import asyncio
 import gzip
+from typing import Any
 
 import pytest
 from starlette.requests import Request
 
 from edgemart.cache import (
     CACHE_RULES,
+    FROM_L2,
+    MISS,
+    STALE,
+    TAGS_HEADER,
+    Filled,
+    Render,
     Rendered,
     TTLCache,
     cached_response,
@@ -315,3 +322,122 @@ def test_each_lookup_counts_a_hit_a_miss_or_a_stale_serve() -> None:
         "miss": 2,
         "stale": 1,
     }
+
+
+def test_a_page_names_its_tags_once_each_in_a_header() -> None:
+    rendered = Rendered.of({"a": 1}, now=0, tags=["product:1", "store:s", "product:1"])
+    assert rendered.tags == ("product:1", "store:s")
+    response = cached_response(request_with({}), rendered, RULE)
+    assert response.headers[TAGS_HEADER] == "product:1 store:s"
+    stale = cached_response(request_with({}), rendered, RULE, stale=True, now=10)
+    assert stale.headers[TAGS_HEADER] == "product:1 store:s"
+    untagged = cached_response(request_with({}), Rendered.of({}, now=0), RULE)
+    assert TAGS_HEADER.lower() not in untagged.headers
+
+
+def test_an_entry_takes_its_tags_from_the_rendered_page() -> None:
+    cache = TTLCache(clock=lambda: 0.0)
+    cache.put("k", Rendered.of({}, now=0, tags=["product:1"]), 30)
+    cache.invalidate(tags=["product:1"])
+    assert cache.last_good("k") is None
+
+
+class Fills:
+    """A `TTLCache.fill` of the test's own: answers what the test sets, counting calls."""
+
+    def __init__(self, filled: Filled | None = None) -> None:
+        self.filled = filled
+        self.calls: list[tuple[str, float, str, Rendered | None]] = []
+
+    async def __call__(
+        self, key: str, ttl_s: float, rule_name: str, render: Render, last_good: Rendered | None
+    ) -> Filled:
+        self.calls.append((key, ttl_s, rule_name, last_good))
+        return self.filled if self.filled is not None else Filled(await render(), MISS)
+
+
+def test_a_page_from_the_shared_cache_stays_fresh_only_for_the_rest_of_its_ttl() -> None:
+    clock = Clock()
+    made_earlier = Rendered.of({"v": 1}, now=clock.now - 50)
+    fills = Fills(Filled(made_earlier, FROM_L2))
+    cache = TTLCache(clock=clock, fill=fills)
+    filled = asyncio.run(cache.get_or_fill("k", 60, loader_of({"v": 2}), rule_name="home"))
+    assert filled == Filled(made_earlier, FROM_L2)
+    assert fills.calls == [("k", 60, "home", None)]
+    clock.now += 9.9
+    assert cache.fresh("k") is made_earlier
+    clock.now += 0.2
+    assert cache.fresh("k") is None
+
+
+def test_a_render_the_shared_cache_refused_is_served_but_not_kept_fresh() -> None:
+    """A write came while it rendered (the shared cache refused to store it)."""
+    cache = TTLCache(clock=Clock())
+    refused = Rendered.of({"v": "old"}, now=cache.clock())
+    cache.fill = Fills(Filled(refused, MISS, keep=False))
+    assert asyncio.run(cache.get_or_load("k", 60, loader_of(None))) is refused
+    assert cache.fresh("k") is None and cache.last_good("k") is refused
+
+
+def test_a_stale_copy_served_while_another_process_renders_is_not_stored_again() -> None:
+    clock = Clock()
+    cache = TTLCache(clock=clock, trust=lambda as_of, now: True)
+    old = Rendered.of({"v": 1}, now=clock.now)
+    cache.put("k", old, 10)
+    clock.now += 11
+    fills = Fills(Filled(old, STALE))
+    cache.fill = fills
+    filled = asyncio.run(cache.get_or_fill("k", 10, loader_of(None)))
+    assert filled.source == STALE and fills.calls[0][3] is old  # offered the trusted copy
+    assert cache.fresh("k") is None  # still expired: the next request asks again
+
+
+def loader_of(document: object) -> Any:
+    async def load() -> object:
+        return document
+
+    return load
+
+
+def test_serve_cached_tells_the_access_log_where_the_page_came_from() -> None:
+    from psycopg import OperationalError
+
+    from edgemart.cache import serve_cached
+
+    clock = Clock()
+    cache = TTLCache(clock=clock)
+    failing = False
+
+    async def loader() -> dict[str, str]:
+        if failing:
+            raise OperationalError("connection refused")
+        return {"page": "home"}
+
+    def served(key: str) -> tuple[int, str]:
+        request = request_with({})
+        response = asyncio.run(serve_cached(request, cache, key, RULE, loader))
+        return response.status_code, request.scope["state"]["cache"]
+
+    assert served("home") == (200, "miss")
+    assert served("home") == (200, "hit")
+    cache.fill = Fills(Filled(Rendered.of({"page": "shared"}, now=clock.now), FROM_L2))
+    assert served("other") == (200, "l2")
+    clock.now += RULE.s_maxage + 1
+    failing = True
+    cache.fill = None
+    assert served("home") == (200, "stale")
+
+
+def test_an_l2_page_counts_as_an_l1_miss() -> None:
+    from edgemart import metrics
+    from edgemart.cache import serve_cached
+
+    clock = Clock()
+    cache = TTLCache(clock=clock, fill=Fills(Filled(Rendered.of({}, now=clock.now), FROM_L2)))
+
+    def l1(result: str) -> float:
+        return metrics.count(metrics.CACHE_LOOKUPS, layer="l1", cache_rule="home", result=result)
+
+    misses = l1("miss")
+    asyncio.run(serve_cached(request_with({}), cache, "l2-page", RULE, loader_of(None)))
+    assert l1("miss") == misses + 1

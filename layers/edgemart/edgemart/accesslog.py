@@ -4,7 +4,8 @@ calls it once the response is sent).
 A configurable share of 2xx/3xx lines is kept (default 1%); every 4xx/5xx and every request
 slower than the slow threshold is always logged. Routes annotate the line through
 `scope["state"]` (`cache`, `rate_limit`; "-" when a route sets none), so logging knows
-nothing about them.
+nothing about them: `cache` is where a cached route's response came from (`hit`, `l2`,
+`miss`, `stale`: `edgemart.cache.Source`), `rate_limit` the limiter's verdict.
 """
 
 from __future__ import annotations

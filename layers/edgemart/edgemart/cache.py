@@ -8,6 +8,14 @@ costs no query and no serialisation; concurrent misses for one key run the loade
 (single-flight); and the last good copy of each key is kept after it expires, for serving
 stale data while the database is down.
 
+Behind L1, when Redis is configured, lies the fleet's shared cache (L2, `edgemart.sharedcache`):
+a miss asks it before the database (`TTLCache.fill`), and an L1 entry is served only while
+`TTLCache.trust` says no other process's write can have made it stale unseen
+(`edgemart.broadcast`). An L1 hit never touches Redis.
+
+A rendered page names what it shows as tags (`edgemart.changes`), sent to the edge as
+`X-Edgemart-Tags` so that it can drop pages by tag too.
+
 A rendered body over about 1 KB is gzipped once, when rendered, and kept beside the plain one
 (`Rendered.gzip_body`), so a hit never compresses again. The two are distinct representations
 with distinct strong ETags (the gzip one ends in `-gzip"`), and every cacheable response says
@@ -23,7 +31,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -37,7 +45,19 @@ if TYPE_CHECKING:
     from edgemart.retry import RetryPolicy
 
 L1 = "l1"
-"""This process's cache, as the `layer` of cache metrics (a shared or edge layer gets its own)."""
+"""This process's cache, as the `layer` of cache metrics (the shared cache is `l2`)."""
+
+TAGS_HEADER = "X-Edgemart-Tags"
+"""The tags of a cacheable response, space-separated: the edge bans its copies by them."""
+
+Source = Literal["hit", "l2", "miss", "stale"]
+"""Where a cached route's response came from, as the access log's `cache` field says: `hit`
+(this process's cache), `l2` (the shared cache), `miss` (rendered from the database), `stale`
+(a last good copy: the database is unavailable, or another process is rendering the page)."""
+HIT: Source = "hit"
+FROM_L2: Source = "l2"
+MISS: Source = "miss"
+STALE: Source = "stale"
 
 NO_STORE: Mapping[str, str] = {"Cache-Control": "no-store"}
 """Headers for everything that must never be cached (money, admin, health, seller pages)."""
@@ -132,22 +152,25 @@ def if_none_match_hits(header: str | None, etag: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
-    """A JSON body rendered once, with its ETag and when it was made, and the same body
-    gzipped with its own ETag (None when it is too small to compress)."""
+    """A JSON body rendered once, with its ETag and when it was made (wall-clock seconds: the
+    shared cache carries it between processes, so `Age` counts from the render), the same body
+    gzipped with its own ETag (None when it is too small to compress), and the tags of what
+    it shows."""
 
     body: bytes
     etag: str
     created_at: float
     gzip_body: bytes | None = None
     gzip_etag: str | None = None
+    tags: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, payload: Any, *, now: float) -> Rendered:
+    def of(cls, payload: Any, *, now: float, tags: Iterable[str] = ()) -> Rendered:
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         etag = strong_etag(body)
         gzipped = gzip_body(body)
         gzip_etag = encoded_etag(etag, GZIP) if gzipped is not None else None
-        return cls(body, etag, now, gzipped, gzip_etag)
+        return cls(body, etag, now, gzipped, gzip_etag, tuple(dict.fromkeys(tags)))
 
 
 def representation(
@@ -170,10 +193,12 @@ def cached_response(
 ) -> Response:
     """200 with the body (gzipped when the client accepts it and the cache holds it so), or
     304 when `If-None-Match` matches the representation that would be sent; both carry its
-    ETag, Cache-Control and `Vary: Accept-Encoding`. A stale copy adds
-    `X-Edgemart-Stale: true` and `Age`."""
+    ETag, Cache-Control, `Vary: Accept-Encoding` and the page's tags (`X-Edgemart-Tags`). A
+    stale copy adds `X-Edgemart-Stale: true` and `Age`."""
     body, etag, encoding = representation(rendered, request.headers.get("accept-encoding"))
     headers = {"ETag": etag, "Cache-Control": rule.cache_control, "Vary": "Accept-Encoding"}
+    if rendered.tags:
+        headers[TAGS_HEADER] = " ".join(rendered.tags)
     if stale:
         age = max(0, int((now if now is not None else time.time()) - rendered.created_at))
         headers["X-Edgemart-Stale"] = "true"
@@ -186,17 +211,54 @@ def cached_response(
 
 
 class _Entry:
-    __slots__ = ("rendered", "expires_at", "tags")
+    __slots__ = ("rendered", "expires_at", "as_of", "tags")
 
-    def __init__(self, rendered: Rendered, expires_at: float, tags: frozenset[str]) -> None:
+    def __init__(
+        self, rendered: Rendered, expires_at: float, as_of: float, tags: frozenset[str]
+    ) -> None:
         self.rendered = rendered
         self.expires_at = expires_at
+        self.as_of = as_of
+        """When the fill that made it began: it reflects every write committed before."""
         self.tags = tags
 
 
 Tags = Callable[[Any], Iterable[str]]
 """What a loaded document shows, as tags (`edgemart.changes`): a write that changes one of
 them drops every entry carrying it."""
+
+Render = Callable[[], Awaitable[Rendered]]
+"""Loads the document from the database and renders it (with its tags)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Filled:
+    """What a fill produced: the page, where it came from, and whether this process may keep
+    it as fresh (False when a write may have changed it while it was rendered)."""
+
+    rendered: Rendered
+    source: Source
+    keep: bool = True
+
+
+class Fill(Protocol):
+    """What lies behind L1 (the shared cache's `edgemart.sharedcache.SharedFill`): the page of
+    `key`, from the shared cache or rendered; `last_good` is this process's trusted last
+    good copy, which it may answer with (as `stale`) while another process renders."""
+
+    async def __call__(
+        self,
+        key: str,
+        ttl_s: float,
+        rule_name: str,
+        render: Render,
+        last_good: Rendered | None,
+    ) -> Filled: ...
+
+
+Trust = Callable[[float, float], bool]
+"""`trust(as_of, now)`: whether an entry whose fill began at `as_of` may still be served at
+`now` without asking the shared cache (`edgemart.broadcast.Broadcast.trusts`)."""
 
 
 class TTLCache:
@@ -207,19 +269,31 @@ class TTLCache:
     evicted first) as the last known good copy, which `last_good` returns for stale serving.
 
     Entries carry tags naming what they show; `invalidate` drops entries by key, key prefix or
-    tag, after a write this process committed. A load that was running when an invalidation
-    came may have read the data before the write: its result still answers the requests
-    waiting for it, but it is not kept as fresh, and later requests start a load of their own.
+    tag, after a write this process committed or heard of. A load that was running when an
+    invalidation came may have read the data before the write: its result still answers the
+    requests waiting for it, but it is not kept as fresh, and later requests start a load of
+    their own.
+
+    With a shared cache behind it, `fill` replaces the plain load and `trust` decides whether
+    an unexpired entry may still be served (see the module docstring); without one, an entry
+    is fresh until it expires.
     """
 
     def __init__(
-        self, *, max_entries: int = 10_000, clock: Callable[[], float] = time.time
+        self,
+        *,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.time,
+        fill: Fill | None = None,
+        trust: Trust | None = None,
     ) -> None:
         self.max_entries = max_entries
         self.clock = clock
+        self.fill = fill
+        self.trust = trust
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._tagged: dict[str, set[str]] = {}
-        self._inflight: dict[str, asyncio.Task[Rendered]] = {}
+        self._inflight: dict[str, asyncio.Task[Filled]] = {}
         self._invalidations = 0
 
     def __len__(self) -> int:
@@ -227,7 +301,12 @@ class TTLCache:
 
     def fresh(self, key: str) -> Rendered | None:
         entry = self._entries.get(key)
-        if entry is None or entry.expires_at <= self.clock():
+        if entry is None:
+            return None
+        now = self.clock()
+        if entry.expires_at <= now:
+            return None
+        if self.trust is not None and not self.trust(entry.as_of, now):
             return None
         self._entries.move_to_end(key)
         return entry.rendered
@@ -236,9 +315,30 @@ class TTLCache:
         entry = self._entries.get(key)
         return entry.rendered if entry is not None else None
 
-    def put(self, key: str, rendered: Rendered, ttl_s: float, tags: Iterable[str] = ()) -> None:
+    def trusted_last_good(self, key: str) -> Rendered | None:
+        """The last good copy, expired or not, if no write can have changed it unseen."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if self.trust is not None and not self.trust(entry.as_of, self.clock()):
+            return None
+        return entry.rendered
+
+    def put(
+        self,
+        key: str,
+        rendered: Rendered,
+        ttl_s: float,
+        tags: Iterable[str] | None = None,
+        *,
+        as_of: float | None = None,
+    ) -> None:
+        """Keep `rendered` for `ttl_s` from now, tagged with `tags` (its own by default);
+        `as_of` is when its fill began (now by default)."""
         self._discard(key)
-        entry = _Entry(rendered, self.clock() + ttl_s, frozenset(tags))
+        now = self.clock()
+        entry_tags = frozenset(rendered.tags if tags is None else tags)
+        entry = _Entry(rendered, now + ttl_s, now if as_of is None else as_of, entry_tags)
         self._entries[key] = entry
         for tag in entry.tags:
             self._tagged.setdefault(tag, set()).add(key)
@@ -248,8 +348,8 @@ class TTLCache:
     def invalidate(
         self, key: str | None = None, *, prefixes: Iterable[str] = (), tags: Iterable[str] = ()
     ) -> None:
-        """Forget entries entirely (after a write this process made): `key`, every key that
-        starts with one of `prefixes`, every entry tagged with one of `tags`."""
+        """Forget entries entirely (after a write this process made or heard of): `key`, every
+        key that starts with one of `prefixes`, every entry tagged with one of `tags`."""
         doomed = set() if key is None else {key}
         prefixes = tuple(prefixes)
         if prefixes:
@@ -281,33 +381,64 @@ class TTLCache:
         loader: Callable[[], Awaitable[Any]],
         tags: Tags | None = None,
     ) -> Rendered:
+        return (await self.get_or_fill(key, ttl_s, loader, tags)).rendered
+
+    async def get_or_fill(
+        self,
+        key: str,
+        ttl_s: float,
+        loader: Callable[[], Awaitable[Any]],
+        tags: Tags | None = None,
+        *,
+        rule_name: str = "other",
+    ) -> Filled:
+        """The fresh entry (`hit`), or one fill for every concurrent caller missing `key`;
+        `rule_name` names the cache rule in the shared cache's metrics."""
         rendered = self.fresh(key)
         if rendered is not None:
-            return rendered
+            return Filled(rendered, HIT)
         task = self._inflight.get(key)
         if task is None:
             # The load runs as its own task: a caller that gives up (client gone) does not
             # cancel it for the others waiting on the same key.
-            task = asyncio.ensure_future(self._load(key, ttl_s, loader, tags))
+            task = asyncio.ensure_future(self._load(key, ttl_s, rule_name, loader, tags))
             self._inflight[key] = task
             task.add_done_callback(lambda done: self._load_finished(key, done))
         return await asyncio.shield(task)
 
     async def _load(
-        self, key: str, ttl_s: float, loader: Callable[[], Awaitable[Any]], tags: Tags | None
-    ) -> Rendered:
+        self,
+        key: str,
+        ttl_s: float,
+        rule_name: str,
+        loader: Callable[[], Awaitable[Any]],
+        tags: Tags | None,
+    ) -> Filled:
         invalidations = self._invalidations
-        document = await loader()
-        rendered = Rendered.of(document, now=self.clock())
-        if self._invalidations != invalidations:
+        as_of = self.clock()
+
+        async def render() -> Rendered:
+            document = await loader()
+            page_tags = tags(document) if tags is not None else ()
+            return Rendered.of(document, now=self.clock(), tags=page_tags)
+
+        if self.fill is None:
+            filled = Filled(await render(), MISS)
+        else:
+            filled = await self.fill(key, ttl_s, rule_name, render, self.trusted_last_good(key))
+        if filled.source == STALE:
+            return filled  # this process's own copy, already kept
+        # Fresh for the route's TTL from its render (earlier, when another process made it).
+        ttl_left = max(0.0, filled.rendered.created_at + ttl_s - self.clock())
+        if self._invalidations != invalidations or not filled.keep:
             # It may predate a write: at most a last good copy, never over a newer entry.
             if key in self._entries:
-                return rendered
-            ttl_s = 0
-        self.put(key, rendered, ttl_s, tags(document) if tags is not None else ())
-        return rendered
+                return filled
+            ttl_left = 0
+        self.put(key, filled.rendered, ttl_left, as_of=as_of)
+        return filled
 
-    def _load_finished(self, key: str, task: asyncio.Task[Rendered]) -> None:
+    def _load_finished(self, key: str, task: asyncio.Task[Filled]) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
         if not task.cancelled():
@@ -324,25 +455,34 @@ async def serve_cached(
     retry: RetryPolicy | None = None,
     tags: Tags | None = None,
 ) -> Response:
-    """The route's response from the cache or the loader (retried on transient errors when a
-    policy is given: a read is safe to repeat); when the database is unavailable,
-    the last good copy, marked stale (`X-Edgemart-Stale: true`, `Age`). With no copy at all
-    the unavailability propagates (503). Each call counts one `cache_lookups` result."""
+    """The route's response from the cache, the shared cache or the loader (retried on
+    transient errors when a policy is given: a read is safe to repeat); when the database is
+    unavailable, the last good copy, marked stale (`X-Edgemart-Stale: true`, `Age`). With no
+    copy at all the unavailability propagates (503). Each call counts one `cache_lookups`
+    result in L1 and names where the response came from in the access log (`Source`)."""
     rendered = cache.fresh(key)
     if rendered is not None:
-        count_lookup(rule, "hit")
+        served(request, rule, HIT)
         return cached_response(request, rendered, rule)
     load = loader if retry is None else (lambda: retry.run(loader))
     try:
-        rendered = await cache.get_or_load(key, rule.s_maxage, load, tags)
+        filled = await cache.get_or_fill(key, rule.s_maxage, load, tags, rule_name=rule.name)
     except UNAVAILABLE_ERRORS:
         stale = cache.last_good(key)
-        count_lookup(rule, "miss" if stale is None else "stale")
+        served(request, rule, MISS if stale is None else STALE)
         if stale is None:
             raise
         return cached_response(request, stale, rule, stale=True, now=cache.clock())
-    count_lookup(rule, "miss")
-    return cached_response(request, rendered, rule)
+    served(request, rule, filled.source)
+    is_stale = filled.source == STALE
+    return cached_response(request, filled.rendered, rule, stale=is_stale, now=cache.clock())
+
+
+def served(request: Request, rule: CacheRule, source: Source) -> None:
+    """Count the L1 lookup (a page from L2 or the database was an L1 miss) and tell the
+    access log where the response came from."""
+    count_lookup(rule, MISS if source == FROM_L2 else source)
+    request.scope.setdefault("state", {})["cache"] = source
 
 
 _lookups: dict[tuple[str, str], metrics.Series] = {}

@@ -3,18 +3,26 @@
 A cached page carries tags: `product:<id>` for every product it shows, `store:<slug>` for a
 store page. A write describes its effect as `Changes`: the tags it made stale, and the cache
 key prefixes whose pages it may have changed without being able to name them (a new or
-edited listing can enter any search result). `apply` drops those pages from this process's
-cache, so the process that made the write serves the new data at once. `Changes` is plain
-data, so the same value can later be sent to other processes.
+edited listing can enter any search result). A function hands them to
+`Services.invalidate` once the write has committed: they are dropped from its own process's
+cache at once (`apply`), and from the fleet's shared cache and every other process's cache
+through Redis (`edgemart.broadcast`). `Changes` is plain data (two sets of strings), so the
+same value travels as a message.
+
+A prefix must be one of `KEY_PREFIXES`: the shared cache files each page under the prefixes
+its key starts with when it stores it (`marks`), which is how a write that names only a
+prefix finds the pages in Redis.
 
 What changes what:
 - a purchase, or a queued order applied: the product's stock, `in_stock` and `sold_count`,
   shown on its page, its store's page and any search page listing it (`stock_changed`);
 - a new listing: its store's page and any search (`listing_created`);
 - an edited listing: everything showing the product, its store's page and any search, since an
-  edit can make it match (or stop matching) a query (`listing_changed`).
-The home page is rebuilt on its schedule and may lag by it; admin changes (kill switches,
-purchase modes, credits) show on no cached page.
+  edit can make it match (or stop matching) a query (`listing_changed`);
+- a search term hidden or shown again by an admin: the popular-searches list
+  (`popular_searches_changed`).
+The home page is rebuilt on its schedule and may lag by it; other admin changes (kill
+switches, purchase modes, credits) show on no cached page.
 """
 
 from __future__ import annotations
@@ -27,6 +35,11 @@ from edgemart import metrics
 from edgemart.cache import TTLCache
 
 SEARCH_KEY_PREFIX = "search?"
+POPULAR_SEARCHES_KEY = "popular_searches"
+"""The popular-searches list's cache key (its cache rule's name): a prefix of itself only."""
+KEY_PREFIXES = (SEARCH_KEY_PREFIX, POPULAR_SEARCHES_KEY)
+"""Every key prefix a write may name (see the module docstring)."""
+
 LOCAL = "local"
 """The `transport` of an invalidation that never leaves its process."""
 
@@ -39,9 +52,22 @@ def store_tag(slug: str) -> str:
     return f"store:{slug}"
 
 
+def prefix_mark(prefix: str) -> str:
+    """The shared cache's name for a key prefix, beside the tags (no tag starts `prefix:`)."""
+    return f"prefix:{prefix}"
+
+
 def product_tags(products: Iterable[Mapping[str, Any]]) -> list[str]:
     """The tags of a list of Product documents (search results, a store page's products)."""
     return [product_tag(str(product["id"])) for product in products]
+
+
+def key_marks(key: str, tags: Iterable[str]) -> list[str]:
+    """What a page stored under `key` with `tags` is filed under in the shared cache: its tags
+    and the marks of the prefixes its key starts with."""
+    marks = list(dict.fromkeys(tags))
+    marks.extend(prefix_mark(prefix) for prefix in KEY_PREFIXES if key.startswith(prefix))
+    return marks
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,16 +75,30 @@ class Changes:
     tags: frozenset[str] = frozenset()
     prefixes: frozenset[str] = frozenset()
 
+    def __post_init__(self) -> None:
+        unknown = self.prefixes.difference(KEY_PREFIXES)
+        if unknown:
+            raise ValueError(f"key prefixes {sorted(unknown)} are not in KEY_PREFIXES")
+
     def __or__(self, other: Changes) -> Changes:
         return Changes(self.tags | other.tags, self.prefixes | other.prefixes)
 
-    def apply(self, cache: TTLCache) -> None:
-        """Drop what these changes made stale from this process's cache: an invalidation
-        sent and received in-process (`transport` local)."""
-        if self.tags or self.prefixes:
-            metrics.record(metrics.INVALIDATIONS_SENT, transport=LOCAL)
+    def __bool__(self) -> bool:
+        return bool(self.tags or self.prefixes)
+
+    @property
+    def marks(self) -> list[str]:
+        """What the shared cache drops: the tags, and the marks of the prefixes."""
+        return [*sorted(self.tags), *(prefix_mark(prefix) for prefix in sorted(self.prefixes))]
+
+    def apply(self, cache: TTLCache, *, transport: str = LOCAL) -> None:
+        """Drop what these changes made stale from this process's cache: sent and received
+        in-process (`transport` local), or received from another process."""
+        if self:
+            if transport == LOCAL:
+                metrics.record(metrics.INVALIDATIONS_SENT, transport=LOCAL)
             cache.invalidate(tags=self.tags, prefixes=self.prefixes)
-            metrics.record(metrics.INVALIDATIONS_RECEIVED, transport=LOCAL)
+            metrics.record(metrics.INVALIDATIONS_RECEIVED, transport=transport)
 
 
 def stock_changed(product_ids: Iterable[str]) -> Changes:
@@ -71,3 +111,7 @@ def listing_created(store_slug: str) -> Changes:
 
 def listing_changed(product_id: str, store_slug: str) -> Changes:
     return stock_changed([product_id]) | listing_created(store_slug)
+
+
+def popular_searches_changed() -> Changes:
+    return Changes(prefixes=frozenset({POPULAR_SEARCHES_KEY}))

@@ -185,21 +185,37 @@ RATE_LIMIT_FALLBACKS = counter(
     dimensions=("backend",),
 )
 
-# Caches: `layer` is l1 (this process) today; an edge or shared layer gets its own value.
+# Caches: `layer` is l1 (this process) or l2 (the fleet's shared cache in Redis).
 CACHE_LOOKUPS = counter(
     "cache_lookups",
-    "Cached-route lookups by result: hit (fresh copy), miss (loaded), stale (last good copy "
-    "served while the database is unavailable)",
+    "Cached-route lookups by layer and result: in l1 hit (fresh copy), miss (looked further), "
+    "stale (last good copy served while the database is unavailable or another process "
+    "renders); in l2 hit, miss, unavailable (Redis failed or is left alone after a failure)",
     dimensions=("layer", "cache_rule", "result"),
+)
+CACHE_FILLS = counter(
+    "cache_fills",
+    "Shared-cache misses by how they were filled: rendered (this process held the fill lock), "
+    "took_over (the holder's lock expired), waited (another process's copy arrived), stale "
+    "(own last good copy served meanwhile), timed_out (rendered after the bounded wait), "
+    "refused (a write came during the render: not stored)",
+    dimensions=("cache_rule", "outcome"),
+)
+SHARED_CACHE_ERRORS = counter(
+    "shared_cache_errors",
+    "Shared-cache Redis operations that failed or timed out (lookup, store, release, drop, "
+    "subscribe); the process then serves from its own cache and the database",
+    dimensions=("operation",),
 )
 INVALIDATIONS_SENT = counter(
     "invalidations_sent",
-    "Cache invalidations a committed write sent (one per write's set of changes)",
+    "Cache invalidations a committed write sent (one per write's set of changes), by transport: "
+    "local (this process's cache) or redis (the shared cache and every other process)",
     dimensions=("transport",),
 )
 INVALIDATIONS_RECEIVED = counter(
     "invalidations_received",
-    "Cache invalidations applied to this process's cache",
+    "Cache invalidations applied to this process's cache, by transport (local: its own writes)",
     dimensions=("transport",),
 )
 

@@ -1,19 +1,26 @@
 """The long-lived clients one process shares: settings, database pools, the rate limiter,
-the in-process response cache.
+the response cache (this process's, and the fleet's shared one in Redis with the invalidation
+broadcast when REDIS_URL is set).
 
 Built once per process (per Lambda execution environment) and attached to the app, so tests
 can hand an app their own `Services` instead of patching module globals.
+
+A function that committed a write calls `invalidate` with what it changed: the one way a write
+reaches every cache (see `invalidate`).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from starlette.requests import Request
 
 from edgemart.auth import Authenticator
 from edgemart.cache import TTLCache
+from edgemart.changes import Changes
 from edgemart.counters import (
     SEARCH_COUNTS_KEY,
     SEARCH_HISTORY_KEY,
@@ -22,6 +29,7 @@ from edgemart.counters import (
     buffered_counts,
 )
 from edgemart.db import Database, replica_configured
+from edgemart.logging import logger
 from edgemart.purchasequeue import PurchaseQueue, SqsPurchaseQueue
 from edgemart.ratelimit.base import RateLimiter
 from edgemart.ratelimit.policies import build_rate_limiter
@@ -31,7 +39,15 @@ from edgemart.retry import RetryPolicy
 from edgemart.settings import Settings
 
 if TYPE_CHECKING:
+    from edgemart.broadcast import Broadcast
+    from edgemart.sharedcache import SharedCache
     from edgemart.tracing.tracer import Tracing
+
+
+class EdgePurge(Protocol):
+    """Purges the edge's copies of what changed; must not block (it queues the purge)."""
+
+    def purge(self, changes: Changes) -> None: ...
 
 
 @dataclass(slots=True)
@@ -49,6 +65,9 @@ class Services:
     retry: RetryPolicy
     purchase_queue: PurchaseQueue | None = None
     tracing: Tracing | None = None
+    shared_cache: SharedCache | None = None
+    broadcast: Broadcast | None = None
+    edge_purge: EdgePurge | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -63,15 +82,25 @@ class Services:
             if replica_configured(settings)
             else None
         )
-        # One Redis client (one bounded pool) for the limiter and every counter buffer.
+        # One Redis client (one bounded pool) for the limiter, the counter buffers and the
+        # shared cache.
         redis = LazyRedis(settings.redis_url, tracing=tracing) if settings.redis_url else None
+        cache = TTLCache()
+        reads = ReadRouting.from_settings(settings, primary, replica)
+        shared_cache: SharedCache | None = None
+        broadcast: Broadcast | None = None
+        if redis is not None and settings.shared_cache == "auto":
+            shared_cache, broadcast = _fleet_cache(settings, redis, cache)
+            # A page another process's write dropped must not be reloaded from a replica
+            # that has not replayed the write yet.
+            broadcast.on_receive = reads.wrote
         return cls(
             settings=settings,
             primary=primary,
             replica=replica or primary,
-            reads=ReadRouting.from_settings(settings, primary, replica),
+            reads=reads,
             rate_limiter=build_rate_limiter(settings, redis=redis, tracing=tracing),
-            cache=TTLCache(),
+            cache=cache,
             search_counts=buffered_counts(redis, SEARCH_COUNTS_KEY),
             view_counts=buffered_counts(redis, VIEW_COUNTS_KEY),
             search_history=buffered_counts(redis, SEARCH_HISTORY_KEY),
@@ -87,7 +116,37 @@ class Services:
                 else None
             ),
             tracing=tracing,
+            shared_cache=shared_cache,
+            broadcast=broadcast,
         )
+
+    async def invalidate(self, changes: Changes) -> None:
+        """After a committed write: drop what it changed from this process's cache at once,
+        then from the shared cache and every other process's cache (`edgemart.broadcast`),
+        then from the edge (`edge_purge`, when set). Never raises: the write has committed,
+        and its response must not fail because a cache could not be told (a broadcast that
+        failed is logged, counted and sent again later)."""
+        if not changes:
+            return
+        changes.apply(self.cache)
+        self.reads.wrote()  # its pages reload from the primary until the replica holds it
+        if self.broadcast is not None:
+            await self.broadcast.send(changes)
+        if self.edge_purge is not None:
+            try:
+                self.edge_purge.purge(changes)
+            except Exception:
+                logger.exception("edge purge failed")
+
+    @asynccontextmanager
+    async def listening(self) -> AsyncIterator[None]:
+        """For a long-lived process (the gateway's lifespan): hear other processes' writes
+        for the duration of the block. A Lambda environment does not (see edgemart.broadcast)."""
+        if self.broadcast is None:
+            yield
+            return
+        async with self.broadcast.listening():
+            yield
 
     async def aclose(self) -> None:
         await self.rate_limiter.aclose()
@@ -100,6 +159,26 @@ class Services:
             await self.replica.close()
         if self.tracing is not None:
             self.tracing.shutdown()
+
+
+def _fleet_cache(
+    settings: Settings, redis: LazyRedis, cache: TTLCache
+) -> tuple[SharedCache, Broadcast]:
+    """The shared cache and broadcast, wired behind `cache`."""
+    from edgemart.broadcast import Broadcast
+    from edgemart.sharedcache import RedisSharedCache, SharedFill
+
+    wait_s = settings.shared_cache_fill_wait_ms / 1000
+    shared = RedisSharedCache(
+        redis,
+        namespace=settings.shared_cache_namespace,
+        timeout_s=settings.shared_cache_timeout_ms / 1000,
+        lock_ttl_s=wait_s,
+    )
+    broadcast = Broadcast(shared, redis, cache, channel=shared.names.channel)
+    cache.fill = SharedFill(shared, wait_s=wait_s)
+    cache.trust = broadcast.trusts
+    return shared, broadcast
 
 
 def services_of(request: Request) -> Services:

@@ -502,7 +502,8 @@ class Settings:
         None,
         Text("URL"),
         "Redis & rate limiting",
-        "Redis shared by every process for rate limits and counters (`redis://` or `unix://`)",
+        "Redis shared by every process for rate limits, counters and the shared page cache "
+        "(`redis://` or `unix://`)",
     )
     upstash_redis_rest_url: str | None = setting(
         None,
@@ -551,6 +552,35 @@ class Settings:
         Integer(low=1),
         "Redis & rate limiting",
         "most keys the in-process limiter keeps (least recent go)",
+    )
+    shared_cache: str = setting(
+        "auto",
+        Choice("auto", "off"),
+        "Redis & rate limiting",
+        "`auto`: with `REDIS_URL` set, rendered pages are shared through Redis (one render of a "
+        "cold page for the whole fleet) and writes reach every process's cache within a second; "
+        "`off`: each process caches alone, and hears only of its own writes",
+    )
+    shared_cache_namespace: str = setting(
+        "edgemart:cache",
+        Text("key prefix"),
+        "Redis & rate limiting",
+        "prefix of the shared cache's Redis keys and channel: each deployment sharing a Redis "
+        "needs its own",
+    )
+    shared_cache_timeout_ms: float = setting(
+        50.0,
+        Number(),
+        "Redis & rate limiting",
+        "milliseconds a shared-cache lookup waits for Redis before the page is served from the "
+        "process's own cache or the database; after a failure Redis is left alone for a second",
+    )
+    shared_cache_fill_wait_ms: float = setting(
+        1000.0,
+        Number(),
+        "Redis & rate limiting",
+        "milliseconds a process waits for another process's render of a cold page before "
+        "rendering it itself (also how long the fill lock lives)",
     )
 
     log_level: str = setting(
