@@ -22,13 +22,7 @@ from edgemart.services import Services
 from edgemart.settings import Settings
 from gateway.docs import docs_routes
 from gateway.metricsroute import metrics_routes
-from gateway.scheduler import (
-    Schedule,
-    SchedulerLock,
-    default_schedules,
-    running,
-    running_when_leader,
-)
+from gateway.scheduler import gateway_schedules, running, running_when_leader
 from gateway.workermetrics import MetricsFolder, writing_totals
 
 HTTP_FUNCTION_MODULES = tuple(f"functions.{name}.app" for name in function_names())
@@ -45,37 +39,31 @@ def create_gateway(
     services: Services | None = None,
     *,
     run_schedules: bool = False,
-    scheduler_lock: Path | None = None,
     metrics_folder: Path | None = None,
 ) -> Starlette:
-    """The gateway app; `run_schedules` runs the scheduled functions in-process (serve).
+    """The gateway app; `run_schedules` runs the scheduled functions in-process (serve): the
+    heartbeat in this process, the jobs when this process leads the fleet (gateway.scheduler).
 
-    For one of several `serve` workers (gateway.workers): `scheduler_lock` runs the schedules
-    only while this process holds that lock, and `metrics_folder` is where the workers share
-    their metrics, so that `/metrics` sums them.
+    For one of several `serve` workers (gateway.workers), `metrics_folder` is where the
+    workers share their metrics, so that `/metrics` sums them.
     """
     gateway_services = services or Services.from_settings(Settings.from_env())
     folder = MetricsFolder(metrics_folder) if metrics_folder is not None else None
+    # Built now, not at start-up, so a bad SCHEDULE_INTERVALS fails serve before it serves.
+    schedules = gateway_schedules(gateway_services) if run_schedules else []
+    in_every_process = [schedule for schedule in schedules if schedule.in_every_process]
+    leaders_only = [schedule for schedule in schedules if not schedule.in_every_process]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        schedules = default_schedules() if run_schedules else []
-        if run_schedules and gateway_services.purchase_queue is not None:
-            from gateway.sqspoller import POLL_EVERY_S, poll_purchase_queue
-
-            schedules.append(Schedule("order_worker", poll_purchase_queue, POLL_EVERY_S))
         async with AsyncExitStack() as stack:
             if folder is not None:  # entered first, so its last write follows the jobs' end
                 await stack.enter_async_context(writing_totals(folder))
             # Other processes' writes reach this one's cache (edgemart.broadcast).
             await stack.enter_async_context(gateway_services.listening())
-            if scheduler_lock is not None and schedules:
-                lock = SchedulerLock(scheduler_lock)
-                await stack.enter_async_context(
-                    running_when_leader(schedules, gateway_services, lock)
-                )
-            else:
-                await stack.enter_async_context(running(schedules, gateway_services))
+            await stack.enter_async_context(running(in_every_process, gateway_services))
+            if leaders_only:
+                await stack.enter_async_context(running_when_leader(leaders_only, gateway_services))
             yield
         await gateway_services.aclose()
 

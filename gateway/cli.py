@@ -149,7 +149,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive,
         default=1,
         help="worker processes serving requests (default %(default)s); the database is "
-        "prepared once before they start, and one of them runs the scheduled jobs",
+        "prepared once before they start; the scheduled jobs run in one process of all those "
+        "on the database",
     )
     serve.set_defaults(run=_serve)
 

@@ -4,7 +4,8 @@ The port is bound first, so a busy port fails at once, before any database work.
 DATABASE_URL an embedded PostgreSQL starts in the data folder (see gateway.embedded for who
 stops it). Either way the database is migrated and, when it holds no catalog, loaded with the
 demo catalog (unless `demo=False`). All of that happens once, in this process; the app then
-runs in `workers` uvicorn processes (gateway.workers), one of which runs the scheduled jobs.
+runs in `workers` uvicorn processes (gateway.workers); the scheduled jobs run in the one process,
+of all those on the database, that holds the scheduler lease (gateway.scheduler).
 Ctrl-C and SIGTERM stop the server (every worker) and then the embedded database. Every
 2xx/3xx access line is logged unless ACCESS_LOG_SAMPLE_RATE says otherwise.
 """
@@ -197,7 +198,7 @@ def _run_uvicorn(
         if workers == 1:
             uvicorn.Server(config).run(sockets=[listener])
             return
-        logger.info("gateway runs in %d worker processes; one runs the scheduled jobs", workers)
+        logger.info("gateway runs in %d worker processes", workers)
         Multiprocess(config, sockets=[listener]).run()
 
 

@@ -9,10 +9,14 @@ URL, the development JWT secret, one cursor secret for all, the access-log rate,
 folder), exported under their declared variable names, and the run folder.
 
 The run folder is a temporary folder per `serve` (removed when it stops, or by the next
-`serve` when it was killed), shared by its workers: `scheduler.lock`, held by the one worker
-that runs the scheduled jobs and the SQS poller (gateway.scheduler), and `metrics/`, where
-each worker leaves its metrics for the others' `/metrics` (gateway.workermetrics). With one
-worker nothing changes but who builds the app.
+`serve` when it was killed), shared by its workers: `metrics/`, where each worker leaves its
+metrics for the others' `/metrics` (gateway.workermetrics). With one worker nothing changes
+but who builds the app.
+
+Which process runs the scheduled jobs and the SQS poller is not decided here: every worker,
+of this `serve` and of any other on the same database, takes part in one election through
+the database's `scheduler` lease (gateway.scheduler, gateway.leadership), so a fleet runs
+them once, and the heartbeat runs in every worker.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ from gateway.embedded import process_is_alive
 
 WORKER_APP = "gateway.workers:worker_gateway"
 RUN_FOLDER_VARIABLE = "EDGEMART_SERVE_RUN_DIR"
-SCHEDULER_LOCK = "scheduler.lock"
 METRICS_FOLDER = "metrics"
 RUN_FOLDER_PREFIX = "edgemart-serve-"
 
@@ -113,6 +116,5 @@ def worker_gateway() -> Starlette:
     return create_gateway(
         Services.from_settings(Settings.from_env()),
         run_schedules=True,
-        scheduler_lock=Path(folder) / SCHEDULER_LOCK,
         metrics_folder=Path(folder) / METRICS_FOLDER,
     )

@@ -14,6 +14,8 @@ from edgemart.definitions import DefinitionError
 from edgemart.migrate import Migration, apply_migrations, load_migrations
 
 SQL_DIR = Path(edgemart.__file__).parent / "sql"
+NEXT_VERSION = load_migrations()[-1].version + 1
+"""The version of a migration a test adds after the layer's own."""
 
 
 @pytest.fixture
@@ -72,7 +74,7 @@ def test_an_edited_file_is_applied_again_and_only_it(url: str, sql_dir: Path) ->
 def test_a_definition_a_migration_dropped_is_created_again(url: str) -> None:
     """A migration that must change what a view uses drops the view; the unchanged file then
     creates it again on the same run."""
-    dropping = Migration(21, "drop_view", "DROP MATERIALIZED VIEW mv_hot_products;\n")
+    dropping = Migration(NEXT_VERSION, "drop_view", "DROP MATERIALIZED VIEW mv_hot_products;\n")
     run = apply_migrations(url, [*load_migrations(), dropping])
     assert [d.name for d in run.definitions] == ["mv_hot_products"]
     index = one(url, "SELECT to_regclass('mv_hot_products_id_idx')::text")
@@ -144,7 +146,7 @@ def test_a_function_whose_results_an_index_holds_changes_only_with_a_reindex(
         apply_migrations(url, definitions=sql_dir)
     assert one(url, "SELECT listing_rank_score(NULL)") == 50
     reindex = Migration(
-        21,
+        NEXT_VERSION,
         "rerank",
         "-- edgemart: requires listing_rank_score\nREINDEX INDEX products_top_rated_idx;\n",
     )

@@ -1,21 +1,21 @@
 """The gateway's in-process scheduler runs jobs on their interval and survives failures; of
-several workers, only the one holding the scheduler lock runs them."""
+several processes on one database only the holder of the scheduler lease runs them, while
+the heartbeat runs in every one."""
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
+import time
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from edgemart.logging import current_log_keys
 from edgemart.services import Services
 from functions.refresh_views.app import refresh_views
-from gateway.scheduler import Schedule, SchedulerLock, running, running_when_leader
+from gateway.scheduler import Schedule, running, running_when_leader
 from tests.conftest import settings_for
 
 pytestmark = pytest.mark.anyio
@@ -66,55 +66,46 @@ async def test_heartbeat_opens_the_circuit_without_traffic() -> None:
         await services.aclose()
 
 
-def test_the_scheduler_lock_is_held_by_one_holder_at_a_time(tmp_path: Path) -> None:
-    first, second = SchedulerLock(tmp_path / "lock"), SchedulerLock(tmp_path / "lock")
-    assert first.try_acquire()
-    assert first.try_acquire()  # already held: still ours
-    assert not second.try_acquire()
-    first.release()
-    assert not first.held
-    assert second.try_acquire()
-    second.release()
+async def test_the_heartbeat_runs_in_a_process_that_does_not_lead() -> None:
+    """A gateway that cannot reach its database never leads, yet its heartbeat still probes
+    (and opens the circuit). The lease's own requests cannot open it in that time: one at
+    start, then one every five seconds."""
+    import dataclasses
 
+    from gateway.app import create_gateway
+    from tests.conftest import unused_port
 
-def test_the_lock_of_a_killed_process_is_free_at_once(tmp_path: Path) -> None:
-    path = tmp_path / "lock"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import fcntl, os, sys, time\n"
-            f"descriptor = os.open({str(path)!r}, os.O_RDWR | os.O_CREAT)\n"
-            "fcntl.flock(descriptor, fcntl.LOCK_EX)\n"
-            "print('held', flush=True)\n"
-            "time.sleep(120)\n",
-        ],
-        stdout=subprocess.PIPE,
+    dead = f"postgresql://postgres@127.0.0.1:{unused_port()}/postgres?connect_timeout=1"
+    settings = dataclasses.replace(
+        settings_for(dead, db_pool_timeout_s=0.2, schedule_intervals=(("heartbeat", 0.05),)),
+        circuit_failure_threshold=4,
     )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline() == b"held\n"
-        lock = SchedulerLock(path)
-        assert not lock.try_acquire()
-    finally:
-        holder.kill()
-        holder.communicate()
-    assert lock.try_acquire()
-    lock.release()
+    services = Services.from_settings(settings)
+    app = create_gateway(services, run_schedules=True)
+    breaker = services.primary.breaker
+    assert breaker is not None
+    async with app.router.lifespan_context(app):
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if breaker.state == "open":
+                break
+    assert breaker.state == "open"
 
 
 async def test_only_the_leader_runs_the_schedules_and_another_takes_over(
-    tmp_path: Path,
+    migrated_database_url: str,
 ) -> None:
-    services = Services.from_settings(settings_for(None))
-    runs = {"first": 0, "second": 0}
+    """Two processes' worth of scheduler (each its own pools) on one database: the leader's
+    jobs run, tagged with its lease term, the standby's never; once the leader stops (and
+    gives its lease up) the other runs them under the next term."""
+    runs: dict[str, list[object]] = {"first": [], "second": []}
 
-    def counting(worker: str) -> Schedule:
+    def counting(process: str) -> Schedule:
         async def job(services: Services, event: Mapping[str, Any]) -> dict[str, Any]:
-            runs[worker] += 1
+            runs[process].append(current_log_keys().get("lease_term"))
             return {}
 
-        return Schedule("count", job, 0.01)
+        return Schedule("count", job, 0.02)
 
     async def wait_for(condition: Any) -> None:
         for _ in range(1000):
@@ -123,20 +114,67 @@ async def test_only_the_leader_runs_the_schedules_and_another_takes_over(
             await asyncio.sleep(0.01)
         raise AssertionError("the condition did not come true")
 
-    first_lock, second_lock = SchedulerLock(tmp_path / "lock"), SchedulerLock(tmp_path / "lock")
+    every = [
+        Services.from_settings(settings_for(migrated_database_url, scheduler_lease_ttl_s=3))
+        for _ in range(2)
+    ]
     try:
         async with AsyncExitStack() as first:
-            await first.enter_async_context(
-                running_when_leader([counting("first")], services, first_lock, 0.01)
+            leader = await first.enter_async_context(
+                running_when_leader([counting("first")], every[0], holder="first")
             )
-            await wait_for(lambda: first_lock.held)
-            async with running_when_leader([counting("second")], services, second_lock, 0.01):
-                await wait_for(lambda: runs["first"] >= 3)
-                assert runs["second"] == 0 and not second_lock.held
+            await wait_for(lambda: len(runs["first"]) >= 3)
+            async with running_when_leader(
+                [counting("second")], every[1], holder="second"
+            ) as standby:
+                await asyncio.sleep(1.5)  # a standby's turn (1 s) and more
+                assert runs["second"] == [] and not standby.leading()
+                assert set(runs["first"]) == {leader.term}
                 await first.aclose()  # the leader stops (a worker's shutdown)
-                stopped_at = runs["first"]
-                await wait_for(lambda: runs["second"] >= 3)
-                assert second_lock.held and runs["first"] == stopped_at
-        assert not first_lock.held and not second_lock.held
+                stopped_at = len(runs["first"])
+                await wait_for(lambda: len(runs["second"]) >= 3)
+                assert standby.leading() and len(runs["first"]) == stopped_at
+                assert set(runs["second"]) == {standby.term}
+                assert standby.term == (leader.term or 0) + 1
+    finally:
+        for services in every:
+            await services.aclose()
+
+
+async def test_a_new_leader_keeps_the_fleets_period(migrated_database_url: str) -> None:
+    """A schedule the fleet last started 1.5 s ago, every 2 s, runs about 0.5 s after this
+    process takes the lead; one never run waits its whole interval; each start is recorded."""
+    import psycopg
+
+    with psycopg.connect(migrated_database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO schedule_runs (name, started_at) "
+            "VALUES ('due', clock_timestamp() - interval '1.5 seconds')"
+        )
+    first_runs: dict[str, float] = {}
+
+    def schedule(name: str) -> Schedule:
+        async def job(services: Services, event: Mapping[str, Any]) -> dict[str, Any]:
+            first_runs.setdefault(name, time.monotonic())
+            return {}
+
+        return Schedule(name, job, 2.0)
+
+    services = Services.from_settings(settings_for(migrated_database_url))
+    try:
+        started = time.monotonic()
+        async with running_when_leader([schedule("due"), schedule("new")], services):
+            for _ in range(400):
+                if len(first_runs) == 2:
+                    break
+                await asyncio.sleep(0.01)
     finally:
         await services.aclose()
+    assert first_runs["due"] - started < 1.5
+    assert first_runs["new"] - started >= 2.0
+    with psycopg.connect(migrated_database_url, autocommit=True) as conn:
+        recorded = conn.execute(
+            "SELECT name, clock_timestamp() - started_at < interval '5 seconds' "
+            "FROM schedule_runs ORDER BY name"
+        ).fetchall()
+    assert recorded == [("due", True), ("new", True)]

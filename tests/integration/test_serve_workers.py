@@ -1,16 +1,20 @@
 """`edgemart serve --workers 2` as a user runs it: whichever worker answers `/metrics` counts
 every worker's requests, exactly; one worker runs the scheduled jobs; a worker killed outright
-is replaced, its counts kept and the jobs taken over."""
+is replaced, its counts kept and the jobs taken over.
+
+`serve_with_workers` and `Serve` are also what tests/integration/test_fleet_scheduler.py runs
+a fleet of `serve`s with."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +28,7 @@ from gateway.workermetrics import totals_from_json
 from tests.conftest import unused_port
 
 TOKEN = "scrape-token-for-workers"
-LEADER_LINE = "scheduled jobs run in this worker (pid "
+LEADER_LINE = re.compile(r"this process leads: it holds the scheduler lease \(pid (\d+), term")
 HEALTH_2XX = (("route_group", "health"), ("status_class", "2xx"))
 
 
@@ -35,21 +39,28 @@ class Serve:
     log: Path
     temp: Path
 
-    def messages(self) -> list[str]:
+    def records(self) -> list[dict[str, object]]:
+        """The JSON log lines so far (uvicorn's and edgemart's)."""
         found = []
         for line in self.log.read_text(encoding="utf-8").splitlines():
             try:
-                found.append(json.loads(line)["message"])
+                record = json.loads(line)
             except ValueError:
-                continue  # a line still being written
+                continue  # a line still being written, or not JSON
+            if isinstance(record, dict) and "message" in record:
+                found.append(record)
         return found
+
+    def messages(self) -> list[str]:
+        return [str(record["message"]) for record in self.records()]
 
     def worker_pids(self) -> list[int]:
         prefix = "Started server process ["
         return [int(m[len(prefix) : -1]) for m in self.messages() if m.startswith(prefix)]
 
     def leaders(self) -> list[int]:
-        return [int(m[len(LEADER_LINE) : -1]) for m in self.messages() if m.startswith(LEADER_LINE)]
+        """The pids of the processes that became the leader, in order."""
+        return [int(found[1]) for m in self.messages() if (found := LEADER_LINE.match(m))]
 
     def run_folders(self) -> list[Path]:
         return list(self.temp.glob("edgemart-serve-*"))
@@ -78,25 +89,34 @@ def wait_until(
 
 
 @contextmanager
-def serve_with_workers(database_url: str, tmp_path: Path, workers: int) -> Iterator[Serve]:
-    """A real `edgemart serve --workers N` on the test database, stopped (every process it
-    started included) when the block ends."""
-    temp = tmp_path / "tmp"
+def serve_with_workers(
+    database_url: str,
+    tmp_path: Path,
+    workers: int,
+    *,
+    env: Mapping[str, str] | None = None,
+    name: str = "serve",
+) -> Iterator[Serve]:
+    """A real `edgemart serve --workers N` on the test database, with `env` added to its
+    environment, stopped (every process it started included) when the block ends. Several
+    at once need each their `name` (their own log and run folder)."""
+    temp = tmp_path / f"{name}-tmp"
     temp.mkdir()
-    env = {
+    environment = {
         **os.environ,
         "DATABASE_URL": database_url,
         "JWT_SECRET": "x" * 32,
         "METRICS_BEARER_TOKEN": TOKEN,
         "TMPDIR": str(temp),  # where serve makes its run folder
+        **(env or {}),
     }
     port = unused_port()
-    log = tmp_path / "serve.log"
+    log = tmp_path / f"{name}.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)]
             + ["--workers", str(workers), "--no-demo"],
-            env=env,
+            env=environment,
             stdout=output,
             stderr=subprocess.STDOUT,
         )
@@ -196,7 +216,7 @@ def test_any_worker_scrapes_every_workers_requests_exactly(
 
     assert len(workers) == 2
     assert len(serve.leaders()) == 1 and serve.leaders()[0] in workers
-    assert "gateway runs in 2 worker processes; one runs the scheduled jobs" in messages
+    assert "gateway runs in 2 worker processes" in messages
     assert not any(process_is_alive(pid) for pid in workers)
     assert len(run_folders) == 1 and not run_folders[0].exists()
 
@@ -204,7 +224,8 @@ def test_any_worker_scrapes_every_workers_requests_exactly(
 def test_a_killed_worker_is_replaced_its_counts_kept_and_the_jobs_taken_over(
     migrated_database_url: str, tmp_path: Path
 ) -> None:
-    with serve_with_workers(migrated_database_url, tmp_path, workers=2) as serve:
+    short_lease = {"SCHEDULER_LEASE_TTL_S": "3"}  # a standby takes over in about 3 s
+    with serve_with_workers(migrated_database_url, tmp_path, workers=2, env=short_lease) as serve:
         wait_until(lambda: len(serve.leaders()) == 1, "a leader", serve)
         [leader] = serve.leaders()
         send(f"{serve.url}/health/live", 40)

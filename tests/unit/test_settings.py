@@ -18,6 +18,7 @@ from edgemart.settings import (
     Currency,
     FilePath,
     Integer,
+    Intervals,
     Networks,
     Number,
     Origins,
@@ -159,6 +160,8 @@ def sample(parser: object, default: object) -> str:
         return "https://shop.example"
     if isinstance(parser, RateLimits):
         return "7/30"
+    if isinstance(parser, Intervals):
+        return "refresh_views=60"
     raise AssertionError(f"no sample for {type(parser).__name__}: add one here")
 
 
@@ -203,11 +206,25 @@ def test_values_out_of_bounds_are_errors_naming_the_variable(name: str) -> None:
         ("CORS_ALLOW_ORIGINS", "https://a.example/x", "'https://a.example/x' is not an origin"),
         ("RATE_LIMIT_SEARCH", "ten/60", "RATE_LIMIT_SEARCH must be LIMIT/WINDOW_SECONDS or off"),
         ("RATE_LIMIT_SEARCH", "0/60", "RATE_LIMIT_SEARCH needs a limit and a window of at least"),
+        (
+            "SCHEDULE_INTERVALS",
+            "heartbeat=0",
+            "SCHEDULE_INTERVALS: 'heartbeat=0' is not name=seconds",
+        ),
+        ("SCHEDULE_INTERVALS", "a=1,b=2,a=3", "SCHEDULE_INTERVALS names a more than once"),
     ],
 )
 def test_error_messages_keep_their_wording(name: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError, match=re.escape(message)):
         Settings.from_env({name: value})
+
+
+def test_intervals_are_names_with_positive_seconds() -> None:
+    read = Settings.from_env({"SCHEDULE_INTERVALS": " refresh_views = 60, score_listings=0.5 ,"})
+    assert read.schedule_intervals == (("refresh_views", 60.0), ("score_listings", 0.5))
+    for bad in ("refresh_views", "=5", "refresh-views=5", "x=-1", "x=inf", "x=nan", "x=5s"):
+        with pytest.raises(SettingsError, match="is not name=seconds"):
+            Settings.from_env({"SCHEDULE_INTERVALS": bad})
 
 
 def test_words_are_read_in_any_case_and_lists_with_spaces() -> None:

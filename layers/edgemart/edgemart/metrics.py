@@ -58,7 +58,7 @@ class Metric:
     (A plain class rather than a frozen dataclass: making one costs every cold start about
     half a millisecond.)"""
 
-    __slots__ = ("name", "kind", "unit", "dimensions", "doc", "buckets", "_key_of")
+    __slots__ = ("name", "kind", "unit", "dimensions", "doc", "buckets", "gateway_only", "_key_of")
 
     def __init__(
         self,
@@ -68,6 +68,8 @@ class Metric:
         dimensions: tuple[str, ...],
         doc: str,
         buckets: tuple[float, ...] = (),
+        *,
+        gateway_only: bool = False,
     ) -> None:
         self.name = name
         self.kind = kind
@@ -76,6 +78,9 @@ class Metric:
         self.doc = doc
         self.buckets = buckets
         """Upper bounds of a distribution's histogram buckets (Prometheus), ascending."""
+        self.gateway_only = gateway_only
+        """Recorded only by the gateway (exported to Prometheus), never by a Lambda function
+        (so never in CloudWatch)."""
         # The dimension values in declared order, picked in C: the key of a series.
         self._key_of: Callable[[Mapping[str, str]], object] = (
             itemgetter(*dimensions) if dimensions else _no_dimensions
@@ -118,10 +123,18 @@ class MetricTable(Mapping[str, Metric]):
         return len(self._metrics)
 
     def counter(
-        self, name: str, doc: str, *, unit: Unit = "Count", dimensions: tuple[str, ...] = ()
+        self,
+        name: str,
+        doc: str,
+        *,
+        unit: Unit = "Count",
+        dimensions: tuple[str, ...] = (),
+        gateway_only: bool = False,
     ) -> Metric:
         """Declare a metric whose recorded values add up (events, or seconds spent)."""
-        return self._declare(Metric(name, "counter", unit, dimensions, doc))
+        return self._declare(
+            Metric(name, "counter", unit, dimensions, doc, gateway_only=gateway_only)
+        )
 
     def distribution(
         self,
@@ -298,6 +311,23 @@ REFRESH_VIEWS_STEP_FAILURES = counter(
     "refresh_views_step_failures",
     "refresh_views steps that failed (the other steps still ran)",
     dimensions=("step",),
+)
+
+# The gateway's scheduler (gateway.leadership): one leader per fleet, holding a lease
+LEADERSHIP_CHANGES = counter(
+    "leadership_changes",
+    "This process became the holder of a lease (acquired), stopped holding it because a "
+    "renewal did not succeed in time (lost), or gave it up as it stopped (released)",
+    dimensions=("lease", "change"),
+    gateway_only=True,
+)
+LEADER_TIME = counter(
+    "leader_time",
+    "Time this process held a lease and did its holder's work: its rate is 1 in the leader "
+    "and 0 elsewhere, and summed over the fleet it is 1 while some process leads",
+    unit="Seconds",
+    dimensions=("lease",),
+    gateway_only=True,
 )
 
 # Lambda

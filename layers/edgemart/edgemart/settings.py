@@ -240,6 +240,33 @@ class Origins(_CommaSeparated[str]):
         return part.lower()
 
 
+class Intervals(_CommaSeparated[tuple[str, float]]):
+    """Comma-separated `name=seconds` (seconds a positive number), each name once."""
+
+    __slots__ = ()
+
+    def kind(self) -> str:
+        return "comma-separated `name=seconds`"
+
+    def parse(self, name: str, raw: str) -> tuple[tuple[str, float], ...]:
+        pairs = super().parse(name, raw)
+        names = [key for key, _ in pairs]
+        twice = sorted({key for key in names if names.count(key) > 1})
+        if twice:
+            raise SettingsError(f"{name} names {', '.join(twice)} more than once")
+        return pairs
+
+    def item(self, name: str, part: str) -> tuple[str, float]:
+        key, separator, value = (p.strip() for p in part.partition("="))
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = -1.0
+        if not (separator and key.isidentifier() and 0 < seconds < float("inf")):
+            raise SettingsError(f"{name}: {part!r} is not name=seconds (seconds above 0)")
+        return (key, seconds)
+
+
 class RateLimits(Parser[tuple[RateLimitOverride, ...]]):
     """One variable per group, `<NAME>_<GROUP>` = `LIMIT/WINDOW_SECONDS` (e.g. `60/60`) or `off`.
 
@@ -817,6 +844,25 @@ class Settings:
     )
     scoring_lease_s: int = setting(
         120, Integer(low=1), "Jobs & scoring", "seconds a claimed listing is kept from other runs"
+    )
+    schedule_intervals: tuple[tuple[str, float], ...] = setting(
+        (),
+        Intervals(),
+        "Jobs & scoring",
+        "seconds between runs of the gateway's schedules named here, instead of their "
+        "defaults (the rates template.yaml gives EventBridge; Lambda ignores this), e.g. "
+        "`refresh_views=60,score_listings=10`; a name that is none of the gateway's schedules "
+        "is an error at start-up, which lists them",
+    )
+    scheduler_lease_ttl_s: int = setting(
+        15,
+        Integer(low=3),
+        "Jobs & scoring",
+        "seconds the gateway's scheduler lease lasts. Of all the gateway processes on one "
+        "database, the holder runs the scheduled jobs (every process runs the heartbeat): it "
+        "renews the lease every third of this and stops running jobs a fifth of it before the "
+        "lease would end unrenewed; when it dies, a standby takes over about this long after "
+        "its last renewal",
     )
 
     data_dir: Path = setting(
