@@ -15,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, NamedTuple, TypeVar
 
 from edgemart import __version__
 from edgemart.currencies import ISO_4217_CODES
@@ -73,13 +73,17 @@ UNSET = Unset()
 
 
 class Parser(Generic[V_co]):
-    """Reads one setting from the environment: one variable, unless a subclass says more."""
+    """Reads one setting from the environment: one variable, unless a subclass says more.
+
+    `KIND` is what the variable holds, in the documentation's words; a parser whose kind
+    depends on its arguments overrides `kind` instead."""
 
     __slots__ = ()
+    KIND: ClassVar[str]
 
     def kind(self) -> str:
         """What the variable holds, in the documentation's words."""
-        raise NotImplementedError
+        return self.KIND
 
     def variables(self, name: str) -> tuple[str, ...]:
         """The variables this setting reads, given its declared variable name."""
@@ -92,6 +96,14 @@ class Parser(Generic[V_co]):
     def parse(self, name: str, raw: str) -> V_co:
         """The value of variable `name` set to `raw` (stripped, not empty)."""
         raise NotImplementedError
+
+
+def _converted(convert: Callable[[str], V], raw: str, error: str) -> V:
+    """`convert(raw)`, its ValueError turned into a `SettingsError` saying `error`."""
+    try:
+        return convert(raw)
+    except ValueError:
+        raise SettingsError(error) from None
 
 
 class Text(Parser[str]):
@@ -111,9 +123,7 @@ class Text(Parser[str]):
 
 class FilePath(Parser[Path]):
     __slots__ = ()
-
-    def kind(self) -> str:
-        return "path"
+    KIND = "path"
 
     def parse(self, name: str, raw: str) -> Path:
         return Path(raw)
@@ -132,10 +142,7 @@ class Integer(Parser[int]):
         return f"integer{_range(self.low, self.high)}"
 
     def parse(self, name: str, raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+        value = _converted(int, raw, f"{name} must be an integer, got {raw!r}")
         if self.low is not None and value < self.low:
             raise SettingsError(f"{name} must be >= {self.low}, got {value}")
         if self.high is not None and value > self.high:
@@ -155,10 +162,7 @@ class Number(Parser[float]):
         return f"number{_range(0, self.high)}"
 
     def parse(self, name: str, raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+        value = _converted(float, raw, f"{name} must be a number, got {raw!r}")
         if not value >= 0 or (self.high is not None and value > self.high):
             bound = f"between 0 and {self.high}" if self.high is not None else ">= 0"
             raise SettingsError(f"{name} must be {bound}, got {raw!r}")
@@ -188,9 +192,7 @@ class Currency(Parser[str]):
     """An ISO 4217 code of a circulating currency, in any case; read upper-cased."""
 
     __slots__ = ()
-
-    def kind(self) -> str:
-        return "ISO 4217 code"
+    KIND = "ISO 4217 code"
 
     def parse(self, name: str, raw: str) -> str:
         if raw.upper() not in ISO_4217_CODES:
@@ -214,24 +216,21 @@ class Networks(_CommaSeparated[IPNetwork]):
     """Comma-separated IP networks (a bare address is a network of one)."""
 
     __slots__ = ()
-
-    def kind(self) -> str:
-        return "comma-separated CIDRs"
+    KIND = "comma-separated CIDRs"
 
     def item(self, name: str, part: str) -> IPNetwork:
-        try:
-            return ipaddress.ip_network(part, strict=False)
-        except ValueError:
-            raise SettingsError(f"{name}: {part!r} is not an IP network") from None
+        return _converted(_network, part, f"{name}: {part!r} is not an IP network")
+
+
+def _network(text: str) -> IPNetwork:
+    return ipaddress.ip_network(text, strict=False)
 
 
 class Origins(_CommaSeparated[str]):
     """Comma-separated `scheme://host[:port]` origins, as browsers send them."""
 
     __slots__ = ()
-
-    def kind(self) -> str:
-        return "comma-separated origins"
+    KIND = "comma-separated origins"
 
     def item(self, name: str, part: str) -> str:
         scheme, separator, rest = part.partition("://")
@@ -274,12 +273,10 @@ class RateLimits(Parser[tuple[RateLimitOverride, ...]]):
     `{group}`."""
 
     __slots__ = ("groups",)
+    KIND = "`LIMIT/WINDOW_SECONDS` or `off`"
 
     def __init__(self, groups: tuple[str, ...]) -> None:
         self.groups = groups
-
-    def kind(self) -> str:
-        return "`LIMIT/WINDOW_SECONDS` or `off`"
 
     def variables(self, name: str) -> tuple[str, ...]:
         return tuple(f"{name}_{group.upper()}" for group in self.groups)
@@ -297,12 +294,8 @@ class RateLimits(Parser[tuple[RateLimitOverride, ...]]):
         if raw.lower() == "off":
             return (group, 0, 60)
         limit, _, window = raw.partition("/")
-        try:
-            parsed = (group, int(limit), int(window))
-        except ValueError:
-            raise SettingsError(
-                f"{variable} must be LIMIT/WINDOW_SECONDS or off, got {raw!r}"
-            ) from None
+        usage = f"{variable} must be LIMIT/WINDOW_SECONDS or off, got {raw!r}"
+        parsed = (group, _converted(int, limit, usage), _converted(int, window, usage))
         if parsed[1] < 1 or parsed[2] < 1:
             raise SettingsError(f"{variable} needs a limit and a window of at least 1, got {raw!r}")
         return parsed
@@ -325,24 +318,14 @@ def _plain(number: float) -> str:
 # ---- Declarations ----
 
 
-class _Declaration:
+class _Declaration(NamedTuple):
     """What `setting()` stores in its field's metadata."""
 
-    __slots__ = ("parser", "concern", "doc", "env", "shown_default")
-
-    def __init__(
-        self,
-        parser: Parser[object],
-        concern: Concern,
-        doc: str,
-        env: str | None,
-        shown_default: str | None,
-    ) -> None:
-        self.parser = parser
-        self.concern = concern
-        self.doc = doc
-        self.env = env
-        self.shown_default = shown_default
+    parser: Parser[object]
+    concern: Concern
+    doc: str
+    env: str | None
+    shown_default: str | None
 
 
 _METADATA_KEY = "edgemart.setting"
