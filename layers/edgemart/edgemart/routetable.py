@@ -175,55 +175,70 @@ SWITCH_NAME = _path(
 STORE_SLUG = _path("slug", SLUG, "store_not_found")
 
 
+def _admin(method: str, path: str, handler: str, summary: str, **more: Any) -> RouteSpec:
+    """An admin route: admins only, the admin rate limit, never cached, its query ignored."""
+    return RouteSpec(
+        method,
+        path,
+        "admin",
+        handler,
+        summary,
+        rate_limit="admin",
+        cache_rule=None,
+        auth="admin",
+        unknown_query="ignored",
+        **more,
+    )
+
+
+def _health(path: str, handler: str, summary: str, **more: Any) -> RouteSpec:
+    """A health-function GET: open to all, never limited or cached, answering without the
+    database, its query ignored."""
+    return RouteSpec(
+        "GET",
+        path,
+        "health",
+        handler,
+        summary,
+        rate_limit=None,
+        cache_rule=None,
+        auth="none",
+        database=False,
+        unknown_query="ignored",
+        **more,
+    )
+
+
 ROUTES: tuple[RouteSpec, ...] = (
     # admin
-    RouteSpec(
+    _admin(
         "GET",
         "/admin/kill-switches",
-        "admin",
         "list_switches",
         "List the kill switches",
-        rate_limit="admin",
-        cache_rule=None,
-        auth="admin",
-        unknown_query="ignored",
     ),
-    RouteSpec(
+    _admin(
         "GET",
         "/admin/kill-switches/{name}",
-        "admin",
         "get_switch",
         "One kill switch",
-        rate_limit="admin",
-        cache_rule=None,
-        auth="admin",
         params=(SWITCH_NAME,),
         errors={404: ("kill_switch_not_found",)},
-        unknown_query="ignored",
     ),
-    RouteSpec(
+    _admin(
         "PUT",
         "/admin/kill-switches/{name}",
-        "admin",
         "put_switch",
         "Turn a kill switch on or off (audited; a cooldown follows each change)",
-        rate_limit="admin",
-        cache_rule=None,
-        auth="admin",
         params=(SWITCH_NAME,),
         body=_object(("enabled",), enabled={"type": "boolean"}, reason=_multiline(500)),
         errors={404: ("kill_switch_not_found",), 409: ("cooldown_active",)},
-        unknown_query="ignored",
     ),
-    RouteSpec(
+    _admin(
         "POST",
         "/admin/wallets/{sub}/credits",
-        "admin",
         "credit_wallet",
         "Credit a user's wallet (audited, idempotent)",
-        rate_limit="admin",
-        cache_rule=None,
-        auth="admin",
         params=(
             _path("sub", _text(255, 1, pattern="^[^\\s]{1,255}$", examples=["auth0|5f7c8e"])),
             IDEMPOTENCY_KEY,
@@ -231,76 +246,44 @@ ROUTES: tuple[RouteSpec, ...] = (
         body=_object(
             ("amount_cents",), amount_cents=_integer(1, MAX_PRICE), reason=_multiline(500)
         ),
-        unknown_query="ignored",
     ),
-    RouteSpec(
+    _admin(
         "PUT",
         "/admin/products/{product_id}/purchase-mode",
-        "admin",
         "set_purchase_mode",
         "Set a product's purchase mode, direct or queued (audited)",
-        rate_limit="admin",
-        cache_rule=None,
-        auth="admin",
         params=(_path("product_id", UUID),),
         body=_object(("mode",), mode={"type": "string", "enum": ["direct", "queued"]}),
         errors={404: ("product_not_found",), 409: ("queued_mode_unavailable",)},
-        unknown_query="ignored",
     ),
-    RouteSpec(
+    _admin(
         "PUT",
         "/admin/popular-searches/hidden",
-        "admin",
         "set_popular_search_hidden",
         "Hide a term from the popular searches, or show it again (audited)",
-        rate_limit="admin",
-        cache_rule=None,
-        auth="admin",
         body=_object(
             ("query", "hidden"),
             query=_text(200, 1),
             hidden={"type": "boolean"},
             reason=_multiline(500),
         ),
-        unknown_query="ignored",
     ),
     # health
-    RouteSpec(
-        "GET",
+    _health(
         "/health",
         "health",
-        "health",
         "Health of the function and its dependencies (503 with the same document when degraded)",
-        rate_limit=None,
-        cache_rule=None,
-        auth="none",
         success=(200, 503),
-        database=False,
-        unknown_query="ignored",
     ),
-    RouteSpec(
-        "GET",
+    _health(
         "/health/live",
-        "health",
         "live",
         "Liveness of the process alone",
-        rate_limit=None,
-        cache_rule=None,
-        auth="none",
-        database=False,
-        unknown_query="ignored",
     ),
-    RouteSpec(
-        "GET",
+    _health(
         "/openapi.json",
-        "health",
         "openapi_document",
         "This API's OpenAPI 3.1 document",
-        rate_limit=None,
-        cache_rule=None,
-        auth="none",
-        database=False,
-        unknown_query="ignored",
     ),
     # home
     RouteSpec(
