@@ -14,7 +14,8 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -126,9 +127,17 @@ def _parser() -> argparse.ArgumentParser:
         "(default EDGEMART_DATA_DIR, else .edgemart-data)",
     )
 
-    serve = commands.add_parser(
+    def command(
+        name: str, run: Callable[[argparse.Namespace], int], *, help: str, description: str
+    ) -> argparse.ArgumentParser:
+        """Subcommand `name`, carried out by `run`, with --debug and --data-dir."""
+        sub = commands.add_parser(name, parents=[common, data], help=help, description=description)
+        sub.set_defaults(run=run)
+        return sub
+
+    serve = command(
         "serve",
-        parents=[common, data],
+        _serve,
         help="run the gateway (embedded PostgreSQL when DATABASE_URL is unset)",
         description="Run every HTTP function as one ASGI app. With no DATABASE_URL an "
         "embedded PostgreSQL starts in the data folder. The database is migrated and, "
@@ -152,21 +161,19 @@ def _parser() -> argparse.ArgumentParser:
         "prepared once before they start; the scheduled jobs run in one process of all those "
         "on the database",
     )
-    serve.set_defaults(run=_serve)
 
-    migrate = commands.add_parser(
+    command(
         "migrate",
-        parents=[common, data],
+        _migrate,
         help="apply pending schema migrations (DATABASE_URL, else the embedded database)",
         description="Apply pending migrations in order; safe to run twice or concurrently. "
         "Without DATABASE_URL, migrates the embedded database of the data folder (started "
         "for the command when no `edgemart serve` runs on it).",
     )
-    migrate.set_defaults(run=_migrate)
 
-    seed = commands.add_parser(
+    seed = command(
         "seed",
-        parents=[common, data],
+        _seed,
         help="load a deterministic demo catalog (DATABASE_URL, else the embedded database)",
         description="Generate a deterministic catalog and bulk-load it with COPY into a "
         "migrated database: DATABASE_URL, else the embedded database of the data folder.",
@@ -190,11 +197,10 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument(
         "--replace", action="store_true", help="empty the catalog, wallets and orders first"
     )
-    seed.set_defaults(run=_seed)
 
-    token = commands.add_parser(
+    token = command(
         "token",
-        parents=[common, data],
+        _token,
         help="mint a development HS256 JWT",
         description="Sign a token with JWT_SECRET, else with the development secret "
         "`edgemart serve` keeps in its data folder. Never creates a secret.",
@@ -202,7 +208,6 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True, help="subject (the user)")
     token.add_argument("--role", action="append", default=[], help="role claim; repeatable")
     token.add_argument("--ttl", type=_positive, default=3600, help="seconds (default %(default)s)")
-    token.set_defaults(run=_token)
 
     edge = commands.add_parser(
         "edge-vcl",
@@ -279,11 +284,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _migrate(args: argparse.Namespace) -> int:
     from edgemart.migrate import apply_migrations
-    from gateway.embedded import database_url_for
 
-    settings = _settings(args)
-    with database_url_for(settings.database_url, settings.data_dir, create=False) as url:
-        _check_reachable(url)
+    with _reachable_database(args) as url:
         run = apply_migrations(url)
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in run.migrations) or "nothing to do"
     print(f"migrations applied: {names}")
@@ -293,12 +295,9 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _seed(args: argparse.Namespace) -> int:
     from gateway.democatalog import seed_catalog
-    from gateway.embedded import database_url_for
     from gateway.progress import ProgressReporter
 
-    settings = _settings(args)
-    with database_url_for(settings.database_url, settings.data_dir, create=False) as url:
-        _check_reachable(url)
+    with _reachable_database(args) as url:
         _check_migrated(url)
         report = seed_catalog(
             url,
@@ -315,6 +314,18 @@ def _seed(args: argparse.Namespace) -> int:
         f"{report.products} products, {report.buyers} buyers in {report.seconds:.1f} s"
     )
     return 0
+
+
+@contextmanager
+def _reachable_database(args: argparse.Namespace) -> Iterator[str]:
+    """The URL of DATABASE_URL, else of the data folder's embedded database (started for the
+    command when no `edgemart serve` runs on it), once it answers."""
+    from gateway.embedded import database_url_for
+
+    settings = _settings(args)
+    with database_url_for(settings.database_url, settings.data_dir, create=False) as url:
+        _check_reachable(url)
+        yield url
 
 
 def _check_reachable(url: str) -> None:
