@@ -13,9 +13,10 @@ installed": all of it while tracing is off, its metrics SDK while tracing is on.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import TYPE_CHECKING
+
+from edgemart.perloop import PerLoop
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -55,34 +56,32 @@ class LazyRedis:
         self.socket_timeout_s = socket_timeout_s
         self.max_connections = max_connections
         self.tracing = tracing
-        self._client: Redis | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clients: PerLoop[Redis] = PerLoop(self._build)
 
     def client(self) -> Redis:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            import_redis()
-            from redis.asyncio import BlockingConnectionPool, Redis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
+        return self._clients.get()
 
-            # A bounded pool that makes a burst wait for a connection instead of failing
-            # with "Too many connections"; the caller's timeout bounds the wait.
-            pool = BlockingConnectionPool.from_url(
-                self.url,
-                max_connections=self.max_connections,
-                timeout=None,
-                socket_timeout=self.socket_timeout_s,
-                socket_connect_timeout=self.socket_timeout_s,
-                retry=Retry(NoBackoff(), 0),
-            )
-            client_class = Redis if self.tracing is None else self.tracing.redis_class()
-            self._client = client_class(connection_pool=pool)
-            self._loop = loop
-        return self._client
+    def _build(self) -> Redis:
+        import_redis()
+        from redis.asyncio import BlockingConnectionPool, Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        # A bounded pool that makes a burst wait for a connection instead of failing
+        # with "Too many connections"; the caller's timeout bounds the wait.
+        pool = BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=self.max_connections,
+            timeout=None,
+            socket_timeout=self.socket_timeout_s,
+            socket_connect_timeout=self.socket_timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+        client_class = Redis if self.tracing is None else self.tracing.redis_class()
+        return client_class(connection_pool=pool)
 
     async def aclose(self) -> None:
         """Close the pool; safe to call more than once (a later use opens a new one)."""
-        client, self._client, self._loop = self._client, None, None
+        client = self._clients.take()
         if client is not None:
             await client.aclose(close_connection_pool=True)

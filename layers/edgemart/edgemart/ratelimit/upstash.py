@@ -6,9 +6,9 @@ client, the REST client (an httpx client underneath) is built lazily per event l
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
+from edgemart.perloop import PerLoop
 from edgemart.ratelimit.base import Clock
 from edgemart.ratelimit.script import ScriptedRateLimiter
 
@@ -28,20 +28,16 @@ class UpstashRateLimiter(ScriptedRateLimiter):
         self.url = url
         self.token = token
         self.tracing = tracing
-        self._client: Redis | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clients: PerLoop[Redis] = PerLoop(self._build)
 
     def client(self) -> Redis:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            from upstash_redis.asyncio import Redis
+        return self._clients.get()
 
-            client_class = Redis if self.tracing is None else self.tracing.upstash_class()
-            self._client = client_class(
-                url=self.url, token=self.token, rest_retries=0, allow_telemetry=False
-            )
-            self._loop = loop
-        return self._client
+    def _build(self) -> Redis:
+        from upstash_redis.asyncio import Redis
+
+        client_class = Redis if self.tracing is None else self.tracing.upstash_class()
+        return client_class(url=self.url, token=self.token, rest_retries=0, allow_telemetry=False)
 
     async def _evalsha(self, sha: str, keys: list[str], args: list[str]) -> Any:
         return await self.client().evalsha(sha, keys=keys, args=args)
@@ -64,6 +60,6 @@ class UpstashRateLimiter(ScriptedRateLimiter):
         return isinstance(exc, UpstashError | HTTPError | OSError)
 
     async def aclose(self) -> None:
-        client, self._client, self._loop = self._client, None, None
+        client = self._clients.take()
         if client is not None:
             await client.close()
