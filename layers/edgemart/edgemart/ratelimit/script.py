@@ -17,7 +17,10 @@ from typing import Any
 from edgemart.ratelimit.base import Clock, RateLimitBackendError, now_micros
 from edgemart.ratelimit.window import Decision, Policy, counter_decision, log_decision
 
-_SERVER_TIME = """
+# The arguments both scripts start with: ARGV = limit, window_us, now_us (-1: server clock).
+_ARGUMENTS = """
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
 if now < 0 then
     local t = redis.call('TIME')
@@ -29,11 +32,8 @@ end
 # clock), member (unique per request). Returns {allowed, count, oldest_us, now_us}.
 LOG_SCRIPT = (
     """
-local key = KEYS[1]
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-"""
-    + _SERVER_TIME
+local key = KEYS[1]"""
+    + _ARGUMENTS
     + """
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
 local count = redis.call('ZCARD', key)
@@ -57,11 +57,8 @@ return {allowed, count, oldest, now}
 # {allowed, cur, prev, now_us}.
 COUNTER_SCRIPT = (
     """
-local base = KEYS[1]
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-"""
-    + _SERVER_TIME
+local base = KEYS[1]"""
+    + _ARGUMENTS
     + """
 local index = math.floor(now / window)
 local cur_key = base .. ':' .. string.format('%.0f', index)
