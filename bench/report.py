@@ -6,6 +6,8 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Iterable
+from pathlib import Path
 
 
 def provenance(command: str, *, setup: str = "") -> list[str]:
@@ -28,3 +30,10 @@ def database_command(module: str) -> str:
     url = os.environ.get("DATABASE_URL")
     prefix = f"DATABASE_URL={url} " if url else ""
     return f"{prefix}python -m {module} {' '.join(sys.argv[1:])}".strip()
+
+
+def publish(out: Path, lines: Iterable[str]) -> None:
+    """Write the result file `out` (markdown `lines`, newline-terminated) and print it."""
+    text = "\n".join(lines)
+    out.write_text(text + "\n", encoding="utf-8")
+    print(text)

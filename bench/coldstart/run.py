@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.report import provenance
+from bench.report import provenance, publish
 from gateway.app import HTTP_FUNCTION_MODULES
 
 JOB_MODULES = (
@@ -157,9 +157,7 @@ def main() -> None:
         "bench/scoring/RESULTS.md); the purchase function imports boto3 only when a queue is "
         "configured, and any function only with `DATABASE_SECRET_ARN`.",
     ]
-    text = "\n".join(lines)
-    args.out.write_text(text + "\n")
-    print(text)
+    publish(args.out, lines)
 
 
 if __name__ == "__main__":

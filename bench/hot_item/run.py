@@ -31,7 +31,7 @@ import psycopg
 
 from bench.database import admin_url, fresh_database
 from bench.purchase.run import PURCHASE_SQL
-from bench.report import provenance
+from bench.report import provenance, publish
 from edgemart.services import Services
 from edgemart.settings import Settings
 from functions.order_worker.app import order_worker
@@ -212,9 +212,7 @@ def main() -> None:
         f"Queued orders come from {BUYERS:,} buyers, one order each per run; each direct "
         "client is its own buyer.",
     ]
-    text = "\n".join(lines)
-    args.out.write_text(text + "\n")
-    print(text)
+    publish(args.out, lines)
 
 
 def logging_off() -> None:

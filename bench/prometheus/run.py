@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.report import provenance
+from bench.report import provenance, publish
 
 CALLS = 200_000
 
@@ -136,8 +136,7 @@ def main() -> None:
             f"| {contender} | `{case}` | {statistics.median(values):.3f} | "
             f"{min(values):.3f}-{max(values):.3f} |"
         )
-    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    publish(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from bench.database import admin_url
 from bench.purchase.run import drive, ours, ours_via_pgbench, prepare
-from bench.report import database_command, provenance
+from bench.report import database_command, provenance, publish
 
 CLIENTS = 8
 # About as long as the Python client leaves a backend waiting for its next request (the
@@ -315,9 +315,7 @@ def main() -> None:
             paused_cycles,
         ),
     ]
-    text = "\n".join(lines)
-    args.out.write_text(text)
-    print(text)
+    publish(args.out, lines)
 
 
 if __name__ == "__main__":

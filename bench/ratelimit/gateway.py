@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.report import provenance
+from bench.report import provenance, publish
 
 ORIGIN = "https://shop.example"
 
@@ -326,9 +326,7 @@ def main() -> None:
             runs[name].append(wrk_run(name, args.seconds))
     load = (load_before, os.getloadavg()[0])
     micros = asyncio.run(in_process(names, args.rounds * 4, args.batch))
-    text = "\n".join(report(args, names, runs, micros, load))
-    args.out.write_text(text + "\n")
-    print(text)
+    publish(args.out, report(args, names, runs, micros, load))
 
 
 def paired_ratios(runs: dict[str, list[WrkRun]], name: str, base: str) -> list[float]:

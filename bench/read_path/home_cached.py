@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bench.ratelimit.gateway import SCOPE, drive
-from bench.report import provenance
+from bench.report import provenance, publish
 from edgemart.appfactory import build_app
 from edgemart.logging import logger
 from edgemart.services import Services
@@ -66,7 +66,8 @@ def main() -> None:
     args = parser.parse_args()
     logger.registered_handler.stream = open(os.devnull, "w")  # type: ignore[attr-defined]  # noqa: SIM115
     ratios = sorted(asyncio.run(compare(args.rounds)))
-    text = "\n".join(
+    publish(
+        args.out,
         [
             "# Home from the warm in-process cache vs a constant-JSON route",
             "",
@@ -82,10 +83,8 @@ def main() -> None:
             f"(median of {len(ratios)} rounds, range {ratios[0]:.0%}–{ratios[-1]:.0%}; "
             "target ≥ 70%). The home body is ~12 KB of cached bytes; the constant route "
             "serialises 40 bytes per request.",
-        ]
+        ],
     )
-    args.out.write_text(text + "\n")
-    print(text)
 
 
 if __name__ == "__main__":

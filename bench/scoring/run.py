@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 
 from bench.database import admin_url, fresh_database
-from bench.report import provenance
+from bench.report import provenance, publish
 from edgemart.scoring.features import Listing, listing_features
 from edgemart.scoring.model import BUNDLED_MODEL_PATH, load_onnx_scorer
 from edgemart.services import Services
@@ -209,9 +209,7 @@ def main() -> None:
         "test_function_imports.py checks it); score_listings imports them on its first run, "
         "when it loads the model.",
     ]
-    text = "\n".join(lines)
-    args.out.write_text(text + "\n")
-    print(text)
+    publish(args.out, lines)
 
 
 if __name__ == "__main__":
