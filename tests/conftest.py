@@ -23,7 +23,7 @@ import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -155,6 +155,26 @@ def settings_for(database_url: str | None, **overrides: object) -> Settings:
 def shared_cache_namespace(database_url: str | None) -> str:
     digest = hashlib.sha256(str(database_url).encode()).hexdigest()[:16]
     return f"edgemart-test:{digest}"
+
+
+@asynccontextmanager
+async def open_gateway(
+    services: Services,
+    *,
+    peer: tuple[str, int] = ("127.0.0.1", 123),
+    base_url: str = "http://testserver",
+    timeout: float = 5.0,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the gateway on `services`, calling it in process from `peer`; `services`
+    are closed when the block ends."""
+    transport = httpx.ASGITransport(app=create_gateway(services), client=peer)
+    try:
+        async with httpx.AsyncClient(
+            transport=transport, base_url=base_url, timeout=timeout
+        ) as client:
+            yield client
+    finally:
+        await services.aclose()
 
 
 @pytest.fixture(scope="module")
@@ -333,17 +353,13 @@ def catalog_database_url(module_database_url: str) -> str:
 
 @pytest.fixture(scope="module")
 async def catalog_client(catalog_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    services = Services.from_settings(
-        settings_for(
-            catalog_database_url,
-            cursor_secret="test-cursor-secret",
-            rate_limit_overrides=tuple((g, 0, 60) for g in ("home", "search", "store")),
-        )
+    settings = settings_for(
+        catalog_database_url,
+        cursor_secret="test-cursor-secret",
+        rate_limit_overrides=tuple((g, 0, 60) for g in ("home", "search", "store")),
     )
-    transport = httpx.ASGITransport(app=create_gateway(services), client=("203.0.113.20", 1))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with open_gateway(Services.from_settings(settings), peer=("203.0.113.20", 1)) as client:
         yield client
-    await services.aclose()
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ import psycopg
 import pytest
 
 from edgemart.services import Services
-from gateway.app import create_gateway
-from tests.conftest import settings_for
+from tests.conftest import open_gateway, settings_for
 from tests.integration.test_purchase import fund, new_product
 
 pytestmark = [pytest.mark.anyio, pytest.mark.chaos]
@@ -34,7 +33,6 @@ async def test_a_locked_hot_row_fails_fast_then_recovers(catalog_database_url: s
             rate_limit_overrides=(("purchases", 0, 60),),
         )
     )
-    transport = httpx.ASGITransport(app=create_gateway(services))
 
     def buy(client: httpx.AsyncClient, index: int) -> asyncio.Future[httpx.Response]:
         token = jwt.encode({"sub": f"slow-{index}", "exp": int(time.time()) + 600}, SECRET)
@@ -48,7 +46,7 @@ async def test_a_locked_hot_row_fails_fast_then_recovers(catalog_database_url: s
 
     holder = await psycopg.AsyncConnection.connect(url)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with open_gateway(services, base_url="http://t") as client:
             await holder.execute("SELECT 1 FROM products WHERE id = %s FOR UPDATE", [product])
             started = time.monotonic()
             stuck = await asyncio.gather(*(buy(client, i) for i in range(4)))
@@ -62,7 +60,6 @@ async def test_a_locked_hot_row_fails_fast_then_recovers(catalog_database_url: s
             assert {r.status_code for r in recovered} == {201}
     finally:
         await holder.close()
-        await services.aclose()
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT stock FROM products WHERE id = %s", [product]).fetchone() == (
             46,

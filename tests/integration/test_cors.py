@@ -36,9 +36,9 @@ async def client(catalog_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     # Each group admits one request a minute from this client: a preflight that counted
     # would turn the request after it into a 429.
     limits = tuple((group, 1, 60) for group in ("home", "purchases", "store"))
-    async for client in gateway_for(
+    async with gateway_for(
         catalog_database_url, cors_allow_origins=(SHOP,), rate_limit_overrides=limits
-    ):
+    ) as client:
         yield client
 
 
@@ -127,7 +127,7 @@ async def test_refusals_to_an_allowed_origin_are_readable_and_not_stored(
 
 
 async def test_with_cors_off_a_preflight_stays_405(catalog_database_url: str) -> None:
-    async for client in gateway_for(catalog_database_url):
+    async with gateway_for(catalog_database_url) as client:
         response = await client.options("/purchases", headers=preflight(SHOP))
     assert response.status_code == 405
     assert cors_headers(response) == []

@@ -12,8 +12,7 @@ import pytest
 
 from edgemart.services import Services
 from functions.order_worker.app import order_worker
-from gateway.app import create_gateway
-from tests.conftest import settings_for
+from tests.conftest import open_gateway, settings_for
 from tests.integration.test_purchase import SECRET, auth, fund, headers, sql
 
 pytestmark = pytest.mark.anyio
@@ -33,10 +32,8 @@ async def gateway(
         ),
     )
     services = Services.from_settings(settings)
-    transport = httpx.ASGITransport(app=create_gateway(services), client=("203.0.113.60", 1))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with open_gateway(services, peer=("203.0.113.60", 1), base_url="http://t") as client:
         yield client, services
-    await services.aclose()
 
 
 async def listed(client: httpx.AsyncClient, word: str, stock: int) -> tuple[str, str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
 
@@ -10,8 +10,7 @@ import httpx
 import pytest
 
 from edgemart.services import Services
-from gateway.app import create_gateway
-from tests.conftest import settings_for, start_embedded_postgres, unused_port
+from tests.conftest import open_gateway, settings_for, start_embedded_postgres, unused_port
 
 pytestmark = pytest.mark.anyio
 
@@ -36,19 +35,14 @@ async def test_live_touches_nothing(gateway_client: httpx.AsyncClient) -> None:
     assert response.json() == {"status": "ok"}
 
 
-async def gateway_for(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+def gateway_for(database_url: str) -> AbstractAsyncContextManager[httpx.AsyncClient]:
     services = Services.from_settings(settings_for(database_url, health_db_timeout_s=1.0))
-    transport = httpx.ASGITransport(app=create_gateway(services))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            yield client
-    finally:
-        await services.aclose()
+    return open_gateway(services, base_url="http://t")
 
 
 async def test_health_is_503_when_the_database_is_unreachable() -> None:
     dead = f"postgresql://postgres@127.0.0.1:{unused_port()}/postgres?connect_timeout=1"
-    async for client in gateway_for(dead):
+    async with gateway_for(dead) as client:
         response = await client.get("/health")
         assert response.status_code == 503
         body = response.json()
@@ -61,7 +55,7 @@ async def test_health_turns_503_when_a_running_database_stops(tmp_path: Path) ->
     """A PostgreSQL of this test's own, really stopped mid-test."""
     server = start_embedded_postgres(tmp_path / "pg")
     try:
-        async for client in gateway_for(server.get_uri()):  # type: ignore[attr-defined]
+        async with gateway_for(server.get_uri()) as client:  # type: ignore[attr-defined]
             assert (await client.get("/health")).status_code == 200
             server.cleanup()  # type: ignore[attr-defined]
             response = await client.get("/health")
@@ -75,12 +69,8 @@ async def test_a_shared_limiter_outage_is_reported_but_not_fatal(module_database
     """Requests fall back to the local limiter, so the instance stays in service (200)."""
     dead_redis = f"redis://127.0.0.1:{unused_port()}/0"
     services = Services.from_settings(settings_for(module_database_url, redis_url=dead_redis))
-    transport = httpx.ASGITransport(app=create_gateway(services))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            response = await client.get("/health")
-    finally:
-        await services.aclose()
+    async with open_gateway(services, base_url="http://t") as client:
+        response = await client.get("/health")
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "healthy"

@@ -12,8 +12,7 @@ import httpx
 import pytest
 
 from edgemart.services import Services
-from gateway.app import create_gateway
-from tests.conftest import settings_for
+from tests.conftest import open_gateway, settings_for
 from tests.integration.test_seller import SECRET, listing, new_store, token
 
 pytestmark = pytest.mark.anyio
@@ -36,10 +35,8 @@ async def client(catalog_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
         ),
     )
     services = Services.from_settings(settings)
-    transport = httpx.ASGITransport(app=create_gateway(services), client=("203.0.113.31", 1))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+    async with open_gateway(services, peer=("203.0.113.31", 1), base_url="http://t") as http:
         yield http
-    await services.aclose()
 
 
 def raw_json(document: dict[str, Any]) -> bytes:

@@ -14,10 +14,9 @@ from edgemart.openapi import document
 from edgemart.ratelimit.groups import DEFAULT_POLICIES
 from edgemart.routetable import ROUTES
 from edgemart.services import Services
-from gateway.app import create_gateway
 from gateway.metricsroute import MISSING_TOKEN, WRONG_TOKEN, check_bearer
 from gateway.prometheus import prometheus_name
-from tests.conftest import settings_for
+from tests.conftest import open_gateway, settings_for
 
 pytestmark = pytest.mark.anyio
 
@@ -27,17 +26,13 @@ TOKEN = "scrape-me-7f3a"
 @pytest.fixture
 async def client(module_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     # Every group limited to one request a minute: /metrics must not care.
-    services = Services.from_settings(
-        settings_for(
-            module_database_url,
-            metrics_bearer_token=TOKEN,
-            rate_limit_overrides=tuple((group, 1, 60) for group in DEFAULT_POLICIES),
-        )
+    settings = settings_for(
+        module_database_url,
+        metrics_bearer_token=TOKEN,
+        rate_limit_overrides=tuple((group, 1, 60) for group in DEFAULT_POLICIES),
     )
-    transport = httpx.ASGITransport(app=create_gateway(services), client=("203.0.113.9", 1))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with open_gateway(Services.from_settings(settings), peer=("203.0.113.9", 1)) as client:
         yield client
-    await services.aclose()
 
 
 def authorized(token: str = TOKEN) -> dict[str, str]:
@@ -150,13 +145,8 @@ async def test_only_get_and_head(client: httpx.AsyncClient) -> None:
 
 
 async def test_without_a_token_setting_anyone_may_scrape(module_database_url: str) -> None:
-    services = Services.from_settings(settings_for(module_database_url))
-    transport = httpx.ASGITransport(app=create_gateway(services))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            response = await c.get("/metrics")
-    finally:
-        await services.aclose()
+    async with open_gateway(Services.from_settings(settings_for(module_database_url))) as client:
+        response = await client.get("/metrics")
     assert response.status_code == 200
 
 

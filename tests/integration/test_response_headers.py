@@ -6,13 +6,13 @@ from __future__ import annotations
 import gzip
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 
 import httpx
 import pytest
 
 from edgemart.services import Services
-from gateway.app import create_gateway
-from tests.conftest import settings_for, unused_port
+from tests.conftest import open_gateway, settings_for, unused_port
 from tests.integration.test_purchase import SECRET, auth
 
 pytestmark = pytest.mark.anyio
@@ -21,18 +21,17 @@ PLAIN = {"Accept-Encoding": "identity"}
 GZIP = {"Accept-Encoding": "gzip"}
 
 
-async def gateway_for(database_url: str, **overrides: object) -> AsyncIterator[httpx.AsyncClient]:
+def gateway_for(
+    database_url: str, **overrides: object
+) -> AbstractAsyncContextManager[httpx.AsyncClient]:
     services = Services.from_settings(settings_for(database_url, jwt_secret=SECRET, **overrides))
-    transport = httpx.ASGITransport(app=create_gateway(services), client=("203.0.113.30", 1))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield client
-    await services.aclose()
+    return open_gateway(services, peer=("203.0.113.30", 1))
 
 
 @pytest.fixture(scope="module")
 async def client(catalog_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     unlimited = tuple((group, 0, 60) for group in ("home", "search", "store", "purchases"))
-    async for client in gateway_for(catalog_database_url, rate_limit_overrides=unlimited):
+    async with gateway_for(catalog_database_url, rate_limit_overrides=unlimited) as client:
         yield client
 
 
@@ -67,7 +66,7 @@ async def test_refusals_from_every_producer_are_no_store(client: httpx.AsyncClie
 
 
 async def test_the_rate_limiters_429_is_no_store(catalog_database_url: str) -> None:
-    async for client in gateway_for(catalog_database_url, rate_limit_overrides=(("home", 1, 60),)):
+    async with gateway_for(catalog_database_url, rate_limit_overrides=(("home", 1, 60),)) as client:
         assert (await client.get("/marketplace/home")).status_code == 200
         refused = await client.get("/marketplace/home")
     assert refused.status_code == 429
@@ -76,7 +75,7 @@ async def test_the_rate_limiters_429_is_no_store(catalog_database_url: str) -> N
 
 async def test_a_database_outage_503_is_no_store() -> None:
     dead = f"postgresql://postgres@127.0.0.1:{unused_port()}/postgres"
-    async for client in gateway_for(dead, db_pool_timeout_s=0.5):
+    async with gateway_for(dead, db_pool_timeout_s=0.5) as client:
         response = await client.get("/marketplace/home")
     assert response.status_code == 503
     assert_never_stored(response)

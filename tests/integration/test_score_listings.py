@@ -23,7 +23,7 @@ from edgemart.services import Services
 from functions.score_listings import app as score_app
 from functions.score_listings.app import ScorerLoader, score_listings
 from gateway.app import create_gateway
-from tests.conftest import settings_for
+from tests.conftest import open_gateway, settings_for
 
 pytestmark = pytest.mark.anyio
 EVENT = json.loads((Path(__file__).parents[1] / "events/eventbridge_scheduled.json").read_text())
@@ -84,29 +84,25 @@ async def test_new_listing_is_pending_then_scored_by_one_run(
         "Authorization": "Bearer "
         + jwt.encode({"sub": "scoring-seller", "iat": now, "exp": now + 600}, SECRET, "HS256")
     }
-    transport = httpx.ASGITransport(app=create_gateway(services), client=("203.0.113.40", 1))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            store = f"score-{uuid.uuid4().hex[:8]}"
-            created = await client.post("/stores", json={"slug": store, "name": "S"}, headers=auth)
-            assert created.status_code == 201, created.text
-            listing = {
-                "store_slug": store,
-                "category_id": 1,
-                "name": "Solid oak desk with two drawers",
-                "description": "Hand-finished oak desk, 120 x 60 cm, two soft-close drawers.",
-                "price_cents": 24900,
-                "stock": 5,
-            }
-            response = await client.post("/products", json=listing, headers=auth)
-            assert response.status_code == 201, response.text
-            product_id = response.json()["id"]
-            assert response.json()["quality_score"] is None
-            report = await score_listings(services, EVENT)
-            assert report["scorer"] == "model" and report["claimed"] == report["scored"] == 1
-            scored = await client.get(f"/products/{product_id}")
-    finally:
-        await services.aclose()
+    async with open_gateway(services, peer=("203.0.113.40", 1), base_url="http://t") as client:
+        store = f"score-{uuid.uuid4().hex[:8]}"
+        created = await client.post("/stores", json={"slug": store, "name": "S"}, headers=auth)
+        assert created.status_code == 201, created.text
+        listing = {
+            "store_slug": store,
+            "category_id": 1,
+            "name": "Solid oak desk with two drawers",
+            "description": "Hand-finished oak desk, 120 x 60 cm, two soft-close drawers.",
+            "price_cents": 24900,
+            "stock": 5,
+        }
+        response = await client.post("/products", json=listing, headers=auth)
+        assert response.status_code == 201, response.text
+        product_id = response.json()["id"]
+        assert response.json()["quality_score"] is None
+        report = await score_listings(services, EVENT)
+        assert report["scorer"] == "model" and report["claimed"] == report["scored"] == 1
+        scored = await client.get(f"/products/{product_id}")
     rows = query(
         catalog_database_url,
         "SELECT quality_score, score_source, score_attempts, score_lease_until FROM products "

@@ -20,7 +20,7 @@ from functions.refresh_views.app import refresh_views
 from functions.search.app import WALK_WINDOW, SearchParams, build_terms_sql
 from gateway.app import create_gateway
 from gateway.democatalog import seed_catalog
-from tests.conftest import DEMO_AS_OF, settings_for
+from tests.conftest import DEMO_AS_OF, open_gateway, settings_for
 from tests.integration.test_purchase import SECRET, auth
 
 pytestmark = pytest.mark.anyio
@@ -391,42 +391,36 @@ def test_pages_never_repeat_or_skip(
         services = Services.from_settings(
             settings_for(url, cursor_secret="s", rate_limit_overrides=(("search", 0, 60),))
         )
-        transport = httpx.ASGITransport(app=create_gateway(services))
-        try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                results: list[dict[str, Any]] = []
-                for category in (
-                    "chairs",
-                    "desks",
-                    "lamps",
-                    "rugs",
-                    "kitchen",
-                    "coffee",
-                    "audio",
-                    "cameras",
-                    "books",
-                    "stationery",
-                    "bags",
-                    "shoes",
-                    "jackets",
-                    "jewelry",
-                    "watches",
-                    "plants",
-                    "garden",
-                    "toys",
-                    "games",
-                    "bikes",
-                    "outdoor",
-                    "fitness",
-                    "beauty",
-                    "pets",
-                ):
-                    results += await walk(
-                        client, {"category": category, "sort": sort, "limit": page}
-                    )
-                return results
-        finally:
-            await services.aclose()
+        async with open_gateway(services, base_url="http://t") as client:
+            results: list[dict[str, Any]] = []
+            for category in (
+                "chairs",
+                "desks",
+                "lamps",
+                "rugs",
+                "kitchen",
+                "coffee",
+                "audio",
+                "cameras",
+                "books",
+                "stationery",
+                "bags",
+                "shoes",
+                "jackets",
+                "jewelry",
+                "watches",
+                "plants",
+                "garden",
+                "toys",
+                "games",
+                "bikes",
+                "outdoor",
+                "fitness",
+                "beauty",
+                "pets",
+            ):
+                results += await walk(client, {"category": category, "sort": sort, "limit": page})
+            return results
 
     results = asyncio.run(run())
     ids = [r["id"] for r in results]

@@ -16,8 +16,7 @@ from psycopg.rows import dict_row
 import functions.search.app as search_app
 from edgemart.services import Services
 from functions.search.app import WALK_WINDOW, SearchParams, build_search_sql, build_window_sql
-from gateway.app import create_gateway
-from tests.conftest import settings_for
+from tests.conftest import open_gateway, settings_for
 
 pytestmark = pytest.mark.anyio
 
@@ -32,10 +31,8 @@ async def bounded(catalog_database_url: str) -> AsyncIterator[tuple[httpx.AsyncC
         rate_limit_overrides=(("search", 0, 60),),
     )
     services = Services.from_settings(settings)
-    transport = httpx.ASGITransport(app=create_gateway(services), client=("203.0.113.50", 1))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with open_gateway(services, peer=("203.0.113.50", 1), base_url="http://t") as client:
         yield client, services
-    await services.aclose()
 
 
 @pytest.mark.parametrize(

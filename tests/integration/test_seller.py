@@ -13,8 +13,7 @@ import psycopg
 import pytest
 
 from edgemart.services import Services
-from gateway.app import create_gateway
-from tests.conftest import settings_for
+from tests.conftest import open_gateway, settings_for
 
 pytestmark = pytest.mark.anyio
 SECRET = "seller-tests-secret-of-at-least-32-bytes"
@@ -35,10 +34,8 @@ async def seller_client(catalog_database_url: str) -> AsyncIterator[httpx.AsyncC
         rate_limit_overrides=(("listings", 1000, 60), ("store", 1000, 60), ("search", 1000, 60)),
     )
     services = Services.from_settings(settings)
-    transport = httpx.ASGITransport(app=create_gateway(services), client=("203.0.113.30", 1))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with open_gateway(services, peer=("203.0.113.30", 1), base_url="http://t") as client:
         yield client
-    await services.aclose()
 
 
 def slug() -> str:
@@ -244,19 +241,15 @@ async def test_listing_quota_is_per_user(catalog_database_url: str) -> None:
         catalog_database_url, jwt_secret=SECRET, rate_limit_overrides=(("listings", 2, 60),)
     )
     services = Services.from_settings(settings)
-    transport = httpx.ASGITransport(app=create_gateway(services), client=("203.0.113.31", 1))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            statuses = {}
-            for user in ("mia", "ned"):
-                statuses[user] = [
-                    (
-                        await client.post(
-                            "/stores", json={"slug": slug(), "name": "S"}, headers=token(user)
-                        )
-                    ).status_code
-                    for _ in range(3)
-                ]
-    finally:
-        await services.aclose()
+    async with open_gateway(services, peer=("203.0.113.31", 1), base_url="http://t") as client:
+        statuses = {}
+        for user in ("mia", "ned"):
+            statuses[user] = [
+                (
+                    await client.post(
+                        "/stores", json={"slug": slug(), "name": "S"}, headers=token(user)
+                    )
+                ).status_code
+                for _ in range(3)
+            ]
     assert statuses == {"mia": [201, 201, 429], "ned": [201, 201, 429]}

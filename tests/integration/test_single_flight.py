@@ -6,14 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 import pytest
 
 from edgemart.db import Connection, Database
 from edgemart.readrouting import ReadRouting
 from edgemart.services import Services
-from gateway.app import create_gateway
-from tests.conftest import settings_for
+from tests.conftest import open_gateway, settings_for
 
 pytestmark = pytest.mark.anyio
 
@@ -47,12 +45,8 @@ async def test_concurrent_cold_misses_query_once(
     counting = CountingDatabase(catalog_database_url)
     services.primary = services.replica = counting
     services.reads = ReadRouting(counting)
-    transport = httpx.ASGITransport(app=create_gateway(services))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            responses = await asyncio.gather(*(client.get(path, params=params) for _ in range(100)))
-    finally:
-        await services.aclose()
+    async with open_gateway(services, base_url="http://t") as client:
+        responses = await asyncio.gather(*(client.get(path, params=params) for _ in range(100)))
     assert {r.status_code for r in responses} == {200}
     assert len({r.content for r in responses}) == 1
     assert counting.checkouts == 1
