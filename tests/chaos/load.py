@@ -130,6 +130,16 @@ def outcome_label(response: httpx.Response) -> str:
     return "stale" if response.headers.get("x-edgemart-stale") else ""
 
 
+def reported_ledger_problems(
+    url: str, catalog: ChaosCatalog, load: MixedLoad, **figures: object
+) -> list[str]:
+    """`ledger_problems`, after printing them with the run's outcomes and `figures` (what a
+    chaos run measured), for the test log."""
+    problems = ledger_problems(url, catalog)
+    print({"outcomes": load.report(), **figures, "ledger_problems": problems})
+    return problems
+
+
 def ledger_problems(url: str, catalog: ChaosCatalog) -> list[str]:
     """Every invariant of the purchase issue that does not hold, described (empty: all hold)."""
     problems = []

@@ -10,21 +10,19 @@ import asyncio
 import time
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 import redis
 
 from edgemart import metrics
 from edgemart.services import Services
-from gateway.app import create_gateway
-from tests.chaos.load import ChaosCatalog, MixedLoad, ledger_problems
+from tests.chaos.load import ChaosCatalog, MixedLoad, reported_ledger_problems
 from tests.chaos.test_database_outage_under_load import (
     SECRET,
     chaos_settings,
     start_chaos_database,
 )
-from tests.conftest import RedisProcess, unused_port
+from tests.conftest import RedisProcess, open_gateway, unused_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.chaos]
 KILL_FOR_S = 8.0
@@ -84,11 +82,10 @@ async def test_connection_kills_then_redis_kill_under_load(tmp_path: Path) -> No
             circuit_failure_threshold=5,
         )
     )
-    transport = httpx.ASGITransport(app=create_gateway(services))
     load = MixedLoad(catalog, SECRET, retry_purchases=True)
     fallbacks: dict[str, float] = {}
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with open_gateway(services, base_url="http://t") as client:
             workers = await load.run(client)
             await asyncio.sleep(2)
             load.phase = "connection kills"
@@ -104,18 +101,15 @@ async def test_connection_kills_then_redis_kill_under_load(tmp_path: Path) -> No
             keys_after = redis.Redis(port=own_redis.port).dbsize()
             await load.stop(workers)
     finally:
-        await services.aclose()
         own_redis.kill()
     try:
-        problems = ledger_problems(url, catalog)
-        print(
-            {
-                "outcomes": load.report(),
-                "backends_killed": killed,
-                "fallback_checks": fallbacks,
-                "all_shared_again_after_s": back_after_s,
-                "ledger_problems": problems,
-            }
+        problems = reported_ledger_problems(
+            url,
+            catalog,
+            load,
+            backends_killed=killed,
+            fallback_checks=fallbacks,
+            all_shared_again_after_s=back_after_s,
         )
         assert killed > 0
         assert load.undocumented_5xx() == []

@@ -7,17 +7,15 @@ import asyncio
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from edgemart.cache import TTLCache
 from edgemart.migrate import apply_migrations
 from edgemart.services import Services
 from edgemart.settings import Settings
-from gateway.app import create_gateway
 from gateway.democatalog import seed_catalog
-from tests.chaos.load import ChaosCatalog, MixedLoad, ledger_problems
-from tests.conftest import DEMO_AS_OF, settings_for, start_embedded_postgres
+from tests.chaos.load import ChaosCatalog, MixedLoad, reported_ledger_problems
+from tests.conftest import DEMO_AS_OF, open_gateway, settings_for, start_embedded_postgres
 
 pytestmark = [pytest.mark.anyio, pytest.mark.chaos]
 SECRET = "chaos-tests-secret-of-at-least-32-bytes!"
@@ -57,37 +55,28 @@ async def test_outage_under_load(tmp_path: Path) -> None:
     # every cached copy has expired and the outage is served from last-known-good (stale).
     skew = {"s": 0.0}
     services.cache = TTLCache(clock=lambda: time.time() + skew["s"])
-    transport = httpx.ASGITransport(app=create_gateway(services))
     load = MixedLoad(catalog, SECRET)
+    async with open_gateway(services, base_url="http://t") as client:
+        workers = await load.run(client)
+        await asyncio.sleep(3)
+        server.cleanup()  # type: ignore[attr-defined]  # synchronous: stopped when it returns
+        load.phase = "outage"
+        skew["s"] = 3600.0
+        await asyncio.sleep(OUTAGE_S)
+        server = start_embedded_postgres(tmp_path / "pg")
+        back_at = time.monotonic()
+        load.phase = "after"
+        closed_after_s = None
+        while time.monotonic() - back_at < 10:
+            await asyncio.sleep(0.2)
+            if services.primary.breaker and services.primary.breaker.state == "closed":
+                closed_after_s = round(time.monotonic() - back_at, 1)
+                break
+        await asyncio.sleep(3)
+        await load.stop(workers)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            workers = await load.run(client)
-            await asyncio.sleep(3)
-            server.cleanup()  # type: ignore[attr-defined]  # synchronous: stopped when it returns
-            load.phase = "outage"
-            skew["s"] = 3600.0
-            await asyncio.sleep(OUTAGE_S)
-            server = start_embedded_postgres(tmp_path / "pg")
-            back_at = time.monotonic()
-            load.phase = "after"
-            closed_after_s = None
-            while time.monotonic() - back_at < 10:
-                await asyncio.sleep(0.2)
-                if services.primary.breaker and services.primary.breaker.state == "closed":
-                    closed_after_s = round(time.monotonic() - back_at, 1)
-                    break
-            await asyncio.sleep(3)
-            await load.stop(workers)
-    finally:
-        await services.aclose()
-    try:
-        problems = ledger_problems(url, catalog)
-        print(
-            {
-                "outcomes": load.report(),
-                "circuit_closed_after_s": closed_after_s,
-                "ledger_problems": problems,
-            }
+        problems = reported_ledger_problems(
+            url, catalog, load, circuit_closed_after_s=closed_after_s
         )
         assert closed_after_s is not None, "the circuit did not close after the restart"
         # No 5xx but the documented 503s, ever; reads during the outage answer from cache.
