@@ -192,6 +192,16 @@ async def gateway_client(module_services: Services) -> AsyncIterator[httpx.Async
         yield client
 
 
+class FakeClock:
+    """A clock the test moves (`now`), instead of sleeping."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class LogCapture(logging.Handler):
     """Collects the JSON lines the Powertools logger emits, formatted exactly as in production."""
 

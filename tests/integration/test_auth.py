@@ -45,7 +45,7 @@ from edgemart.jwks import KEYS_UNAVAILABLE, UNKNOWN_KEY
 from edgemart.services import Services
 from edgemart.settings import RATE_LIMIT_GROUPS
 from gateway.app import create_gateway
-from tests.conftest import serve_in_thread, settings_for
+from tests.conftest import FakeClock, open_gateway, serve_in_thread, settings_for
 
 pytestmark = pytest.mark.anyio
 SECRET = "auth-tests-secret-of-at-least-32-bytes!"
@@ -96,14 +96,10 @@ def jwks(jwks_endpoint: tuple[JwksServer, str]) -> tuple[JwksServer, str]:
     return jwks_endpoint
 
 
-class FakeClock:
-    """A monotonic clock the test moves, instead of sleeping for minutes."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+def clocked(jwks_url: str, **options: Any) -> tuple[FakeClock, Authenticator]:
+    """An authenticator of the key set at `jwks_url`, on a clock the test moves."""
+    clock = FakeClock(1000.0)
+    return clock, Authenticator(jwks_url=jwks_url, clock=clock, **options)
 
 
 def claims(**extra: Any) -> dict[str, Any]:
@@ -156,8 +152,7 @@ async def test_unknown_kid_refreshes_the_key_set(jwks: tuple[JwksServer, str]) -
 
 async def test_unknown_kids_fetch_at_most_every_10_s(jwks: tuple[JwksServer, str]) -> None:
     server, url = jwks
-    clock = FakeClock()
-    auth = Authenticator(jwks_url=url, clock=clock)
+    clock, auth = clocked(url)
     await auth.verify(rs256())
     for kid in ("random-1", "random-2", "random-3"):
         assert await refused(auth, rs256(kid)) == UNKNOWN_KEY
@@ -171,8 +166,7 @@ async def test_a_key_removed_from_the_set_is_refused_once_the_set_is_stale(
     jwks: tuple[JwksServer, str],
 ) -> None:
     server, url = jwks
-    clock = FakeClock()
-    auth = Authenticator(jwks_url=url, jwks_max_age_s=300, clock=clock)
+    clock, auth = clocked(url, jwks_max_age_s=300)
     assert (await auth.verify(rs256())).sub == "alice"
     server.keys = [public_jwk(ROTATED_KEY, "rsa-2", "RS256")]  # rsa-1 revoked
     clock.now += 299
@@ -202,8 +196,7 @@ async def test_cache_control_max_age_is_honoured_and_clamped(
 ) -> None:
     server, url = jwks
     server.cache_control = cache_control
-    clock = FakeClock()
-    auth = Authenticator(jwks_url=url, jwks_max_age_s=300, clock=clock)
+    clock, auth = clocked(url, jwks_max_age_s=300)
     await auth.verify(rs256())
     clock.now += stale_after_s - 1
     await auth.verify(rs256())
@@ -217,8 +210,7 @@ async def test_concurrent_requests_on_a_stale_set_fetch_it_once(
     jwks: tuple[JwksServer, str],
 ) -> None:
     server, url = jwks
-    clock = FakeClock()
-    auth = Authenticator(jwks_url=url, jwks_max_age_s=300, clock=clock)
+    clock, auth = clocked(url, jwks_max_age_s=300)
     await auth.verify(rs256())
     clock.now += 300
     principals = await asyncio.gather(*(auth.verify(rs256()) for _ in range(20)))
@@ -230,8 +222,7 @@ async def test_a_failed_refetch_keeps_the_keys_for_a_grace_period_then_refuses(
     jwks: tuple[JwksServer, str], failure: str
 ) -> None:
     server, url = jwks
-    clock = FakeClock()
-    auth = Authenticator(jwks_url=url, jwks_max_age_s=300, clock=clock)
+    clock, auth = clocked(url, jwks_max_age_s=300)
     await auth.verify(rs256())
     server.failure = failure
     clock.now += 300  # stale: fetched again, which fails; the old keys still serve
@@ -253,14 +244,13 @@ async def test_a_failed_refetch_keeps_the_keys_for_a_grace_period_then_refuses(
 async def test_no_key_set_ever_fetched_refuses(jwks: tuple[JwksServer, str]) -> None:
     server, url = jwks
     server.failure = "status"
-    auth = Authenticator(jwks_url=url, clock=FakeClock())
+    auth = Authenticator(jwks_url=url, clock=FakeClock(1000.0))
     assert await refused(auth, rs256()) == KEYS_UNAVAILABLE
 
 
 async def test_an_empty_key_set_revokes_every_key(jwks: tuple[JwksServer, str]) -> None:
     server, url = jwks
-    clock = FakeClock()
-    auth = Authenticator(jwks_url=url, clock=clock)
+    clock, auth = clocked(url)
     await auth.verify(rs256())
     server.keys = []
     clock.now += 300
@@ -412,7 +402,7 @@ async def test_max_token_lifetime_comes_from_settings() -> None:
 
 async def test_jwks_max_age_comes_from_settings(jwks: tuple[JwksServer, str]) -> None:
     server, url = jwks
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     settings = settings_for(None, jwt_jwks_url=url, jwt_jwks_max_age_s=60)
     auth = Authenticator.from_settings(settings, clock=clock)
     await auth.verify(rs256())
@@ -437,8 +427,8 @@ def test_roles_from_each_claim_style() -> None:
 # Through the gateway: the routes a sub reaches the database on, with every limit off.
 
 
-async def gateway_for(database_url: str, **settings: Any) -> tuple[Services, httpx.AsyncClient]:
-    services = Services.from_settings(
+def services_for(database_url: str, **settings: Any) -> Services:
+    return Services.from_settings(
         settings_for(
             database_url,
             jwt_secret=SECRET,
@@ -446,26 +436,20 @@ async def gateway_for(database_url: str, **settings: Any) -> tuple[Services, htt
             **settings,
         )
     )
-    transport = httpx.ASGITransport(app=create_gateway(services), client=("203.0.113.9", 1))
-    return services, httpx.AsyncClient(transport=transport, base_url="http://testserver")
 
 
 @pytest.fixture(scope="module")
 async def gateway(module_database_url: str) -> AsyncIterator[tuple[Services, httpx.AsyncClient]]:
-    services, client = await gateway_for(module_database_url)
-    async with client:
+    services = services_for(module_database_url)
+    async with open_gateway(services, peer=("203.0.113.9", 1)) as client:
         yield services, client
-    await services.aclose()
 
 
 @pytest.fixture(scope="module")
 async def capped_gateway(module_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    services, client = await gateway_for(
-        module_database_url, jwt_leeway_s=30, jwt_max_token_lifetime_s=3600
-    )
-    async with client:
+    services = services_for(module_database_url, jwt_leeway_s=30, jwt_max_token_lifetime_s=3600)
+    async with open_gateway(services, peer=("203.0.113.9", 1)) as client:
         yield client
-    await services.aclose()
 
 
 async def call(client: httpx.AsyncClient, route: str, token: str) -> httpx.Response:

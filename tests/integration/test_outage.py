@@ -9,7 +9,6 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import jwt
 import psycopg
 import pytest
@@ -17,20 +16,17 @@ import pytest
 from edgemart.cache import TTLCache
 from edgemart.migrate import apply_migrations
 from edgemart.services import Services
-from gateway.app import create_gateway
 from gateway.democatalog import seed_catalog
-from tests.conftest import DEMO_AS_OF, settings_for, start_embedded_postgres
+from tests.conftest import (
+    DEMO_AS_OF,
+    FakeClock,
+    open_gateway,
+    settings_for,
+    start_embedded_postgres,
+)
 
 pytestmark = pytest.mark.anyio
 SECRET = "outage-tests-secret-of-at-least-32-bytes"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_database_outage_and_recovery(tmp_path: Path) -> None:
@@ -45,12 +41,11 @@ async def test_database_outage_and_recovery(tmp_path: Path) -> None:
         circuit_open_timeout_s=1.0,
     )
     services = Services.from_settings(settings)
-    clock = Clock()
+    clock = FakeClock(time.time())
     services.cache = TTLCache(clock=clock)
     token = jwt.encode({"sub": "buyer-1", "exp": int(time.time()) + 600}, SECRET)
-    transport = httpx.ASGITransport(app=create_gateway(services))
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with open_gateway(services, base_url="http://t") as client:
             fresh = await client.get("/marketplace/home")
             assert fresh.status_code == 200 and "x-edgemart-stale" not in fresh.headers
             with psycopg.connect(url) as conn:
@@ -94,7 +89,6 @@ async def test_database_outage_and_recovery(tmp_path: Path) -> None:
             )
             assert bought.status_code == 201
     finally:
-        await services.aclose()
         server.cleanup()  # type: ignore[attr-defined]
 
 

@@ -17,8 +17,7 @@ from edgemart.ratelimit.memory import MemoryRateLimiter
 from edgemart.ratelimit.redis import RedisRateLimiter
 from edgemart.ratelimit.upstash import UpstashRateLimiter
 from edgemart.ratelimit.window import Decision, Policy
-from tests.conftest import UPSTASH_TOKEN
-from tests.unit.test_ratelimit_window import FakeClock
+from tests.conftest import UPSTASH_TOKEN, FakeClock
 
 pytestmark = pytest.mark.anyio
 

@@ -3,24 +3,26 @@
 import pytest
 
 from edgemart.breaker import CircuitBreaker, CircuitOpenError
+from tests.conftest import FakeClock
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def breaker(clock: Clock, **options: float) -> CircuitBreaker:
+def breaker(clock: FakeClock, **options: float) -> CircuitBreaker:
     settings = {"failure_threshold": 3, "success_threshold": 2, "open_timeout_s": 30.0}
     settings.update(options)
     return CircuitBreaker("db", clock=clock, **settings)  # type: ignore[arg-type]
 
 
+def opened(clock: FakeClock) -> CircuitBreaker:
+    """A breaker that three failures in a row just opened."""
+    circuit = breaker(clock)
+    for _ in range(3):
+        circuit.record_failure()
+    assert circuit.state == "open"
+    return circuit
+
+
 def test_opens_after_consecutive_failures_and_refuses() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     circuit = breaker(clock)
     for _ in range(2):
         circuit.before_call()
@@ -37,10 +39,8 @@ def test_opens_after_consecutive_failures_and_refuses() -> None:
 
 
 def test_half_open_probe_then_close() -> None:
-    clock = Clock()
-    circuit = breaker(clock)
-    for _ in range(3):
-        circuit.record_failure()
+    clock = FakeClock(100.0)
+    circuit = opened(clock)
     clock.now += 30
     assert circuit.state == "half_open"
     circuit.before_call()  # the one probe
@@ -54,10 +54,8 @@ def test_half_open_probe_then_close() -> None:
 
 
 def test_a_failed_probe_opens_again_for_a_full_timeout() -> None:
-    clock = Clock()
-    circuit = breaker(clock)
-    for _ in range(3):
-        circuit.record_failure()
+    clock = FakeClock(100.0)
+    circuit = opened(clock)
     clock.now += 30
     circuit.before_call()
     circuit.record_failure()
@@ -69,7 +67,7 @@ def test_a_failed_probe_opens_again_for_a_full_timeout() -> None:
 
 
 def test_failure_rate_over_the_window() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     circuit = breaker(clock, failure_threshold=100, failure_rate=0.5, window_s=60, min_calls=10)
     for index in range(10):
         clock.now += 1
@@ -78,7 +76,7 @@ def test_failure_rate_over_the_window() -> None:
 
 
 def test_old_calls_leave_the_window() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     circuit = breaker(clock, failure_threshold=100, failure_rate=0.5, window_s=60, min_calls=10)
     for _ in range(9):
         circuit.record_failure()
@@ -92,7 +90,7 @@ def test_old_calls_leave_the_window() -> None:
 def test_state_changes_and_time_open_are_recorded_per_breaker() -> None:
     from edgemart import metrics
 
-    clock = Clock()
+    clock = FakeClock(100.0)
     circuit = CircuitBreaker("metrics_db", failure_threshold=1, success_threshold=1, clock=clock)
 
     def changes(state: str) -> float:

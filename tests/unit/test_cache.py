@@ -19,6 +19,7 @@ from edgemart.cache import (
     if_none_match_hits,
     strong_etag,
 )
+from tests.conftest import FakeClock
 
 
 def test_cache_control_per_design_table() -> None:
@@ -54,16 +55,8 @@ def test_if_none_match(header: str | None, hit: bool) -> None:
     assert if_none_match_hits(header, '"abc"') is hit
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_ttl_expiry_keeps_the_last_good_copy() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     cache = TTLCache(clock=clock)
     cache.put("k", Rendered.of({"v": 1}, now=clock.now), ttl_s=10)
     assert cache.fresh("k") is not None
@@ -357,7 +350,7 @@ class Fills:
 
 
 def test_a_page_from_the_shared_cache_stays_fresh_only_for_the_rest_of_its_ttl() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     made_earlier = Rendered.of({"v": 1}, now=clock.now - 50)
     fills = Fills(Filled(made_earlier, FROM_L2))
     cache = TTLCache(clock=clock, fill=fills)
@@ -372,7 +365,7 @@ def test_a_page_from_the_shared_cache_stays_fresh_only_for_the_rest_of_its_ttl()
 
 def test_a_render_the_shared_cache_refused_is_served_but_not_kept_fresh() -> None:
     """A write came while it rendered (the shared cache refused to store it)."""
-    cache = TTLCache(clock=Clock())
+    cache = TTLCache(clock=FakeClock(1000.0))
     refused = Rendered.of({"v": "old"}, now=cache.clock())
     cache.fill = Fills(Filled(refused, MISS, keep=False))
     assert asyncio.run(cache.get_or_load("k", 60, loader_of(None))) is refused
@@ -380,7 +373,7 @@ def test_a_render_the_shared_cache_refused_is_served_but_not_kept_fresh() -> Non
 
 
 def test_a_stale_copy_served_while_another_process_renders_is_not_stored_again() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     cache = TTLCache(clock=clock, trust=lambda as_of, now: True)
     old = Rendered.of({"v": 1}, now=clock.now)
     cache.put("k", old, 10)
@@ -404,7 +397,7 @@ def test_serve_cached_tells_the_access_log_where_the_page_came_from() -> None:
 
     from edgemart.cache import serve_cached
 
-    clock = Clock()
+    clock = FakeClock(1000.0)
     cache = TTLCache(clock=clock)
     failing = False
 
@@ -432,7 +425,7 @@ def test_an_l2_page_counts_as_an_l1_miss() -> None:
     from edgemart import metrics
     from edgemart.cache import serve_cached
 
-    clock = Clock()
+    clock = FakeClock(1000.0)
     cache = TTLCache(clock=clock, fill=Fills(Filled(Rendered.of({}, now=clock.now), FROM_L2)))
 
     def l1(result: str) -> float:

@@ -23,8 +23,9 @@ from edgemart.ratelimit.window import Policy
 from edgemart.requestcontext import RESPONSE_HEADERS_KEY
 from edgemart.services import Services
 from edgemart.settings import IPNetwork, Settings
+from tests.conftest import FakeClock
 from tests.unit.test_ratelimit_policies import route
-from tests.unit.test_ratelimit_window import FakeClock
+from tests.unit.test_requestcontext import http_scope
 
 SEARCH = Policy("search", 2, 60)
 LISTINGS = Policy("listings", 1, 60, "user")
@@ -62,11 +63,7 @@ def scope_for(
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> dict[str, Any]:
     return {
-        "type": "http",
-        "method": method,
-        "path": path,
-        "headers": headers or [],
-        "client": (peer, 40000),
+        **http_scope(method, path, headers, peer=peer),
         "app": app,
         "state": {RESPONSE_HEADERS_KEY: []},
     }

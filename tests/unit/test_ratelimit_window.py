@@ -9,14 +9,7 @@ from hypothesis import strategies as st
 
 from edgemart.ratelimit.memory import MemoryRateLimiter
 from edgemart.ratelimit.window import MICROS, Policy, counter_decision, log_decision
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import FakeClock
 
 
 def run_timeline(policy: Policy, offsets_us: list[int]) -> list[bool]:

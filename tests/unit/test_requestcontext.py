@@ -70,14 +70,18 @@ def middleware(
 
 
 def http_scope(
-    method: str = "GET", path: str = "/things", headers: list[tuple[bytes, bytes]] | None = None
+    method: str = "GET",
+    path: str = "/things",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    peer: str = "203.0.113.9",
 ) -> dict[str, Any]:
     return {
         "type": "http",
         "method": method,
         "path": path,
         "headers": headers or [],
-        "client": ("203.0.113.9", 40000),
+        "client": (peer, 40000),
     }
 
 
