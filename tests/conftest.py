@@ -37,6 +37,7 @@ from edgemart.migrate import apply_migrations
 from edgemart.services import Services
 from edgemart.settings import Settings
 from gateway.app import create_gateway
+from tests.xray_daemon import XRayDaemonStub
 
 
 @pytest.fixture(scope="session")
@@ -285,6 +286,14 @@ def upstash_url(redis_url: str) -> Iterator[str]:
 
     with serve_in_thread(create_upstash_app(redis_url, UPSTASH_TOKEN)) as url:
         yield url
+
+
+@pytest.fixture
+def daemon() -> Iterator[XRayDaemonStub]:
+    """A stand-in X-Ray daemon on a loopback UDP port."""
+    stub = XRayDaemonStub()
+    yield stub
+    stub.close()
 
 
 class RedisProcess:

@@ -10,8 +10,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,11 @@ from starlette.routing import Route
 
 from edgemart.services import Services
 from edgemart.settings import Settings
-from gateway.app import create_gateway
 from tests.conftest import (
     UPSTASH_TOKEN,
     LogCapture,
     RedisProcess,
+    open_gateway,
     serve_in_thread,
     settings_for,
 )
@@ -40,22 +39,9 @@ pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).parents[2]
 
 
-@pytest.fixture
-def daemon() -> Iterator[XRayDaemonStub]:
-    stub = XRayDaemonStub()
-    yield stub
-    stub.close()
-
-
-@asynccontextmanager
-async def traced_gateway(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+def traced_gateway(settings: Settings) -> AbstractAsyncContextManager[httpx.AsyncClient]:
     services = Services.from_settings(settings)
-    transport = httpx.ASGITransport(app=create_gateway(services), client=("203.0.113.9", 1))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            yield client
-    finally:
-        await services.aclose()
+    return open_gateway(services, peer=("203.0.113.9", 1), base_url="http://t")
 
 
 def request_segment(documents: list[dict[str, Any]]) -> dict[str, Any]:

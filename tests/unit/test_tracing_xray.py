@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -42,6 +43,20 @@ def tracer(exported: InMemorySpanExporter) -> Iterator[Tracer]:
 def only(exported: InMemorySpanExporter, name: str) -> ReadableSpan:
     (span,) = [span for span in exported.get_finished_spans() if span.name == name]
     return span
+
+
+def client_call(
+    tracer: Tracer,
+    name: str,
+    attributes: dict[str, str],
+    *,
+    request: str = "request",
+    parent: Context | None = None,
+) -> None:
+    """A CLIENT span `name` with `attributes`, inside the SERVER span `request`."""
+    with tracer.start_as_current_span(request, context=parent, kind=SpanKind.SERVER):
+        with tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes):
+            pass
 
 
 def test_a_lambda_trace_header_is_the_remote_parent() -> None:
@@ -110,20 +125,19 @@ def test_a_statement_is_a_subsegment_of_its_request(
 ) -> None:
     lambda_segment = parse_trace_header(LAMBDA_HEADER)
     assert lambda_segment is not None
-    parent = set_span_in_context(NonRecordingSpan(lambda_segment))
-    with tracer.start_as_current_span("POST /purchases", context=parent, kind=SpanKind.SERVER):
-        with tracer.start_as_current_span(
-            "SELECT",
-            kind=SpanKind.CLIENT,
-            attributes={
-                "db.system.name": "postgresql",
-                "db.namespace": "shop",
-                "server.address": "db.internal",
-                "db.query.text": "SELECT 1",
-                "request_id": "r-2",
-            },
-        ):
-            pass
+    client_call(
+        tracer,
+        "SELECT",
+        {
+            "db.system.name": "postgresql",
+            "db.namespace": "shop",
+            "server.address": "db.internal",
+            "db.query.text": "SELECT 1",
+            "request_id": "r-2",
+        },
+        request="POST /purchases",
+        parent=set_span_in_context(NonRecordingSpan(lambda_segment)),
+    )
     request = xray_document(only(exported, "POST /purchases"), "edgemart")
     statement = xray_document(only(exported, "SELECT"), "edgemart")
     assert request["type"] == "subsegment"
@@ -139,19 +153,17 @@ def test_a_statement_is_a_subsegment_of_its_request(
 def test_an_aws_call_is_named_by_its_service(
     tracer: Tracer, exported: InMemorySpanExporter
 ) -> None:
-    with tracer.start_as_current_span("request", kind=SpanKind.SERVER):
-        with tracer.start_as_current_span(
-            "SQS.SendMessage",
-            kind=SpanKind.CLIENT,
-            attributes={
-                "rpc.system": "aws-api",
-                "rpc.service": "SQS",
-                "rpc.method": "SendMessage",
-                "cloud.region": "eu-west-1",
-                "aws.request_id": "req-9",
-            },
-        ):
-            pass
+    client_call(
+        tracer,
+        "SQS.SendMessage",
+        {
+            "rpc.system": "aws-api",
+            "rpc.service": "SQS",
+            "rpc.method": "SendMessage",
+            "cloud.region": "eu-west-1",
+            "aws.request_id": "req-9",
+        },
+    )
     document = xray_document(only(exported, "SQS.SendMessage"), "edgemart")
     assert document["name"] == "SQS"
     assert document["namespace"] == "aws"
@@ -189,41 +201,43 @@ def test_a_failed_call_is_a_fault_with_its_exception(
     assert exception["type"] == "ConnectionError" and exception["message"] == "refused"
 
 
-def test_the_exporter_sends_one_datagram_per_span(
-    tracer: Tracer, exported: InMemorySpanExporter
-) -> None:
-    daemon = XRayDaemonStub()
+@pytest.fixture
+def udp_exporter(daemon: XRayDaemonStub) -> Iterator[XRayUdpExporter]:
+    """An exporter sending to the stand-in daemon."""
     exporter = XRayUdpExporter(daemon.address, service="edgemart")
-    try:
-        with tracer.start_as_current_span("outer"):
-            with tracer.start_as_current_span("inner"):
-                pass
-        exporter.export(exported.get_finished_spans())
-        names = [document.get("name") for document in daemon.receive()]
-    finally:
-        exporter.shutdown()
-        daemon.close()
+    yield exporter
+    exporter.shutdown()
+
+
+def test_the_exporter_sends_one_datagram_per_span(
+    tracer: Tracer,
+    exported: InMemorySpanExporter,
+    daemon: XRayDaemonStub,
+    udp_exporter: XRayUdpExporter,
+) -> None:
+    with tracer.start_as_current_span("outer"):
+        with tracer.start_as_current_span("inner"):
+            pass
+    udp_exporter.export(exported.get_finished_spans())
+    names = [document.get("name") for document in daemon.receive()]
     assert names == ["inner", "edgemart"]
 
 
 def test_a_huge_statement_is_sent_without_its_text(
-    tracer: Tracer, exported: InMemorySpanExporter
+    tracer: Tracer,
+    exported: InMemorySpanExporter,
+    daemon: XRayDaemonStub,
+    udp_exporter: XRayUdpExporter,
 ) -> None:
-    daemon = XRayDaemonStub()
-    exporter = XRayUdpExporter(daemon.address, service="edgemart")
-    try:
-        with tracer.start_as_current_span("request"):
-            with tracer.start_as_current_span(
-                "SELECT",
-                kind=SpanKind.CLIENT,
-                attributes={"db.system.name": "postgresql", "db.query.text": "x" * 70_000},
-            ):
-                pass
-        exporter.export([only(exported, "SELECT")])
-        (document,) = daemon.receive()
-    finally:
-        exporter.shutdown()
-        daemon.close()
+    with tracer.start_as_current_span("request"):
+        with tracer.start_as_current_span(
+            "SELECT",
+            kind=SpanKind.CLIENT,
+            attributes={"db.system.name": "postgresql", "db.query.text": "x" * 70_000},
+        ):
+            pass
+    udp_exporter.export([only(exported, "SELECT")])
+    (document,) = daemon.receive()
     assert "sql" not in document and "metadata" not in document
     assert document["namespace"] == "remote"
 
