@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import psycopg
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
@@ -38,6 +39,33 @@ class FakeLambdaContext:
 def load_event(name: str) -> dict[str, Any]:
     event: dict[str, Any] = json.loads((EVENTS / name).read_text())
     return event
+
+
+def sqs_event_with_a_queued_order(
+    database_url: str, buyer: str, balance_cents: int
+) -> tuple[dict[str, Any], str]:
+    """The sample SQS event (its own record is not a purchase message) with a second record
+    for a new queued order of `buyer`'s, whose wallet holds `balance_cents`: (event, order
+    id)."""
+    event = load_event("sqs_receive_message.json")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        order_id, product_id = conn.execute(
+            "INSERT INTO orders (user_sub, product_id, store_id, quantity, unit_price_cents, "
+            "total_cents, status, idempotency_key) SELECT %s, id, store_id, 1, "
+            "price_cents, price_cents, 'queued', %s FROM products "
+            "WHERE stock > 0 AND is_available LIMIT 1 RETURNING id::text, product_id::text",
+            [buyer, f"{buyer}-key"],
+        ).fetchone()  # type: ignore[misc]
+        conn.execute(
+            "INSERT INTO wallets (user_sub, balance_cents) VALUES (%s, %s)", [buyer, balance_cents]
+        )
+    ours = {
+        **event["Records"][0],
+        "messageId": "ours",
+        "body": json.dumps({"order_id": order_id, "product_id": product_id}),
+    }
+    event["Records"].append(ours)
+    return event, order_id
 
 
 def _close_idle_event_loop() -> None:

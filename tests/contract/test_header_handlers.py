@@ -25,25 +25,23 @@ from tests.contract.lambda_harness import (
     headers_of,
     installed_services,
     load_event,
+    with_method,
     with_request,
 )
 
 V1_V2 = ["apigw_v2_{}.json", "apigw_v1_{}.json"]
 SHOP = "https://shop.example"
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+HANDLERS: dict[str, Handler] = {
+    "home": home_function.handler,
+    "search": search_function.handler,
+    "store": store_function.handler,
+    "purchase": purchase_function.handler,
+}
 
 
 def event(template: str, name: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
     return with_request(load_event(template.format(name)), headers or {})
-
-
-def with_method(event: dict[str, Any], method: str) -> dict[str, Any]:
-    if event.get("version") == "2.0":
-        event["requestContext"]["http"]["method"] = method
-    else:
-        event["httpMethod"] = method
-        event["requestContext"]["httpMethod"] = method
-    return event
 
 
 def assert_never_stored(response: dict[str, Any]) -> None:
@@ -53,32 +51,22 @@ def assert_never_stored(response: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("template", V1_V2)
-def test_the_routers_405_is_no_store(home_services: Services, template: str) -> None:
-    response = home_function.handler(event(template, "post_home"), FakeLambdaContext())
-    assert response["statusCode"] == 405
-    assert_never_stored(response)
-
-
-@pytest.mark.parametrize("template", V1_V2)
-def test_a_validation_422_is_no_store(search_services: Services, template: str) -> None:
-    response = search_function.handler(event(template, "get_search_bad_query"), FakeLambdaContext())
-    assert response["statusCode"] == 422
-    assert_never_stored(response)
-
-
-@pytest.mark.parametrize("template", V1_V2)
-def test_a_routes_404_is_no_store(store_services: Services, template: str) -> None:
-    response = store_function.handler(event(template, "get_store_unknown"), FakeLambdaContext())
-    assert response["statusCode"] == 404
-    assert_never_stored(response)
-
-
-@pytest.mark.parametrize("template", V1_V2)
-def test_an_unauthenticated_purchase_is_no_store(
-    purchase_services: Services, template: str
+@pytest.mark.parametrize(
+    ("function", "event_name", "status"),
+    [
+        pytest.param("home", "post_home", 405, id="the router's 405"),
+        pytest.param("search", "get_search_bad_query", 422, id="a validation 422"),
+        pytest.param("store", "get_store_unknown", 404, id="a route's 404"),
+        pytest.param("purchase", "post_purchases", 401, id="an unauthenticated purchase"),
+    ],
+)
+def test_refusals_are_no_store(
+    request: pytest.FixtureRequest, template: str, function: str, event_name: str, status: int
 ) -> None:
-    response = purchase_function.handler(event(template, "post_purchases"), FakeLambdaContext())
-    assert response["statusCode"] == 401
+    request.getfixturevalue(f"{function}_services")  # the function's app on the catalog
+    handler = HANDLERS[function]
+    response = handler(event(template, event_name), FakeLambdaContext())
+    assert response["statusCode"] == status
     assert_never_stored(response)
 
 

@@ -15,7 +15,12 @@ from functions.order_worker.app import order_worker
 from functions.refresh_views.app import refresh_views
 from functions.score_listings.app import score_listings
 from tests.conftest import settings_for
-from tests.contract.lambda_harness import FakeLambdaContext, job_handler, load_event
+from tests.contract.lambda_harness import (
+    FakeLambdaContext,
+    job_handler,
+    load_event,
+    sqs_event_with_a_queued_order,
+)
 
 
 def test_score_listings_handler(catalog_database_url: str) -> None:
@@ -34,23 +39,7 @@ def test_score_listings_handler(catalog_database_url: str) -> None:
 def test_order_worker_handler_reports_failed_records(catalog_database_url: str) -> None:
     """The SQS event from `sam local generate-event sqs receive-message`: its body is not a
     purchase message, so the record is reported back; a real one beside it is applied."""
-    event = load_event("sqs_receive_message.json")
-    with psycopg.connect(catalog_database_url, autocommit=True) as conn:
-        order_id, product_id = conn.execute(
-            "INSERT INTO orders (user_sub, product_id, store_id, quantity, unit_price_cents, "
-            "total_cents, status, idempotency_key) SELECT 'worker-buyer', id, store_id, 1, "
-            "price_cents, price_cents, 'queued', 'worker-key' FROM products "
-            "WHERE stock > 0 AND is_available LIMIT 1 RETURNING id::text, product_id::text"
-        ).fetchone()  # type: ignore[misc]
-        conn.execute(
-            "INSERT INTO wallets (user_sub, balance_cents) VALUES ('worker-buyer', 10000000)"
-        )
-    ours = {
-        **event["Records"][0],
-        "messageId": "ours",
-        "body": json.dumps({"order_id": order_id, "product_id": product_id}),
-    }
-    event["Records"].append(ours)
+    event, order_id = sqs_event_with_a_queued_order(catalog_database_url, "worker-buyer", 10000000)
     with job_handler(order_worker, catalog_database_url) as handler:
         response = handler(event, FakeLambdaContext())
     assert response == {

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 import pytest
 
 import functions.home.app as home_function
@@ -30,6 +29,7 @@ from tests.contract.lambda_harness import (
     FakeLambdaContext,
     installed_services,
     load_event,
+    sqs_event_with_a_queued_order,
     with_request,
 )
 from tests.integration.test_purchase import SECRET, auth, fund, new_product
@@ -208,21 +208,7 @@ def test_a_scheduled_job_writes_its_metrics_and_one_cold_start(
 def test_the_sqs_worker_writes_queued_order_outcomes(
     catalog_database_url: str, drained: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    event = load_event("sqs_receive_message.json")  # its own record is not a purchase message
-    with psycopg.connect(catalog_database_url, autocommit=True) as conn:
-        order_id, product_id = conn.execute(
-            "INSERT INTO orders (user_sub, product_id, store_id, quantity, unit_price_cents, "
-            "total_cents, status, idempotency_key) SELECT 'emf-worker', id, store_id, 1, "
-            "price_cents, price_cents, 'queued', 'emf-worker-key' FROM products "
-            "WHERE stock > 0 AND is_available LIMIT 1 RETURNING id::text, product_id::text"
-        ).fetchone()  # type: ignore[misc]
-        conn.execute("INSERT INTO wallets (user_sub, balance_cents) VALUES ('emf-worker', 0)")
-    ours = {
-        **event["Records"][0],
-        "messageId": "ours",
-        "body": json.dumps({"order_id": order_id, "product_id": product_id}),
-    }
-    event["Records"].append(ours)
+    event, _ = sqs_event_with_a_queued_order(catalog_database_url, "emf-worker", 0)
     runner = job_runner(order_worker, catalog_database_url)
     try:
         response = runner.handler(event, FakeLambdaContext())

@@ -1,7 +1,6 @@
 """The Lambda entry point: a cold start counted once per environment, metrics written at the
 end of every invocation."""
 
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -9,14 +8,7 @@ import pytest
 from edgemart import metrics
 from edgemart.invocation import lambda_entry_point
 from edgemart.settings import Settings
-
-
-@dataclass
-class Context:
-    aws_request_id: str = "req-1"
-    function_name: str = "edgemart-unit"
-    memory_limit_in_mb: int = 128
-    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:edgemart-unit"
+from tests.contract.lambda_harness import FakeLambdaContext
 
 
 def settings() -> Settings:
@@ -32,7 +24,7 @@ def test_only_the_first_invocation_is_a_cold_start(capsys: pytest.CaptureFixture
         return "ok"
 
     entry_point = lambda_entry_point("unit_cold", handler, settings)
-    assert [entry_point({}, Context()) for _ in range(3)] == ["ok"] * 3
+    assert [entry_point({}, FakeLambdaContext()) for _ in range(3)] == ["ok"] * 3
     assert cold_starts("unit_cold") == 1
     assert '"cold_starts":[1.0]' in capsys.readouterr().out
 
@@ -40,7 +32,7 @@ def test_only_the_first_invocation_is_a_cold_start(capsys: pytest.CaptureFixture
 def test_provisioned_concurrency_is_no_cold_start(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "provisioned-concurrency")
     entry_point = lambda_entry_point("unit_provisioned", lambda event, context: None, settings)
-    entry_point({}, Context())
+    entry_point({}, FakeLambdaContext())
     assert cold_starts("unit_provisioned") == 0
 
 
@@ -53,4 +45,4 @@ def test_unreadable_settings_do_not_hide_the_handlers_error() -> None:
 
     entry_point = lambda_entry_point("unit_broken", handler, broken_settings)
     with pytest.raises(LookupError, match="own error"):
-        entry_point({}, Context())
+        entry_point({}, FakeLambdaContext())
