@@ -16,8 +16,7 @@ import psycopg
 import pytest
 
 from edgemart.services import Services
-from gateway.app import create_gateway
-from tests.conftest import settings_for, unused_port
+from tests.conftest import open_gateway, settings_for, unused_port
 
 pytestmark = pytest.mark.anyio
 SECRET = "purchase-tests-secret-of-at-least-32-bytes"
@@ -53,13 +52,10 @@ async def gateway(url: str, **overrides: Any) -> AsyncIterator[httpx.AsyncClient
             **overrides,
         },
     )
-    services = Services.from_settings(settings)
-    transport = httpx.ASGITransport(app=create_gateway(services))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as http:
-            yield http
-    finally:
-        await services.aclose()
+    async with open_gateway(
+        Services.from_settings(settings), base_url="http://t", timeout=60
+    ) as http:
+        yield http
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +94,16 @@ def fund(url: str, sub: str, cents: int) -> None:
         sub,
         cents,
     )
+
+
+def one_unit_to_buy(
+    url: str, buyer: str, *, stock: int, price: int = 1000, funds: int = 10_000
+) -> tuple[str, str, dict[str, Any]]:
+    """A new product, `buyer` funded with `funds`, and a fresh idempotency key and the body
+    that buys one unit: (product, key, body)."""
+    product = new_product(url, stock=stock, price=price)
+    fund(url, buyer, funds)
+    return product, uuid.uuid4().hex, {"product_id": product, "quantity": 1}
 
 
 def failures(url: str, key: str) -> list[str]:
@@ -144,10 +150,7 @@ async def test_replay_reuse_and_in_progress(
     client: httpx.AsyncClient, catalog_database_url: str
 ) -> None:
     url = catalog_database_url
-    product = new_product(url, stock=10)
-    fund(url, "cat", 10_000)
-    key = uuid.uuid4().hex
-    body = {"product_id": product, "quantity": 1}
+    _, key, body = one_unit_to_buy(url, "cat", stock=10)
     first = await client.post("/purchases", json=body, headers=headers("cat", key))
     again = await client.post("/purchases", json=body, headers=headers("cat", key))
     assert first.status_code == again.status_code == 201
@@ -408,10 +411,7 @@ async def test_kill_switch_releases_the_key(
     client: httpx.AsyncClient, catalog_database_url: str
 ) -> None:
     url = catalog_database_url
-    product = new_product(url, stock=5)
-    fund(url, "fay", 10_000)
-    key = uuid.uuid4().hex
-    body = {"product_id": product, "quantity": 1}
+    _, key, body = one_unit_to_buy(url, "fay", stock=5)
     sql(url, "UPDATE kill_switches SET enabled = true WHERE name = 'purchases'")
     try:
         refused = await client.post("/purchases", json=body, headers=headers("fay", key))
@@ -460,16 +460,12 @@ async def test_refusals_before_any_work(
 async def test_database_unavailable_is_503_read_only(catalog_database_url: str) -> None:
     dead = f"postgresql://postgres@127.0.0.1:{unused_port()}/postgres?connect_timeout=1"
     services = Services.from_settings(settings_for(dead, jwt_secret=SECRET, db_pool_timeout_s=1.0))
-    transport = httpx.ASGITransport(app=create_gateway(services))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            response = await http.post(
-                "/purchases",
-                json={"product_id": str(uuid.uuid4()), "quantity": 1},
-                headers=headers("hal"),
-            )
-    finally:
-        await services.aclose()
+    async with open_gateway(services, base_url="http://t") as http:
+        response = await http.post(
+            "/purchases",
+            json={"product_id": str(uuid.uuid4()), "quantity": 1},
+            headers=headers("hal"),
+        )
     assert response.status_code == 503 and response.json()["code"] == "read_only_mode"
     assert response.headers["retry-after"] == "5"
 
@@ -508,10 +504,7 @@ async def test_50_requests_with_one_key_make_one_order(
     client: httpx.AsyncClient, catalog_database_url: str
 ) -> None:
     url = catalog_database_url
-    product = new_product(url, stock=100)
-    fund(url, "ivy", 100_000)
-    key = uuid.uuid4().hex
-    body = {"product_id": product, "quantity": 1}
+    _, key, body = one_unit_to_buy(url, "ivy", stock=100, funds=100_000)
     responses = await asyncio.gather(
         *(client.post("/purchases", json=body, headers=headers("ivy", key)) for _ in range(50))
     )
@@ -571,12 +564,9 @@ async def test_a_fault_before_commit_leaves_nothing_but_a_failure_row(
     client: httpx.AsyncClient, catalog_database_url: str, fault_on: Any
 ) -> None:
     url = catalog_database_url
-    product = new_product(url, stock=5)
-    fund(url, "jon", 10_000)
+    product, key, body = one_unit_to_buy(url, "jon", stock=5)
     before = snapshot(url, product, "jon")
     fault_on(product, action="raise")
-    key = uuid.uuid4().hex
-    body = {"product_id": product, "quantity": 1}
     response = await client.post("/purchases", json=body, headers=headers("jon", key))
     assert response.status_code == 500 and response.json()["code"] == "internal_error"
     assert "injected" not in response.text
@@ -593,15 +583,9 @@ async def test_a_killed_connection_mid_purchase_is_retried_once(
     """The first attempt stalls after the stock update and its connection is killed: it
     rolls back, the retry (same key) completes, and exactly one purchase happens."""
     url = catalog_database_url
-    product = new_product(url, stock=5)
-    fund(url, "kim", 10_000)
+    product, key, body = one_unit_to_buy(url, "kim", stock=5)
     fault_on(product, action="stall")
-    key = uuid.uuid4().hex
-    request = asyncio.create_task(
-        client.post(
-            "/purchases", json={"product_id": product, "quantity": 1}, headers=headers("kim", key)
-        )
-    )
+    request = asyncio.create_task(client.post("/purchases", json=body, headers=headers("kim", key)))
     for _ in range(200):  # wait until the purchase is stalled inside its transaction
         stalled = sql(
             url,
@@ -660,11 +644,8 @@ async def test_a_product_changed_while_buying_is_decided_as_it_is_now(
     last. A seller's change committed in between (held here under the row lock until the
     purchase waits for it) must decide the outcome, with the debit and rows undone."""
     url = catalog_database_url
-    product = new_product(url, stock=5, price=1000)
     buyer = f"racer-{uuid.uuid4().hex[:8]}"
-    fund(url, buyer, 10_000)
-    key = uuid.uuid4().hex
-    body: dict[str, Any] = {"product_id": product, "quantity": 1}
+    product, key, body = one_unit_to_buy(url, buyer, stock=5, price=1000)
     if expected_price is not None:
         body["expected_unit_price_cents"] = expected_price
     with psycopg.connect(url) as seller:
@@ -699,17 +680,11 @@ async def test_buyers_of_one_product_queue_on_its_queue_lock(
     UPDATE: a purchase waits for whoever holds it, with its other rows written but the stock
     untouched, and completes when it is released."""
     url = catalog_database_url
-    product = new_product(url, stock=5)
-    fund(url, "queuer", 10_000)
-    key = uuid.uuid4().hex
+    product, key, body = one_unit_to_buy(url, "queuer", stock=5)
     with psycopg.connect(url) as holder:
         holder.execute("SELECT pg_advisory_xact_lock(purchase_queue_key(%s))", [product])
         request = asyncio.create_task(
-            client.post(
-                "/purchases",
-                json={"product_id": product, "quantity": 1},
-                headers=headers("queuer", key),
-            )
+            client.post("/purchases", json=body, headers=headers("queuer", key))
         )
         # pg_locks shows a bigint advisory key as its high (classid) and low (objid) halves.
         waiting = await rows_within_5_s(
@@ -733,10 +708,7 @@ async def test_a_key_claimed_yesterday_is_still_found(
 ) -> None:
     """Partitions are daily: a duplicate just after midnight must find yesterday's claim."""
     url = catalog_database_url
-    product = new_product(url, stock=5)
-    fund(url, "lou", 10_000)
-    key = uuid.uuid4().hex
-    body = {"product_id": product, "quantity": 1}
+    _, key, body = one_unit_to_buy(url, "lou", stock=5)
     first = await client.post("/purchases", json=body, headers=headers("lou", key))
     assert first.status_code == 201
     # Move the claim into yesterday's partition, as if made at 23:59:59 UTC.
