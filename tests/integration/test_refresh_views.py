@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -141,13 +143,8 @@ async def test_a_failing_step_rolls_back_only_itself(catalog_database_url: str) 
     try:
         await services.search_counts.record(search_count_entry("lonely step", A))
         failed_before = metrics.count(metrics.REFRESH_VIEWS_STEP_FAILURES, step="views")
-        with psycopg.connect(catalog_database_url) as conn:
-            conn.execute("ALTER MATERIALIZED VIEW mv_hot_products RENAME TO mv_hot_away")
-        try:
+        with renamed(catalog_database_url, "MATERIALIZED VIEW", "mv_hot_products", "mv_hot_away"):
             report = await refresh_views(services, EVENT)
-        finally:
-            with psycopg.connect(catalog_database_url) as conn:
-                conn.execute("ALTER MATERIALIZED VIEW mv_hot_away RENAME TO mv_hot_products")
         assert report["status"] == "failed" and report["failed_steps"] == ["views"]
         assert report["steps"]["search_counts"] == "done"
         assert _popular(catalog_database_url).get("lonely step") == 1
@@ -179,13 +176,8 @@ async def test_entries_go_back_only_when_the_database_was_unavailable(
 
         await services.search_counts.record(entry)
         dropped_before = metrics.count(metrics.COUNTER_ENTRIES_DROPPED, buffer="search_counts")
-        with psycopg.connect(catalog_database_url) as conn:
-            conn.execute("ALTER TABLE popular_search_clients RENAME TO psc_away")
-        try:
+        with renamed(catalog_database_url, "TABLE", "popular_search_clients", "psc_away"):
             report = await refresh_views(services, EVENT)
-        finally:
-            with psycopg.connect(catalog_database_url) as conn:
-                conn.execute("ALTER TABLE psc_away RENAME TO popular_search_clients")
         assert report["failed_steps"] == ["search_counts"]
         assert await services.search_counts.drain() == {}  # dropped, not re-queued
         assert (
@@ -195,6 +187,19 @@ async def test_entries_go_back_only_when_the_database_was_unavailable(
     finally:
         await blocker.close()
         await services.aclose()
+
+
+@contextmanager
+def renamed(url: str, kind: str, name: str, away: str) -> Iterator[None]:
+    """The `kind` (TABLE, MATERIALIZED VIEW) `name` renamed to `away` for the duration of the
+    block, so that the step using it fails."""
+    with psycopg.connect(url) as conn:
+        conn.execute(f"ALTER {kind} {name} RENAME TO {away}".encode())
+    try:
+        yield
+    finally:
+        with psycopg.connect(url) as conn:
+            conn.execute(f"ALTER {kind} {away} RENAME TO {name}".encode())
 
 
 def _popular(url: str) -> dict[str, int]:
