@@ -25,7 +25,7 @@ from tests.integration.test_serve import (
     kill_if_running,
     log_messages,
     serve_env,
-    start_serve,
+    serving,
     stop_serve,
     wait_for_health,
     wait_until_stopped,
@@ -179,8 +179,7 @@ def test_commands_use_the_embedded_database_and_secret_of_serve(tmp_path: Path) 
     port = unused_port()
     cli_env = without("DATABASE_URL", "JWT_SECRET", "JWT_JWKS_URL", "EDGEMART_DATA_DIR")
     with embedded_postgres_cleanup(data_dir) as pgdata:
-        server = start_serve(serve_env(data_dir), port, "--no-demo")
-        try:
+        with serving(serve_env(data_dir), port, "--no-demo") as server:
             assert wait_for_health(f"http://127.0.0.1:{port}/health", server, 120) == 200
             migrated = run_cli("migrate", "--data-dir", str(data_dir), env=cli_env)
             assert migrated.returncode == 0, migrated.stderr
@@ -199,8 +198,6 @@ def test_commands_use_the_embedded_database_and_secret_of_serve(tmp_path: Path) 
             )
             assert wallet.status_code == 200, wallet.text
             output, errors = stop_serve(server)
-        finally:
-            kill_if_running(server)
         assert server.returncode == 0, output + errors
         assert "embedded PostgreSQL stopped" in log_messages(output)
         assert wait_until_stopped(pgdata) == []

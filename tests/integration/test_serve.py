@@ -64,6 +64,17 @@ def start_serve(env: dict[str, str], port: int, *args: str) -> subprocess.Popen[
     )
 
 
+@contextmanager
+def serving(env: dict[str, str], port: int, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`edgemart serve`, killed when the block ends if it still runs (`stop_serve` stops it
+    as a process manager would)."""
+    process = start_serve(env, port, *args)
+    try:
+        yield process
+    finally:
+        kill_if_running(process)
+
+
 def stop_serve(process: subprocess.Popen[bytes]) -> tuple[str, str]:
     """SIGTERM, as a process manager would; returns (stdout, stderr)."""
     process.send_signal(signal.SIGTERM)
@@ -104,15 +115,12 @@ def test_serve_on_embedded_postgres_then_sigterm(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     port = unused_port()
     with embedded_postgres_cleanup(data_dir) as pgdata:
-        process = start_serve(serve_env(data_dir), port)
-        try:
+        with serving(serve_env(data_dir), port) as process:
             assert wait_for_health(f"http://127.0.0.1:{port}/health", process, 120) == 200
             live = httpx.get(f"http://127.0.0.1:{port}/health/live")
             assert live.json() == {"status": "ok"}
             assert processes_mentioning(str(pgdata))
             output, errors = stop_serve(process)
-        finally:
-            kill_if_running(process)
         assert process.returncode == 0, output + errors
         assert "demo catalog loaded: 24 categories, 50 stores, 5000 products" in output
         assert "embedded PostgreSQL stopped" in output
@@ -136,14 +144,11 @@ def test_serve_after_a_killed_serve_owns_the_database_again(tmp_path: Path) -> N
         assert orphan is not None, "the killed serve's PostgreSQL should still run"
 
         second_port = unused_port()
-        second = start_serve(env, second_port, "--no-demo")
-        try:
+        with serving(env, second_port, "--no-demo") as second:
             assert wait_for_health(f"http://127.0.0.1:{second_port}/health", second, 120) == 200
             own = postmaster_pid(pgdata)
             assert own is not None and own != orphan
             output, errors = stop_serve(second)
-        finally:
-            kill_if_running(second)
         assert second.returncode == 0, output + errors
         messages = log_messages(output)
         assert any(
@@ -160,8 +165,7 @@ def test_second_serve_on_a_busy_port_fails_fast_and_leaves_the_first_alone(
     env = serve_env(data_dir)
     port = unused_port()
     with embedded_postgres_cleanup(data_dir) as pgdata:
-        first = start_serve(env, port, "--no-demo")
-        try:
+        with serving(env, port, "--no-demo") as first:
             assert wait_for_health(f"http://127.0.0.1:{port}/health", first, 120) == 200
             database = postmaster_pid(pgdata)
             started = time.monotonic()
@@ -183,8 +187,6 @@ def test_second_serve_on_a_busy_port_fails_fast_and_leaves_the_first_alone(
             assert postmaster_pid(pgdata) == database
             assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
             output, errors = stop_serve(first)
-        finally:
-            kill_if_running(first)
         assert first.returncode == 0, output + errors
         assert "embedded PostgreSQL stopped" in log_messages(output)
         assert wait_until_stopped(pgdata) == []
@@ -194,14 +196,11 @@ def test_serve_logs_every_request_and_only_json(migrated_database_url: str) -> N
     env = {**os.environ, "DATABASE_URL": migrated_database_url, "JWT_SECRET": "x" * 32}
     env.pop("ACCESS_LOG_SAMPLE_RATE", None)
     port = unused_port()
-    process = start_serve(env, port, "--no-demo")
-    try:
+    with serving(env, port, "--no-demo") as process:
         assert wait_for_health(f"http://127.0.0.1:{port}/health", process, 60) == 200
         for _ in range(5):
             assert httpx.get(f"http://127.0.0.1:{port}/health/live").status_code == 200
         output, errors = stop_serve(process)
-    finally:
-        kill_if_running(process)
     assert process.returncode == 0, output + errors
     lines = [json.loads(line) for line in output.splitlines()]  # every line is JSON
     messages = [line["message"] for line in lines]
@@ -221,14 +220,11 @@ def test_an_explicit_access_log_sample_rate_still_applies(migrated_database_url:
         "ACCESS_LOG_SAMPLE_RATE": "0",
     }
     port = unused_port()
-    process = start_serve(env, port, "--no-demo")
-    try:
+    with serving(env, port, "--no-demo") as process:
         assert wait_for_health(f"http://127.0.0.1:{port}/health/live", process, 60) == 200
         for _ in range(5):
             httpx.get(f"http://127.0.0.1:{port}/health/live")
         output, errors = stop_serve(process)
-    finally:
-        kill_if_running(process)
     assert process.returncode == 0, output + errors
     assert [line for line in log_messages(output) if line == "request"] == []
 
