@@ -56,43 +56,41 @@ def table() -> RateLimitTable:
     return RateLimitTable(POLICIES, TABLE_ROUTES)
 
 
-def test_a_route_counts_against_its_groups_policy(table: RateLimitTable) -> None:
-    assert table.policy_for("GET", "/marketplace/search") is SEARCH
-    assert table.policy_for("HEAD", "/marketplace/search") is SEARCH  # GET answers HEAD too
-
-
-def test_path_parameters_match_one_segment_and_methods_pick_the_group(
-    table: RateLimitTable,
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        # A route counts against its group's policy (GET answers HEAD too).
+        ("GET", "/marketplace/search", SEARCH),
+        ("HEAD", "/marketplace/search", SEARCH),
+        # Path parameters match one segment, and methods pick the group.
+        ("GET", "/stores/acme", STORE),
+        ("GET", "/products/42", STORE),
+        ("PATCH", "/products/42", LISTINGS),
+        # Unlimited routes, and their segment, have no policy.
+        ("GET", "/health", None),
+        ("GET", "/health/live", None),
+        ("GET", "/health/unknown", None),
+        # Probing unknown paths (404) or methods (405) under a limited prefix is not free:
+        # they spend their segment's quota.
+        ("GET", "/marketplace/nothing-here", SEARCH),
+        ("DELETE", "/marketplace/search", SEARCH),
+        ("GET", "/stores/acme/extra/segments", STORE),
+        ("DELETE", "/products/42", STORE),
+        # A segment whose GET routes disagree has no fallback.
+        ("GET", "/mixed/a", SEARCH),
+        ("GET", "/mixed/b", STORE),
+        ("GET", "/mixed/c", None),
+        # An unknown first segment is unlimited.
+        ("GET", "/nowhere", None),
+    ],
+)
+def test_the_policy_a_request_counts_against(
+    table: RateLimitTable, method: str, path: str, expected: Policy | None
 ) -> None:
-    assert table.policy_for("GET", "/stores/acme") is STORE
-    assert table.policy_for("GET", "/products/42") is STORE
-    assert table.policy_for("PATCH", "/products/42") is LISTINGS
+    assert table.policy_for(method, path) is expected
 
 
-def test_unlimited_routes_and_their_segment_have_no_policy(table: RateLimitTable) -> None:
-    assert table.policy_for("GET", "/health") is None
-    assert table.policy_for("GET", "/health/live") is None
-    assert table.policy_for("GET", "/health/unknown") is None
-
-
-def test_unknown_paths_and_methods_spend_their_segments_quota(table: RateLimitTable) -> None:
-    """Probing unknown paths (404) or methods (405) under a limited prefix is not free."""
-    assert table.policy_for("GET", "/marketplace/nothing-here") is SEARCH
-    assert table.policy_for("DELETE", "/marketplace/search") is SEARCH
-    assert table.policy_for("GET", "/stores/acme/extra/segments") is STORE
-    assert table.policy_for("DELETE", "/products/42") is STORE
-
-
-def test_a_segment_whose_get_routes_disagree_has_no_fallback(table: RateLimitTable) -> None:
-    assert table.policy_for("GET", "/mixed/a") is SEARCH
-    assert table.policy_for("GET", "/mixed/b") is STORE
-    assert table.policy_for("GET", "/mixed/c") is None
-
-
-def test_an_unknown_first_segment_and_a_group_without_policy_are_unlimited(
-    table: RateLimitTable,
-) -> None:
-    assert table.policy_for("GET", "/nowhere") is None
+def test_a_group_without_a_policy_is_unlimited(table: RateLimitTable) -> None:
     assert table.group_for("GET", "/retired") == "admin"
     assert table.policy_for("GET", "/retired") is None
 
