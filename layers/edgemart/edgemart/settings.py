@@ -243,9 +243,7 @@ class Intervals(_CommaSeparated[tuple[str, float]]):
     """Comma-separated `name=seconds` (seconds a positive number), each name once."""
 
     __slots__ = ()
-
-    def kind(self) -> str:
-        return "comma-separated `name=seconds`"
+    KIND = "comma-separated `name=seconds`"
 
     def parse(self, name: str, raw: str) -> tuple[tuple[str, float], ...]:
         pairs = super().parse(name, raw)
