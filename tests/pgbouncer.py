@@ -7,7 +7,8 @@ the suite's URL. The server pool per database is small (`POOL_SIZE`), smaller th
 clients' pools, so clients really do take turns on server connections: session state one
 client leaves behind (a `SET`, a session advisory lock, a prepared statement) reaches another,
 as behind RDS Proxy or Supavisor. Start-up parameters PgBouncer does not track (`options`)
-are refused, as by those poolers; nothing is ignored.
+are refused, as by those poolers; nothing is ignored, and prepared statements are not carried
+across server connections (PgBouncer 1.21+ could: turned off).
 
 PgBouncer refuses to run as root; started by root, it switches to `RUN_AS` after reading its
 files. It logs to a file of the test's temp directory, is stopped by its pid, and uses no
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import time
@@ -32,6 +34,15 @@ RUN_AS = "postgres"  # when started by root; Debian's PostgreSQL and PgBouncer r
 EXECUTABLE = shutil.which("pgbouncer") or (
     "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None
 )
+
+
+def version() -> tuple[int, ...]:
+    """The installed PgBouncer's version, e.g. (1, 18, 0)."""
+    assert EXECUTABLE is not None
+    out = subprocess.run([EXECUTABLE, "--version"], capture_output=True, text=True, check=True)
+    match = re.search(r"PgBouncer (\d+(?:\.\d+)*)", out.stdout)
+    assert match, out.stdout
+    return tuple(int(part) for part in match[1].split("."))
 
 
 class PgBouncer:
@@ -70,6 +81,10 @@ class PgBouncer:
             # Test databases come and go: retry a failed server login after 1 s, not 15.
             "server_login_retry = 1",
         ]
+        if version() >= (1, 21):
+            # Newer PgBouncers can track prepared statements across server connections;
+            # RDS Proxy and Supavisor do not, so neither does the pooler edgemart is tested on.
+            lines.append("max_prepared_statements = 0")
         if os.geteuid() == 0:
             lines.append(f"user = {RUN_AS}")
         return "\n".join(lines) + "\n"
