@@ -37,6 +37,7 @@ from edgemart.migrate import apply_migrations
 from edgemart.services import Services
 from edgemart.settings import Settings
 from gateway.app import create_gateway
+from tests.pgbouncer import EXECUTABLE, PgBouncer
 from tests.xray_daemon import XRayDaemonStub
 
 
@@ -123,6 +124,23 @@ def fresh_database_url(postgres_admin_url: str) -> Iterator[str]:
     """An empty, unmigrated database of this test's own."""
     with throwaway_database(postgres_admin_url) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(
+    postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction mode in front of the suite's PostgreSQL, for the session
+    (tests/pgbouncer.py); `pgbouncer.url(url)` reaches a test database through it. Tests run
+    through it with `DATABASE_POOLER=transaction`."""
+    if EXECUTABLE is None:
+        pytest.skip("pgbouncer not installed (Debian: apt-get install pgbouncer; .ci/run does)")
+    bouncer = PgBouncer(postgres_admin_url, tmp_path_factory.mktemp("pgbouncer"), unused_port())
+    bouncer.start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,22 +1,28 @@
-"""Migrations against a real PostgreSQL: idempotent, safe concurrently, constraints hold, and
-a database migrated step by step ends as one migrated at once."""
+"""Migrations against a real PostgreSQL: idempotent, safe concurrently (directly and through
+PgBouncer in transaction mode), constraints hold, and a database migrated step by step ends as
+one migrated at once."""
 
 import os
 import re
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from edgemart.definitions import DefinitionError, load_definitions, with_requirements
 from edgemart.migrate import (
+    MIGRATION_LOCK_KEY,
     OLD_CHAIN_MESSAGE,
     Migration,
     MigrationError,
+    MigrationLock,
     apply_migrations,
     load_migrations,
     pending_migrations,
@@ -32,9 +38,32 @@ def test_apply_twice_applies_everything_once(fresh_database_url: str) -> None:
     assert second.migrations == [] and second.definitions == []
 
 
-def test_concurrent_runners_apply_each_migration_exactly_once(fresh_database_url: str) -> None:
+@pytest.fixture(params=["direct", "pgbouncer"])
+def via(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """How runners reach the database: directly, or through PgBouncer in transaction mode,
+    where each transaction may run on another server connection."""
+    if request.param == "direct":
+        return lambda url: url
+    url: Callable[[str], str] = request.getfixturevalue("pgbouncer").url
+    return url
+
+
+def fail_lock_waits_after_30_s(url: str) -> None:
+    """A lock wait in this database's new sessions fails after 30 s: should an index build
+    wait for a runner's lock transaction again (a deadlock), the run fails instead of hanging
+    the suite."""
+    name = conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE \"{name}\" SET lock_timeout = '30s'".encode())
+
+
+def test_concurrent_runners_apply_each_migration_exactly_once(
+    fresh_database_url: str, via: Callable[[str], str]
+) -> None:
+    fail_lock_waits_after_30_s(fresh_database_url)
+    url = via(fresh_database_url)
     with ThreadPoolExecutor(max_workers=6) as pool:
-        results = list(pool.map(lambda _: apply_migrations(fresh_database_url), range(6)))
+        results = list(pool.map(lambda _: apply_migrations(url), range(6)))
     applied = sorted(m.version for result in results for m in result.migrations)
     assert applied == [m.version for m in load_migrations()]
     defined = sorted(d.name for result in results for d in result.definitions)
@@ -42,8 +71,72 @@ def test_concurrent_runners_apply_each_migration_exactly_once(fresh_database_url
     with psycopg.connect(fresh_database_url) as conn:
         count = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
         definitions = conn.execute("SELECT count(*) FROM schema_definitions").fetchone()
+        advisory = conn.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+            "WHERE l.locktype = 'advisory' AND d.datname = current_database()"
+        ).fetchone()
     assert count == (len(load_migrations()),)
     assert definitions == (len(load_definitions()),)
+    assert advisory == (0,)  # every run released its lock
+
+
+def test_a_held_lock_keeps_other_runners_out(
+    fresh_database_url: str, via: Callable[[str], str]
+) -> None:
+    """A runner waits for the lock's holder, and gives up after `lock_timeout_s` having
+    applied nothing; once the lock is released, a run applies everything."""
+    url = via(fresh_database_url)
+    with MigrationLock.held(url, timeout_s=1.0):
+        with pytest.raises(MigrationError, match="another migration run held the lock"):
+            apply_migrations(url, lock_timeout_s=0.3)
+        assert pending_migrations(url) == load_migrations()
+    assert apply_migrations(url, lock_timeout_s=1.0).migrations == load_migrations()
+
+
+def wait_for_rows(url: str, statement: str) -> list[tuple[object, ...]]:
+    """The statement's rows once it returns any, polled for up to 10 s; [] if it never does."""
+    for _ in range(500):
+        with psycopg.connect(url, autocommit=True) as conn:
+            if rows := conn.execute(statement.encode()).fetchall():
+                return rows
+        time.sleep(0.02)
+    return []
+
+
+# Backends of the current database holding (granted) or waiting for an advisory lock on a key;
+# pg_locks shows a bigint key as its high (classid) and low (objid) halves.
+ADVISORY_HOLDERS = """
+SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+WHERE l.locktype = 'advisory' AND d.datname = current_database() AND l.granted = {granted}
+  AND (l.classid::bigint << 32 | l.objid::bigint) = {key}
+"""
+
+
+def test_a_runner_that_loses_its_lock_stops_before_the_next_migration(
+    migrated_database_url: str, via: Callable[[str], str]
+) -> None:
+    """The lock is a transaction of the runner's own: when its connection is killed (here
+    while a migration runs), the lock is gone and another run may start, so the runner ends
+    with an error before its next migration rather than run it beside the other."""
+    url = migrated_database_url
+    gate = Migration(998, "gate", "SELECT pg_advisory_xact_lock(36)")  # waits for the test
+    after = Migration(999, "after_gate", "CREATE TABLE after_gate (id int)")
+    with psycopg.connect(url) as holder, ThreadPoolExecutor(max_workers=1) as pool:
+        holder.execute("SELECT pg_advisory_xact_lock(36)")
+        run = pool.submit(apply_migrations, via(url), [*load_migrations(), gate, after])
+        assert wait_for_rows(url, ADVISORY_HOLDERS.format(granted="false", key=36))
+        lock_holder = wait_for_rows(
+            url, ADVISORY_HOLDERS.format(granted="true", key=MIGRATION_LOCK_KEY)
+        )
+        assert len(lock_holder) == 1
+        holder.execute("SELECT pg_terminate_backend(%s)", [lock_holder[0][0]])
+        holder.commit()  # the gate opens: migration 998 completes
+        with pytest.raises(MigrationError, match="lost the migration lock"):
+            run.result(timeout=60)
+    with psycopg.connect(url) as conn:
+        versions = [v for (v,) in conn.execute("SELECT version FROM schema_migrations")]
+        table = conn.execute("SELECT to_regclass('after_gate')").fetchone()
+    assert 998 in versions and 999 not in versions and table == (None,)
 
 
 def test_an_applied_migration_edited_later_is_refused(migrated_database_url: str) -> None:
@@ -54,8 +147,10 @@ def test_an_applied_migration_edited_later_is_refused(migrated_database_url: str
 
 
 def test_no_transaction_migration_runs_create_index_concurrently(
-    migrated_database_url: str,
+    migrated_database_url: str, via: Callable[[str], str]
 ) -> None:
+    """Outside a transaction, while the runner's lock transaction stays open: the index build
+    does not wait for it (it holds no snapshot between statements)."""
     extra = Migration(
         999,
         "concurrent_index",
@@ -63,7 +158,8 @@ def test_no_transaction_migration_runs_create_index_concurrently(
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS products_view_count_idx "
         "ON products (view_count);\n",
     )
-    run = apply_migrations(migrated_database_url, [*load_migrations(), extra])
+    fail_lock_waits_after_30_s(migrated_database_url)
+    run = apply_migrations(via(migrated_database_url), [*load_migrations(), extra])
     assert run.migrations == [extra] and run.definitions == []
     with psycopg.connect(migrated_database_url) as conn:
         found = conn.execute("SELECT to_regclass('products_view_count_idx')").fetchone()

@@ -1,4 +1,4 @@
-"""Schema migrations and SQL definitions, applied under one advisory lock.
+"""Schema migrations and SQL definitions, applied under one migration lock.
 
 Migrations are the `NNNN_name.sql` files in `edgemart/migrations`: they change the schema
 (tables, columns, indexes, constraints, data moves) and are applied once, in version order,
@@ -8,8 +8,14 @@ silently skipped. Every function, trigger function and view lives instead in one
 own in `edgemart/sql` (`edgemart.definitions`), applied after the migrations and again
 whenever it changes (docs/decisions/0031-sql-definitions.md).
 
-A session-level advisory lock serialises concurrent runners (two Lambdas, a gateway and a
-CLI): the second waits (polling, see `_take_migration_lock`), then finds nothing left to do.
+A lock serialises concurrent runners (a deploy script, a gateway and a CLI): the second waits
+(polling), then finds nothing left to do. It is a transaction-level advisory lock held by a
+transaction left open, for the whole run, on a connection of its own (`MigrationLock`); the
+work runs on a second connection. Nothing depends on session state, so the runner works
+through a transaction pooler (PgBouncer, RDS Proxy, Supavisor in transaction mode) as well as
+directly: a pooler keeps a transaction on one server connection, and ends it (releasing the
+lock) when the runner's connection goes away. Neither connection uses server-side prepared
+statements.
 
 `CREATE INDEX CONCURRENTLY` cannot run in a transaction block. A file whose first line is
 `-- edgemart: no-transaction` is run one statement at a time in autocommit instead; such a file
@@ -25,6 +31,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.abc import Traversable
@@ -47,8 +55,9 @@ from edgemart.definitions import (
 from edgemart.errors import EdgemartError
 from edgemart.logging import logger
 
-# pg_advisory_lock key: "edgemart" as 8 ASCII bytes, kept positive for bigint.
+# The migration lock's advisory key: "edgemart" as 8 ASCII bytes, kept positive for bigint.
 MIGRATION_LOCK_KEY = int.from_bytes(b"edgemart", "big") & 0x7FFF_FFFF_FFFF_FFFF
+_TRY_LOCK = f"SELECT pg_try_advisory_xact_lock({MIGRATION_LOCK_KEY})".encode()
 NO_TRANSACTION_MARKER = "-- edgemart: no-transaction"
 _FILENAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 
@@ -153,28 +162,26 @@ def apply_migrations(
     for migration in migrations:
         with_requirements(migration.requires, ordered)  # loud before anything is applied
     run = MigrationRun()
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        _take_migration_lock(conn, lock_timeout_s)
-        try:
-            _prepare_history(conn)
-            rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
-            applied = {int(str(version)): str(checksum) for version, checksum in rows}
-            for migration in migrations:
-                if migration.version in applied:
-                    _check_unchanged(migration, applied[migration.version])
-                    continue
-                if through is not None and migration.version > through:
-                    break
-                needed = with_requirements(migration.requires, ordered)
-                if needed:
-                    run.definitions += _apply_definitions(conn, needed, for_migration=migration)
-                _apply_one(conn, migration)
-                run.migrations.append(migration)
-                logger.info("applied migration %04d_%s", migration.version, migration.name)
-            if through is None:
-                run.definitions += _apply_definitions(conn, ordered, for_migration=None)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK_KEY])
+    with MigrationLock.held(conninfo, lock_timeout_s) as lock, _connect(conninfo) as conn:
+        _prepare_history(conn)
+        rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
+        applied = {int(str(version)): str(checksum) for version, checksum in rows}
+        for migration in migrations:
+            if migration.version in applied:
+                _check_unchanged(migration, applied[migration.version])
+                continue
+            if through is not None and migration.version > through:
+                break
+            lock.check()
+            needed = with_requirements(migration.requires, ordered)
+            if needed:
+                run.definitions += _apply_definitions(conn, needed, for_migration=migration)
+            _apply_one(conn, migration)
+            run.migrations.append(migration)
+            logger.info("applied migration %04d_%s", migration.version, migration.name)
+        if through is None:
+            lock.check()
+            run.definitions += _apply_definitions(conn, ordered, for_migration=None)
     return run
 
 
@@ -182,7 +189,7 @@ def pending_migrations(conninfo: str, migrations: list[Migration] | None = None)
     """The migrations not applied to the database yet: all of them when it was never migrated.
     Lets a command that needs the schema refuse clearly instead of failing on a missing table."""
     migrations = load_migrations() if migrations is None else migrations
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with _connect(conninfo) as conn:
         row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
         if not (row and row[0]):
             return list(migrations)
@@ -237,20 +244,75 @@ def _apply_definitions(
     return applied
 
 
-def _take_migration_lock(conn: psycopg.Connection[tuple[object, ...]], timeout_s: float) -> None:
-    """Poll with `pg_try_advisory_lock` rather than block in `pg_advisory_lock`: a runner
-    blocked inside a statement holds a transaction open, and `CREATE INDEX CONCURRENTLY` in the
-    runner that holds the lock waits for every open transaction: a deadlock."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.05
-    while True:
-        row = conn.execute("SELECT pg_try_advisory_lock(%s)", [MIGRATION_LOCK_KEY]).fetchone()
-        if row and row[0]:
-            return
-        if time.monotonic() > deadline:
-            raise MigrationError(f"another migration run held the lock for over {timeout_s} s")
-        time.sleep(delay)
-        delay = min(delay * 2, 1.0)
+def _connect(conninfo: str, *, autocommit: bool = True) -> psycopg.Connection[tuple[object, ...]]:
+    """A connection for the runner. `prepare_threshold=None`: a statement psycopg prepared on
+    one server connection is missing on the next behind a transaction pooler."""
+    return psycopg.connect(conninfo, autocommit=autocommit, prepare_threshold=None)
+
+
+class MigrationLock:
+    """The lock concurrent runners serialise on: `pg_advisory_xact_lock(MIGRATION_LOCK_KEY)`,
+    taken in a transaction that stays open for the whole run on a connection of its own.
+
+    Transaction-level, not session-level: behind a transaction pooler a session lock is taken
+    on whichever server connection runs the statement, and its unlock may run on another (the
+    lock leaks, held by a connection the pooler hands to other clients). A transaction stays on
+    one server connection, and a runner that dies takes its transaction, and the lock, with it.
+
+    Runners poll `pg_try_advisory_xact_lock` rather than block in `pg_advisory_xact_lock`: a
+    runner blocked inside a statement holds a snapshot, and `CREATE INDEX CONCURRENTLY` in the
+    runner holding the lock waits for every transaction with an older snapshot, a deadlock
+    (the holder's own lock transaction sits idle between statements without a snapshot, see
+    `_try`, and is not waited for). A failed poll ends its transaction before the next.
+
+    The holder calls `check()` before each step: if its lock connection was lost (terminated,
+    or closed by an idle-in-transaction timeout), another runner may have started, so it stops
+    rather than apply the next step."""
+
+    def __init__(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        self.conn = conn
+
+    @classmethod
+    @contextmanager
+    def held(cls, conninfo: str, timeout_s: float) -> Iterator[MigrationLock]:
+        """Wait up to `timeout_s` for the lock; hold it for the `with` block."""
+        with _connect(conninfo, autocommit=False) as conn:
+            lock = cls(conn)
+            lock._wait(timeout_s)
+            try:
+                yield lock
+            finally:
+                with suppress(psycopg.Error):  # a lost connection has released it already
+                    conn.rollback()  # ends the transaction, and with it the lock
+
+    def _try(self) -> bool:
+        # The key inline, no parameters: psycopg then sends the simple query protocol, whose
+        # portal ends with the statement. An extended-protocol portal lives until the next
+        # statement and keeps its snapshot, so the idle lock transaction would hold an xmin
+        # that `CREATE INDEX CONCURRENTLY` on the other connection waits for: a deadlock.
+        row = self.conn.execute(_TRY_LOCK).fetchone()
+        return bool(row and row[0])
+
+    def _wait(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        delay = 0.05
+        while not self._try():
+            self.conn.rollback()
+            if time.monotonic() > deadline:
+                raise MigrationError(f"another migration run held the lock for over {timeout_s} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def check(self) -> None:
+        """Raise unless this runner still holds the lock (taking it again in the same
+        transaction is harmless for its holder)."""
+        try:
+            held = self._try()
+        except psycopg.OperationalError as exc:
+            reason = " ".join(str(exc).split())  # one line, as the CLI prints errors
+            raise MigrationError(f"lost the migration lock's connection ({reason})") from exc
+        if not held:
+            raise MigrationError("lost the migration lock to another run")
 
 
 def _check_unchanged(migration: Migration, recorded_checksum: str) -> None:
