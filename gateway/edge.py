@@ -29,8 +29,8 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 
-from edgemart.cache import CACHE_RULES, CacheRule
-from edgemart.edgepurge import BAN_HEADER, TAGS_HEADER, URL_HEADER, edge_ttl
+from edgemart.cache import CACHE_RULES, TAGS_HEADER, CacheRule
+from edgemart.edgepurge import BAN_HEADER, URL_HEADER, edge_ttl
 from edgemart.settings import IPNetwork
 
 PROBE_PATH = "/health/live"

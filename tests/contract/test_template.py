@@ -17,9 +17,9 @@ import pytest
 import yaml
 from starlette.routing import Route
 
-from edgemart.cache import CACHE_RULES, CacheRule
+from edgemart.cache import CACHE_RULES, TAGS_HEADER, CacheRule
 from edgemart.changes import listing_changed
-from edgemart.edgepurge import TAGS_HEADER, cloudfront_paths, edge_ttl
+from edgemart.edgepurge import cloudfront_paths, edge_ttl
 from edgemart.routetable import ROUTES
 from edgemart.settings import Settings
 from gateway.app import HTTP_FUNCTION_MODULES
@@ -196,16 +196,12 @@ def test_viewers_never_see_the_tags_header(template: dict[str, Any]) -> None:
     assert removed == [{"Header": TAGS_HEADER}]
 
 
-WRITES = ("stock_changed(", "listing_created(", "listing_changed(")
-"""How a function names what its write changed (edgemart.changes)."""
-
-
 def writers() -> set[str]:
-    """The functions whose writes name `Changes`, by folder."""
+    """The functions that hand a committed write's `Changes` to `Services.invalidate`."""
     return {
         app.parent.name
         for app in (ROOT / "functions").glob("*/app.py")
-        if any(write in app.read_text() for write in WRITES)
+        if "services.invalidate(" in app.read_text()
     }
 
 

@@ -22,6 +22,9 @@ from tests.conftest import LogCapture
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
+JITTER_S = 0.01
+"""Calls are spaced when taken from the queue; botocore reaches the hook that times them a
+fraction of a millisecond later, more for the first call (it builds the request afresh)."""
 A = "5b17b966-2f07-43c8-86bb-e9e870ef55b1"
 B = "0c6f7d4e-8a7b-4c1e-9d3f-2a1b0c9d8e7f"
 
@@ -148,7 +151,7 @@ def test_paths_are_explicit_and_batched_once_per_second(client: Any, distributio
     purge.close()  # what waited for its second goes before the thread stops
 
     assert len(calls.at) == 2
-    assert calls.at[1] - calls.at[0] >= 1.0
+    assert calls.at[1] - calls.at[0] >= 1.0 - JITTER_S
     assert sorted(invalidated(client, distribution)) == sorted(
         [[f"/products/{A}"], [f"/products/{B}", "/stores/shop*", "/marketplace/search*"]]
     )
@@ -184,7 +187,7 @@ def test_throttling_is_retried_with_back_off_and_the_same_reference(
 
     assert len(calls.at) == 3
     first, second, third = calls.at
-    assert second - first >= 1.0 and third - second >= 2.0  # 1 s, then 2 s
+    assert second - first >= 1.0 - JITTER_S and third - second >= 2.0 - JITTER_S  # 1 s, 2 s
     assert len(set(calls.references())) == 1  # one invalidation, tried three times
     assert invalidated(client, distribution) == [
         [f"/products/{A}", "/stores/shop*", "/marketplace/search*"]

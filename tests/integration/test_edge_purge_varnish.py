@@ -2,31 +2,28 @@
 made through the edge is served new by the edge within a second of its commit, however long
 the page would otherwise live there, and only the purgers' addresses may BAN or PURGE.
 
-Two stand-ins for what another change brings, both marked below: the `X-Edgemart-Tags`
-header (`TaggedResponses` adds the tags the functions give their cached documents, unless the
-app already sends the header), and the call of the configured purge after a write's local
-invalidation (`Changes.apply` is wrapped; `services.invalidate` makes that call).
+The gateway's `Services.edge_purge` is a `VarnishPurge` pointed at the edge once both run
+(the edge's port is known only then); `Services.invalidate` hands it each write's changes.
 """
 
 from __future__ import annotations
 
-import gzip
+import dataclasses
 import ipaddress
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgemart import metrics
-from edgemart.changes import Changes, product_tag, store_tag
-from edgemart.edgepurge import BAN_HEADER, TAGS_HEADER, URL_HEADER, VarnishPurge
+from edgemart.cache import TAGS_HEADER
+from edgemart.changes import product_tag, store_tag
+from edgemart.edgepurge import BAN_HEADER, URL_HEADER, VarnishPurge, build_edge_purge
 from edgemart.services import Services
 from gateway.app import create_gateway
 from tests.conftest import serve_in_thread, settings_for
@@ -45,60 +42,16 @@ ELSEWHERE = "127.0.0.2"
 """A loopback address that is not in the edge's default ACL (which holds 127.0.0.1 and ::1)."""
 
 
-def page_tags(path: str, document: Any) -> list[str]:
-    """The tags of what a page shows, as the functions tag their cached documents."""
-    if path.startswith("/products/"):
-        return [product_tag(document["id"])]
-    if path.startswith("/stores/"):
-        products = [product_tag(p["id"]) for p in document["products"]]
-        return [*products, store_tag(document["store"]["slug"])]
-    if path == "/marketplace/search":
-        return [product_tag(p["id"]) for p in document["results"]]
-    return []
-
-
-class TaggedResponses:
-    """STAND-IN for the tags header of cacheable responses: adds `X-Edgemart-Tags` to 200s of
-    the tagged pages when the app does not send it itself."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET":
-            await self.app(scope, receive, send)
-            return
-        start: Message | None = None
-        chunks: list[bytes] = []
-
-        async def tagging(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                start = message
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body"):
-                return
-            assert start is not None
-            response_headers = MutableHeaders(scope=start)
-            if start["status"] == 200 and TAGS_HEADER not in response_headers:
-                body = b"".join(chunks)
-                if response_headers.get("content-encoding") == "gzip":
-                    body = gzip.decompress(body)
-                tags = page_tags(scope["path"], json.loads(body))
-                if tags:
-                    response_headers[TAGS_HEADER] = " ".join(tags)
-            await send(start)
-            await send({"type": "http.response.body", "body": b"".join(chunks)})
-
-        await self.app(scope, receive, tagging)
+@dataclass(frozen=True)
+class Edge:
+    url: str
+    backend: str
+    services: Services
 
 
 @pytest.fixture(scope="module")
-def edge(
-    tmp_path_factory: pytest.TempPathFactory, catalog_database_url: str
-) -> Iterator[tuple[str, str]]:
-    """A gateway behind Varnish, both this module's: (edge URL, gateway URL)."""
+def edge(tmp_path_factory: pytest.TempPathFactory, catalog_database_url: str) -> Iterator[Edge]:
+    """A gateway behind Varnish, both this module's."""
     services = Services.from_settings(
         settings_for(
             catalog_database_url,
@@ -109,28 +62,25 @@ def edge(
             ),
         )
     )
-    with serve_in_thread(TaggedResponses(create_gateway(services))) as backend:
+    with serve_in_thread(create_gateway(services)) as backend:
         process, edge_url = varnish(tmp_path_factory.mktemp("edge"), int(backend.rsplit(":", 1)[1]))
         try:
-            yield edge_url, backend
+            yield Edge(edge_url, backend, services)
         finally:
             process.terminate()
             process.communicate(timeout=10)
 
 
 @pytest.fixture
-def purging(edge: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[VarnishPurge]:
-    """STAND-IN for `services.invalidate`: every committed write's changes, once applied to
-    the process's cache, are purged at the edge."""
-    purge = VarnishPurge(edge[0])
-    apply = Changes.apply
-
-    def apply_and_purge(changes: Changes, cache: Any) -> None:
-        apply(changes, cache)
-        purge.purge(changes)
-
-    monkeypatch.setattr(Changes, "apply", apply_and_purge)
+def purging(edge: Edge) -> Iterator[VarnishPurge]:
+    """The gateway purges the edge after each write, as with EDGE_PURGE=varnish."""
+    purge = build_edge_purge(
+        dataclasses.replace(edge.services.settings, edge_purge="varnish", edge_purge_url=edge.url)
+    )
+    assert isinstance(purge, VarnishPurge)
+    edge.services.edge_purge = purge
     yield purge
+    edge.services.edge_purge = None
     purge.close()
 
 
@@ -161,6 +111,11 @@ def cached(client: httpx.Client, paths: list[str]) -> None:
         again = client.get(path)
         assert (again.status_code, again.headers["x-cache"]) == (200, "HIT"), path
         assert TAGS_HEADER not in again.headers and URL_HEADER not in again.headers
+
+
+def tags_sent(backend: str, path: str) -> set[str]:
+    """The tags the gateway itself sends with a page (what the edge stores and strips)."""
+    return set(httpx.get(backend + path, timeout=10).headers[TAGS_HEADER].split(" "))
 
 
 Show = Callable[[Any], object]
@@ -201,9 +156,9 @@ def sold_count_of(product: str) -> Show:
 
 
 def test_a_listing_edit_through_the_edge_is_served_new_within_a_second(
-    edge: tuple[str, str], purging: VarnishPurge
+    edge: Edge, purging: VarnishPurge
 ) -> None:
-    with httpx.Client(base_url=edge[0], timeout=10) as client:
+    with httpx.Client(base_url=edge.url, timeout=10) as client:
         word = f"zq{uuid.uuid4().hex[:6]}"
         product, slug = listed(client, word, stock=3)
         page, store, search = (
@@ -212,6 +167,8 @@ def test_a_listing_edit_through_the_edge_is_served_new_within_a_second(
             f"/marketplace/search?q={word}",
         )
         cached(client, [page, store, search])
+        assert tags_sent(edge.backend, store) == {product_tag(product), store_tag(slug)}
+        assert purging.flush()  # the listing's own purges are done
         before = metrics.count(metrics.EDGE_PURGES, backend="varnish", result="ok")
 
         sent = time.monotonic()
@@ -233,9 +190,9 @@ def test_a_listing_edit_through_the_edge_is_served_new_within_a_second(
 
 
 def test_a_purchase_through_the_edge_is_served_new_within_a_second(
-    edge: tuple[str, str], purging: VarnishPurge, catalog_database_url: str
+    edge: Edge, purging: VarnishPurge, catalog_database_url: str
 ) -> None:
-    with httpx.Client(base_url=edge[0], timeout=10) as client:
+    with httpx.Client(base_url=edge.url, timeout=10) as client:
         word = f"zq{uuid.uuid4().hex[:6]}"
         product, slug = listed(client, word, stock=5)
         page, store, search = (
@@ -263,8 +220,8 @@ def test_a_purchase_through_the_edge_is_served_new_within_a_second(
         print(f"\npurchase: fresh at the edge after {delays} (s from the POST)")
 
 
-def test_only_purgers_may_ban_or_purge(edge: tuple[str, str], catalog_database_url: str) -> None:
-    edge_url, _ = edge
+def test_only_purgers_may_ban_or_purge(edge: Edge, catalog_database_url: str) -> None:
+    edge_url = edge.url
     (product,) = sql(
         catalog_database_url, "SELECT id::text FROM products WHERE is_available LIMIT 1"
     )[0]
@@ -293,11 +250,10 @@ def test_only_purgers_may_ban_or_purge(edge: tuple[str, str], catalog_database_u
         assert client.request("PURGE", "/wallet").status_code == 404  # never cached
 
 
-def test_an_address_given_to_edge_vcl_may_ban(tmp_path: Path, edge: tuple[str, str]) -> None:
+def test_an_address_given_to_edge_vcl_may_ban(tmp_path: Path, edge: Edge) -> None:
     """The same gateway behind a second Varnish whose VCL lets 127.0.0.2 ban too."""
-    _, backend = edge
     process, edge_url = varnish(
-        tmp_path, int(backend.rsplit(":", 1)[1]), purgers=[ipaddress.ip_network(ELSEWHERE)]
+        tmp_path, int(edge.backend.rsplit(":", 1)[1]), purgers=[ipaddress.ip_network(ELSEWHERE)]
     )
     try:
         elsewhere = httpx.HTTPTransport(local_address=ELSEWHERE)

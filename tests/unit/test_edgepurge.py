@@ -12,10 +12,12 @@ import pytest
 from edgemart import metrics
 from edgemart.cache import CACHE_RULES
 from edgemart.changes import (
+    KEY_PREFIXES,
     SEARCH_KEY_PREFIX,
     Changes,
     listing_changed,
     listing_created,
+    popular_searches_changed,
     stock_changed,
 )
 from edgemart.edgepurge import (
@@ -30,6 +32,7 @@ from edgemart.edgepurge import (
     ban_expressions,
     build_edge_purge,
     cloudfront_paths,
+    cloudfront_targets,
     edge_ttl,
     unnamed,
 )
@@ -57,30 +60,30 @@ def test_a_tag_fills_its_route_s_one_parameter_and_a_prefix_route_has_none() -> 
         assert "{" not in label, label
 
 
-def test_every_page_a_purge_names_shows_stock() -> None:
-    """CloudFront gives up a retry once the stock bound has passed: sound only while every page
-    a purge names expires at the edge within it."""
-    for label in [*TAG_PAGES.values(), *PREFIX_PAGES.values()]:
+def test_every_page_a_tag_names_shows_stock() -> None:
+    """A purchase names only its product: every page a tag names is capped at the edge."""
+    for label in TAG_PAGES.values():
         (spec,) = [route for route in ROUTES if route.label == label]
         assert spec.cache_rule in STOCK_RULES
         assert edge_ttl(CACHE_RULES[spec.cache_rule]) <= STOCK_EDGE_TTL_S
 
 
-def test_the_tag_kinds_are_the_ones_changes_writes() -> None:
+def test_the_tags_and_prefixes_are_the_ones_changes_writes() -> None:
     assert set(TAG_PAGES) == {"product:", "store:"}
     assert stock_changed([PRODUCT]).tags == {f"product:{PRODUCT}"}
     assert listing_created("shop").tags == {"store:shop"}
-    assert set(PREFIX_PAGES) == {SEARCH_KEY_PREFIX}
+    assert set(PREFIX_PAGES) == set(KEY_PREFIXES)  # every prefix a write may name
 
 
-def test_a_page_knows_whether_its_key_holds_the_query() -> None:
-    for label, path, keyed in (
-        ("GET /products/{product_id}", "/products/{product_id}", False),
-        ("GET /stores/{slug}", "/stores/{slug}", True),
-        ("GET /marketplace/search", "/marketplace/search", True),
+def test_a_page_knows_its_path_its_key_and_its_edge_ttl() -> None:
+    for label, path, keyed, ttl in (
+        ("GET /products/{product_id}", "/products/{product_id}", False, STOCK_EDGE_TTL_S),
+        ("GET /stores/{slug}", "/stores/{slug}", True, STOCK_EDGE_TTL_S),
+        ("GET /marketplace/search", "/marketplace/search", True, STOCK_EDGE_TTL_S),
+        ("GET /marketplace/search/popular", "/marketplace/search/popular", False, 60),
     ):
         page = Page.of(label)
-        assert (page.path, page.keyed_on_query) == (path, keyed)
+        assert (page.path, page.keyed_on_query, page.edge_ttl) == (path, keyed, ttl)
         assert page is Page.of(label)  # looked up once
     with pytest.raises(ValueError, match="not cached"):
         Page.of("GET /wallet")
@@ -112,6 +115,21 @@ def test_an_edited_listing_invalidates_all_three_each_once() -> None:
     ]
 
 
+def test_a_hidden_popular_search_invalidates_the_popular_list() -> None:
+    assert cloudfront_paths(popular_searches_changed()) == ["/marketplace/search/popular"]
+
+
+def test_each_path_carries_the_edge_ttl_of_its_page() -> None:
+    """How long retrying an invalidation can matter: past it the page expired anyway."""
+    changes = listing_changed(PRODUCT, "shop") | popular_searches_changed()
+    assert cloudfront_targets(changes) == {
+        f"/products/{PRODUCT}": STOCK_EDGE_TTL_S,
+        "/stores/shop*": STOCK_EDGE_TTL_S,
+        "/marketplace/search/popular": CACHE_RULES["popular_searches"].s_maxage,
+        "/marketplace/search*": STOCK_EDGE_TTL_S,
+    }
+
+
 def test_paths_are_explicit_never_everything() -> None:
     changes = listing_changed(PRODUCT, "shop")
     for path in cloudfront_paths(changes):
@@ -127,12 +145,12 @@ def test_a_tag_naming_no_page_or_unsafe_names_no_path(tag: str) -> None:
     assert cloudfront_paths(Changes(tags=frozenset({tag}))) == []
 
 
-def test_an_unknown_prefix_names_no_path_and_is_reported() -> None:
-    changes = Changes(tags=frozenset({"product:a b"}), prefixes=frozenset({"home?"}))
+def test_an_unsafe_tag_names_nothing_and_is_reported() -> None:
+    changes = Changes(tags=frozenset({"product:a b"}))
     assert cloudfront_paths(changes) == []
     assert ban_expressions(changes) == []
-    assert unnamed(changes) == ["home?", "product:a b"]
-    assert unnamed(listing_changed(PRODUCT, "shop")) == []
+    assert unnamed(changes) == ["product:a b"]
+    assert unnamed(listing_changed(PRODUCT, "shop") | popular_searches_changed()) == []
 
 
 # ---- Varnish ban expressions ----
@@ -164,6 +182,13 @@ def test_a_tag_ban_matches_the_whole_tag_anywhere_in_the_header() -> None:
         assert pattern.search(header), header
     for header in ("product:abcd", "product:xabc", "store:abc", "product:ab"):
         assert not pattern.search(header), header
+
+
+def test_a_hidden_popular_search_bans_the_popular_list() -> None:
+    (ban,) = ban_expressions(popular_searches_changed())
+    pattern = _argument(ban)
+    assert pattern.search("/marketplace/search/popular")
+    assert not pattern.search("/marketplace/search?q=popular")
 
 
 def test_a_prefix_ban_matches_every_query_of_its_route_and_nothing_else() -> None:

@@ -3,9 +3,10 @@ stock may live at the edge.
 
 The edge is CloudFront in AWS and, locally, Varnish (`edgemart edge-vcl`). A committed write
 describes what it changed as `Changes` (edgemart.changes: tags such as `product:<id>`, cache
-key prefixes such as `search?`). `EdgePurge.purge(changes)` queues the edge's copies of those
-pages for removal and returns at once; a sender thread of the purge's own sends them, and a
-failure is logged and counted (`edge_purges`), never raised into the write.
+key prefixes such as `search?`), and `Services.invalidate` hands them to the process's
+`EdgePurge` last. `purge(changes)` queues the edge's copies of those pages for removal and
+returns at once; a sender thread of the purge's own sends them, and a failure is logged and
+counted (`edge_purges`), never raised into the write.
 
 - `VarnishPurge`: an HTTP `BAN` per changed tag, matched against the `X-Edgemart-Tags` header
   the page was stored with (so every page showing the product or store goes, whatever its
@@ -16,7 +17,8 @@ failure is logged and counted (`edge_purges`), never raised into the write.
   the last. CloudFront cannot drop by tag, so a tag becomes the path of the page it names
   (`product:<id>` -> `/products/<id>`) and a key prefix the path of its route; a route whose
   cache key holds query parameters gets a trailing `*` (every query of it). Explicit paths
-  only, never `/*`. Throttling is retried with back-off while a retry can still matter.
+  only, never `/*`. Throttling is retried with back-off while a page the batch names may
+  still be fresh at the edge.
 
 `TAG_PAGES` and `PREFIX_PAGES` are the one declaration of which route a tag or prefix names;
 both backends derive their requests from it.
@@ -47,8 +49,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from edgemart import metrics
-from edgemart.cache import CACHE_RULES, CacheRule
-from edgemart.changes import SEARCH_KEY_PREFIX, Changes, product_tag, store_tag
+from edgemart.cache import CACHE_RULES, TAGS_HEADER, CacheRule
+from edgemart.changes import (
+    POPULAR_SEARCHES_KEY,
+    SEARCH_KEY_PREFIX,
+    Changes,
+    product_tag,
+    store_tag,
+)
 from edgemart.logging import ThrottledWarning, logger
 from edgemart.routetable import ROUTES, RouteSpec
 from edgemart.settings import SettingsError
@@ -58,9 +66,6 @@ if TYPE_CHECKING:
 
     from edgemart.settings import Settings
 
-TAGS_HEADER = "X-Edgemart-Tags"
-"""What a cacheable response shows, as space-separated tags; the edge stores it with the page
-and Varnish strips it before delivery."""
 URL_HEADER = "X-Edge-Url"
 """The (normalised) URL a page is stored under, set by the VCL on each stored object."""
 BAN_HEADER = "X-Edgemart-Ban"
@@ -93,7 +98,10 @@ TAG_PAGES: Mapping[str, str] = {
 }
 """The page a tag names, by the tag's kind (`product:`): the route whose one path parameter
 the tag's value fills. (Varnish drops every page carrying the tag; CloudFront only this one.)"""
-PREFIX_PAGES: Mapping[str, str] = {SEARCH_KEY_PREFIX: "GET /marketplace/search"}
+PREFIX_PAGES: Mapping[str, str] = {
+    SEARCH_KEY_PREFIX: "GET /marketplace/search",
+    POPULAR_SEARCHES_KEY: "GET /marketplace/search/popular",
+}
 """The pages a cache-key prefix names: every query of the route."""
 
 _SAFE_TAG = re.compile(r"[a-z]+:[A-Za-z0-9_-]+")
@@ -106,18 +114,20 @@ _THROTTLING_CODES = frozenset(
 
 
 class Page:
-    """A cached route as the edge sees it: its path and whether its cache key holds query
-    parameters (then one page is many objects at the edge, one per query). A plain class:
-    a dataclass would cost every cold start its generated methods."""
+    """A cached route as the edge sees it: its path, whether its cache key holds query
+    parameters (then one page is many objects at the edge, one per query) and its edge TTL.
+    A plain class: a dataclass would cost every cold start its generated methods."""
 
-    __slots__ = ("path", "keyed_on_query")
+    __slots__ = ("path", "keyed_on_query", "edge_ttl")
 
-    def __init__(self, path: str, keyed_on_query: bool) -> None:
+    def __init__(self, path: str, keyed_on_query: bool, edge_ttl: int) -> None:
         self.path = path
         self.keyed_on_query = keyed_on_query
+        self.edge_ttl = edge_ttl
+        """Seconds a copy of it stays fresh at the edge (`edge_ttl` of its rule)."""
 
     def __repr__(self) -> str:
-        return f"Page({self.path!r}, {self.keyed_on_query!r})"
+        return f"Page({self.path!r}, {self.keyed_on_query!r}, {self.edge_ttl!r})"
 
     @staticmethod
     @functools.cache
@@ -126,7 +136,8 @@ class Page:
         spec = _route(label)
         if spec.cache_rule is None:
             raise ValueError(f"{label} is not cached: nothing to purge at the edge")
-        return Page(spec.path, CACHE_RULES[spec.cache_rule].query_params != ())
+        rule = CACHE_RULES[spec.cache_rule]
+        return Page(spec.path, rule.query_params != (), edge_ttl(rule))
 
     def invalidation_path(self, value: str | None = None) -> str:
         """Its CloudFront path: the parameter set to `value`, and a trailing `*` (every query)
@@ -151,19 +162,26 @@ def _tag_page(tag: str) -> tuple[Page, str] | None:
     return Page.of(label), value
 
 
-def cloudfront_paths(changes: Changes) -> list[str]:
-    """The invalidation paths of `changes`, in a stable order, each once."""
-    paths: dict[str, None] = {}
+def cloudfront_targets(changes: Changes) -> dict[str, int]:
+    """The invalidation paths of `changes`, in a stable order, each once, with the edge TTL
+    of the pages each names (past it, invalidating them is moot)."""
+    targets: dict[str, int] = {}
     for tag in sorted(changes.tags):
         named = _tag_page(tag)
         if named is not None:
             page, value = named
-            paths[page.invalidation_path(value)] = None
+            targets[page.invalidation_path(value)] = page.edge_ttl
     for prefix in sorted(changes.prefixes):
         label = PREFIX_PAGES.get(prefix)
         if label is not None:
-            paths[Page.of(label).invalidation_path()] = None
-    return list(paths)
+            page = Page.of(label)
+            targets[page.invalidation_path()] = page.edge_ttl
+    return targets
+
+
+def cloudfront_paths(changes: Changes) -> list[str]:
+    """The invalidation paths of `changes`, in a stable order, each once."""
+    return list(cloudfront_targets(changes))
 
 
 def ban_expressions(changes: Changes) -> list[str]:
@@ -457,12 +475,25 @@ class _Invalidation:
     """One batch of paths and its tries: every try sends the same CallerReference, so a call
     CloudFront took but whose answer was lost is not made twice."""
 
-    __slots__ = ("paths", "queued_at", "first_try_at", "reference", "tries", "retry_at")
+    __slots__ = (
+        "paths",
+        "queued_at",
+        "first_try_at",
+        "horizon_s",
+        "reference",
+        "tries",
+        "retry_at",
+    )
 
-    def __init__(self, paths: list[str], queued_at: float, first_try_at: float) -> None:
+    def __init__(
+        self, paths: list[str], queued_at: float, first_try_at: float, horizon_s: float
+    ) -> None:
         self.paths = paths
         self.queued_at = queued_at
         self.first_try_at = first_try_at
+        self.horizon_s = horizon_s
+        """No try starts later than this after the first: every page it names has expired at
+        the edge by then (the longest edge TTL among them)."""
         self.reference = f"edgemart-{uuid.uuid4().hex}"
         self.tries = 0
         self.retry_at = 0.0
@@ -484,7 +515,7 @@ class CloudFrontPurge(_Sender):
         client: Any = None,
         every_s: float = 1.0,
         backoff_s: float = 1.0,
-        give_up_after_s: float = STOCK_EDGE_TTL_S,
+        give_up_after_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(clock=clock)
@@ -497,16 +528,18 @@ class CloudFrontPurge(_Sender):
         self.distribution_parameter = distribution_parameter
         self.backoff_s = backoff_s
         self.give_up_after_s = give_up_after_s
-        """A retry that would start later than this after the first try is not made: every
-        page a purge names is a stock page, expired at the edge by then (`STOCK_EDGE_TTL_S`)."""
+        """When set, replaces each batch's own horizon (the longest edge TTL of its pages)."""
         self._client = client
         self._batch = InvalidationBatch(every_s=every_s)
+        self._edge_ttls: dict[str, int] = {}
         self._retry: _Invalidation | None = None
 
     def _queue(self, changes: Changes, now: float) -> bool:
-        paths = cloudfront_paths(changes)
-        self._batch.add(paths, now)
-        return bool(paths)
+        targets = cloudfront_targets(changes)
+        for path, ttl in targets.items():
+            self._edge_ttls[path] = max(ttl, self._edge_ttls.get(path, 0))
+        self._batch.add(targets, now)
+        return bool(targets)
 
     def _due_in(self, now: float) -> float | None:
         due = self._retry.retry_at if self._retry is not None else self._batch.due_at()
@@ -520,10 +553,16 @@ class CloudFrontPurge(_Sender):
         taken = self._batch.take(now)
         assert taken is not None  # _due_in said a call may go
         paths, queued_at = taken
-        return _Invalidation(paths, queued_at, first_try_at=now)
+        horizon_s = self.give_up_after_s
+        if horizon_s is None:
+            horizon_s = max(self._edge_ttls.pop(path, 0) for path in paths)
+        else:
+            for path in paths:
+                self._edge_ttls.pop(path, None)
+        return _Invalidation(paths, queued_at, first_try_at=now, horizon_s=horizon_s)
 
     def _send(self, work: _Invalidation) -> None:
-        if work.tries and self.clock() - work.first_try_at > self.give_up_after_s:
+        if work.tries and self.clock() - work.first_try_at > work.horizon_s:
             # A retry held up (a Lambda environment frozen through its back-off).
             self._failures.note(f"{len(work.paths)} paths not invalidated: retried too late")
             return
@@ -551,7 +590,7 @@ class CloudFrontPurge(_Sender):
         now = self.clock()
         # At least `every_s` apart: a retry is a call like any other.
         retry_at = now + max(self._batch.every_s, self.backoff_s * 2 ** (work.tries - 1))
-        if (throttled or _transient(exc)) and retry_at - work.first_try_at <= self.give_up_after_s:
+        if (throttled or _transient(exc)) and retry_at - work.first_try_at <= work.horizon_s:
             work.retry_at = retry_at
             with self._lock:
                 self._retry = work
