@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import ipaddress
 import os
 import sys
 import time
@@ -24,7 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from edgemart import __version__
 from edgemart.errors import EdgemartError
-from edgemart.settings import Settings, SettingsError
+from edgemart.settings import IPNetwork, Settings, SettingsError
 
 GATEWAY_EXTRA = "pip install 'edgemart[gateway]'"
 # Top-level modules only the `gateway` extra installs.
@@ -223,6 +224,15 @@ def _parser() -> argparse.ArgumentParser:
         default="127.0.0.1:8000",
         help="the gateway's host:port (default %(default)s)",
     )
+    edge.add_argument(
+        "--purger",
+        type=_network,
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="an address or network (CIDR) that may BAN and PURGE besides loopback, such as "
+        "the gateway's when it runs on another host (EDGE_PURGE=varnish); repeatable",
+    )
     edge.set_defaults(run=_edge_vcl)
     return parser
 
@@ -249,6 +259,15 @@ def _host_port(text: str) -> str:
     if not host or not port.isdigit():
         raise argparse.ArgumentTypeError(f"must be host:port, not {text!r}")
     return text
+
+
+def _network(text: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an IP address or network, not {text!r}"
+        ) from None
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -363,7 +382,7 @@ def _edge_vcl(args: argparse.Namespace) -> int:
     from gateway.edge import render_vcl
 
     host, _, port = args.backend.rpartition(":")
-    print(render_vcl(host, int(port)), end="")
+    print(render_vcl(host, int(port), purgers=args.purger), end="")
     return 0
 
 

@@ -23,6 +23,7 @@ import yaml
 from edgemart import metrics
 from edgemart.breaker import State
 from edgemart.db import Database
+from edgemart.edgepurge import CloudFrontPurge, VarnishPurge
 from edgemart.metrics import TABLE
 from edgemart.routetable import ROUTES
 from edgemart.scoring.model import HeuristicScorer, OnnxListingScorer
@@ -59,6 +60,8 @@ DIMENSION_VALUES: dict[str, frozenset[str]] = {
     "state": frozenset(typing.get_args(State)),
     "scorer": frozenset({HeuristicScorer.source, OnnxListingScorer.source}),
     "outcome": PURCHASE_OUTCOMES,
+    # Named by the edge purge graphs; the rate limiter's backends are only ever grouped by.
+    "backend": frozenset({CloudFrontPurge.backend, VarnishPurge.backend}),
 }
 """The values the code records, for each dimension the template names a value of."""
 

@@ -1,6 +1,6 @@
 """template.yaml against the code: routes, functions, schedules and CloudFront cache policies
-agree with the route table, the gateway, the cache rules and docs/architecture.md; cfn-lint
-and `sam validate --lint` pass."""
+agree with the route table, the gateway, the cache rules and docs/architecture.md; the
+functions that write purge the edge; cfn-lint and `sam validate --lint` pass."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ import pytest
 import yaml
 from starlette.routing import Route
 
-from edgemart.cache import CACHE_RULES, CacheRule
+from edgemart.cache import CACHE_RULES, TAGS_HEADER, CacheRule
+from edgemart.changes import listing_changed
+from edgemart.edgepurge import cloudfront_paths, edge_ttl
 from edgemart.routetable import ROUTES
 from edgemart.settings import Settings
 from gateway.app import HTTP_FUNCTION_MODULES
@@ -158,9 +160,10 @@ def test_cache_policy_equals_its_rule(template: dict[str, Any], rule: CacheRule)
         config = policies[reference["Ref"]]["CachePolicyConfig"]
         assert (config["MinTTL"], config["DefaultTTL"], config["MaxTTL"]) == (
             0,
-            rule.s_maxage,
-            rule.s_maxage,
+            edge_ttl(rule),
+            edge_ttl(rule),
         )
+        assert behaviour["ResponseHeadersPolicyId"] == {"Ref": "EdgeResponseHeadersPolicy"}
         key = config["ParametersInCacheKeyAndForwardedToOrigin"]
         if rule.key_headers:
             assert key["HeadersConfig"] == {
@@ -178,6 +181,66 @@ def test_cache_policy_equals_its_rule(template: dict[str, Any], rule: CacheRule)
         else:
             assert queries["QueryStringBehavior"] == "whitelist"
             assert sorted(queries["QueryStrings"]) == sorted(rule.query_params)
+
+
+def test_every_invalidation_path_names_pages_cloudfront_caches(template: dict[str, Any]) -> None:
+    changes = listing_changed("5b17b966-2f07-43c8-86bb-e9e870ef55b1", "shop")
+    for path in cloudfront_paths(changes):
+        behaviour = behaviour_for(template, path.removesuffix("*"))
+        assert behaviour["CachePolicyId"] != CACHING_DISABLED, path
+
+
+def test_viewers_never_see_the_tags_header(template: dict[str, Any]) -> None:
+    (policy,) = resources(template, "AWS::CloudFront::ResponseHeadersPolicy").values()
+    removed = policy["ResponseHeadersPolicyConfig"]["RemoveHeadersConfig"]["Items"]
+    assert removed == [{"Header": TAGS_HEADER}]
+
+
+def writers() -> set[str]:
+    """The functions that hand a committed write's `Changes` to `Services.invalidate`."""
+    return {
+        app.parent.name
+        for app in (ROOT / "functions").glob("*/app.py")
+        if "services.invalidate(" in app.read_text()
+    }
+
+
+def test_the_functions_that_write_purge_the_edge(template: dict[str, Any]) -> None:
+    """Each writer has EDGE_PURGE from the parameter and may read the parameter naming the
+    distribution; their roles, and only theirs, may invalidate that distribution."""
+    purging, reading = set(), set()
+    parameter = template["Globals"]["Function"]["Environment"]["Variables"][
+        "CLOUDFRONT_DISTRIBUTION_PARAMETER"
+    ]["Fn::Sub"]
+    for properties in resources(template, "AWS::Serverless::Function").values():
+        variables = properties.get("Environment", {}).get("Variables", {})
+        if variables.get("EDGE_PURGE") == {"Ref": "EdgePurge"}:
+            purging.add(function_folder(properties))
+        for policy in properties.get("Policies", []):
+            if isinstance(policy, dict) and "SSMParameterReadPolicy" in policy:
+                name_sub = policy["SSMParameterReadPolicy"]["ParameterName"]["Fn::Sub"]
+                assert "/" + name_sub == parameter  # the policy template adds the slash
+                reading.add(function_folder(properties))
+    assert purging == reading == writers()
+
+    (stored,) = resources(template, "AWS::SSM::Parameter").values()
+    assert stored == {
+        "Name": {"Fn::Sub": parameter},
+        "Type": "String",
+        "Value": {"Ref": "Distribution"},
+        "Description": stored["Description"],
+    }
+    (policy,) = resources(template, "AWS::IAM::Policy").values()
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "cloudfront:CreateInvalidation"
+    assert statement["Resource"]["Fn::Sub"].endswith(":distribution/${Distribution}")
+    granted = {role["Ref"].removesuffix("Role") for role in policy["Roles"]}
+    functions = resources(template, "AWS::Serverless::Function")
+    assert {function_folder(functions[name]) for name in granted} == writers()
+    edge_purge = template["Parameters"]["EdgePurge"]
+    assert Settings.from_env({"EDGE_PURGE": edge_purge["Default"]}).edge_purge == "cloudfront"
+    for value in edge_purge["AllowedValues"]:
+        Settings.from_env({"EDGE_PURGE": value})
 
 
 def test_uncached_routes_are_never_cached_at_the_edge(template: dict[str, Any]) -> None:

@@ -58,6 +58,24 @@ def test_a_bad_backend_is_a_usage_error() -> None:
     )
 
 
+def test_edge_vcl_lets_the_given_purgers_ban_besides_loopback() -> None:
+    result = run_cli("edge-vcl", "--purger", "10.1.0.0/16", "--purger", "192.0.2.7")
+    assert result.returncode == 0, result.stderr
+    acl = result.stdout[result.stdout.index("acl edge_purgers {") :].split("}", 1)[0]
+    assert acl.split("\n")[1:-1] == [
+        '    "127.0.0.1";',
+        '    "::1";',
+        '    "10.1.0.0"/16;',
+        '    "192.0.2.7";',
+    ]
+    refused = run_cli("edge-vcl", "--purger", "gateway-host")
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[-1] == (
+        "edgemart edge-vcl: error: argument --purger: must be an IP address or network, "
+        "not 'gateway-host'"
+    )
+
+
 def test_token_never_creates_a_secret_and_says_where_it_looked(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "token", "--sub", "alice"],

@@ -13,7 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgemart.cache import CACHE_RULES
 from edgemart.services import Services
+from edgemart.settings import IPNetwork
 from gateway.app import create_gateway
 from gateway.edge import render_vcl
 from tests.conftest import serve_in_thread, settings_for, unused_port
@@ -76,9 +77,13 @@ def gateway_services(catalog_database_url: str) -> Iterator[Services]:
     )
 
 
-def varnish(tmp_path: Path, backend_port: int) -> tuple[subprocess.Popen[bytes], str]:
+def varnish(
+    tmp_path: Path, backend_port: int, *, purgers: Sequence[IPNetwork] = ()
+) -> tuple[subprocess.Popen[bytes], str]:
+    """varnishd with the generated VCL in front of the gateway on `backend_port`: (process,
+    URL)."""
     vcl = tmp_path / "edge.vcl"
-    vcl.write_text(render_vcl("127.0.0.1", backend_port))
+    vcl.write_text(render_vcl("127.0.0.1", backend_port, purgers=purgers))
     port = unused_port()
     process = subprocess.Popen(
         [

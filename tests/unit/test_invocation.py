@@ -1,18 +1,37 @@
-"""The Lambda entry point: a cold start counted once per environment, metrics written at the
-end of every invocation."""
+"""The Lambda entry point: a cold start counted once per environment, edge purges and metrics
+written at the end of every invocation."""
 
 from typing import Any
 
 import pytest
 
 from edgemart import metrics
+from edgemart.changes import Changes
 from edgemart.invocation import lambda_entry_point
+from edgemart.services import Services
 from edgemart.settings import Settings
 from tests.contract.lambda_harness import FakeLambdaContext
 
 
-def settings() -> Settings:
-    return Settings(metrics_namespace="unit-ns")
+def settings() -> Services:
+    return Services.from_settings(Settings(metrics_namespace="unit-ns"))
+
+
+class RecordingPurge:
+    """An `EdgePurge` that notes what it was asked, for the order of the end of an invocation."""
+
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+
+    def purge(self, changes: Changes) -> None:
+        self.calls.append("purge")
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        self.calls.append("flush")
+        return True
+
+    async def aclose(self) -> None:
+        self.calls.append("aclose")
 
 
 def cold_starts(function: str) -> float:
@@ -40,9 +59,31 @@ def test_unreadable_settings_do_not_hide_the_handlers_error() -> None:
     def handler(event: Any, context: Any) -> None:
         raise LookupError("the handler's own error")
 
-    def broken_settings() -> Settings:
+    def broken_settings() -> Services:
         raise ValueError("bad configuration")
 
     entry_point = lambda_entry_point("unit_broken", handler, broken_settings)
     with pytest.raises(LookupError, match="own error"):
         entry_point({}, FakeLambdaContext())
+
+
+def test_queued_edge_purges_are_sent_before_the_environment_can_freeze(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    calls: list[str] = []
+    services = settings()
+    services.edge_purge = RecordingPurge(calls)
+
+    def handler(event: Any, context: Any) -> str:
+        services.edge_purge.purge(Changes())  # type: ignore[union-attr]
+        return "ok"
+
+    def failing(event: Any, context: Any) -> str:
+        raise LookupError("failed after its write")
+
+    lambda_entry_point("unit_purge", handler, lambda: services)({}, FakeLambdaContext())
+    assert calls == ["purge", "flush"]
+    assert "unit_purge" in capsys.readouterr().out  # the metrics followed
+    with pytest.raises(LookupError):
+        lambda_entry_point("unit_purge_raised", failing, lambda: services)({}, FakeLambdaContext())
+    assert calls == ["purge", "flush", "flush"]

@@ -139,7 +139,7 @@ def lambda_handler(app: Starlette, function: str) -> ApiGatewayHandler:
             mangum = Mangum(app, lifespan="off")
         return mangum(event, context)
 
-    return lambda_entry_point(function, handler, lambda: services_of_app(app).settings)
+    return lambda_entry_point(function, handler, lambda: services_of_app(app))
 
 
 def services_of_app(app: Starlette) -> Services:

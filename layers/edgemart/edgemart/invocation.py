@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from edgemart import emf, metrics
 from edgemart.logging import logger
-from edgemart.settings import Settings
+
+if TYPE_CHECKING:
+    from edgemart.services import Services
 
 R = TypeVar("R")
 Handler = Callable[[Any, Any], R]
@@ -41,11 +43,12 @@ def is_provisioned() -> bool:
 
 
 def lambda_entry_point(
-    function: str, handler: Handler[R], settings_of: Callable[[], Settings]
+    function: str, handler: Handler[R], services_of: Callable[[], Services]
 ) -> Handler[R]:
     """`handler` as the Lambda runtime should call it. `function` names it in metrics;
-    `settings_of` gives the settings the metrics are written with (read at each invocation:
-    tests replace the services)."""
+    `services_of` gives the services whose edge purges are sent and whose settings the
+    metrics are written with at the end of each invocation (read each time: tests replace
+    the services)."""
     cold = not is_provisioned()
 
     @logger.inject_lambda_context
@@ -57,7 +60,7 @@ def lambda_entry_point(
         try:
             return handler(event, context)
         finally:
-            flush_metrics(settings_of)
+            end_of_invocation(services_of)
             # Nothing logs between invocations in Lambda; in a process that invokes handlers
             # and goes on (tests, tools), later lines must not claim this invocation.
             logger.remove_keys(LAMBDA_CONTEXT_KEYS)
@@ -65,10 +68,15 @@ def lambda_entry_point(
     return entry_point
 
 
-def flush_metrics(settings_of: Callable[[], Settings]) -> None:
+def end_of_invocation(services_of: Callable[[], Services]) -> None:
+    """Before the environment may be frozen: the edge purges the invocation's writes queued
+    (a frozen environment would hold them until its next invocation), then the metrics."""
     try:
-        settings = settings_of()
+        services = services_of()
     except Exception:  # unreadable settings: the invocation's own error says so
         logger.exception("metrics: no settings to write them with")
         return
+    if services.edge_purge is not None:
+        services.edge_purge.flush()
+    settings = services.settings
     emf.flush(namespace=settings.metrics_namespace, service=settings.metrics_service)

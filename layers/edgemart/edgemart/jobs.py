@@ -39,9 +39,7 @@ class JobRunner:
     def handler(self) -> LambdaHandler:
         """The Lambda entry point (edgemart.invocation: Lambda context in the logs, the cold
         start, the metrics written at the end of each run, raised or not)."""
-        return lambda_entry_point(
-            self.job.__name__, self.run, lambda: self.services_for_run().settings
-        )
+        return lambda_entry_point(self.job.__name__, self.run, self.services_for_run)
 
     def run(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         if self._loop is None or self._loop.is_closed():

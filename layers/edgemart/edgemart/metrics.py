@@ -231,6 +231,20 @@ INVALIDATIONS_RECEIVED = counter(
     "Cache invalidations applied to this process's cache, by transport (local: its own writes)",
     dimensions=("transport",),
 )
+EDGE_PURGES = counter(
+    "edge_purges",
+    "Requests dropping pages at the edge (a Varnish BAN per tag or prefix, a CloudFront "
+    "CreateInvalidation per batch), by backend and result: ok, throttled (tried again after "
+    "a back-off while that can still matter), failed",
+    dimensions=("backend", "result"),
+)
+EDGE_PURGE_LAG = distribution(
+    "edge_purge_lag",
+    "Time from a write's purge being queued to the edge accepting it",
+    unit="Milliseconds",
+    buckets=LATENCY_BUCKETS_MS,
+    dimensions=("backend",),
+)
 
 # Database resilience
 DB_RETRIES = counter(

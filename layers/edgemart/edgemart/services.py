@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
@@ -40,14 +40,9 @@ from edgemart.settings import Settings
 
 if TYPE_CHECKING:
     from edgemart.broadcast import Broadcast
+    from edgemart.edgepurge import EdgePurge
     from edgemart.sharedcache import SharedCache
     from edgemart.tracing.tracer import Tracing
-
-
-class EdgePurge(Protocol):
-    """Purges the edge's copies of what changed; must not block (it queues the purge)."""
-
-    def purge(self, changes: Changes) -> None: ...
 
 
 @dataclass(slots=True)
@@ -118,6 +113,7 @@ class Services:
             tracing=tracing,
             shared_cache=shared_cache,
             broadcast=broadcast,
+            edge_purge=_edge_purge(settings),
         )
 
     async def invalidate(self, changes: Changes) -> None:
@@ -154,11 +150,22 @@ class Services:
         await self.view_counts.aclose()
         await self.search_history.aclose()
         await self.reads.aclose()
+        if self.edge_purge is not None:
+            await self.edge_purge.aclose()
         await self.primary.close()
         if self.replica is not self.primary:
             await self.replica.close()
         if self.tracing is not None:
             self.tracing.shutdown()
+
+
+def _edge_purge(settings: Settings) -> EdgePurge | None:
+    """`EDGE_PURGE`'s purge; its module is imported only when one is configured."""
+    if settings.edge_purge == "off":
+        return None
+    from edgemart.edgepurge import build_edge_purge
+
+    return build_edge_purge(settings)
 
 
 def _fleet_cache(

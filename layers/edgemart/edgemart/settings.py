@@ -678,6 +678,37 @@ class Settings:
         "HTTP & logging",
         "the `service` dimension every CloudWatch metric carries",
     )
+    edge_purge: str = setting(
+        "off",
+        Choice("off", "varnish", "cloudfront"),
+        "HTTP & logging",
+        "what a committed write drops at the edge. `varnish`: a `BAN` per changed tag or "
+        "search prefix to `EDGE_PURGE_URL` (the local edge from `edgemart edge-vcl`), as soon "
+        "as it commits; `cloudfront`: a `CreateInvalidation` of the changed pages' paths, at "
+        "most one per second per process, each path billed by AWS past the free tier. `off`: "
+        "edge copies live out their TTL, at most 10 s for pages showing stock",
+    )
+    edge_purge_url: str | None = setting(
+        None,
+        Text("URL"),
+        "HTTP & logging",
+        "where `EDGE_PURGE=varnish` sends its bans (`http://127.0.0.1:8080`); the VCL must "
+        "let this process's address ban (`edgemart edge-vcl --purger`, loopback always may)",
+    )
+    cloudfront_distribution_id: str | None = setting(
+        None,
+        Text("ID"),
+        "HTTP & logging",
+        "the CloudFront distribution `EDGE_PURGE=cloudfront` invalidates",
+    )
+    cloudfront_distribution_parameter: str | None = setting(
+        None,
+        Text("SSM parameter name"),
+        "HTTP & logging",
+        "an SSM parameter holding the distribution's id, read once at the first purge, when "
+        "`CLOUDFRONT_DISTRIBUTION_ID` is unset (the template's way: a function cannot be "
+        "handed the id of a distribution that depends on it through the API)",
+    )
 
     jwt_secret: str | None = setting(
         None,
