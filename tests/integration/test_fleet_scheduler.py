@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from tests.integration.test_serve_workers import Serve, serve_with_workers
+from tests.integration.test_serve_workers import serve_with_workers
+from tests.support.serve import Serve
 
 JOB = "score_listings"
 LEADS = "this process leads: it holds the scheduler lease"
