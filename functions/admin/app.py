@@ -36,7 +36,7 @@ from edgemart.products import ProductNotFoundError, rfc3339
 from edgemart.requestid import current_request_id
 from edgemart.requestinputs import inputs_of
 from edgemart.routetable import IDEMPOTENCY_KEY
-from edgemart.routing import starlette_routes
+from edgemart.routing import by_name, starlette_routes
 from edgemart.services import services_of
 from edgemart.validation import ValidationError, field_error
 
@@ -265,14 +265,14 @@ async def set_popular_search_hidden(request: Request) -> Response:
 
 routes = starlette_routes(
     "admin",
-    {
-        "list_switches": list_switches,
-        "get_switch": get_switch,
-        "put_switch": put_switch,
-        "credit_wallet": credit_wallet,
-        "set_purchase_mode": set_purchase_mode,
-        "set_popular_search_hidden": set_popular_search_hidden,
-    },
+    by_name(
+        list_switches,
+        get_switch,
+        put_switch,
+        credit_wallet,
+        set_purchase_mode,
+        set_popular_search_hidden,
+    ),
 )
 app = build_app(routes)
 handler = lambda_handler(app, "admin")

@@ -15,7 +15,7 @@ from edgemart.appfactory import build_app, lambda_handler
 from edgemart.cache import NO_STORE
 from edgemart.db import Database
 from edgemart.logging import logger
-from edgemart.routing import starlette_routes
+from edgemart.routing import by_name, starlette_routes
 from edgemart.services import services_of
 
 
@@ -92,8 +92,6 @@ async def openapi_document(request: Request) -> Response:
     return Response(rendered(), media_type="application/json", headers=NO_STORE)
 
 
-routes = starlette_routes(
-    "health", {"health": health, "live": live, "openapi_document": openapi_document}
-)
+routes = starlette_routes("health", by_name(health, live, openapi_document))
 app = build_app(routes)
 handler = lambda_handler(app, "health")

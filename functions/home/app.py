@@ -16,7 +16,7 @@ from starlette.responses import Response
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.cache import CACHE_RULES, serve_cached
 from edgemart.homepage import HOME_SQL, SNAPSHOT_SQL
-from edgemart.routing import starlette_routes
+from edgemart.routing import by_name, starlette_routes
 from edgemart.services import services_of
 
 RULE = CACHE_RULES["home"]
@@ -37,6 +37,6 @@ async def home(request: Request) -> Response:
     )
 
 
-routes = starlette_routes("home", {"home": home})
+routes = starlette_routes("home", by_name(home))
 app = build_app(routes)
 handler = lambda_handler(app, "home")

@@ -50,7 +50,7 @@ from edgemart.logging import logger
 from edgemart.requestid import current_request_id
 from edgemart.requestinputs import inputs_of
 from edgemart.routetable import IDEMPOTENCY_KEY
-from edgemart.routing import starlette_routes
+from edgemart.routing import by_name, starlette_routes
 from edgemart.services import Services, services_of
 from edgemart.validation import ValidationError, field_error
 
@@ -275,13 +275,7 @@ async def wallet(request: Request) -> Response:
 
 
 routes = starlette_routes(
-    "purchase",
-    {
-        "create_purchase": create_purchase,
-        "list_purchases": list_purchases,
-        "get_purchase": get_purchase,
-        "wallet": wallet,
-    },
+    "purchase", by_name(create_purchase, list_purchases, get_purchase, wallet)
 )
 app = build_app(routes)
 handler = lambda_handler(app, "purchase")

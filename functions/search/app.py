@@ -27,7 +27,7 @@ from edgemart.errors import ProblemError
 from edgemart.products import product_summary
 from edgemart.requestinputs import Values, inputs_of
 from edgemart.routetable import SORTS
-from edgemart.routing import RouteTableError, starlette_routes
+from edgemart.routing import RouteTableError, by_name, starlette_routes
 from edgemart.services import services_of
 from edgemart.validation import ValidationError, field_error, text_problem
 
@@ -481,6 +481,6 @@ async def popular(request: Request) -> Response:
     )
 
 
-routes = starlette_routes("search", {"search": search, "popular": popular})
+routes = starlette_routes("search", by_name(search, popular))
 app = build_app(routes)
 handler = lambda_handler(app, "search")

@@ -37,7 +37,7 @@ from edgemart.db import Connection
 from edgemart.errors import ProblemError
 from edgemart.products import ProductNotFoundError, product_summary, rfc3339
 from edgemart.requestinputs import inputs_of
-from edgemart.routing import starlette_routes
+from edgemart.routing import by_name, starlette_routes
 from edgemart.services import services_of
 from edgemart.validation import ValidationError, field_error
 
@@ -361,14 +361,7 @@ async def store_payouts(request: Request) -> Response:
 
 routes = starlette_routes(
     "store",
-    {
-        "create_store": create_store,
-        "store_page": store_page,
-        "store_payouts": store_payouts,
-        "create_product": create_product,
-        "product_page": product_page,
-        "update_product": update_product,
-    },
+    by_name(create_store, store_page, store_payouts, create_product, product_page, update_product),
 )
 app = build_app(routes)
 handler = lambda_handler(app, "store")

@@ -7,9 +7,6 @@ Prometheus parses it). Loopback only; about 15 s."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,9 +20,8 @@ import functions.search.app as search_function
 from edgemart import metrics
 from edgemart.metrics import Metric
 from edgemart.migrate import apply_migrations
-from gateway.embedded import process_is_alive
 from gateway.prometheus import prometheus_name
-from tests.conftest import settings_for, start_embedded_postgres, unused_port
+from tests.conftest import settings_for, start_embedded_postgres
 from tests.contract.lambda_harness import (
     FakeLambdaContext,
     function_handler,
@@ -33,7 +29,7 @@ from tests.contract.lambda_harness import (
     with_query,
 )
 from tests.contract.test_metrics_handlers import Emitted, emf_metrics
-from tests.integration.test_serve_workers import Serve, wait_until
+from tests.support.serve import Serve, serve_process, wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -185,30 +181,9 @@ def serve_on(database_url: str, tmp_path: Path) -> Iterator[Serve]:
             **{name.upper(): str(value) for name, value in BREAKER_SETTINGS.items()},
         }
     )
-    port = unused_port()
-    log = tmp_path / "serve.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--no-demo"],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    serve = Serve(process, f"http://127.0.0.1:{port}", log, temp)
-    try:
+    with serve_process(env, tmp_path / "serve.log", temp, "--no-demo") as serve:
         wait_until(lambda: "Application startup complete." in serve.messages(), "serve up", serve)
         yield serve
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for pid in serve.worker_pids():
-            if process_is_alive(pid):
-                os.kill(pid, signal.SIGKILL)
 
 
 def scraped(client: httpx.Client, metric: Metric) -> dict[str, float]:

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -29,10 +26,11 @@ from edgemart.readrouting import ReadRouting
 from edgemart.services import Services
 from edgemart.settings import Settings
 from gateway.app import create_gateway
-from tests.conftest import LogCapture, RedisProcess, settings_for, unused_port
+from tests.conftest import LogCapture, RedisProcess, settings_for
 from tests.integration.test_fresh_after_writes import listed
 from tests.integration.test_purchase import SECRET, auth, fund, headers
 from tests.integration.test_single_flight import CountingDatabase
+from tests.support.serve import serve_process, wait_until
 
 pytestmark = pytest.mark.anyio
 OWNER = "fresh-owner"  # the owner `listed` creates stores for
@@ -364,10 +362,16 @@ async def test_redis_killed_costs_no_5xx_and_everything_resumes_when_it_returns(
 # ---- Two real `edgemart serve` processes ----
 
 
+def live(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health/live", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 @contextmanager
-def serve_process(database_url: str, redis_url: str, namespace: str, log: Path) -> Iterator[str]:
+def gateway_serve(database_url: str, redis_url: str, namespace: str, log: Path) -> Iterator[str]:
     """A real `edgemart serve` on the test database and Redis; yields its URL."""
-    port = unused_port()
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -379,35 +383,9 @@ def serve_process(database_url: str, redis_url: str, namespace: str, log: Path) 
         "SHARED_CACHE_TIMEOUT_MS": "2000",
         **{f"RATE_LIMIT_{group}": "off" for group in ("SEARCH", "STORE", "LISTINGS", "PURCHASES")},
     }
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--no-demo"],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if server.poll() is not None:
-                raise AssertionError(f"serve exited: {log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health/live", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("serve did not start")
-            time.sleep(0.1)
-        yield url
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    with serve_process(env, log, log.parent, "--no-demo") as serve:
+        wait_until(lambda: live(serve.url), "serve up", serve, deadline_s=90)
+        yield serve.url
 
 
 async def test_two_gateway_processes_serve_each_other_s_writes_within_a_second(
@@ -415,8 +393,8 @@ async def test_two_gateway_processes_serve_each_other_s_writes_within_a_second(
 ) -> None:
     namespace = f"edgemart-test:{uuid.uuid4().hex}"
     with (
-        serve_process(catalog_database_url, redis_url, namespace, tmp_path / "1.log") as one,
-        serve_process(catalog_database_url, redis_url, namespace, tmp_path / "2.log") as two,
+        gateway_serve(catalog_database_url, redis_url, namespace, tmp_path / "1.log") as one,
+        gateway_serve(catalog_database_url, redis_url, namespace, tmp_path / "2.log") as two,
     ):
         async with (
             httpx.AsyncClient(base_url=one, timeout=30) as writer,

@@ -14,12 +14,14 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from tests.integration.test_serve_workers import Serve, serve_with_workers
+from tests.integration.test_serve_workers import serve_with_workers
+from tests.support.serve import Serve
 
 JOB = "score_listings"
 LEADS = "this process leads: it holds the scheduler lease"
@@ -72,6 +74,21 @@ def standing_by(serve: Serve) -> int:
     return sum(message.startswith("another process leads") for message in serve.messages())
 
 
+@contextmanager
+def fleet(
+    database_url: str, tmp_path: Path, env: dict[str, str], **workers: int
+) -> Iterator[dict[str, Serve]]:
+    """One serve per keyword (its name, its number of workers), started in that order, each
+    with `env`; all stopped when the block ends."""
+    with ExitStack() as stack:
+        yield {
+            name: stack.enter_context(
+                serve_with_workers(database_url, tmp_path, workers=count, env=env, name=name)
+            )
+            for name, count in workers.items()
+        }
+
+
 def wait_for(condition: object, what: str, within_s: float = 60) -> None:
     deadline = time.monotonic() + within_s
     while not condition():  # type: ignore[operator]
@@ -93,12 +110,7 @@ def test_a_standby_takes_over_from_a_killed_leader_within_30_s_and_jobs_run_once
 ) -> None:
     """Three schedulers in two serves (`--workers 2` and a single one), default lease."""
     env = {"SCHEDULE_INTERVALS": f"{JOB}=1"}
-    url = migrated_database_url
-    with (
-        serve_with_workers(url, tmp_path, workers=2, env=env, name="pair") as pair,
-        serve_with_workers(url, tmp_path, workers=1, env=env, name="single") as single,
-    ):
-        serves = {"pair": pair, "single": single}
+    with fleet(migrated_database_url, tmp_path, env, pair=2, single=1) as serves:
         wait_for(lambda: len(runs(serves)) >= 3, "the leader's first runs")
         time.sleep(5)  # every scheduler has asked for the lease several times by now
         before = runs(serves)
@@ -138,12 +150,7 @@ def test_a_leader_paused_past_its_lease_runs_nothing_when_it_resumes(
     without another run, and its renewal is refused (the lease is the other's now)."""
     every_s = 2.0
     env = {"SCHEDULE_INTERVALS": f"{JOB}={every_s:g}", "SCHEDULER_LEASE_TTL_S": "3"}
-    url = migrated_database_url
-    with (
-        serve_with_workers(url, tmp_path, workers=1, env=env, name="one") as one,
-        serve_with_workers(url, tmp_path, workers=1, env=env, name="two") as two,
-    ):
-        serves = {"one": one, "two": two}
+    with fleet(migrated_database_url, tmp_path, env, one=1, two=1) as serves:
         wait_for(lambda: len(runs(serves)) >= 2, "the leader's first runs")
         [leader] = tenures(serves)
         paused = serves[leader.serve]

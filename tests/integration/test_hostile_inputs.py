@@ -11,9 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edgemart.services import Services
-from tests.conftest import open_gateway, settings_for
-from tests.integration.test_seller import SECRET, listing, new_store, token
+from tests.integration.test_seller import listing, new_store, seller_gateway, token
 
 pytestmark = pytest.mark.anyio
 
@@ -25,17 +23,9 @@ PRODUCT = "8a5f3e1c-2b4d-4c6e-9f80-1a2b3c4d5e6f"
 
 @pytest.fixture(scope="module")
 async def client(catalog_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = settings_for(
-        catalog_database_url,
-        jwt_secret=SECRET,
-        cursor_secret="s",
-        rate_limit_overrides=tuple(
-            (group, 0, 60)
-            for group in ("home", "search", "store", "listings", "purchases", "admin")
-        ),
-    )
-    services = Services.from_settings(settings)
-    async with open_gateway(services, peer=("203.0.113.31", 1), base_url="http://t") as http:
+    groups = ("home", "search", "store", "listings", "purchases", "admin")
+    limits = tuple((group, 0, 60) for group in groups)
+    async with seller_gateway(catalog_database_url, "203.0.113.31", limits) as http:
         yield http
 
 

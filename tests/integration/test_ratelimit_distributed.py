@@ -110,7 +110,7 @@ async def test_redis_outage_mid_traffic(own_redis: RedisProcess, captured_logs: 
         rate_limit_timeout_ms=1000.0,
     )
     services = Services.from_settings(settings)
-    services.rate_limiter.retry_after_s = 0.2  # type: ignore[attr-defined]
+    services.rate_limiter.backoff.retry_after_s = 0.2  # type: ignore[attr-defined]
     app = build_app(ROUTES, services=services)
     transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 1))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -25,16 +26,24 @@ def token(sub: str, **claims: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {jwt.encode(payload, SECRET, algorithm='HS256')}"}
 
 
-@pytest.fixture(scope="module")
-async def seller_client(catalog_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+@asynccontextmanager
+async def seller_gateway(
+    database_url: str, peer: str, rate_limits: tuple[tuple[str, int, int], ...]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the gateway on `database_url` that takes this module's tokens, calling
+    from `peer` with `rate_limits` (group, limit, window) overriding the defaults."""
     settings = settings_for(
-        catalog_database_url,
-        jwt_secret=SECRET,
-        cursor_secret="s",
-        rate_limit_overrides=(("listings", 1000, 60), ("store", 1000, 60), ("search", 1000, 60)),
+        database_url, jwt_secret=SECRET, cursor_secret="s", rate_limit_overrides=rate_limits
     )
     services = Services.from_settings(settings)
-    async with open_gateway(services, peer=("203.0.113.30", 1), base_url="http://t") as client:
+    async with open_gateway(services, peer=(peer, 1), base_url="http://t") as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+async def seller_client(catalog_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    limits = (("listings", 1000, 60), ("store", 1000, 60), ("search", 1000, 60))
+    async with seller_gateway(catalog_database_url, "203.0.113.30", limits) as client:
         yield client
 
 

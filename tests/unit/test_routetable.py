@@ -15,7 +15,7 @@ from edgemart.counters import MAX_QUERY_LENGTH
 from edgemart.ratelimit.groups import DEFAULT_POLICIES
 from edgemart.ratelimit.policies import RateLimitTable
 from edgemart.routetable import ROUTES, RouteSpec, function_names
-from edgemart.routing import RouteTableError, allowed_methods, starlette_routes
+from edgemart.routing import RouteTableError, allowed_methods, by_name, starlette_routes
 from edgemart.settings import RATE_LIMIT_GROUPS, Settings
 
 
@@ -38,6 +38,13 @@ def test_routes_are_built_in_table_order_with_the_named_handlers() -> None:
     built = starlette_routes("store", handlers)
     expected = [(r.path, {r.method}) for r in ROUTES if r.function == "store"]
     assert [(route.path, route.methods - {"HEAD"}) for route in built] == expected  # type: ignore[attr-defined]
+
+
+def test_by_name_keys_handlers_by_their_python_name() -> None:
+    async def home(request: Request) -> Response:
+        return Response()
+
+    assert by_name(home, endpoint) == {"home": home, "endpoint": endpoint}
 
 
 def test_a_missing_handler_is_refused_at_import() -> None:

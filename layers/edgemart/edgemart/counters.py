@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import json
 import re
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -34,8 +33,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from edgemart import metrics
+from edgemart.backoff import Backoff
 from edgemart.isolation import write_isolating
-from edgemart.logging import ThrottledWarning, logger
+from edgemart.logging import logger
 from edgemart.validation import is_clean_identifier, text_problem
 
 if TYPE_CHECKING:
@@ -155,22 +155,21 @@ class RedisCounts:
         self.redis = redis
         self.key = key
         self.timeout_s = timeout_s
-        self.retry_after_s = retry_after_s
         self.local = MemoryCounts()
         self._fallbacks = metrics.series(metrics.COUNTER_FALLBACKS, buffer=buffer_name(key))
-        self._skip_redis_until = 0.0
-        self._failures = ThrottledWarning(
-            f"counting in Redis ({key}) failed (%r); counting in this process"
+        self.backoff = Backoff(
+            f"counting in Redis ({key}) failed (%r); counting in this process",
+            retry_after_s=retry_after_s,
         )
 
     async def record(self, name: str) -> None:
-        if time.monotonic() >= self._skip_redis_until:
+        if self.backoff.ready():
             try:
                 async with asyncio.timeout(self.timeout_s):
                     await self.redis.client().hincrby(self.key, name, 1)
                 return
             except Exception as exc:  # any Redis failure: count locally instead
-                self._redis_failed(exc)
+                self.backoff.failed(exc)
         self._fallbacks.add()
         await self.local.record(name)
 
@@ -179,7 +178,7 @@ class RedisCounts:
         try:
             flat = await self.redis.client().eval(_DRAIN_SCRIPT, 1, self.key)
         except Exception as exc:  # Redis down: flush what this process holds now
-            self._redis_failed(exc)
+            self.backoff.failed(exc)
             return dict(counts)
         dropped = Dropped(self.key)
         for index in range(0, len(flat), 2):
@@ -199,12 +198,8 @@ class RedisCounts:
                     pipe.hincrby(self.key, query, count)
                 await pipe.execute()
         except Exception as exc:  # kept in this process for the next flush instead
-            self._redis_failed(exc)
+            self.backoff.failed(exc)
             await self.local.restore(counts)
-
-    def _redis_failed(self, exc: BaseException) -> None:
-        self._skip_redis_until = time.monotonic() + self.retry_after_s
-        self._failures.note(exc)
 
     async def aclose(self) -> None:
         await self.redis.aclose()

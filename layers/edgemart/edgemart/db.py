@@ -54,6 +54,15 @@ def replica_configured(settings: Settings) -> bool:
     )
 
 
+def _secret(
+    settings: Settings, arn: str, host: str | None, tracing: Tracing | None
+) -> DatabaseSecret:
+    """The database secret `arn`, connecting to `host` (else the host the secret names)."""
+    return DatabaseSecret(
+        arn, host=host, max_age_s=settings.database_secret_max_age_s, tracing=tracing
+    )
+
+
 class Database:
     def __init__(
         self,
@@ -85,11 +94,8 @@ class Database:
     def primary_from(cls, settings: Settings, *, tracing: Tracing | None = None) -> Database:
         conninfo: str | DatabaseSecret | None = settings.database_url
         if settings.database_secret_arn:
-            conninfo = DatabaseSecret(
-                settings.database_secret_arn,
-                host=settings.database_host,
-                max_age_s=settings.database_secret_max_age_s,
-                tracing=tracing,
+            conninfo = _secret(
+                settings, settings.database_secret_arn, settings.database_host, tracing
             )
         return cls._from(settings, conninfo, "primary", tracing)
 
@@ -98,13 +104,9 @@ class Database:
         """The read replica: `DATABASE_REPLICA_URL`, else the primary's secret with
         `DATABASE_REPLICA_HOST` (a streaming replica has the primary's roles and passwords)."""
         conninfo: str | DatabaseSecret | None = settings.database_replica_url
-        if conninfo is None and settings.database_secret_arn and settings.database_replica_host:
-            conninfo = DatabaseSecret(
-                settings.database_secret_arn,
-                host=settings.database_replica_host,
-                max_age_s=settings.database_secret_max_age_s,
-                tracing=tracing,
-            )
+        arn, host = settings.database_secret_arn, settings.database_replica_host
+        if conninfo is None and arn and host:
+            conninfo = _secret(settings, arn, host, tracing)
         return cls._from(settings, conninfo, "replica", tracing)
 
     @classmethod

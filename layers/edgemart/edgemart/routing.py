@@ -81,6 +81,11 @@ def allowed_methods(path: str) -> list[str]:
     return sorted(methods)
 
 
+def by_name(*handlers: Handler) -> dict[str, Handler]:
+    """Handlers keyed by their Python name, which is the name the route table gives them."""
+    return {handler.__name__: handler for handler in handlers}
+
+
 def starlette_routes(function: str, handlers: Mapping[str, Handler]) -> list[BaseRoute]:
     """`function`'s routes, in table order, each served by the handler the table names once
     the caller and the request's inputs passed the route's checks (`guarded`: the handler

@@ -43,11 +43,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from edgemart import metrics
+from edgemart.backoff import Backoff
 from edgemart.cache import FROM_L2, MISS, STALE, Filled, Render, Rendered, encoded_etag
 from edgemart.changes import Changes, key_marks
 from edgemart.compression import GZIP
 from edgemart.errors import EdgemartError
-from edgemart.logging import ThrottledWarning
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -321,16 +321,15 @@ class RedisSharedCache:
         self.timeout_s = timeout_s
         self.drop_timeout_s = max(timeout_s, drop_timeout_s)
         self.lock_ttl_s = lock_ttl_s
-        self.retry_after_s = retry_after_s
-        self.clock = clock
-        self._skip_until = 0.0
-        self._failures = ThrottledWarning(
+        self.backoff = Backoff(
             "shared cache: Redis %s failed (%r); serving from this process and the database",
-            every_s=log_every_s,
+            retry_after_s=retry_after_s,
+            log_every_s=log_every_s,
+            clock=clock,
         )
 
     def reachable(self) -> bool:
-        return self.clock() >= self._skip_until
+        return self.backoff.ready()
 
     async def lookup(self, key: str) -> Lookup:
         token = os.urandom(8).hex()
@@ -390,9 +389,8 @@ class RedisSharedCache:
             raise SharedCacheUnavailableError(repr(exc)) from exc
 
     def _failed(self, operation: str, exc: BaseException) -> None:
-        self._skip_until = self.clock() + self.retry_after_s
         metrics.record(metrics.SHARED_CACHE_ERRORS, operation=operation)
-        self._failures.note(operation, exc)
+        self.backoff.failed(operation, exc)
 
 
 # ---- Filling a miss: one render per cold page across the fleet ----

@@ -10,10 +10,9 @@ Fall-backs are counted (`rate_limit_fallbacks`) and logged at most once per `log
 from __future__ import annotations
 
 import asyncio
-import time
 
 from edgemart import metrics
-from edgemart.logging import ThrottledWarning
+from edgemart.backoff import Backoff
 from edgemart.ratelimit.base import RateLimiter
 from edgemart.ratelimit.memory import MemoryRateLimiter
 from edgemart.ratelimit.window import Decision, Policy
@@ -33,22 +32,20 @@ class FallbackRateLimiter:
         self.local = local
         self.backend = shared.backend
         self.timeout_s = timeout_s
-        self.retry_after_s = retry_after_s
-        self._skip_shared_until = 0.0
-        self._fallbacks = metrics.series(metrics.RATE_LIMIT_FALLBACKS, backend=self.backend)
-        self._failures = ThrottledWarning(
+        self.backoff = Backoff(
             f"rate limit backend {self.backend} failed (%r); using the local limiter",
-            every_s=log_every_s,
+            retry_after_s=retry_after_s,
+            log_every_s=log_every_s,
         )
+        self._fallbacks = metrics.series(metrics.RATE_LIMIT_FALLBACKS, backend=self.backend)
 
     async def check(self, key: str, policy: Policy) -> Decision:
-        if time.monotonic() >= self._skip_shared_until:
+        if self.backoff.ready():
             try:
                 async with asyncio.timeout(self.timeout_s):
                     return await self.shared.check(key, policy)
             except Exception as exc:  # any failure of the shared backend means: go local
-                self._skip_shared_until = time.monotonic() + self.retry_after_s
-                self._failures.note(exc)
+                self.backoff.failed(exc)
         self._fallbacks.add()
         return (await self.local.check(key, policy))._replace(fallback=True)
 
