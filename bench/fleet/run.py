@@ -554,9 +554,13 @@ async def in_process(
     rng = random.Random(5)
     for route_scopes in scopes.values():
         rng.shuffle(route_scopes)
-    for variant in VARIANTS:  # pools opened, every key loaded once, the database's pages read
-        for route in ROUTES:
-            await one_pass(apps[variant], scopes[route])
+    # Pools opened, every key loaded, the database's pages read. Twice: a fresh process's first
+    # Redis call imports redis-py within its 50 ms timeout and fails, and the shared cache then
+    # leaves Redis alone for a second, so the first pass may store nothing in L2.
+    for _ in range(2):
+        for variant in VARIANTS:
+            for route in ROUTES:
+                await one_pass(apps[variant], scopes[route])
     results: Results = {(route, variant): [] for route in ROUTES for variant in VARIANTS}
     try:
         for index in range(rounds):
