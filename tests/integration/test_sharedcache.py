@@ -248,3 +248,28 @@ async def test_scripts_are_loaded_again_after_a_restart(own_redis: RedisProcess)
     await admin.aclose()
     assert (await shared.lookup("home")).rendered == page([])
     await shared.redis.aclose()
+
+
+class SlowToBuild(LazyRedis):
+    """A client whose first building takes longer than the lookup timeout, as a cold
+    process's import of redis-py does."""
+
+    def _build(self) -> redis.asyncio.Redis:
+        import time
+
+        time.sleep(0.12)
+        return super()._build()
+
+
+async def test_building_the_client_is_not_counted_against_the_lookup_timeout(
+    redis_url: str,
+) -> None:
+    shared = RedisSharedCache(
+        SlowToBuild(redis_url), namespace=f"edgemart-test:{uuid.uuid4().hex}", timeout_s=0.1
+    )
+    try:
+        first = await shared.lookup("home")
+        assert first.rendered is None and first.token is not None  # asked Redis, got the lock
+        assert shared.reachable()
+    finally:
+        await shared.redis.aclose()

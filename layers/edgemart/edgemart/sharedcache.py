@@ -382,8 +382,12 @@ class RedisSharedCache:
         if not self.reachable():
             raise SharedCacheUnavailableError("left alone after a failure")
         try:
+            # Built before the clock starts: a cold process's first call imports redis-py
+            # (~50 ms), which would otherwise use up the timeout and leave Redis alone for
+            # the process's first second, the one a cold Lambda most needs L2 in.
+            client = self.redis.client()
             async with asyncio.timeout(timeout_s):
-                return await script.run(self.redis.client(), keys, args)
+                return await script.run(client, keys, args)
         except Exception as exc:  # any failure of Redis means: do without it for a while
             self._failed(operation, exc)
             raise SharedCacheUnavailableError(repr(exc)) from exc
