@@ -7,9 +7,9 @@ Topology (loopback only, every server the test's own but the suite's PostgreSQL)
 - a private redis-server, to kill and restart;
 - three `edgemart serve`s (separate processes, so the scheduler lease is all that keeps two
   of them from running the jobs), with the same settings: the database through PgBouncer
-  (`DATABASE_POOLER=transaction`), the replica direct, rate limits in Redis, edge purge to
-- a Varnish with the generated VCL in front of one of them (the edge's VCL names one backend);
-  every serve purges it.
+  (`DATABASE_POOLER=transaction`), the replica direct, rate limits in Redis, edge purge on;
+- a Varnish with the generated VCL in front of one serve that does not lead (the VCL names one
+  backend), which every serve purges.
 
 Under the chaos suite's mixed load (reads and retried purchases) on the two serves that do
 not lead and on Varnish, the test checks, in order: a rate limit is exact across processes;
@@ -17,7 +17,7 @@ every write (a listing PATCH or a purchase, sent to each serve in turn) is seen 
 and through Varnish within a second; so while the replica lags and while it is down; Redis
 killed and restarted costs no 5xx and writes are seen everywhere within a second again; the
 leader killed with SIGKILL, a standby runs the jobs within 30 s, each once per period. It ends
-with the chaos suite's ledger checks. A summary is printed (`-s`). About two minutes.
+with the chaos suite's ledger checks. A summary is printed (`-s`). Under a minute.
 """
 
 from __future__ import annotations
@@ -28,17 +28,18 @@ import os
 import signal
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import jwt
 import psycopg
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from edgemart.migrate import apply_migrations
 from gateway.democatalog import seed_catalog
@@ -49,9 +50,10 @@ from tests.integration.test_fleet_scheduler import (
     assert_once_per_period,
     runs,
     tenures,
+    wait_for,
 )
 from tests.integration.test_local_edge import VARNISHD, varnish
-from tests.integration.test_serve_workers import Serve, serve_with_workers
+from tests.integration.test_serve_workers import Serve, scrape, serve_with_workers
 from tests.pgbouncer import EXECUTABLE as PGBOUNCER
 from tests.pgbouncer import PgBouncer
 from tests.support.replica import ReplicatedPostgres, replicated_postgres, replication
@@ -78,6 +80,10 @@ PROBE_ADDRESS = "127.0.0.9"
 """The rate-limit probe's own client address (the load comes from 127.0.0.1)."""
 EVERY_S = 1.0
 """The job's period (SCHEDULE_INTERVALS)."""
+READ_YOUR_WRITES_S = 1.0
+"""Short, so a read-only spell of a few seconds sends public reads by the lag policy alone."""
+SPELL_LIMIT_S = 20.0
+"""How long a read-only spell may take to see the replica's state routed around."""
 
 
 def token(sub: str) -> dict[str, str]:
@@ -98,6 +104,9 @@ class Fleet:
     product: str
     """The watched listing: OWNER's, in a store of its own."""
     catalog: ChaosCatalog
+    cold: list[str]
+    """Products the load never reads: each is a cache miss the first time, a database read
+    (taken from the list as read)."""
 
 
 @contextmanager
@@ -136,6 +145,7 @@ def serve_environment(url: str, replica_url: str, redis_url: str, edge_url: str)
         "DATABASE_REPLICA_URL": replica_url,
         "REPLICA_MAX_LAG_S": "1",
         "REPLICA_CHECK_INTERVAL_S": "0.2",
+        "READ_YOUR_WRITES_S": str(READ_YOUR_WRITES_S),
         "REDIS_URL": redis_url,
         "RATE_LIMIT_BACKEND": "redis",
         # Exactness is under test, not Redis's latency on a busy 2-core machine: a check that
@@ -154,14 +164,6 @@ def serve_environment(url: str, replica_url: str, redis_url: str, edge_url: str)
         "SCHEDULE_INTERVALS": f"{JOB}={EVERY_S:g}",
         "ACCESS_LOG_SAMPLE_RATE": "0",  # small logs: the test reads them for the job runs
     }
-
-
-def wait_for(condition: Any, what: str, within_s: float = 90) -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within_s} s")
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -205,7 +207,20 @@ def fleet(replication: ReplicatedPostgres, tmp_path: Path) -> Iterator[Fleet]:
         catalog = dataclasses.replace(
             catalog, products=[p for p in catalog.products if p != product]
         )
-        yield Fleet(replication, url, redis, serves, first.serve, edge_url, product, catalog)
+        cold = unread_products(url, [product, *catalog.products])
+        yield Fleet(replication, url, redis, serves, first.serve, edge_url, product, catalog, cold)
+
+
+def unread_products(url: str, read: list[str]) -> list[str]:
+    """Public products other than `read`."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT p.id::text FROM products p JOIN stores s ON s.id = p.store_id "
+            "WHERE p.is_available AND p.is_approved AND s.is_active "
+            "AND NOT p.id = ANY(%s::uuid[]) ORDER BY p.id",
+            [read],
+        ).fetchall()
+    return [row[0] for row in rows]
 
 
 def listing(base_url: str) -> str:
@@ -363,12 +378,14 @@ async def test_the_fleet(fleet: Fleet) -> None:
             await asyncio.to_thread(pair.pause_replay)
             for _ in range(4):
                 await watch.write(client, load.phase)
+            seen_lagging_s = await read_only_spell(fleet, load, client, ("lagging",))
             await asyncio.to_thread(pair.resume_replay)
 
             load.phase = "replica down"
             await asyncio.to_thread(pair.kill_replica)
             for _ in range(4):
                 await watch.write(client, load.phase)
+            seen_down_s = await read_only_spell(fleet, load, client, ("down", "failover"))
             await asyncio.to_thread(pair.start_replica)
             await asyncio.to_thread(pair.wait_caught_up)
 
@@ -392,6 +409,7 @@ async def test_the_fleet(fleet: Fleet) -> None:
                 await watch.write(client, load.phase)
         finally:
             await load.stop(workers)
+    routes = await asyncio.to_thread(read_routes, fleet)
     problems = await asyncio.to_thread(ledger_problems, fleet.url, fleet.catalog)
     fives = [o for counts in load.outcomes.values() for o in counts if o[1] >= 500]
     print(
@@ -404,6 +422,9 @@ async def test_the_fleet(fleet: Fleet) -> None:
             "writes_watched": watch.writes,
             "requests": {phase: sum(c.values()) for phase, c in load.outcomes.items()},
             "rate_limit_probe": limited,
+            "read_routes": routes,
+            "replica_seen_lagging_after_s": seen_lagging_s,
+            "replica_seen_down_after_s": seen_down_s,
             "takeover": takeover,
             "resubscribed_after_redis_restart_s": resubscribed_s,
             "5xx": fives,
@@ -413,7 +434,51 @@ async def test_the_fleet(fleet: Fleet) -> None:
     assert fives == []
     assert all(load.total(phase, kind="purchase", status=201) > 0 for phase in load.outcomes)
     assert watch.max_latency() <= VISIBLE_WITHIN_S, watch.latencies
+    assert routes.get("replica", 0) > 0  # the replica did serve public reads
     assert problems == []
+
+
+async def read_only_spell(
+    fleet: Fleet, load: MixedLoad, client: httpx.AsyncClient, routes: tuple[str, ...]
+) -> float:
+    """No writes for longer than the read-your-writes window, then pages never read before
+    from each live serve (each a database read, routed by the replica's state alone) until
+    the serves count a read sent to the primary for one of `routes`: how long that took from
+    the spell's start. Every read is served: the replica, lagging or down, costs no 5xx."""
+    before = await asyncio.to_thread(routed, fleet, routes)
+    load.purchasing = False
+    started = time.monotonic()
+    try:
+        await asyncio.sleep(READ_YOUR_WRITES_S + 1.0)
+        while True:
+            for serve in fleet.serves.values():
+                if serve.process.poll() is None:
+                    response = await client.get(f"{serve.url}/products/{fleet.cold.pop()}")
+                    assert response.status_code == 200, (serve.url, response.text)
+            if await asyncio.to_thread(routed, fleet, routes) > before:
+                return round(time.monotonic() - started, 1)
+            if time.monotonic() - started > SPELL_LIMIT_S:
+                raise AssertionError(f"no read routed for {routes} within {SPELL_LIMIT_S} s")
+            await asyncio.sleep(0.2)
+    finally:
+        load.purchasing = True
+
+
+def routed(fleet: Fleet, routes: tuple[str, ...]) -> float:
+    found = read_routes(fleet)
+    return sum(found.get(route, 0) for route in routes)
+
+
+def read_routes(fleet: Fleet) -> dict[str, float]:
+    """Where the live serves' public-page loads went (replica, or the primary and why)."""
+    routes: Counter[str] = Counter()
+    for serve in fleet.serves.values():
+        if serve.process.poll() is None:
+            for family in text_string_to_metric_families(scrape(serve).text):
+                for sample in family.samples:
+                    if sample.name == "edgemart_read_routes_total":
+                        routes[sample.labels["route"]] += sample.value
+    return dict(routes)
 
 
 def subscribers(fleet: Fleet) -> int:
