@@ -48,13 +48,15 @@ class ChaosCatalog:
 @dataclass
 class MixedLoad:
     """Workers issuing requests until stopped. With `retry_purchases`, a purchase answered
-    503 is retried with the same idempotency key, as a client would."""
+    503 is retried with the same idempotency key, as a client would. While `purchasing` is
+    off, the purchases' share of the mix reads product pages instead (a read-only spell)."""
 
     catalog: ChaosCatalog
     secret: str
     buyers: int = 20
     retry_purchases: bool = False
     phase: str = "before"
+    purchasing: bool = True
     outcomes: dict[str, Counter[Outcome]] = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(1))
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -73,7 +75,7 @@ class MixedLoad:
             elif choice < 0.5:
                 kind = "store"
                 response = await client.get(f"/stores/{self.rng.choice(self.catalog.slugs)}")
-            elif choice < 0.7:
+            elif choice < 0.7 or not self.purchasing:
                 kind = "product"
                 response = await client.get(f"/products/{self.rng.choice(self.catalog.products)}")
             else:

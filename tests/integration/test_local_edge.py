@@ -78,13 +78,17 @@ def gateway_services(catalog_database_url: str) -> Iterator[Services]:
 
 
 def varnish(
-    tmp_path: Path, backend_port: int, *, purgers: Sequence[IPNetwork] = ()
+    tmp_path: Path,
+    backend_port: int,
+    *,
+    purgers: Sequence[IPNetwork] = (),
+    port: int | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """varnishd with the generated VCL in front of the gateway on `backend_port`: (process,
-    URL)."""
+    URL). `port`, where it listens, when the gateway must know it before the edge starts."""
     vcl = tmp_path / "edge.vcl"
     vcl.write_text(render_vcl("127.0.0.1", backend_port, purgers=purgers))
-    port = unused_port()
+    port = port or unused_port()
     process = subprocess.Popen(
         [
             str(VARNISHD),
