@@ -39,3 +39,33 @@ def fresh_database(admin: str, name: str) -> str:
     url = make_conninfo(admin, dbname=name)
     apply_migrations(url)
     return url
+
+
+def seeded_catalog(admin: str, name: str, size: int, *, reseed: bool = False) -> str:
+    """`name`, kept between runs: created if missing (dropped first with `reseed`), migrated by
+    this checkout, and seeded with the demo catalog unless it already holds `size` products;
+    its connection string."""
+    import time
+
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from edgemart.migrate import apply_migrations
+    from gateway.democatalog import seed_catalog
+
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if exists and reseed:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)'.encode())
+            exists = None
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"'.encode())
+    url = make_conninfo(admin, dbname=name)
+    apply_migrations(url)
+    with psycopg.connect(url) as conn:
+        count = conn.execute("SELECT count(*) FROM products").fetchone()
+    if not count or count[0] != size:
+        started = time.perf_counter()
+        seed_catalog(url, products=size, seed=1, replace=True)
+        print(f"seeded {size:,} products in {time.perf_counter() - started:.0f} s", flush=True)
+    return url

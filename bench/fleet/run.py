@@ -84,9 +84,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 
-from bench.database import admin_url
+from bench.database import admin_url, seeded_catalog
 from bench.ratelimit.gateway import cpu_seconds, free_port
 from bench.report import database_command, provenance
 from edgemart.cache import Filled, Rendered, TTLCache
@@ -122,22 +121,8 @@ def catalog(admin: str, size: int) -> str:
     """`edgemart_bench_fleet_<size>`, created, migrated by this checkout and seeded unless it
     already holds `size` products; the home snapshot is stored afresh either way."""
     from edgemart.homepage import STORE_SNAPSHOT_SQL
-    from edgemart.migrate import apply_migrations
-    from gateway.democatalog import seed_catalog
 
-    name = f"edgemart_bench_fleet_{size}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"'.encode())
-    url = make_conninfo(admin, dbname=name)
-    apply_migrations(url)
-    with psycopg.connect(url) as conn:
-        count = conn.execute("SELECT count(*) FROM products").fetchone()
-    if not count or count[0] != size:
-        started = time.perf_counter()
-        seed_catalog(url, products=size, seed=1, replace=True)
-        print(f"seeded {size:,} products in {time.perf_counter() - started:.0f} s", flush=True)
+    url = seeded_catalog(admin, f"edgemart_bench_fleet_{size}", size)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(STORE_SNAPSHOT_SQL)  # what refresh_views leaves for the home function
     return url

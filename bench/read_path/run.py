@@ -22,18 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
-from bench.database import admin_url
+from bench.database import admin_url, seeded_catalog
 from bench.report import database_command, provenance
 from edgemart.homepage import HOME_SQL, SNAPSHOT_SQL, STORE_SNAPSHOT_SQL
-from edgemart.migrate import apply_migrations
 from edgemart.settings import Settings
 from edgemart.validation import ValidationError
 from functions.search.app import SearchParams, SearchTimeoutError, search_page
 from functions.store.app import STORE_SQL, store_page_sql
-from gateway.democatalog import seed_catalog
 
 NAIVE_HOME = [
     # What a first version does: live aggregates and sorts on the base tables.
@@ -94,23 +91,7 @@ SEARCH_TIMEOUT_MS = Settings().search_statement_timeout_ms
 
 
 def catalog(admin: str, size: int, reseed: bool) -> str:
-    name = f"edgemart_bench_{size}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if exists and reseed:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)'.encode())
-            exists = None
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"'.encode())
-    url = make_conninfo(admin, dbname=name)
-    apply_migrations(url)
-    with psycopg.connect(url) as conn:
-        count = conn.execute("SELECT count(*) FROM products").fetchone()
-    if not count or count[0] != size:
-        started = time.perf_counter()
-        seed_catalog(url, products=size, seed=1, replace=True)
-        print(f"seeded {size:,} products in {time.perf_counter() - started:.0f} s", flush=True)
-    return url
+    return seeded_catalog(admin, f"edgemart_bench_{size}", size, reseed=reseed)
 
 
 async def timings(run: Callable[[], Awaitable[Any]], *, iterations: int) -> list[float]:
