@@ -155,18 +155,21 @@ def sold_count_of(product: str) -> Show:
     return show
 
 
+def cached_listing(client: httpx.Client, stock: int) -> tuple[str, str, tuple[str, str, str]]:
+    """A new listing with its product page, its store's page and a search finding it, each
+    cached at the edge: (product id, store slug, (page, store page, search))."""
+    word = f"zq{uuid.uuid4().hex[:6]}"
+    product, slug = listed(client, word, stock=stock)
+    pages = (f"/products/{product}", f"/stores/{slug}", f"/marketplace/search?q={word}")
+    cached(client, list(pages))
+    return product, slug, pages
+
+
 def test_a_listing_edit_through_the_edge_is_served_new_within_a_second(
     edge: Edge, purging: VarnishPurge
 ) -> None:
     with httpx.Client(base_url=edge.url, timeout=10) as client:
-        word = f"zq{uuid.uuid4().hex[:6]}"
-        product, slug = listed(client, word, stock=3)
-        page, store, search = (
-            f"/products/{product}",
-            f"/stores/{slug}",
-            f"/marketplace/search?q={word}",
-        )
-        cached(client, [page, store, search])
+        product, slug, (page, store, search) = cached_listing(client, stock=3)
         assert tags_sent(edge.backend, store) == {product_tag(product), store_tag(slug)}
         assert purging.flush()  # the listing's own purges are done
         before = metrics.count(metrics.EDGE_PURGES, backend="varnish", result="ok")
@@ -193,14 +196,7 @@ def test_a_purchase_through_the_edge_is_served_new_within_a_second(
     edge: Edge, purging: VarnishPurge, catalog_database_url: str
 ) -> None:
     with httpx.Client(base_url=edge.url, timeout=10) as client:
-        word = f"zq{uuid.uuid4().hex[:6]}"
-        product, slug = listed(client, word, stock=5)
-        page, store, search = (
-            f"/products/{product}",
-            f"/stores/{slug}",
-            f"/marketplace/search?q={word}",
-        )
-        cached(client, [page, store, search])
+        product, slug, (page, store, search) = cached_listing(client, stock=5)
         fund(catalog_database_url, BUYER, 100_000)
 
         sent = time.monotonic()
