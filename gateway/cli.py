@@ -25,7 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from edgemart import __version__
 from edgemart.errors import EdgemartError
-from edgemart.settings import IPNetwork, Settings, SettingsError
+from edgemart.settings import IPNetwork, Settings, SettingsError, environment_value
 
 GATEWAY_EXTRA = "pip install 'edgemart[gateway]'"
 # Top-level modules only the `gateway` extra installs.
@@ -102,9 +102,12 @@ def _missing_extra_message(module: str, command: str) -> str:
 
 
 def _debugging(args: argparse.Namespace) -> bool:
-    return bool(getattr(args, "debug", False)) or (
-        os.environ.get("LOG_LEVEL", "").strip().upper() == "DEBUG"
-    )
+    if getattr(args, "debug", False):
+        return True
+    try:
+        return environment_value("log_level", os.environ) == "DEBUG"
+    except SettingsError:  # reported as the command's own error
+        return False
 
 
 def _parser() -> argparse.ArgumentParser:

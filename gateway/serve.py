@@ -26,7 +26,7 @@ import psycopg
 from edgemart.errors import EdgemartError
 from edgemart.logging import logger
 from edgemart.migrate import apply_migrations
-from edgemart.settings import Settings
+from edgemart.settings import UNSET, Settings, environment_value
 from gateway.democatalog import catalog_is_present, seed_catalog
 from gateway.embedded import database_url_for, development_jwt_secret
 
@@ -65,7 +65,7 @@ def serve(
 def serve_settings(settings: Settings, environ: Mapping[str, str]) -> Settings:
     """A developer watching `serve` sees every request: the 1% sampling meant for production
     applies only when ACCESS_LOG_SAMPLE_RATE is set (an empty value counts as unset)."""
-    if environ.get("ACCESS_LOG_SAMPLE_RATE"):
+    if environment_value("access_log_sample_rate", environ) is not UNSET:
         return settings
     return dataclasses.replace(settings, access_log_sample_rate=SERVE_ACCESS_LOG_SAMPLE_RATE)
 

@@ -13,6 +13,7 @@ from edgemart.ratelimit.policies import WINDOW_S
 from edgemart.settings import (
     DECLARED,
     RATE_LIMIT_GROUPS,
+    UNSET,
     Choice,
     Concern,
     Currency,
@@ -27,6 +28,7 @@ from edgemart.settings import (
     SettingsError,
     Text,
     declared_settings,
+    environment_value,
     setting,
 )
 
@@ -284,3 +286,14 @@ def test_template_sets_only_declared_variables_with_values_that_parse() -> None:
         ours = {k: v for k, v in variables.items() if not k.startswith("POWERTOOLS_")}
         assert set(ours) <= set(PARSERS), set(ours) - set(PARSERS)
         Settings.from_env({k: v for k, v in ours.items() if isinstance(v, str)})
+
+
+def test_environment_value_reads_a_setting_by_its_declaration() -> None:
+    """For callers that must know whether a setting was set at all (serve's access-log rate,
+    the command line's --debug from LOG_LEVEL): the declared variable, parsed and checked."""
+    assert environment_value("access_log_sample_rate", {}) is UNSET
+    assert environment_value("access_log_sample_rate", {"ACCESS_LOG_SAMPLE_RATE": " "}) is UNSET
+    assert environment_value("access_log_sample_rate", {"ACCESS_LOG_SAMPLE_RATE": "0.5"}) == 0.5
+    assert environment_value("log_level", {"LOG_LEVEL": "debug"}) == "DEBUG"
+    with pytest.raises(SettingsError, match="LOG_LEVEL"):
+        environment_value("log_level", {"LOG_LEVEL": "loud"})

@@ -901,3 +901,11 @@ class Settings:
 
 DECLARED = declared_settings(Settings)
 """Every setting, in declaration order."""
+_DECLARED_BY_NAME = {declared.name: declared for declared in DECLARED}
+
+
+def environment_value(name: str, environ: Mapping[str, str]) -> object:
+    """Setting `name` as `environ` sets it, read by its declaration (its variable, parsing and
+    errors), or `UNSET`: for a caller that must know whether it was set at all."""
+    declared = _DECLARED_BY_NAME[name]
+    return declared.parser.read(declared.variable, environ)
