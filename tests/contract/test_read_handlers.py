@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import psycopg
 import pytest
+import redis
 
 import functions.home.app as home_function
 import functions.search.app as search_function
 import functions.store.app as store_function
+from edgemart.counters import SEARCH_COUNTS_KEY
 from edgemart.services import Services
 from functions.refresh_views.app import refresh_views
-from tests.conftest import settings_for
+from tests.conftest import RedisProcess, settings_for
 from tests.contract.lambda_harness import (
     FakeLambdaContext,
     body_of,
@@ -127,3 +130,16 @@ def test_popular_searches_count_clients_through_the_handler(
         }
     assert listed.get(q) == 3
     assert "zzqxnothing" not in listed
+
+
+def test_searches_reach_redis_by_the_end_of_the_invocation(
+    catalog_database_url: str, own_redis: RedisProcess
+) -> None:
+    """In Lambda the counts are written when the invocation ends, before the environment may
+    be frozen: nothing waits for a flusher that a frozen loop would not run."""
+    settings = settings_for(catalog_database_url, cursor_secret="s", redis_url=own_redis.url)
+    with installed_services(search_function.app, settings):
+        event = with_query(load_event("apigw_v2_get_search.json"), {"q": "oak"})
+        assert search_function.handler(event, FakeLambdaContext())["statusCode"] == 200
+        stored = redis.Redis.from_url(own_redis.url).hgetall(SEARCH_COUNTS_KEY)
+    assert [(json.loads(name)[0], count) for name, count in stored.items()] == [("oak", b"1")]

@@ -3,7 +3,9 @@ forged or split, and batch writes that isolate the entries the database refuses.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 
 import psycopg
@@ -20,6 +22,7 @@ from edgemart.counters import (
     buffer_name,
     check_entries,
     client_hash,
+    flush_blocking,
     history_entry,
     parse_history,
     parse_search_count,
@@ -70,28 +73,166 @@ async def test_limiter_and_counters_share_one_client(redis_url: str) -> None:
         await services.aclose()
 
 
-async def test_redis_down_counts_locally_and_loses_nothing(own_redis: RedisProcess) -> None:
+async def test_redis_down_keeps_counts_and_delivers_them_when_back(
+    own_redis: RedisProcess,
+) -> None:
     redis = LazyRedis(own_redis.url)
     # A generous timeout: a busy machine must not turn a slow first connection into a
-    # fall-back; a stopped server refuses connections at once anyway.
-    counts = RedisCounts(redis, "edgemart-test:views", timeout_s=2.0, retry_after_s=0.0)
+    # failure; a stopped server refuses connections at once anyway.
+    counts = RedisCounts(
+        redis, "edgemart-test:views", timeout_s=2.0, retry_after_s=0.0, flush_every_s=3600
+    )
     before = metrics.count(metrics.COUNTER_FALLBACKS, buffer="views")
     try:
-        await counts.record("lamp")
+        own_redis.kill()
+        for name in ("lamp", "lamp", "rug"):
+            await counts.record(name)  # never raises, never touches Redis
+        await counts.flush()  # fails: kept in this process
+        assert counts.pending == {"lamp": 2, "rug": 1}
+        assert metrics.count(metrics.COUNTER_FALLBACKS, buffer="views") == before + 2
+        own_redis.start()
+        await counts.record("rug")
+        await counts.flush()
+        assert counts.pending == {}
+        stored = await redis.client().hgetall("edgemart-test:views")
+        assert stored == {b"lamp": b"2", b"rug": b"2"}
+        assert await counts.drain() == {"lamp": 2, "rug": 2}
+    finally:
+        await counts.aclose()
+
+
+async def test_redis_down_at_drain_returns_what_this_process_holds(
+    own_redis: RedisProcess,
+) -> None:
+    redis = LazyRedis(own_redis.url)
+    counts = RedisCounts(redis, "edgemart-test:views", timeout_s=2.0, retry_after_s=0.0)
+    try:
         own_redis.kill()
         for name in ("lamp", "rug"):
-            await counts.record(name)  # never raises: counted in this process
-        assert metrics.count(metrics.COUNTER_FALLBACKS, buffer="views") == before + 2
-        assert await counts.drain() == {"lamp": 1, "rug": 1}  # what this process holds
-        await counts.restore({"rug": 1})  # a failed flush, Redis still down: kept locally
-        own_redis.start()  # the restarted server kept nothing: its "lamp" is gone with it
+            await counts.record(name)
+        assert await counts.drain() == {"lamp": 1, "rug": 1}
+        await counts.restore({"rug": 1})  # a failed database flush, Redis still down: kept
+        assert counts.pending == {"rug": 1}
+        own_redis.start()
         await counts.record("lamp")
-        assert (
-            metrics.count(metrics.COUNTER_FALLBACKS, buffer="views") == before + 2
-        )  # Redis used again
         assert await counts.drain() == {"lamp": 1, "rug": 1}
     finally:
         await counts.aclose()
+
+
+async def test_pending_entries_are_bounded_while_redis_is_down(own_redis: RedisProcess) -> None:
+    redis = LazyRedis(own_redis.url)
+    counts = RedisCounts(
+        redis, "edgemart-test:views", retry_after_s=0.0, flush_every_s=3600, max_entries=2
+    )
+    before = metrics.count(metrics.COUNTER_ENTRIES_DROPPED, buffer="views")
+    try:
+        own_redis.kill()
+        for name in ("lamp", "rug", "mat", "lamp", "vase"):
+            await counts.record(name)
+        await counts.flush()
+        assert counts.pending == {"lamp": 2, "rug": 1}
+        assert metrics.count(metrics.COUNTER_ENTRIES_DROPPED, buffer="views") == before + 2
+    finally:
+        own_redis.start()
+        await counts.aclose()
+
+
+async def test_record_does_no_io_and_the_flusher_writes_within_the_interval(
+    redis_url: str,
+) -> None:
+    redis = LazyRedis(redis_url)
+    key = f"edgemart-test:{uuid.uuid4().hex}"
+    counts = RedisCounts(redis, key, flush_every_s=0.05)
+    try:
+        for name in ("lamp", "lamp", "rug"):
+            await counts.record(name)
+        assert await redis.client().exists(key) == 0  # nothing written on the request path
+        async with asyncio.timeout(10):  # the interval, with room for a busy machine
+            while await redis.client().hgetall(key) != {b"lamp": b"2", b"rug": b"1"}:
+                await asyncio.sleep(0.01)
+        assert counts.pending == {}
+    finally:
+        await counts.aclose()
+        await redis.client().delete(key)
+        await redis.aclose()
+
+
+async def test_aclose_writes_what_is_pending(redis_url: str) -> None:
+    redis = LazyRedis(redis_url)
+    key = f"edgemart-test:{uuid.uuid4().hex}"
+    counts = RedisCounts(redis, key, flush_every_s=3600)
+    await counts.record("lamp")
+    await counts.aclose()
+    try:
+        assert await redis.client().hgetall(key) == {b"lamp": b"1"}
+    finally:
+        await redis.client().delete(key)
+        await redis.aclose()
+
+
+async def test_drain_includes_this_process_s_pending_counts(redis_url: str) -> None:
+    """Two processes on one key: each one's drain writes its own pending counts first; the
+    other's, not yet flushed, stay with it."""
+    key = f"edgemart-test:{uuid.uuid4().hex}"
+    first = RedisCounts(LazyRedis(redis_url), key, flush_every_s=3600)
+    second = RedisCounts(LazyRedis(redis_url), key, flush_every_s=3600)
+    try:
+        await first.record("lamp")
+        await second.record("rug")
+        assert await first.drain() == {"lamp": 1}
+        assert await second.drain() == {"rug": 1}
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_concurrent_records_and_flushes_lose_and_double_nothing(redis_url: str) -> None:
+    redis = LazyRedis(redis_url)
+    key = f"edgemart-test:{uuid.uuid4().hex}"
+    counts = RedisCounts(redis, key, flush_every_s=0.001)
+    names = [f"p{index % 7}" for index in range(2000)]
+
+    async def recorder(part: list[str]) -> None:
+        for name in part:
+            await counts.record(name)
+            await asyncio.sleep(0)  # let the flusher and the other recorders in
+
+    async def flusher() -> None:
+        for _ in range(50):
+            await counts.flush()
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for start in range(0, len(names), 250):
+                group.create_task(recorder(names[start : start + 250]))
+            group.create_task(flusher())
+        assert await counts.drain() == dict(Counter(names))
+    finally:
+        await counts.aclose()
+
+
+def test_flush_blocking_writes_on_the_loop_that_counted(redis_url: str) -> None:
+    """A Lambda environment: the handler runs on one loop the runtime keeps (Mangum's, the
+    job runner's); after it returns, the invocation's end writes the counts on that loop."""
+    redis = LazyRedis(redis_url)
+    key = f"edgemart-test:{uuid.uuid4().hex}"
+    counts = RedisCounts(redis, key, flush_every_s=3600)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(counts.record("lamp"))
+        assert counts.pending == {"lamp": 1}
+        flush_blocking([counts, MemoryCounts()])
+        assert counts.pending == {}
+
+        async def stored() -> object:
+            return await redis.client().hgetall(key)
+
+        assert loop.run_until_complete(stored()) == {b"lamp": b"1"}
+        assert loop.run_until_complete(counts.drain()) == {"lamp": 1}
+    finally:
+        loop.run_until_complete(counts.aclose())
+        loop.close()
 
 
 async def test_redis_drain_drops_fields_written_around_the_counter(redis_url: str) -> None:

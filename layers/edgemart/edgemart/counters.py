@@ -21,6 +21,7 @@ search, else its IP address, stored only as a keyed hash (`client_hash`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -135,46 +136,127 @@ class MemoryCounts:
         self._counts.clear()
 
 
-class RedisCounts:
-    """Shared across processes: one HINCRBY per event, drained by a Lua script.
+MAX_PENDING_ENTRIES = 100_000
+"""Distinct entries a process holds for Redis at most (while Redis is down); more are dropped."""
 
-    Counting is never worth failing a request for: if Redis errors or does not answer within
-    `timeout_s`, the event is counted in this process instead (metric `counter_fallbacks`,
-    logged at most once a minute) and Redis is skipped for `retry_after_s`. `drain` returns
-    the local counts too, so the next flush writes them; counts Redis holds while it cannot
-    be drained stay there for a later flush. Nothing is lost unless Redis itself loses it."""
+
+def merge_pending(pending: Counter[str], counts: dict[str, int], cap: int) -> int:
+    """Add `counts` into `pending` (pure): an entry already held is added to; a new one only
+    while `pending` holds fewer than `cap` entries. Returns how many entries were dropped."""
+    dropped = 0
+    for name, count in counts.items():
+        if name in pending or len(pending) < cap:
+            pending[name] += count
+        else:
+            dropped += 1
+    return dropped
+
+
+class RedisCounts:
+    """Shared across processes: counted in this process, written to Redis in batches (one
+    pipeline of HINCRBYs), drained by a Lua script.
+
+    `record` only adds to an in-memory Counter: no Redis round trip on the request path. The
+    pending counts are written by a background flusher about every `flush_every_s` (started
+    on the first record on the running loop: a test's new loop, or a Lambda environment's one
+    loop, gets its own), by `flush_blocking` at the end of a Lambda invocation, by `drain`
+    before it reads the hash (a process that counts and drains sees its own counts) and by
+    `aclose`. A SIGKILLed process loses at most one interval of counts (decision 0039).
+
+    If Redis errors or does not answer within `timeout_s`, the counts stay pending (metric
+    `counter_fallbacks`, logged at most once a minute) and Redis is skipped for
+    `retry_after_s`; at most `max_entries` distinct entries are held, the others dropped
+    (counted in `counter_entries_dropped`). `drain` returns what could not be written, so
+    the next database flush writes it."""
 
     def __init__(
         self,
         redis: LazyRedis,
         key: str,
         *,
-        timeout_s: float = 0.05,
+        timeout_s: float = 1.0,
         retry_after_s: float = 1.0,
+        flush_every_s: float = 1.0,
+        max_entries: int = MAX_PENDING_ENTRIES,
     ) -> None:
         self.redis = redis
         self.key = key
         self.timeout_s = timeout_s
-        self.local = MemoryCounts()
+        self.flush_every_s = flush_every_s
+        self.max_entries = max_entries
+        self._pending: Counter[str] = Counter()
+        self._flusher: asyncio.Task[None] | None = None
         self._fallbacks = metrics.series(metrics.COUNTER_FALLBACKS, buffer=buffer_name(key))
+        self._dropped = metrics.series(metrics.COUNTER_ENTRIES_DROPPED, buffer=buffer_name(key))
         self.backoff = Backoff(
-            f"counting in Redis ({key}) failed (%r); counting in this process",
+            f"counting in Redis ({key}) failed (%r); keeping the counts in this process",
             retry_after_s=retry_after_s,
         )
 
+    @property
+    def pending(self) -> dict[str, int]:
+        """What this process holds that Redis has not been sent yet (a copy)."""
+        return dict(self._pending)
+
     async def record(self, name: str) -> None:
-        if self.backoff.ready():
-            try:
-                async with asyncio.timeout(self.timeout_s):
-                    await self.redis.client().hincrby(self.key, name, 1)
-                return
-            except Exception as exc:  # any Redis failure: count locally instead
-                self.backoff.failed(exc)
-        self._fallbacks.add()
-        await self.local.record(name)
+        if name in self._pending or len(self._pending) < self.max_entries:
+            self._pending[name] += 1
+        else:
+            self._dropped.add()
+        self._start_flusher()
+
+    def _start_flusher(self) -> None:
+        loop = asyncio.get_running_loop()
+        task = self._flusher
+        if task is None or task.done() or task.get_loop() is not loop:
+            self._flusher = loop.create_task(self._flush_forever())
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_every_s)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write the pending counts to Redis in one pipeline; on failure keep them (never
+        raises). Counts recorded while it waits stay pending for the next flush."""
+        if not self._pending or not self.backoff.ready():
+            return
+        counts, self._pending = self._pending, Counter()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async with self.redis.client().pipeline(transaction=False) as pipe:
+                    for name, count in counts.items():
+                        pipe.hincrby(self.key, name, count)
+                    await pipe.execute()
+        except Exception as exc:  # any Redis failure: kept for a later flush
+            self.backoff.failed(exc)
+            self._fallbacks.add(len(counts))
+            self._keep(counts)
+        except asyncio.CancelledError:  # the flusher stopped mid-write: kept for aclose
+            self._keep(counts)
+            raise
+
+    def _keep(self, counts: dict[str, int]) -> None:
+        dropped = merge_pending(self._pending, counts, self.max_entries)
+        if dropped:
+            self._dropped.add(dropped)
+
+    def flush_blocking(self) -> None:
+        """From synchronous code between two runs of the loop the counts were recorded on
+        (the end of a Lambda invocation, after Mangum or the job runner returned): run a
+        flush on that loop, whose Redis connections are that loop's. Nothing to do when
+        nothing is pending or that loop is gone or running (its flusher writes them)."""
+        task = self._flusher
+        if not self._pending or task is None:
+            return
+        loop = task.get_loop()
+        if loop.is_closed() or loop.is_running():
+            return
+        loop.run_until_complete(self.flush())
 
     async def drain(self) -> dict[str, int]:
-        counts = Counter(await self.local.drain())
+        await self.flush()
+        counts, self._pending = self._pending, Counter()  # what Redis could not take
         try:
             flat = await self.redis.client().eval(_DRAIN_SCRIPT, 1, self.key)
         except Exception as exc:  # Redis down: flush what this process holds now
@@ -190,19 +272,28 @@ class RedisCounts:
         return dict(counts)
 
     async def restore(self, counts: dict[str, int]) -> None:
-        if not counts:
-            return
-        try:
-            async with self.redis.client().pipeline(transaction=False) as pipe:
-                for query, count in counts.items():
-                    pipe.hincrby(self.key, query, count)
-                await pipe.execute()
-        except Exception as exc:  # kept in this process for the next flush instead
-            self.backoff.failed(exc)
-            await self.local.restore(counts)
+        self._keep(counts)
+        await self.flush()
 
     async def aclose(self) -> None:
+        """Write what is pending (a graceful stop loses nothing), then stop the flusher."""
+        task, self._flusher = self._flusher, None
+        if task is not None and task.get_loop() is asyncio.get_running_loop():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.flush()
         await self.redis.aclose()
+
+
+def flush_blocking(buffers: Sequence[BufferedCounts]) -> None:
+    """`RedisCounts.flush_blocking` for each buffer that has one (MemoryCounts needs none)."""
+    for buffer in buffers:
+        if isinstance(buffer, RedisCounts):
+            try:
+                buffer.flush_blocking()
+            except Exception:  # never fails the invocation: the counts stay pending
+                logger.exception("flushing %s failed", buffer.key)
 
 
 def buffered_counts(redis: LazyRedis | None, key: str) -> BufferedCounts:

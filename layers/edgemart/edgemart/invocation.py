@@ -69,13 +69,15 @@ def lambda_entry_point(
 
 
 def end_of_invocation(services_of: Callable[[], Services]) -> None:
-    """Before the environment may be frozen: the edge purges the invocation's writes queued
-    (a frozen environment would hold them until its next invocation), then the metrics."""
+    """Before the environment may be frozen: the views and searches the invocation counted
+    (written to Redis), the edge purges its writes queued (a frozen environment would hold
+    them until its next invocation), then the metrics."""
     try:
         services = services_of()
     except Exception:  # unreadable settings: the invocation's own error says so
         logger.exception("metrics: no settings to write them with")
         return
+    services.flush_counters_blocking()
     if services.edge_purge is not None:
         services.edge_purge.flush()
     settings = services.settings

@@ -313,12 +313,12 @@ SCORING_MODEL_UNAVAILABLE = counter(
 # Buffered counters and the refresh job
 COUNTER_FALLBACKS = counter(
     "counter_fallbacks",
-    "Buffered counts kept in this process because Redis failed or was skipped",
+    "Buffered entries kept in this process because writing them to Redis failed or was skipped",
     dimensions=("buffer",),
 )
 COUNTER_ENTRIES_DROPPED = counter(
     "counter_entries_dropped",
-    "Buffered entries dropped by a flush: unreadable, failing their check, or refused",
+    "Buffered entries dropped: unreadable, failing their check, refused, or past the cap",
     dimensions=("buffer",),
 )
 REFRESH_VIEWS_STEP_FAILURES = counter(

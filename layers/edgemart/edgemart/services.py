@@ -27,6 +27,7 @@ from edgemart.counters import (
     VIEW_COUNTS_KEY,
     BufferedCounts,
     buffered_counts,
+    flush_blocking,
 )
 from edgemart.db import Database, replica_configured
 from edgemart.logging import logger
@@ -143,6 +144,11 @@ class Services:
             return
         async with self.broadcast.listening():
             yield
+
+    def flush_counters_blocking(self) -> None:
+        """At the end of a Lambda invocation, before the environment may be frozen: write
+        the counts it recorded to Redis (`edgemart.counters.RedisCounts.flush_blocking`)."""
+        flush_blocking((self.search_counts, self.view_counts, self.search_history))
 
     async def aclose(self) -> None:
         await self.rate_limiter.aclose()
