@@ -273,3 +273,38 @@ async def test_building_the_client_is_not_counted_against_the_lookup_timeout(
         assert shared.reachable()
     finally:
         await shared.redis.aclose()
+
+
+async def command_counts(admin: redis.asyncio.Redis) -> dict[str, int]:
+    """How many times Redis ran each command since its stats were reset (commands a script
+    runs included)."""
+    stats = await admin.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in stats.items()}
+
+
+async def test_a_hit_runs_no_script_and_a_miss_takes_the_lock_once(
+    own_redis: RedisProcess,
+) -> None:
+    shared = RedisSharedCache(LazyRedis(own_redis.url), namespace="counted", timeout_s=TIMEOUT_S)
+    admin = redis.asyncio.Redis.from_url(own_redis.url)
+    try:
+        await shared.lookup("warm-up")  # connects and loads the lookup script
+        await admin.config_resetstat()
+        missed = await shared.lookup("home")
+        after_miss = await command_counts(admin)
+        # One GET by the client, one by the script, which then took the lock: one SET.
+        assert missed.token is not None
+        assert (after_miss.get("evalsha"), after_miss.get("get"), after_miss.get("set")) == (
+            1,
+            2,
+            1,
+        )
+        assert await shared.store("home", page([]), 60, missed)
+        await admin.config_resetstat()
+        assert (await shared.lookup("home")).rendered == page([])
+        after_hit = await command_counts(admin)
+        assert after_hit.get("get") == 1
+        assert "evalsha" not in after_hit and "eval" not in after_hit
+    finally:
+        await admin.aclose()
+        await shared.redis.aclose()
