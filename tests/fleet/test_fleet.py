@@ -56,6 +56,7 @@ from tests.integration.test_local_edge import VARNISHD, varnish
 from tests.integration.test_serve_workers import Serve, scrape, serve_with_workers
 from tests.pgbouncer import EXECUTABLE as PGBOUNCER
 from tests.pgbouncer import PgBouncer
+from tests.support.listings import new_listing
 from tests.support.replica import ReplicatedPostgres, replicated_postgres, replication
 
 __all__ = ["replicated_postgres", "replication"]  # the fixtures, used by name below
@@ -225,23 +226,16 @@ def unread_products(url: str, read: list[str]) -> list[str]:
 
 def listing(base_url: str) -> str:
     """OWNER's store and one product in it, made through a serve: the product's id."""
-    slug = f"fleet-{uuid.uuid4().hex[:8]}"
     with httpx.Client(base_url=base_url, timeout=30) as client:
-        store = client.post("/stores", json={"slug": slug, "name": "Fleet"}, headers=token(OWNER))
-        assert store.status_code == 201, store.text
-        product = client.post(
-            "/products",
-            json={
-                "store_slug": slug,
-                "category_id": 1,
-                "name": "fleet lamp",
-                "price_cents": 1000,
-                "stock": 100_000,
-            },
-            headers=token(OWNER),
+        product, _ = new_listing(
+            client,
+            token(OWNER),
+            slug_prefix="fleet",
+            name="fleet lamp",
+            price_cents=1000,
+            stock=100_000,
         )
-        assert product.status_code == 201, product.text
-        return str(product.json()["id"])
+        return product
 
 
 @dataclass

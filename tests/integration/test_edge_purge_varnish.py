@@ -29,6 +29,7 @@ from gateway.app import create_gateway
 from tests.conftest import serve_in_thread, settings_for
 from tests.integration.test_local_edge import VARNISHD, varnish
 from tests.integration.test_purchase import SECRET, auth, fund, headers, sql
+from tests.support.listings import new_listing
 
 pytestmark = pytest.mark.skipif(
     VARNISHD is None, reason="varnishd not installed (Debian: apt-get install varnish)"
@@ -86,22 +87,9 @@ def purging(edge: Edge) -> Iterator[VarnishPurge]:
 
 def listed(client: httpx.Client, word: str, stock: int) -> tuple[str, str]:
     """A new listing, through the edge, in a store of its own: (product id, store slug)."""
-    slug = f"edge-{uuid.uuid4().hex[:8]}"
-    store = client.post("/stores", json={"slug": slug, "name": "Edge"}, headers=auth(OWNER))
-    assert store.status_code == 201, store.text
-    product = client.post(
-        "/products",
-        json={
-            "store_slug": slug,
-            "category_id": 1,
-            "name": f"{word} vase",
-            "price_cents": 700,
-            "stock": stock,
-        },
-        headers=auth(OWNER),
+    return new_listing(
+        client, auth(OWNER), slug_prefix="edge", name=f"{word} vase", price_cents=700, stock=stock
     )
-    assert product.status_code == 201, product.text
-    return product.json()["id"], slug
 
 
 def cached(client: httpx.Client, paths: list[str]) -> None:
