@@ -113,6 +113,10 @@ class BufferedCounts(Protocol):
         """Put drained counts back (their flush could not reach the database)."""
         ...
 
+    def flush_blocking(self) -> None:
+        """At the end of a Lambda invocation: write what is held for a shared store there."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -131,6 +135,9 @@ class MemoryCounts:
 
     async def restore(self, counts: dict[str, int]) -> None:
         self._counts.update(counts)
+
+    def flush_blocking(self) -> None:
+        """Nothing to write: the counts live in this process until they are drained."""
 
     async def aclose(self) -> None:
         self._counts.clear()
@@ -252,7 +259,10 @@ class RedisCounts:
         loop = task.get_loop()
         if loop.is_closed() or loop.is_running():
             return
-        loop.run_until_complete(self.flush())
+        try:
+            loop.run_until_complete(self.flush())
+        except Exception:  # never fails the invocation: the counts stay pending
+            logger.exception("flushing %s failed", self.key)
 
     async def drain(self) -> dict[str, int]:
         await self.flush()
@@ -287,13 +297,9 @@ class RedisCounts:
 
 
 def flush_blocking(buffers: Sequence[BufferedCounts]) -> None:
-    """`RedisCounts.flush_blocking` for each buffer that has one (MemoryCounts needs none)."""
+    """`flush_blocking` of each buffer (none of them raises)."""
     for buffer in buffers:
-        if isinstance(buffer, RedisCounts):
-            try:
-                buffer.flush_blocking()
-            except Exception:  # never fails the invocation: the counts stay pending
-                logger.exception("flushing %s failed", buffer.key)
+        buffer.flush_blocking()
 
 
 def buffered_counts(redis: LazyRedis | None, key: str) -> BufferedCounts:
