@@ -15,12 +15,20 @@ Per rule of `edgemart.cache.CACHE_RULES`, as the template's CloudFront policies 
 - pages showing stock are kept fresh for at most `edge_ttl` (edgemart.edgepurge), as the
   template's cache policies cap them.
 
+Tenants (decision 0043): the cache key holds the host (lower-case, without its port), so two
+marketplaces' `/products/x` are never one object, and the gateway is told the host the edge
+keyed on (`X-Forwarded-Host` is set to it; a client's own `X-Forwarded-Host` or
+`CloudFront-Viewer-Host` never reaches the gateway), so it cannot resolve another tenant than
+the one the object is stored for.
+
 Purging (edgemart.edgepurge): each stored page keeps the `X-Edgemart-Tags` it was sent with
-and the URL it is stored under (`X-Edge-Url`); both are stripped before delivery. A `BAN`
-carries a ban expression on one of the two in `X-Edgemart-Ban` (nothing else is accepted);
-a `PURGE` drops the one URL it names (its anonymous copy, or the copy for the Authorization
-header it carries). Both are refused with 403 unless the client is in the `edge_purgers` ACL:
-loopback, plus the addresses given to `edgemart edge-vcl --purger`.
+and the URL it is stored under (`X-Edge-Url`, scoped by the page's `X-Edgemart-Tenant` the
+way `edgemart.tenantscope.scoped` scopes a name, so a ban by URL reaches one tenant's pages);
+all three are stripped before delivery. A `BAN` carries a ban expression on the tags or the
+URL in `X-Edgemart-Ban` (nothing else is accepted); a `PURGE` drops the one URL it names on
+the host it names (its anonymous copy, or the copy for the Authorization header it carries).
+Both are refused with 403 unless the client is in the `edge_purgers` ACL: loopback, plus the
+addresses given to `edgemart edge-vcl --purger`.
 """
 
 from __future__ import annotations
@@ -29,9 +37,10 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 
-from edgemart.cache import CACHE_RULES, TAGS_HEADER, CacheRule
+from edgemart.cache import CACHE_RULES, TAGS_HEADER, TENANT_HEADER, CacheRule
 from edgemart.edgepurge import BAN_HEADER, URL_HEADER, edge_ttl
 from edgemart.settings import IPNetwork
+from edgemart.tenantscope import SCOPE_END, SCOPE_MARK
 
 PROBE_PATH = "/health/live"
 LOOPBACK: tuple[IPNetwork, ...] = (
@@ -123,6 +132,10 @@ BAN_PATTERN = rf"^obj\.http\.({re.escape(TAGS_HEADER)}|{re.escape(URL_HEADER)}) 
 only, which Varnish's ban lurker can apply in the background)."""
 
 
+SCOPED_URL = f'"{SCOPE_MARK}" + beresp.http.{TENANT_HEADER} + "{SCOPE_END}" + bereq.url'
+"""The URL a tenant's page is stored under: `edgemart.tenantscope.scoped(tenant, url)`."""
+
+
 def render_vcl(backend_host: str, backend_port: int, *, purgers: Sequence[IPNetwork] = ()) -> str:
     """The local edge's VCL for a gateway at `backend_host:backend_port`; `purgers` may BAN
     and PURGE besides loopback."""
@@ -164,6 +177,13 @@ sub edge_ban {{
 
 sub vcl_recv {{
     unset req.http.X-Edge-Rule;
+    # The gateway resolves the tenant from the host this edge keys on, nothing else.
+    unset req.http.CloudFront-Viewer-Host;
+    if (req.http.host) {{
+        set req.http.X-Forwarded-Host = req.http.host;
+    }} else {{
+        unset req.http.X-Forwarded-Host;
+    }}
     if (req.method == "BAN" || req.method == "PURGE") {{
         if (!client.ip ~ edge_purgers) {{
             return (synth(403, "Forbidden"));
@@ -183,6 +203,11 @@ sub vcl_recv {{
 
 sub vcl_hash {{
     hash_data(req.url);
+    if (req.http.host) {{
+        hash_data(std.tolower(regsub(req.http.host, ":[0-9]+$", "")));
+    }} else {{
+        hash_data(server.ip);
+    }}
     if (req.http.Authorization) {{
         hash_data(req.http.Authorization);
     }}
@@ -202,6 +227,9 @@ sub vcl_backend_response {{
         return (deliver);
     }}
     set beresp.http.{URL_HEADER} = bereq.url;  # what a ban by URL matches
+    if (beresp.http.{TENANT_HEADER} ~ "^[0-9a-f-]{{36}}$") {{
+        set beresp.http.{URL_HEADER} = {SCOPED_URL};
+    }}
 {_grace_block(rules)}
     # Stored even when already past its s-maxage (an aged upstream copy): grace decides.
     return (deliver);
@@ -209,6 +237,7 @@ sub vcl_backend_response {{
 
 sub vcl_deliver {{
     unset resp.http.{TAGS_HEADER};
+    unset resp.http.{TENANT_HEADER};
     unset resp.http.{URL_HEADER};
     if (obj.hits > 0) {{
         set resp.http.X-Cache = "HIT";

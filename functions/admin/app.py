@@ -38,6 +38,7 @@ from edgemart.requestinputs import inputs_of
 from edgemart.routetable import IDEMPOTENCY_KEY
 from edgemart.routing import by_name, starlette_routes
 from edgemart.services import services_of
+from edgemart.tenancy import tenant_of
 from edgemart.validation import ValidationError, field_error
 
 
@@ -259,7 +260,7 @@ async def set_popular_search_hidden(request: Request) -> Response:
         action = "popular_search.hide" if hidden else "popular_search.unhide"
         details = {"hidden": hidden, "reason": reason}
         await audit(conn, principal, action, "popular_search", str(query), details)
-    await services.invalidate(popular_searches_changed())
+    await services.invalidate(popular_searches_changed(tenant=tenant_of(request)))
     return JSONResponse({"query": query, "hidden": hidden}, headers=NO_STORE)
 
 

@@ -52,6 +52,7 @@ from edgemart.requestinputs import inputs_of
 from edgemart.routetable import IDEMPOTENCY_KEY
 from edgemart.routing import by_name, starlette_routes
 from edgemart.services import Services, services_of
+from edgemart.tenancy import tenant_of
 from edgemart.validation import ValidationError, field_error
 
 # code → (title, detail) of the problems a purchase can end in.
@@ -195,7 +196,8 @@ async def create_purchase(request: Request) -> Response:
         raise RuntimeError("purchase() returned no row")
     metrics.record(metrics.PURCHASES, outcome=purchase_outcome(row))
     if row["status"] == 201 and not row["replayed"]:
-        await services.invalidate(stock_changed([str(product_id)]))  # committed: the stock moved
+        # Committed: the stock moved.
+        await services.invalidate(stock_changed([str(product_id)], tenant=tenant_of(request)))
     response = outcome_response(row["status"], row["body"], row["original_request_id"])
     response.headers.update(replay_headers(row["replayed"], row["original_request_id"]))
     return response
@@ -244,7 +246,7 @@ async def list_purchases(request: Request) -> Response:
     limit = inputs.query.value("limit", int)
     cursor = inputs.query.optional("cursor", str)
     services = services_of(request)
-    key = cursor_key(services.settings.cursor_secret)
+    key = cursor_key(services.settings.cursor_secret, tenant_of(request))
     owner = query_fingerprint("orders", principal.sub)  # a cursor is its user's only
     if cursor is None:
         statement, args = FIRST_ORDERS_SQL, [principal.sub, limit + 1]

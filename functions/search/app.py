@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.auth import Principal, authenticate
-from edgemart.cache import CACHE_RULES, Rendered, normalised_query, serve_cached
+from edgemart.cache import CACHE_RULES, Rendered, normalised_query, serve_cached, tenant_key
 from edgemart.changes import SEARCH_KEY_PREFIX, product_tags
 from edgemart.clientip import client_ip
 from edgemart.counters import client_hash, history_entry, normalise_query, search_count_entry
@@ -29,6 +29,7 @@ from edgemart.requestinputs import Values, inputs_of
 from edgemart.routetable import SORTS
 from edgemart.routing import RouteTableError, by_name, starlette_routes
 from edgemart.services import services_of
+from edgemart.tenancy import tenant_of
 from edgemart.validation import ValidationError, field_error, text_problem
 
 RULE = CACHE_RULES["search"]
@@ -369,7 +370,7 @@ async def search_page(
 
 async def load_search(request: Request, params: SearchParams) -> dict[str, Any]:
     services = services_of(request)
-    key = cursor_key(services.settings.cursor_secret)
+    key = cursor_key(services.settings.cursor_secret, tenant_of(request))
     key_count = len(SORT_SPECS[params.sort].keys)
     position = (
         decode_cursor(key, params.fingerprint, params.cursor, length=key_count)
@@ -407,7 +408,7 @@ async def search(request: Request) -> Response:
     )
     if params.q is not None and params.cursor is None and response.status_code in (200, 304):
         # The page just served (a 304 has no body): the entry it came from, or a newer one.
-        served = services.cache.last_good(cache_key)
+        served = services.cache.last_good(tenant_key(request, cache_key))
         await record_search(
             request, params.q, principal, served is not None and has_results(served)
         )

@@ -39,6 +39,7 @@ from edgemart.products import ProductNotFoundError, product_summary, rfc3339
 from edgemart.requestinputs import inputs_of
 from edgemart.routing import by_name, starlette_routes
 from edgemart.services import services_of
+from edgemart.tenancy import tenant_of
 from edgemart.validation import ValidationError, field_error
 
 STORE_RULE = CACHE_RULES["store_page"]
@@ -83,7 +84,7 @@ async def load_store_page(
     request: Request, slug: str, category: str | None, limit: int, cursor: str | None
 ) -> dict[str, Any]:
     services = services_of(request)
-    key = cursor_key(services.settings.cursor_secret)
+    key = cursor_key(services.settings.cursor_secret, tenant_of(request))
     fingerprint = query_fingerprint("store", slug, category)
     position = decode_cursor(key, fingerprint, cursor, length=2) if cursor else None
     async with services.reads.connection() as conn:
@@ -276,7 +277,7 @@ async def create_product(request: Request) -> Response:
         ).fetchone()
     if row is None:
         raise RuntimeError("INSERT ... RETURNING gave no row")
-    await services.invalidate(listing_created(store_slug))
+    await services.invalidate(listing_created(store_slug, tenant=tenant_of(request)))
     return created(row["product"], f"/products/{row['product']['id']}")
 
 
@@ -310,7 +311,7 @@ async def update_product(request: Request) -> Response:
                 [*changes.values(), product_id],
             )
         ).fetchone()
-    await services.invalidate(listing_changed(product_id, owner["slug"]))
+    await services.invalidate(listing_changed(product_id, owner["slug"], tenant=tenant_of(request)))
     return JSONResponse(row["product"] if row else None, headers=NO_STORE)
 
 
@@ -330,7 +331,7 @@ async def store_payouts(request: Request) -> Response:
     limit = inputs.query.value("limit", int)
     cursor = inputs.query.optional("cursor", str)
     services = services_of(request)
-    key = cursor_key(services.settings.cursor_secret)
+    key = cursor_key(services.settings.cursor_secret, tenant_of(request))
     fingerprint = query_fingerprint("payouts", slug, principal.sub)
     position = decode_cursor(key, fingerprint, cursor, length=2) if cursor else None
     async with services.primary.connection() as conn:

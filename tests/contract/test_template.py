@@ -17,7 +17,7 @@ import pytest
 import yaml
 from starlette.routing import Route
 
-from edgemart.cache import CACHE_RULES, TAGS_HEADER, CacheRule
+from edgemart.cache import CACHE_RULES, CDN_HOST_HEADER, TAGS_HEADER, TENANT_HEADER, CacheRule
 from edgemart.changes import listing_changed
 from edgemart.edgepurge import cloudfront_paths, edge_ttl
 from edgemart.routetable import ROUTES
@@ -29,6 +29,7 @@ ROOT = Path(__file__).parents[2]
 TEMPLATE = ROOT / "template.yaml"
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
 CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"  # AWS managed policy
+ALL_VIEWER_EXCEPT_HOST = "b689b0a8-53d0-40ab-baf2-68738e2966ac"  # AWS managed policy
 SCHEDULE_RATES_S = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86_400}
 
 
@@ -165,13 +166,11 @@ def test_cache_policy_equals_its_rule(template: dict[str, Any], rule: CacheRule)
         )
         assert behaviour["ResponseHeadersPolicyId"] == {"Ref": "EdgeResponseHeadersPolicy"}
         key = config["ParametersInCacheKeyAndForwardedToOrigin"]
-        if rule.key_headers:
-            assert key["HeadersConfig"] == {
-                "HeaderBehavior": "whitelist",
-                "Headers": list(rule.key_headers),
-            }
-        else:
-            assert key["HeadersConfig"] == {"HeaderBehavior": "none"}
+        # Keyed on the tenant's host too (decision 0043), never on Host itself.
+        assert key["HeadersConfig"] == {
+            "HeaderBehavior": "whitelist",
+            "Headers": [*rule.key_headers, CDN_HOST_HEADER],
+        }
         assert key["CookiesConfig"] == {"CookieBehavior": "none"}
         queries = key["QueryStringsConfig"]
         if rule.query_params is None:
@@ -190,10 +189,30 @@ def test_every_invalidation_path_names_pages_cloudfront_caches(template: dict[st
         assert behaviour["CachePolicyId"] != CACHING_DISABLED, path
 
 
-def test_viewers_never_see_the_tags_header(template: dict[str, Any]) -> None:
+def test_viewers_never_see_the_tags_or_tenant_headers(template: dict[str, Any]) -> None:
     (policy,) = resources(template, "AWS::CloudFront::ResponseHeadersPolicy").values()
     removed = policy["ResponseHeadersPolicyConfig"]["RemoveHeadersConfig"]["Items"]
-    assert removed == [{"Header": TAGS_HEADER}]
+    assert removed == [{"Header": TAGS_HEADER}, {"Header": TENANT_HEADER}]
+
+
+def test_every_behaviour_hands_the_viewers_host_to_the_cache_key_and_origin(
+    template: dict[str, Any],
+) -> None:
+    """The viewer-request function copies Host into CDN_HOST_HEADER on every behaviour: the
+    cached ones key on it, the others forward it (all viewer headers but Host)."""
+    (function,) = resources(template, "AWS::CloudFront::Function").values()
+    code = function["FunctionCode"]
+    assert f"request.headers['{CDN_HOST_HEADER.lower()}']" in code
+    assert "request.headers.host" in code
+    default, ordered = behaviours(template)
+    for behaviour in [default, *ordered]:
+        (association,) = behaviour["FunctionAssociations"]
+        assert association["EventType"] == "viewer-request"
+        assert association["FunctionARN"] == {
+            "Fn::GetAtt": "ViewerHostFunction.FunctionMetadata.FunctionARN"
+        }
+        if behaviour["CachePolicyId"] == CACHING_DISABLED:
+            assert behaviour["OriginRequestPolicyId"] == ALL_VIEWER_EXCEPT_HOST
 
 
 def writers() -> set[str]:

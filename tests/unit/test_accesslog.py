@@ -47,3 +47,15 @@ def test_an_unmatched_request_logs_its_path(captured_logs: LogCapture) -> None:
     assert unmatched["route"] == "<unmatched>"
     assert unmatched["path"] == ("/no/such/" + "x" * 500)[:200]
     assert matched["route"] == "/products/{product_id}" and "path" not in matched
+
+
+def test_the_line_names_the_request_s_tenant(captured_logs: LogCapture) -> None:
+    from edgemart.tenancy import TENANT_STATE_KEY
+    from tests.support.tenants import ACME
+
+    log_access(scope_for("/products/abc"), 200, 1.0, ())  # single mode: default
+    tenant_scope = scope_for("/products/abc")
+    tenant_scope["state"][TENANT_STATE_KEY] = ACME
+    log_access(tenant_scope, 200, 1.0, ())
+    single, acme = captured_logs.lines("request")
+    assert (single["tenant"], acme["tenant"]) == ("default", "acme")

@@ -166,3 +166,25 @@ def test_an_unreadable_message_clears_the_cache_rather_than_guess() -> None:
 
 def test_changes_with_nothing_in_them_are_falsy() -> None:
     assert not Changes() and stock_changed(["1"])
+
+
+def test_a_tenant_s_changes_travel_scoped_and_drop_only_its_pages() -> None:
+    from edgemart.changes import listing_created
+    from edgemart.tenantscope import scoped
+    from tests.support.tenants import ACME, GLOBEX
+
+    changes = listing_created("shoes", tenant=ACME)
+    origin, heard = changes_of(message_of(changes, "elsewhere"))
+    assert heard == changes
+    clock = Clock()
+    cache = TTLCache(clock=clock)
+    broadcast = broadcast_over(cache)
+    for tenant in (ACME, GLOBEX):
+        tags = [scoped(tenant, "store:shoes")]
+        cache.put(scoped(tenant, "store:shoes?"), Rendered.of({}, now=clock.now, tags=tags), 60)
+        cache.put(scoped(tenant, "search?q=x"), Rendered.of({}, now=clock.now), 60)
+    broadcast.receive(message_of(changes, "another process"))
+    assert cache.fresh(scoped(ACME, "store:shoes?")) is None
+    assert cache.fresh(scoped(ACME, "search?q=x")) is None
+    assert cache.fresh(scoped(GLOBEX, "store:shoes?")) is not None
+    assert cache.fresh(scoped(GLOBEX, "search?q=x")) is not None

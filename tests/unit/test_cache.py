@@ -434,3 +434,51 @@ def test_an_l2_page_counts_as_an_l1_miss() -> None:
     misses = l1("miss")
     asyncio.run(serve_cached(request_with({}), cache, "l2-page", RULE, loader_of(None)))
     assert l1("miss") == misses + 1
+
+
+# ---- Tenants (decision 0043) ----
+
+
+def tenant_request(tenant: object) -> Request:
+    from edgemart.tenancy import TENANT_STATE_KEY
+
+    return Request(
+        {
+            "type": "http",
+            "method": "GET",
+            "path": "/",
+            "headers": [],
+            "state": {TENANT_STATE_KEY: tenant},
+        }
+    )
+
+
+def test_serve_cached_keeps_each_tenant_s_page_under_its_own_key_and_tags() -> None:
+    from edgemart.cache import TAGS_HEADER, TENANT_HEADER, serve_cached, tenant_key
+    from edgemart.tenancy import DEFAULT_TENANT
+    from edgemart.tenantscope import scoped
+    from tests.support.tenants import ACME, GLOBEX
+
+    cache = TTLCache()
+    pages = {}
+    for tenant in (DEFAULT_TENANT, ACME, GLOBEX):
+        request = tenant_request(tenant)
+        response = asyncio.run(
+            serve_cached(
+                request,
+                cache,
+                "store:shoes?",
+                RULE,
+                loader_of({"tenant": tenant.slug}),
+                tags=lambda page: ["store:shoes"],
+            )
+        )
+        assert request.scope["state"]["cache"] == "miss"  # never another tenant's page
+        pages[tenant.slug] = response
+        assert tenant_key(request, "store:shoes?") == scoped(tenant, "store:shoes?")
+        assert cache.fresh(scoped(tenant, "store:shoes?")) is not None
+        assert response.headers[TAGS_HEADER] == scoped(tenant, "store:shoes")
+    assert TENANT_HEADER not in pages["default"].headers  # as before tenancy
+    assert pages["acme"].headers[TENANT_HEADER] == str(ACME.id)
+    assert pages["globex"].headers[TENANT_HEADER] == str(GLOBEX.id)
+    assert len(cache) == 3

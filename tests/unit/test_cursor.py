@@ -41,3 +41,31 @@ def test_a_cursor_of_another_query_or_key_is_refused() -> None:
         decode_cursor(KEY, query_fingerprint("lamp"), cursor, length=1)
     with pytest.raises(ValidationError):
         decode_cursor(b"other" * 8, query_fingerprint("chair"), cursor, length=1)
+
+
+def test_each_tenant_signs_with_its_own_key_and_the_default_with_the_secret() -> None:
+    from edgemart.cursor import cursor_key
+    from edgemart.tenancy import DEFAULT_TENANT
+    from tests.support.tenants import ACME, GLOBEX
+
+    assert cursor_key("secret") == cursor_key("secret", DEFAULT_TENANT) == b"secret"
+    keys = {cursor_key("secret", tenant) for tenant in (DEFAULT_TENANT, ACME, GLOBEX)}
+    assert len(keys) == 3
+    assert cursor_key("secret", ACME) == cursor_key("secret", ACME.id)  # stable
+    assert cursor_key("other", ACME) != cursor_key("secret", ACME)
+
+
+def test_a_cursor_minted_for_one_tenant_is_422_in_another() -> None:
+    from edgemart.cursor import cursor_key
+    from edgemart.tenancy import DEFAULT_TENANT
+    from tests.support.tenants import ACME, GLOBEX
+
+    fingerprint = query_fingerprint("store", "shoes", None)
+    cursor = encode_cursor(cursor_key("secret", ACME), fingerprint, ["2024", "id"])
+    assert decode_cursor(cursor_key("secret", ACME), fingerprint, cursor, length=2) == [
+        "2024",
+        "id",
+    ]
+    for other in (GLOBEX, DEFAULT_TENANT):
+        with pytest.raises(ValidationError):
+            decode_cursor(cursor_key("secret", other), fingerprint, cursor, length=2)

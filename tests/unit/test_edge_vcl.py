@@ -112,3 +112,42 @@ def test_pages_showing_stock_are_capped_at_the_edge(rule: CacheRule) -> None:
     capped = f"if (beresp.ttl > {edge_ttl(rule)}s) {{" in block
     assert capped == (rule.name in STOCK_RULES)
     assert capped == (edge_ttl(rule) < rule.s_maxage)
+
+
+# ---- Tenants (decision 0043) ----
+
+
+def test_the_cache_key_holds_the_host_without_case_or_port() -> None:
+    hash_sub = VCL[VCL.index("sub vcl_hash {") :]
+    hash_sub = hash_sub[: hash_sub.index("return (lookup);")]
+    assert 'hash_data(std.tolower(regsub(req.http.host, ":[0-9]+$", "")));' in hash_sub
+
+
+def test_the_gateway_is_told_the_host_the_edge_keyed_on_and_nothing_else() -> None:
+    recv = VCL[VCL.index("sub vcl_recv {") :]
+    first_rule = recv.index("X-Edge-Rule = ")
+    assert recv.index("unset req.http.CloudFront-Viewer-Host;") < first_rule
+    assert recv.index("set req.http.X-Forwarded-Host = req.http.host;") < first_rule
+
+
+def test_a_tenant_s_page_is_stored_under_its_url_scoped_as_tenantscope_scopes_it() -> None:
+    from edgemart.cache import TENANT_HEADER
+    from edgemart.tenantscope import scoped
+    from gateway.edge import SCOPED_URL
+    from tests.support.tenants import ACME
+
+    values = {f"beresp.http.{TENANT_HEADER}": str(ACME.id), "bereq.url": "/stores/s?limit=5"}
+    built = "".join(
+        values[part] if part in values else part.strip('"') for part in SCOPED_URL.split(" + ")
+    )
+    assert built == scoped(ACME, "/stores/s?limit=5")
+    assert f"set beresp.http.X-Edge-Url = {SCOPED_URL};" in VCL
+    assert f"unset resp.http.{TENANT_HEADER};" in VCL
+
+
+def test_a_tenant_s_bans_are_ones_the_edge_takes() -> None:
+    from tests.support.tenants import ACME
+
+    changes = listing_changed("5b17b966-2f07-43c8-86bb-e9e870ef55b1", "shop", tenant=ACME)
+    for expression in ban_expressions(changes):
+        assert re.match(BAN_PATTERN, expression), expression

@@ -344,3 +344,52 @@ def test_after_close_a_purge_is_dropped() -> None:
     purge.close()
     purge.purge(stock_changed([PRODUCT]))
     assert purge._thread is None
+
+
+# ---- Tenants (decision 0043) ----
+
+
+def test_a_tenant_s_tag_bans_carry_its_scoped_tags_and_its_prefix_bans_its_scoped_url() -> None:
+    from edgemart.tenantscope import scoped
+    from tests.support.tenants import ACME
+
+    escaped = re.escape(f"@{ACME.id}:")
+    assert ban_expressions(listing_changed(PRODUCT, "shop", tenant=ACME)) == [
+        f"obj.http.X-Edgemart-Tags ~ (^|\\s){scoped(ACME, 'product:' + PRODUCT)}(\\s|$)",
+        f"obj.http.X-Edgemart-Tags ~ (^|\\s){scoped(ACME, 'store:shop')}(\\s|$)",
+        f"obj.http.X-Edge-Url ~ ^{escaped}/marketplace/search(\\?|$)",
+    ]
+    for expression in ban_expressions(listing_changed(PRODUCT, "shop", tenant=ACME)):
+        field, operator, argument = expression.split(" ")
+        assert field.startswith("obj.http.") and operator == "~" and '"' not in argument
+    assert unnamed(listing_changed(PRODUCT, "shop", tenant=ACME)) == []
+
+
+def test_one_tenant_s_bans_never_match_another_s_pages() -> None:
+    from edgemart.tenancy import DEFAULT_TENANT
+    from edgemart.tenantscope import scoped
+    from tests.support.tenants import ACME, GLOBEX
+
+    tag_ban, url_ban = ban_expressions(listing_created("shop", tenant=ACME))
+    tags, url = _argument(tag_ban), _argument(url_ban)
+    assert tags.search(f"{scoped(ACME, 'product:x')} {scoped(ACME, 'store:shop')}")
+    assert url.search(scoped(ACME, "/marketplace/search?q=lamp"))
+    for other in (DEFAULT_TENANT, GLOBEX):
+        assert not tags.search(f"{scoped(other, 'product:x')} {scoped(other, 'store:shop')}")
+        assert not url.search(scoped(other, "/marketplace/search?q=lamp"))
+    # The default tenant's bans (spelled as before tenancy) miss the other tenants' pages.
+    default_tags, default_url = map(_argument, ban_expressions(listing_created("shop")))
+    assert not default_tags.search(scoped(ACME, "store:shop"))
+    assert not default_url.search(scoped(ACME, "/marketplace/search?q=lamp"))
+
+
+def test_cloudfront_paths_are_the_same_for_every_tenant() -> None:
+    """One distribution serves every tenant's domains: a path covers all of them."""
+    from tests.support.tenants import ACME
+
+    assert cloudfront_paths(listing_changed(PRODUCT, "shop", tenant=ACME)) == cloudfront_paths(
+        listing_changed(PRODUCT, "shop")
+    )
+    assert cloudfront_paths(popular_searches_changed(tenant=ACME)) == [
+        "/marketplace/search/popular"
+    ]

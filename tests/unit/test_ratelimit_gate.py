@@ -224,3 +224,36 @@ async def test_an_unreachable_shared_backend_falls_back_and_says_so() -> None:
         assert queued(scope)[1][0] == b"ratelimit"
     finally:
         await services.aclose()
+
+
+# ---- Tenants (decision 0043) ----
+
+
+def test_a_client_in_one_tenant_is_another_client_in_another() -> None:
+    from edgemart.tenancy import TENANT_STATE_KEY
+    from edgemart.tenantscope import scoped
+    from tests.support.tenants import ACME, GLOBEX
+
+    app = memory_app(FakeClock())
+    gate = gate_for(subject_of=lambda scope: "buyer-1")
+
+    def in_tenant(scope: dict[str, Any], tenant: Any) -> dict[str, Any]:
+        scope["state"][TENANT_STATE_KEY] = tenant
+        return scope
+
+    default_scope = scope_for(app, "/products/p", method="PATCH")
+    acme_scope = in_tenant(scope_for(app, "/products/p", method="PATCH"), ACME)
+    assert gate.identity(default_scope, LISTINGS) == "user:buyer-1"  # as before tenancy
+    assert gate.identity(acme_scope, LISTINGS) == scoped(ACME, "user:buyer-1")
+    assert gate.identity(in_tenant(scope_for(app), ACME), SEARCH) == scoped(ACME, "ip:203.0.113.9")
+    # LISTINGS admits one request a minute: buyer-1 spent it in acme, not in globex.
+    assert gate(acme_scope) is None
+    refused = gate(in_tenant(scope_for(app, "/products/p", method="PATCH"), ACME))
+    assert isinstance(refused, Response) and refused.status_code == 429
+    globex_scope = in_tenant(scope_for(app, "/products/p", method="PATCH"), GLOBEX)
+    assert gate(globex_scope) is None
+    # The same address, the search group (per tenant per IP), likewise.
+    for _ in range(SEARCH.limit):
+        assert gate(in_tenant(scope_for(app), ACME)) is None
+    assert gate(in_tenant(scope_for(app), ACME)) is not None
+    assert gate(in_tenant(scope_for(app), GLOBEX)) is None

@@ -120,3 +120,15 @@ def test_waiting_polls_faster_first_and_never_past_the_bound() -> None:
     assert 0.9 < sum(delays) <= 1.0
     assert poll_delays(0.0) == []
     assert sum(poll_delays(0.05)) <= 0.05
+
+
+def test_a_tenant_s_page_is_filed_under_its_tenant_s_prefixes() -> None:
+    from edgemart.tenantscope import scoped
+    from tests.support.tenants import ACME
+
+    key = scoped(ACME, "search?q=lamp")
+    tag = scoped(ACME, "product:1")
+    assert key_marks(key, [tag]) == [tag, prefix_mark(scoped(ACME, SEARCH_KEY_PREFIX))]
+    # A key that merely contains a prefix after another tenant's scope is not filed under
+    # the default tenant's.
+    assert prefix_mark(SEARCH_KEY_PREFIX) not in key_marks(key, [])

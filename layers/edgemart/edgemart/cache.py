@@ -16,6 +16,10 @@ a miss asks it before the database (`TTLCache.fill`), and an L1 entry is served 
 A rendered page names what it shows as tags (`edgemart.changes`), sent to the edge as
 `X-Edgemart-Tags` so that it can drop pages by tag too.
 
+Pages belong to the request's tenant: `serve_cached` keeps them under the tenant's key with
+the tenant's tags (`edgemart.tenantscope.scoped`; the default tenant's are spelled as before
+tenancy), and another tenant's page says whose it is in `X-Edgemart-Tenant` (decision 0043).
+
 A rendered body over about 1 KB is gzipped once, when rendered, and kept beside the plain one
 (`Rendered.gzip_body`), so a hit never compresses again. The two are distinct representations
 with distinct strong ETags (the gzip one ends in `-gzip"`), and every cacheable response says
@@ -40,6 +44,8 @@ from edgemart import metrics
 from edgemart.compression import GZIP, accepts_gzip, gzip_body
 from edgemart.db import UNAVAILABLE_ERRORS
 from edgemart.routetable import ROUTES
+from edgemart.tenancy import DEFAULT_TENANT_ID, Tenant, tenant_of
+from edgemart.tenantscope import scoped
 
 if TYPE_CHECKING:
     from edgemart.retry import RetryPolicy
@@ -49,6 +55,13 @@ L1 = "l1"
 
 TAGS_HEADER = "X-Edgemart-Tags"
 """The tags of a cacheable response, space-separated: the edge bans its copies by them."""
+CDN_HOST_HEADER = "X-Forwarded-Host"
+"""Where the CDN puts the viewer's host before it makes the cache key: every cache policy of
+the template keys on it, so two tenants' pages at one path are two objects (CloudFront must
+not forward `Host` itself to an API Gateway origin, decision 0043)."""
+TENANT_HEADER = "X-Edgemart-Tenant"
+"""The tenant id of a cacheable response of any tenant but the default one: the local edge
+files the page's URL under it, so a ban by URL drops that tenant's copies only."""
 
 Source = Literal["hit", "l2", "miss", "stale"]
 """Where a cached route's response came from, as the access log's `cache` field says: `hit`
@@ -199,6 +212,9 @@ def cached_response(
     headers = {"ETag": etag, "Cache-Control": rule.cache_control, "Vary": "Accept-Encoding"}
     if rendered.tags:
         headers[TAGS_HEADER] = " ".join(rendered.tags)
+    tenant_id = tenant_of(request).id
+    if tenant_id != DEFAULT_TENANT_ID:
+        headers[TENANT_HEADER] = str(tenant_id)
     if stale:
         age = max(0, int((now if now is not None else time.time()) - rendered.created_at))
         headers["X-Edgemart-Stale"] = "true"
@@ -445,6 +461,18 @@ class TTLCache:
             task.exception()  # retrieved here, so an unawaited failure is not reported twice
 
 
+def tenant_key(request: Request, key: str) -> str:
+    """`key` (a page's key within its tenant) as the cache holds it for the request's tenant."""
+    return scoped(tenant_of(request), key)
+
+
+def tenant_tags(tenant: Tenant, tags: Tags) -> Tags:
+    """`tags` as the tenant's (the default tenant's are unchanged)."""
+    if tenant.id == DEFAULT_TENANT_ID:
+        return tags
+    return lambda document: [scoped(tenant, tag) for tag in tags(document)]
+
+
 async def serve_cached(
     request: Request,
     cache: TTLCache,
@@ -459,7 +487,14 @@ async def serve_cached(
     transient errors when a policy is given: a read is safe to repeat); when the database is
     unavailable, the last good copy, marked stale (`X-Edgemart-Stale: true`, `Age`). With no
     copy at all the unavailability propagates (503). Each call counts one `cache_lookups`
-    result in L1 and names where the response came from in the access log (`Source`)."""
+    result in L1 and names where the response came from in the access log (`Source`).
+
+    `key` and `tags` are the page's within its tenant: the page is kept under the request's
+    tenant's key (`tenant_key`) with its tenant's tags."""
+    tenant = tenant_of(request)
+    key = scoped(tenant, key)
+    if tags is not None:
+        tags = tenant_tags(tenant, tags)
     rendered = cache.fresh(key)
     if rendered is not None:
         served(request, rule, HIT)

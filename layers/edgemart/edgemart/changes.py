@@ -13,6 +13,12 @@ A prefix must be one of `KEY_PREFIXES`: the shared cache files each page under t
 its key starts with when it stores it (`marks`), which is how a write that names only a
 prefix finds the pages in Redis.
 
+Every key, tag and prefix is its tenant's (`edgemart.tenantscope.scoped`): a page is cached
+under its tenant's key with its tenant's tags (`edgemart.cache.serve_cached` scopes both), and
+a write names what it changed in its own tenant (the `tenant` of the constructors below), so
+`store:shoes` or `search?` changed in one marketplace drops nothing of another. The default
+tenant's names are spelled as they were before tenancy.
+
 What changes what:
 - a purchase, or a queued order applied: the product's stock, `in_stock` and `sold_count`,
   shown on its page, its store's page and any search page listing it (`stock_changed`);
@@ -30,9 +36,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from edgemart import metrics
 from edgemart.cache import TTLCache
+from edgemart.tenancy import DEFAULT_TENANT_ID, Tenant
+from edgemart.tenantscope import scope_prefix, scoped, split_scope
 
 SEARCH_KEY_PREFIX = "search?"
 POPULAR_SEARCHES_KEY = "popular_searches"
@@ -64,9 +73,13 @@ def product_tags(products: Iterable[Mapping[str, Any]]) -> list[str]:
 
 def key_marks(key: str, tags: Iterable[str]) -> list[str]:
     """What a page stored under `key` with `tags` is filed under in the shared cache: its tags
-    and the marks of the prefixes its key starts with."""
+    and the marks of the prefixes its key starts with (its tenant's prefixes)."""
     marks = list(dict.fromkeys(tags))
-    marks.extend(prefix_mark(prefix) for prefix in KEY_PREFIXES if key.startswith(prefix))
+    tenant_id, unscoped_key = split_scope(key)
+    scope = scope_prefix(tenant_id)
+    marks.extend(
+        prefix_mark(scope + prefix) for prefix in KEY_PREFIXES if unscoped_key.startswith(prefix)
+    )
     return marks
 
 
@@ -76,7 +89,7 @@ class Changes:
     prefixes: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
-        unknown = self.prefixes.difference(KEY_PREFIXES)
+        unknown = {prefix for prefix in self.prefixes if split_scope(prefix)[1] not in KEY_PREFIXES}
         if unknown:
             raise ValueError(f"key prefixes {sorted(unknown)} are not in KEY_PREFIXES")
 
@@ -101,17 +114,26 @@ class Changes:
             metrics.record(metrics.INVALIDATIONS_RECEIVED, transport=transport)
 
 
-def stock_changed(product_ids: Iterable[str]) -> Changes:
-    return Changes(tags=frozenset(product_tag(str(product_id)) for product_id in product_ids))
+def stock_changed(
+    product_ids: Iterable[str], *, tenant: Tenant | UUID = DEFAULT_TENANT_ID
+) -> Changes:
+    return Changes(
+        tags=frozenset(scoped(tenant, product_tag(str(product_id))) for product_id in product_ids)
+    )
 
 
-def listing_created(store_slug: str) -> Changes:
-    return Changes(tags=frozenset({store_tag(store_slug)}), prefixes=frozenset({SEARCH_KEY_PREFIX}))
+def listing_created(store_slug: str, *, tenant: Tenant | UUID = DEFAULT_TENANT_ID) -> Changes:
+    return Changes(
+        tags=frozenset({scoped(tenant, store_tag(store_slug))}),
+        prefixes=frozenset({scoped(tenant, SEARCH_KEY_PREFIX)}),
+    )
 
 
-def listing_changed(product_id: str, store_slug: str) -> Changes:
-    return stock_changed([product_id]) | listing_created(store_slug)
+def listing_changed(
+    product_id: str, store_slug: str, *, tenant: Tenant | UUID = DEFAULT_TENANT_ID
+) -> Changes:
+    return stock_changed([product_id], tenant=tenant) | listing_created(store_slug, tenant=tenant)
 
 
-def popular_searches_changed() -> Changes:
-    return Changes(prefixes=frozenset({POPULAR_SEARCHES_KEY}))
+def popular_searches_changed(*, tenant: Tenant | UUID = DEFAULT_TENANT_ID) -> Changes:
+    return Changes(prefixes=frozenset({scoped(tenant, POPULAR_SEARCHES_KEY)}))

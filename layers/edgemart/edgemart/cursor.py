@@ -7,6 +7,11 @@ service wrote it. A modified, truncated or foreign cursor, or one from another q
 
 The key is `CURSOR_SECRET`, shared by every instance. Without it each process makes a random
 one and logs that cursors will not survive a move to another instance.
+
+Each tenant signs with a key of its own, derived from that one (`cursor_key`): a cursor one
+marketplace handed out fails the signature check in another, so it is 422 there like any
+forged cursor. The default tenant's key is the secret itself, so its cursors are the ones
+issued before tenancy.
 """
 
 from __future__ import annotations
@@ -18,24 +23,42 @@ import json
 import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
+from uuid import UUID
 
 from edgemart.logging import logger
+from edgemart.tenancy import DEFAULT_TENANT_ID, Tenant
 from edgemart.validation import ValidationError
 
 _process_secret: bytes | None = None
 
 
-def cursor_key(configured: str | None) -> bytes:
+_tenant_keys: dict[tuple[bytes, UUID], bytes] = {}
+
+
+def cursor_key(configured: str | None, tenant: Tenant | UUID = DEFAULT_TENANT_ID) -> bytes:
+    """The key `tenant`'s cursors are signed with: the secret for the default tenant,
+    HMAC(secret, tenant id) for any other (derived once per process and tenant)."""
     global _process_secret
     if configured:
-        return configured.encode()
-    if _process_secret is None:
-        _process_secret = secrets.token_bytes(32)
-        logger.warning(
-            "CURSOR_SECRET is not set: pagination cursors are signed with a per-process key "
-            "and are rejected by any other instance"
-        )
-    return _process_secret
+        secret = configured.encode()
+    else:
+        if _process_secret is None:
+            _process_secret = secrets.token_bytes(32)
+            logger.warning(
+                "CURSOR_SECRET is not set: pagination cursors are signed with a per-process key "
+                "and are rejected by any other instance"
+            )
+        secret = _process_secret
+    tenant_id = tenant.id if isinstance(tenant, Tenant) else tenant
+    if tenant_id == DEFAULT_TENANT_ID:
+        return secret
+    derived = _tenant_keys.get((secret, tenant_id))
+    if derived is None:
+        derived = hmac.new(secret, b"tenant:" + tenant_id.bytes, hashlib.sha256).digest()
+        if len(_tenant_keys) >= 4096:
+            _tenant_keys.clear()  # bounded: tenants are few, secrets fewer
+        _tenant_keys[secret, tenant_id] = derived
+    return derived
 
 
 def query_fingerprint(*parts: object) -> str:

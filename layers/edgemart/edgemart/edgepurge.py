@@ -23,6 +23,14 @@ counted (`edge_purges`), never raised into the write.
 `TAG_PAGES` and `PREFIX_PAGES` are the one declaration of which route a tag or prefix names;
 both backends derive their requests from it.
 
+Tenants (decision 0043): tags and prefixes are their tenant's (`edgemart.tenantscope`). The
+local edge keys its cache on the host and keeps each page's tags as the origin sent them
+(scoped), and its URL scoped by the page's tenant (`X-Edgemart-Tenant`), so a ban drops the
+written tenant's copies only, on whichever of its domains they were stored. CloudFront
+cannot drop by tag or by host: one distribution serves every tenant's domains and an
+invalidation path covers the path on all of them, so another tenant's copies of the same path
+are dropped too (a miss for them, never a stale page for the writer's).
+
 Pages showing stock (`STOCK_RULES`) also stay at the edge for at most `STOCK_EDGE_TTL_S`,
 whatever their rule's s-maxage: an invalidation reaches a product's own page but not the search
 and store pages listing it, and a purge can fail. The VCL and the template's CloudFront cache
@@ -60,6 +68,7 @@ from edgemart.changes import (
 from edgemart.logging import ThrottledWarning, logger
 from edgemart.routetable import ROUTES, RouteSpec
 from edgemart.settings import SettingsError
+from edgemart.tenantscope import scoped, split_scope
 
 if TYPE_CHECKING:
     import http.client
@@ -154,12 +163,25 @@ def _route(label: str) -> RouteSpec:
 
 
 def _tag_page(tag: str) -> tuple[Page, str] | None:
-    """The page a tag names and the tag's value; None for a tag naming no page."""
-    kind, separator, value = tag.partition(":")
+    """The page a tag (of any tenant) names and the tag's value; None for a tag naming no
+    page."""
+    unscoped_tag = split_scope(tag)[1]
+    kind, separator, value = unscoped_tag.partition(":")
     label = TAG_PAGES.get(kind + separator)
-    if label is None or not _SAFE_TAG.fullmatch(tag):
+    if label is None or not _SAFE_TAG.fullmatch(unscoped_tag):
         return None
     return Page.of(label), value
+
+
+def _safe(tag: str) -> bool:
+    """Whether a tag (of any tenant) may be named to the edge."""
+    return _SAFE_TAG.fullmatch(split_scope(tag)[1]) is not None
+
+
+def _prefix_page(prefix: str) -> Page | None:
+    """The page a key prefix (of any tenant) names."""
+    label = PREFIX_PAGES.get(split_scope(prefix)[1])
+    return None if label is None else Page.of(label)
 
 
 def cloudfront_targets(changes: Changes) -> dict[str, int]:
@@ -172,9 +194,8 @@ def cloudfront_targets(changes: Changes) -> dict[str, int]:
             page, value = named
             targets[page.invalidation_path(value)] = page.edge_ttl
     for prefix in sorted(changes.prefixes):
-        label = PREFIX_PAGES.get(prefix)
-        if label is not None:
-            page = Page.of(label)
+        page = _prefix_page(prefix)
+        if page is not None:
             targets[page.invalidation_path()] = page.edge_ttl
     return targets
 
@@ -186,25 +207,28 @@ def cloudfront_paths(changes: Changes) -> list[str]:
 
 def ban_expressions(changes: Changes) -> list[str]:
     """The Varnish ban expressions of `changes`: one per tag (pages carrying it in
-    `X-Edgemart-Tags`) and one per key prefix (pages stored under its route's URL, any query).
-    A ban argument may hold no space and no quotes: `\\s` stands for the tags' separator."""
+    `X-Edgemart-Tags`: tags are their tenant's) and one per key prefix (pages of the prefix's
+    tenant stored under its route's URL, any query: the edge scopes the URL it stores by the
+    page's tenant as `scoped` does). A ban argument may hold no space and no quotes: `\\s`
+    stands for the tags' separator."""
     expressions = [
         f"obj.http.{TAGS_HEADER} ~ (^|\\s){tag}(\\s|$)"
         for tag in sorted(changes.tags)
-        if _SAFE_TAG.fullmatch(tag)
+        if _safe(tag)
     ]
     for prefix in sorted(changes.prefixes):
-        label = PREFIX_PAGES.get(prefix)
-        if label is not None:
-            expressions.append(f"obj.http.{URL_HEADER} ~ ^{re.escape(Page.of(label).path)}(\\?|$)")
+        page = _prefix_page(prefix)
+        if page is not None:
+            url = re.escape(scoped(split_scope(prefix)[0], page.path))
+            expressions.append(f"obj.http.{URL_HEADER} ~ ^{url}(\\?|$)")
     return expressions
 
 
 def unnamed(changes: Changes) -> list[str]:
     """The tags and prefixes of `changes` no edge request can name (logged when purged)."""
     return sorted(
-        [tag for tag in changes.tags if not _SAFE_TAG.fullmatch(tag)]
-        + [prefix for prefix in changes.prefixes if prefix not in PREFIX_PAGES]
+        [tag for tag in changes.tags if not _safe(tag)]
+        + [prefix for prefix in changes.prefixes if _prefix_page(prefix) is None]
     )
 
 

@@ -27,6 +27,8 @@ from edgemart.ratelimit.policies import RateLimitTable
 from edgemart.ratelimit.window import Decision, Policy
 from edgemart.requestcontext import RESPONSE_HEADERS_KEY
 from edgemart.settings import IPNetwork
+from edgemart.tenancy import tenant_of
+from edgemart.tenantscope import scoped
 
 SubjectResolver = Callable[[Scope], str | None]
 
@@ -127,9 +129,11 @@ class RateLimitGate:
         return labels
 
     def identity(self, scope: Scope, policy: Policy) -> str:
-        """`user:<sub>` for user-keyed groups with a verified subject, else `ip:<address>`."""
+        """`user:<sub>` for user-keyed groups with a verified subject, else `ip:<address>`,
+        as the request's tenant's (`edgemart.tenantscope.scoped`): a subject or an address
+        in one marketplace is another client than the same one in another (decision 0043)."""
         if policy.key == "user" and self.subject_of is not None:
             subject = self.subject_of(scope)
             if subject:
-                return f"user:{subject}"
-        return f"ip:{client_ip(scope, self.trusted_proxies)}"
+                return scoped(tenant_of(scope), f"user:{subject}")
+        return scoped(tenant_of(scope), f"ip:{client_ip(scope, self.trusted_proxies)}")
