@@ -260,7 +260,7 @@ async def set_popular_search_hidden(request: Request) -> Response:
         action = "popular_search.hide" if hidden else "popular_search.unhide"
         details = {"hidden": hidden, "reason": reason}
         await audit(conn, principal, action, "popular_search", str(query), details)
-    await services.invalidate(popular_searches_changed(tenant=tenant_of(request)))
+    await services.invalidate(popular_searches_changed(tenant=tenant_of(request.scope)))
     return JSONResponse({"query": query, "hidden": hidden}, headers=NO_STORE)
 
 

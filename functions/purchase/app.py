@@ -197,7 +197,7 @@ async def create_purchase(request: Request) -> Response:
     metrics.record(metrics.PURCHASES, outcome=purchase_outcome(row))
     if row["status"] == 201 and not row["replayed"]:
         # Committed: the stock moved.
-        await services.invalidate(stock_changed([str(product_id)], tenant=tenant_of(request)))
+        await services.invalidate(stock_changed([str(product_id)], tenant=tenant_of(request.scope)))
     response = outcome_response(row["status"], row["body"], row["original_request_id"])
     response.headers.update(replay_headers(row["replayed"], row["original_request_id"]))
     return response
@@ -246,7 +246,7 @@ async def list_purchases(request: Request) -> Response:
     limit = inputs.query.value("limit", int)
     cursor = inputs.query.optional("cursor", str)
     services = services_of(request)
-    key = cursor_key(services.settings.cursor_secret, tenant_of(request))
+    key = cursor_key(services.settings.cursor_secret, tenant_of(request.scope))
     owner = query_fingerprint("orders", principal.sub)  # a cursor is its user's only
     if cursor is None:
         statement, args = FIRST_ORDERS_SQL, [principal.sub, limit + 1]

@@ -370,7 +370,7 @@ async def search_page(
 
 async def load_search(request: Request, params: SearchParams) -> dict[str, Any]:
     services = services_of(request)
-    key = cursor_key(services.settings.cursor_secret, tenant_of(request))
+    key = cursor_key(services.settings.cursor_secret, tenant_of(request.scope))
     key_count = len(SORT_SPECS[params.sort].keys)
     position = (
         decode_cursor(key, params.fingerprint, params.cursor, length=key_count)

@@ -84,7 +84,7 @@ async def load_store_page(
     request: Request, slug: str, category: str | None, limit: int, cursor: str | None
 ) -> dict[str, Any]:
     services = services_of(request)
-    key = cursor_key(services.settings.cursor_secret, tenant_of(request))
+    key = cursor_key(services.settings.cursor_secret, tenant_of(request.scope))
     fingerprint = query_fingerprint("store", slug, category)
     position = decode_cursor(key, fingerprint, cursor, length=2) if cursor else None
     async with services.reads.connection() as conn:
@@ -277,7 +277,7 @@ async def create_product(request: Request) -> Response:
         ).fetchone()
     if row is None:
         raise RuntimeError("INSERT ... RETURNING gave no row")
-    await services.invalidate(listing_created(store_slug, tenant=tenant_of(request)))
+    await services.invalidate(listing_created(store_slug, tenant=tenant_of(request.scope)))
     return created(row["product"], f"/products/{row['product']['id']}")
 
 
@@ -311,7 +311,9 @@ async def update_product(request: Request) -> Response:
                 [*changes.values(), product_id],
             )
         ).fetchone()
-    await services.invalidate(listing_changed(product_id, owner["slug"], tenant=tenant_of(request)))
+    await services.invalidate(
+        listing_changed(product_id, owner["slug"], tenant=tenant_of(request.scope))
+    )
     return JSONResponse(row["product"] if row else None, headers=NO_STORE)
 
 
@@ -331,7 +333,7 @@ async def store_payouts(request: Request) -> Response:
     limit = inputs.query.value("limit", int)
     cursor = inputs.query.optional("cursor", str)
     services = services_of(request)
-    key = cursor_key(services.settings.cursor_secret, tenant_of(request))
+    key = cursor_key(services.settings.cursor_secret, tenant_of(request.scope))
     fingerprint = query_fingerprint("payouts", slug, principal.sub)
     position = decode_cursor(key, fingerprint, cursor, length=2) if cursor else None
     async with services.primary.connection() as conn:

@@ -308,3 +308,37 @@ async def test_a_hit_runs_no_script_and_a_miss_takes_the_lock_once(
     finally:
         await admin.aclose()
         await shared.redis.aclose()
+
+
+async def test_a_tenant_s_drop_removes_its_pages_and_leaves_another_tenant_s(
+    shared: RedisSharedCache,
+) -> None:
+    """`store:oak` and `search?` are in every marketplace: a listing in acme's `oak` drops
+    acme's store page and searches only."""
+    from edgemart.changes import listing_created
+    from edgemart.tenancy import DEFAULT_TENANT
+    from edgemart.tenantscope import scoped
+    from tests.support.tenants import ACME, GLOBEX
+
+    tenants = (DEFAULT_TENANT, ACME, GLOBEX)
+    pages = {"store:oak?": ["store:oak"], "search?q=lamp": ["product:2"], "product:3": []}
+    for tenant in tenants:
+        for key, tags in pages.items():
+            own_key, own_tags = scoped(tenant, key), [scoped(tenant, tag) for tag in tags]
+            assert await shared.store(own_key, page(own_tags), 60, await shared.lookup(own_key))
+
+    async def present() -> set[tuple[str, str]]:
+        return {
+            (tenant.slug, key)
+            for tenant in tenants
+            for key in pages
+            if (await shared.lookup(scoped(tenant, key))).rendered is not None
+        }
+
+    everything = {(tenant.slug, key) for tenant in tenants for key in pages}
+    await shared.drop(listing_created("oak", tenant=ACME), None)
+    assert await present() == everything - {("acme", "store:oak?"), ("acme", "search?q=lamp")}
+    await shared.drop(listing_created("oak"), None)  # the default tenant's
+    assert await present() == everything - {
+        (slug, key) for slug in ("acme", "default") for key in ("store:oak?", "search?q=lamp")
+    }

@@ -212,7 +212,7 @@ def cached_response(
     headers = {"ETag": etag, "Cache-Control": rule.cache_control, "Vary": "Accept-Encoding"}
     if rendered.tags:
         headers[TAGS_HEADER] = " ".join(rendered.tags)
-    tenant_id = tenant_of(request).id
+    tenant_id = tenant_of(request.scope).id
     if tenant_id != DEFAULT_TENANT_ID:
         headers[TENANT_HEADER] = str(tenant_id)
     if stale:
@@ -463,7 +463,7 @@ class TTLCache:
 
 def tenant_key(request: Request, key: str) -> str:
     """`key` (a page's key within its tenant) as the cache holds it for the request's tenant."""
-    return scoped(tenant_of(request), key)
+    return scoped(tenant_of(request.scope), key)
 
 
 def tenant_tags(tenant: Tenant, tags: Tags) -> Tags:
@@ -491,7 +491,7 @@ async def serve_cached(
 
     `key` and `tags` are the page's within its tenant: the page is kept under the request's
     tenant's key (`tenant_key`) with its tenant's tags."""
-    tenant = tenant_of(request)
+    tenant = tenant_of(request.scope)
     key = scoped(tenant, key)
     if tags is not None:
         tags = tenant_tags(tenant, tags)

@@ -194,9 +194,9 @@ def cloudfront_targets(changes: Changes) -> dict[str, int]:
             page, value = named
             targets[page.invalidation_path(value)] = page.edge_ttl
     for prefix in sorted(changes.prefixes):
-        page = _prefix_page(prefix)
-        if page is not None:
-            targets[page.invalidation_path()] = page.edge_ttl
+        prefix_page = _prefix_page(prefix)
+        if prefix_page is not None:
+            targets[prefix_page.invalidation_path()] = prefix_page.edge_ttl
     return targets
 
 
