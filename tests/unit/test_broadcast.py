@@ -115,7 +115,14 @@ def test_a_message_carries_the_changes_and_who_sent_them() -> None:
         "tags": ["product:p1", "store:oak-shop"],
         "prefixes": ["search?"],
     }
-    assert changes_of(message.encode()) == ("origin-1", changes)
+    assert changes_of(message.encode()) == ("origin-1", changes, False)
+
+
+def test_a_tenants_message_says_so_and_reads_as_no_changes_to_an_older_process() -> None:
+    message = message_of(Changes(), "origin-1", tenants_changed=True)
+    document = json.loads(message)
+    assert document == {"origin": "origin-1", "tags": [], "prefixes": [], "tenants": True}
+    assert changes_of(message) == ("origin-1", Changes(), True)
 
 
 @pytest.mark.parametrize(
@@ -127,6 +134,7 @@ def test_a_message_carries_the_changes_and_who_sent_them() -> None:
         b'{"origin": "o", "tags": "product:1", "prefixes": []}',
         b'{"origin": "o", "tags": [1], "prefixes": []}',
         b'{"origin": "o", "tags": [], "prefixes": ["nowhere?"]}',  # not a known prefix
+        b'{"origin": "o", "tags": [], "prefixes": [], "tenants": "yes"}',
     ],
 )
 def test_malformed_messages_are_refused(message: bytes) -> None:
@@ -188,3 +196,20 @@ def test_a_tenant_s_changes_travel_scoped_and_drop_only_its_pages() -> None:
     assert cache.fresh(scoped(ACME, "search?q=x")) is None
     assert cache.fresh(scoped(GLOBEX, "store:shoes?")) is not None
     assert cache.fresh(scoped(GLOBEX, "search?q=x")) is not None
+
+
+def test_another_process_s_tenants_message_empties_the_directory_and_leaves_the_pages() -> None:
+    clock = Clock()
+    cache = TTLCache(clock=clock)
+    broadcast = broadcast_over(cache)
+    heard: list[str] = []
+    broadcast.on_tenants_changed = lambda: heard.append("tenants")
+    broadcast.on_receive = lambda: heard.append("pages")
+    cache.put("product:1", page(clock), ttl_s=60)
+    broadcast.receive(message_of(Changes(), broadcast.origin, tenants_changed=True))
+    assert heard == []  # its own: applied when it was sent
+    broadcast.receive(message_of(Changes(), "another process", tenants_changed=True))
+    assert heard == ["tenants"]
+    assert cache.fresh("product:1") is not None
+    broadcast.receive(b"\xff garbage")
+    assert heard == ["tenants", "pages", "tenants"]

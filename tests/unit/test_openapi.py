@@ -78,10 +78,26 @@ def test_problem_codes_follow_from_the_routes_traits() -> None:
     assert set(purchase[422]) == {"idempotency_key_reused", "validation_error"}
     assert purchase[429] == ("rate_limited",)
     assert purchase[503] == ("purchases_disabled", "service_unavailable", "read_only_mode")
-    assert routes["PUT /admin/kill-switches/{name}"].problems[403] == ("forbidden",)
+    assert routes["PUT /admin/kill-switches/{name}"].problems[403] == (
+        "forbidden",
+        "tenant_mismatch",
+    )
     assert 429 not in routes["GET /health/live"].problems
     assert 503 not in routes["GET /health/live"].problems
     assert routes["GET /marketplace/home"].problems[503] == ("service_unavailable",)
+
+
+def test_every_route_of_a_tenant_lists_the_tenancy_problems() -> None:
+    """Multi mode's (decision 0041): an unknown host on any route but the health checks, and
+    a token of another tenant on any route that takes one."""
+    for route in ROUTES:
+        problems = route.problems
+        if route.path.startswith("/health"):
+            assert 403 not in problems and 404 not in problems
+            continue
+        assert "tenant_not_found" in problems[404], route.label
+        takes_a_token = route.auth != "none" or 401 in problems
+        assert ("tenant_mismatch" in problems.get(403, ())) == takes_a_token, route.label
 
 
 def test_the_problem_schema_names_every_problem_member(spec: dict[str, Any]) -> None:

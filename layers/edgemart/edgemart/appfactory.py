@@ -1,8 +1,9 @@
 """`build_app` (the standard Starlette app every HTTP function serves) and `lambda_handler`.
 
 The middleware stack, outermost first:
-request context (request id, errors, access log, body limit, the rate limiter as its
-gate, the no-store / nosniff response headers and, when `CORS_ALLOW_ORIGINS` is set, CORS)
+request context (request id, errors, access log, in multi mode the tenant from the host,
+body limit, the rate limiter as its gate, the no-store / nosniff response headers and, when
+`CORS_ALLOW_ORIGINS` is set, CORS)
 → routes. Starlette's ServerErrorMiddleware and ExceptionMiddleware are left out: the
 request-context middleware renders `ProblemError`, `HTTPException` and the database's
 unavailability with the app's exception handlers, and anything unhandled as a 500 problem with
@@ -40,6 +41,7 @@ from edgemart.ratelimit.policies import RateLimitTable
 from edgemart.requestcontext import RequestContextMiddleware
 from edgemart.services import Services
 from edgemart.settings import Settings
+from edgemart.tenantresolution import TenantResolver
 
 if TYPE_CHECKING:
     from edgemart.tracing.tracer import Tracing
@@ -96,6 +98,9 @@ def build_app(
             trusted_proxies=settings.trusted_proxies,
             gate=rate_limit,
             cors=CorsPolicy.from_origins(settings.cors_allow_origins),
+            tenants=(
+                TenantResolver(settings.trusted_proxies) if settings.tenancy == "multi" else None
+            ),
         ),
     ]
     app = EdgemartApp(

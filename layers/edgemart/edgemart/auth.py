@@ -13,6 +13,13 @@ the sentences below, never a library's message.
 
 JWKS keys come from `edgemart.jwks.JwksKeySet`, which fetches them again on a bounded
 schedule.
+
+**Tenants** (decision 0041). A token's tenant is its `org_id` claim (else Supabase's
+`app_metadata.org_id`): the tenant's id or slug. In multi mode `authenticate` refuses, with 403
+`tenant_mismatch`, a token that names another tenant than the request's (its host's), or none;
+roles then apply within that tenant. A token with role `platform_admin` and no `org_id`
+administers the platform and no marketplace: only `/platform/*` accepts it
+(`authenticate_platform_admin`). Single mode ignores `org_id`.
 """
 
 from __future__ import annotations
@@ -21,9 +28,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
-from edgemart.errors import ProblemError
+from edgemart.errors import ProblemError, TenantMismatchError
 from edgemart.jwks import JWKS_ALGORITHMS, JwksKeyError, JwksKeySet
+from edgemart.tenancy import Tenant, tenant_of
 from edgemart.validation import is_clean_identifier
 
 if TYPE_CHECKING:
@@ -35,6 +44,7 @@ if TYPE_CHECKING:
 
 HMAC_ALGORITHMS = ("HS256",)
 ADMIN_ROLE = "admin"
+PLATFORM_ADMIN_ROLE = "platform_admin"
 PRINCIPAL_STATE_KEY = "principal"
 
 MAX_SUBJECT_LENGTH = 255  # the database's CHECK on every *_sub column
@@ -76,10 +86,24 @@ class ForbiddenError(ProblemError):
 class Principal:
     sub: str
     roles: frozenset[str] = field(default_factory=frozenset)
+    org_id: str | None = None
+    """The tenant the token is for (its id or slug), or None."""
 
     @property
     def is_admin(self) -> bool:
         return ADMIN_ROLE in self.roles
+
+    def belongs_to(self, tenant: Tenant) -> bool:
+        """Whether the token names `tenant`, by slug or by id (in any spelling of it)."""
+        org_id = self.org_id
+        if org_id is None:
+            return False
+        if org_id == tenant.slug or org_id == str(tenant.id):
+            return True
+        try:
+            return UUID(org_id) == tenant.id
+        except ValueError:
+            return False
 
 
 def roles_from_claims(claims: Mapping[str, Any]) -> frozenset[str]:
@@ -91,6 +115,17 @@ def roles_from_claims(claims: Mapping[str, Any]) -> frozenset[str]:
     if isinstance(metadata, Mapping) and isinstance(metadata.get("role"), str):
         return frozenset({metadata["role"]})
     return frozenset()
+
+
+def org_id_from_claims(claims: Mapping[str, Any]) -> str | None:
+    """`org_id`, else Supabase's `app_metadata.org_id`; anything but non-empty text is
+    none."""
+    org_id = claims.get("org_id")
+    if org_id is None:
+        metadata = claims.get("app_metadata")
+        if isinstance(metadata, Mapping):
+            org_id = metadata.get("org_id")
+    return org_id if isinstance(org_id, str) and org_id else None
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -237,7 +272,7 @@ class Authenticator:
         ) or subject_problem(claims.get("sub"))
         if problem is not None:
             raise UnauthorizedError(problem)
-        return Principal(claims["sub"], roles_from_claims(claims))
+        return Principal(claims["sub"], roles_from_claims(claims), org_id_from_claims(claims))
 
 
 def _header(token: str) -> dict[str, Any]:
@@ -270,8 +305,8 @@ def _decode_failure(exc: jwt.PyJWTError) -> str:
     return MALFORMED
 
 
-async def authenticate(request: Request) -> Principal:
-    """The caller's verified principal, or 401."""
+async def verified_principal(request: Request) -> Principal:
+    """The caller's verified principal, or 401; whichever tenant it names."""
     cached = request.scope.get("state", {}).get(PRINCIPAL_STATE_KEY)
     if isinstance(cached, Principal):
         return cached
@@ -279,6 +314,35 @@ async def authenticate(request: Request) -> Principal:
     principal = await authenticator.verify(bearer_token(request.headers.get("authorization")))
     request.scope.setdefault("state", {})[PRINCIPAL_STATE_KEY] = principal
     return principal
+
+
+async def authenticate(request: Request) -> Principal:
+    """The caller's verified principal (or 401), in multi mode of the request's tenant (or
+    403 `tenant_mismatch`)."""
+    principal = await verified_principal(request)
+    if request.app.state.services.settings.tenancy == "multi":
+        require_tenant(principal, tenant_of(request.scope))
+    return principal
+
+
+async def authenticate_platform_admin(request: Request) -> Principal:
+    """The caller of a `/platform/*` route: verified (or 401), with role `platform_admin`
+    and no `org_id` (or 403 `forbidden`), on any host and in either mode."""
+    principal = await verified_principal(request)
+    require_platform_admin(principal)
+    return principal
+
+
+def require_tenant(principal: Principal, tenant: Tenant) -> None:
+    if not principal.belongs_to(tenant):
+        raise TenantMismatchError()
+
+
+def require_platform_admin(principal: Principal) -> None:
+    """A platform administrator's token belongs to no tenant: one with an `org_id` is a
+    tenant's token, whatever its roles."""
+    if PLATFORM_ADMIN_ROLE not in principal.roles or principal.org_id is not None:
+        raise ForbiddenError("Platform administration needs a platform_admin token without org_id")
 
 
 def require_role(principal: Principal, roles: Sequence[str]) -> None:

@@ -21,6 +21,12 @@ dropped (Redis restarted) loses what was published meanwhile, and in both cases 
 than the window go back to Redis. When Redis itself is unavailable
 (`SharedCache.reachable()` is False) nothing better can be learnt by asking it, and entries
 are trusted until they expire, as without a shared cache.
+
+**Tenants changed.** The same channel carries "the tenant directory changed" (a message with
+`"tenants": true`, sent by `send(..., tenants_changed=True)`): every listening process calls
+`on_tenants_changed`, which empties its host → tenant directory (edgemart.tenantdirectory),
+whose entries follow the trust rule above too. The message also carries empty `tags` and
+`prefixes`, so a process that predates it reads it as changing nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import math
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from edgemart import metrics
 from edgemart.changes import Changes
@@ -60,18 +66,27 @@ class SubscriptionLostError(EdgemartError):
 # ---- Messages (pure) ----
 
 
-def message_of(changes: Changes, origin: str) -> str:
-    """The published form of `changes`, naming the process that sent them."""
-    document = {
+class Message(NamedTuple):
+    origin: str
+    changes: Changes
+    tenants_changed: bool = False
+
+
+def message_of(changes: Changes, origin: str, *, tenants_changed: bool = False) -> str:
+    """The published form of `changes` (and of a tenant directory change), naming the process
+    that sent them."""
+    document: dict[str, object] = {
         "origin": origin,
         "tags": sorted(changes.tags),
         "prefixes": sorted(changes.prefixes),
     }
+    if tenants_changed:
+        document["tenants"] = True
     return json.dumps(document, separators=(",", ":"))
 
 
-def changes_of(message: bytes | str) -> tuple[str, Changes]:
-    """(origin, changes) of a published message; ValueError for anything else."""
+def changes_of(message: bytes | str) -> Message:
+    """What a published message says; ValueError for anything else."""
     document = json.loads(message)
     if not isinstance(document, dict):
         raise ValueError("not an object")
@@ -81,7 +96,10 @@ def changes_of(message: bytes | str) -> tuple[str, Changes]:
     for value in (tags, prefixes):
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise ValueError("tags and prefixes must be lists of strings")
-    return origin, Changes(frozenset(tags), frozenset(prefixes))  # type: ignore[arg-type]
+    tenants = document.get("tenants", False)
+    if not isinstance(tenants, bool):
+        raise ValueError("tenants must be a boolean")
+    return Message(origin, Changes(frozenset(tags), frozenset(prefixes)), tenants)  # type: ignore[arg-type]
 
 
 # ---- Trust (pure: the caller passes the time) ----
@@ -146,9 +164,13 @@ class Broadcast:
         self.origin = os.urandom(8).hex()
         """This process, in its messages: it skips its own (it applied them when sending)."""
         self._pending = Changes()
+        self._tenants_pending = False
         self.on_receive: Callable[[], None] | None = None
         """Called after another process's changes were applied here (read routing: read the
         primary until the replica holds the write)."""
+        self.on_tenants_changed: Callable[[], None] | None = None
+        """Called when another process changed the tenant directory (multi mode: forget
+        every host)."""
         self._failures = ThrottledWarning(
             "invalidation broadcast: %s failed (%r)", every_s=log_every_s
         )
@@ -161,34 +183,45 @@ class Broadcast:
         """`TTLCache.trust`: see the module docstring."""
         return self.subscription.covers(as_of, now) or not self.shared.reachable()
 
-    async def send(self, changes: Changes) -> None:
-        """Drop `changes` from the shared cache and publish them, with any earlier changes that
-        could not be sent. Never raises: on failure they wait for the next chance."""
+    async def send(self, changes: Changes, *, tenants_changed: bool = False) -> None:
+        """Drop `changes` from the shared cache and publish them (and, with `tenants_changed`,
+        that the tenant directory changed), with anything earlier that could not be sent.
+        Never raises: on failure they wait for the next chance."""
         changes, self._pending = self._pending | changes, Changes()
-        if not changes:
+        tenants_changed, self._tenants_pending = self._tenants_pending or tenants_changed, False
+        if not changes and not tenants_changed:
             return
+        message = message_of(changes, self.origin, tenants_changed=tenants_changed)
         try:
-            await self.shared.drop(changes, message_of(changes, self.origin))
+            await self.shared.drop(changes, message)
         except SharedCacheUnavailableError:
             self._pending = self._pending | changes
+            self._tenants_pending = self._tenants_pending or tenants_changed
             return
         metrics.record(metrics.INVALIDATIONS_SENT, transport=REDIS)
 
     def receive(self, message: bytes | str) -> None:
         """Apply another process's changes to this process's cache."""
         try:
-            origin, changes = changes_of(message)
+            origin, changes, tenants_changed = changes_of(message)
         except ValueError as exc:
-            # Something changed, but what is unknown: forget every page rather than guess.
+            # Something changed, but what is unknown: forget every page (and host) rather
+            # than guess.
             logger.warning("invalidation broadcast: unreadable message (%s); cache cleared", exc)
             self.cache.invalidate(prefixes=[""])
             if self.on_receive is not None:
                 self.on_receive()
+            if self.on_tenants_changed is not None:
+                self.on_tenants_changed()
             return
-        if origin != self.origin:
+        if origin == self.origin:
+            return
+        if changes:
             changes.apply(self.cache, transport=REDIS)
             if self.on_receive is not None:
                 self.on_receive()
+        if tenants_changed and self.on_tenants_changed is not None:
+            self.on_tenants_changed()
 
     @asynccontextmanager
     async def listening(self) -> AsyncIterator[None]:

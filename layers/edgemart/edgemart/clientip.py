@@ -17,10 +17,17 @@ from starlette.types import Scope
 from edgemart.settings import IPNetwork
 
 
+def peer_is_trusted(scope: Scope, trusted_proxies: Sequence[IPNetwork]) -> bool:
+    """Whether the TCP peer lies in `trusted_proxies`: the one rule for believing any header
+    a proxy sets (the client's address here, the viewer's host in edgemart.tenantresolution)."""
+    peer = scope.get("client")
+    return bool(peer and trusted_proxies and _is_trusted(str(peer[0]), trusted_proxies))
+
+
 def client_ip(scope: Scope, trusted_proxies: Sequence[IPNetwork]) -> str | None:
     peer = scope.get("client")
     peer_ip: str | None = str(peer[0]) if peer else None
-    if peer_ip is None or not trusted_proxies or not _is_trusted(peer_ip, trusted_proxies):
+    if peer_ip is None or not peer_is_trusted(scope, trusted_proxies):
         return peer_ip
     headers = {name: value for name, value in scope.get("headers", ())}
     viewer = _header(headers, b"cloudfront-viewer-address")

@@ -84,6 +84,26 @@ class PayloadTooLargeError(ProblemError):
         )
 
 
+class TenantNotFoundError(ProblemError):
+    """No marketplace answers at the request's host (multi mode), or no tenant has the slug a
+    platform route names."""
+
+    def __init__(self, detail: str = "No marketplace is served at this host") -> None:
+        super().__init__(404, "tenant_not_found", "Tenant not found", detail)
+
+
+class TenantMismatchError(ProblemError):
+    """The token names another tenant than the request's, or none (multi mode)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            403,
+            "tenant_mismatch",
+            "Token of another marketplace",
+            "The token's org_id does not name this marketplace",
+        )
+
+
 def problem_for_status(
     status: int, detail: str | None = None, *, headers: Mapping[str, str] | None = None
 ) -> ProblemError:

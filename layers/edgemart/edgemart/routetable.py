@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Literal
 
+from edgemart.tenancy import is_tenant_scoped
+
 Auth = Literal["none", "bearer", "admin"]
 Location = Literal["path", "query", "header"]
 Schema = Mapping[str, Any]
@@ -48,9 +50,10 @@ def header_problem_codes(name: str) -> tuple[str, str]:
 @dataclass(frozen=True, slots=True)
 class RouteSpec:
     """One method on one path. `errors` lists the route's own problem codes; the ones that
-    follow from its other fields (auth, rate limit, body, parameters, database) are added by
-    `problems`. `unknown_query`: whether a query parameter the route does not declare is
-    refused (422, the rule) or ignored (routes that never read their query string)."""
+    follow from its other fields (auth, rate limit, body, parameters, database, and a path
+    that belongs to a tenant) are added by `problems`. `unknown_query`: whether a query
+    parameter the route does not declare is refused (422, the rule) or ignored (routes that
+    never read their query string)."""
 
     method: str
     path: str
@@ -108,6 +111,10 @@ class RouteSpec:
             add(422, "validation_error")
         for status, names in self.errors.items():
             add(status, *names)
+        if is_tenant_scoped(self.path):  # in multi mode (decision 0041)
+            add(404, "tenant_not_found")
+            if self.auth != "none":
+                add(403, "tenant_mismatch")
         if self.rate_limit is not None:
             add(429, "rate_limited")
         add(500, "internal_error")
@@ -379,7 +386,7 @@ ROUTES: tuple[RouteSpec, ...] = (
             CURSOR,
         ),
         success=(200, 304),
-        errors={401: ("unauthorized",), 503: ("search_timeout",)},
+        errors={401: ("unauthorized",), 403: ("tenant_mismatch",), 503: ("search_timeout",)},
     ),
     RouteSpec(
         "GET",

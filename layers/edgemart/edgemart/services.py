@@ -6,7 +6,9 @@ Built once per process (per Lambda execution environment) and attached to the ap
 can hand an app their own `Services` instead of patching module globals.
 
 A function that committed a write calls `invalidate` with what it changed: the one way a write
-reaches every cache (see `invalidate`).
+reaches every cache (see `invalidate`). In multi mode (`TENANCY=multi`) the services hold the
+process's host → tenant directory; a change of tenants or domains is announced with
+`tenant_directory_changed`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     from edgemart.broadcast import Broadcast
     from edgemart.edgepurge import EdgePurge
     from edgemart.sharedcache import SharedCache
+    from edgemart.tenantdirectory import TenantDirectory
     from edgemart.tracing.tracer import Tracing
 
 
@@ -64,6 +67,8 @@ class Services:
     shared_cache: SharedCache | None = None
     broadcast: Broadcast | None = None
     edge_purge: EdgePurge | None = None
+    tenant_directory: TenantDirectory | None = None
+    """Multi mode's host → tenant lookups (edgemart.tenantdirectory); None in single mode."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -115,6 +120,7 @@ class Services:
             shared_cache=shared_cache,
             broadcast=broadcast,
             edge_purge=_edge_purge(settings),
+            tenant_directory=_tenant_directory(settings, primary, cache, broadcast),
         )
 
     async def invalidate(self, changes: Changes) -> None:
@@ -134,6 +140,15 @@ class Services:
                 self.edge_purge.purge(changes)
             except Exception:
                 logger.exception("edge purge failed")
+
+    async def tenant_directory_changed(self) -> None:
+        """After a committed change of tenants or their domains (the platform routes): this
+        process forgets every host at once, and every other process within a second
+        (edgemart.tenantdirectory). Never raises, like `invalidate`."""
+        if self.tenant_directory is not None:
+            self.tenant_directory.changed()
+        if self.broadcast is not None:
+            await self.broadcast.send(Changes(), tenants_changed=True)
 
     @asynccontextmanager
     async def listening(self) -> AsyncIterator[None]:
@@ -172,6 +187,25 @@ def _edge_purge(settings: Settings) -> EdgePurge | None:
     from edgemart.edgepurge import build_edge_purge
 
     return build_edge_purge(settings)
+
+
+def _tenant_directory(
+    settings: Settings, primary: Database, cache: TTLCache, broadcast: Broadcast | None
+) -> TenantDirectory | None:
+    """Multi mode's directory, trusting its entries as the page cache trusts its own: by the
+    broadcast's subscription when there is one, else for its window alone."""
+    if settings.tenancy != "multi":
+        return None
+    from edgemart.broadcast import Subscription
+    from edgemart.tenantdirectory import DatabaseTenantSource, TenantDirectory
+
+    subscription = broadcast.subscription if broadcast is not None else Subscription()
+    directory = TenantDirectory(
+        DatabaseTenantSource(primary), trusts=subscription.covers, clock=cache.clock
+    )
+    if broadcast is not None:
+        broadcast.on_tenants_changed = directory.changed
+    return directory
 
 
 def _fleet_cache(

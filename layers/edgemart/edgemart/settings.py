@@ -631,6 +631,16 @@ class Settings:
         "the API from another origin; unset: no CORS headers at all, and a preflight "
         "`OPTIONS` is 405",
     )
+    tenancy: str = setting(
+        "single",
+        Choice("single", "multi"),
+        "HTTP & logging",
+        "`single`: one marketplace, the `default` tenant, on every host; `multi`: a request's "
+        "marketplace is the tenant owning its host in `tenant_domains` (`Host`, or a "
+        "`TRUSTED_PROXIES` peer's `CloudFront-Viewer-Host` / `X-Forwarded-Host`). An unknown "
+        "host is 404 `tenant_not_found` except on `/health*`, `/platform/*` and `/metrics`, "
+        "and a token must name the host's tenant in its `org_id` (403 `tenant_mismatch`)",
+    )
     metrics_bearer_token: str | None = setting(
         None,
         Text("secret"),

@@ -26,6 +26,19 @@ DEFAULT_TENANT_SLUG: Final = "default"
 TENANT_STATE_KEY: Final = "tenant"
 """Where the request-context middleware leaves the resolved tenant in `scope["state"]`."""
 
+TENANTLESS_PATHS: Final = ("/health", "/platform", "/metrics")
+"""Paths (and everything under them) that belong to the deployment rather than to one
+marketplace: the health checks a load balancer calls by address, platform administration and
+the Prometheus scrape. In multi mode they answer on any host and resolve no tenant."""
+_TENANTLESS_PREFIXES: Final = tuple(path + "/" for path in TENANTLESS_PATHS)
+
+
+def is_tenant_scoped(path: str) -> bool:
+    """Whether a request for `path` is for one marketplace: in multi mode, its host must
+    name a tenant (404 `tenant_not_found` otherwise)."""
+    return not (path in TENANTLESS_PATHS or path.startswith(_TENANTLESS_PREFIXES))
+
+
 SET_TENANT_SQL: Final = "SELECT set_config('edgemart.tenant_id', %s, true)"
 """Transaction-local (`true`), so nothing outlives the transaction: safe behind a
 transaction pooler, which hands the next transaction to another client."""
