@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 HMAC_ALGORITHMS = ("HS256",)
 ADMIN_ROLE = "admin"
+PLATFORM_ADMIN_ROLE = "platform_admin"
+"""Administers the tenants themselves (`/platform/*`), with a token that names no tenant."""
 PRINCIPAL_STATE_KEY = "principal"
 
 MAX_SUBJECT_LENGTH = 255  # the database's CHECK on every *_sub column
@@ -76,6 +78,8 @@ class ForbiddenError(ProblemError):
 class Principal:
     sub: str
     roles: frozenset[str] = field(default_factory=frozenset)
+    org_id: str | None = None
+    """The tenant the token belongs to (its id or slug), None when it names none."""
 
     @property
     def is_admin(self) -> bool:
@@ -91,6 +95,17 @@ def roles_from_claims(claims: Mapping[str, Any]) -> frozenset[str]:
     if isinstance(metadata, Mapping) and isinstance(metadata.get("role"), str):
         return frozenset({metadata["role"]})
     return frozenset()
+
+
+def org_id_from_claims(claims: Mapping[str, Any]) -> str | None:
+    """`org_id`, else Supabase's `app_metadata.org_id`; any other type counts as present (a
+    token that names a tenant oddly still names one), as text."""
+    metadata = claims.get("app_metadata")
+    for source in (claims, metadata if isinstance(metadata, Mapping) else {}):
+        value = source.get("org_id")
+        if value is not None:
+            return value if isinstance(value, str) else str(value)
+    return None
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -237,7 +252,7 @@ class Authenticator:
         ) or subject_problem(claims.get("sub"))
         if problem is not None:
             raise UnauthorizedError(problem)
-        return Principal(claims["sub"], roles_from_claims(claims))
+        return Principal(claims["sub"], roles_from_claims(claims), org_id_from_claims(claims))
 
 
 def _header(token: str) -> dict[str, Any]:
@@ -284,6 +299,14 @@ async def authenticate(request: Request) -> Principal:
 def require_role(principal: Principal, roles: Sequence[str]) -> None:
     if not principal.roles.intersection(roles):
         raise ForbiddenError()
+
+
+def require_platform_admin(principal: Principal) -> None:
+    """The platform's administrators hold `platform_admin` on a token of no tenant: a
+    tenant's token, whatever its roles, administers at most that tenant."""
+    require_role(principal, (PLATFORM_ADMIN_ROLE,))
+    if principal.org_id is not None:
+        raise ForbiddenError("A token of a tenant cannot administer the platform")
 
 
 def subject_from_scope(scope: Scope) -> str | None:
