@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from edgemart.settings import Settings
 from tests.integration.test_purchase import auth, gateway, sql
@@ -28,14 +29,26 @@ def tenancy_modes() -> list[dict[str, str]]:
     return [{}, *([{"tenancy": "multi"}] if "tenancy" in declared else [])]
 
 
+@pytest.fixture(scope="module")
+def app_role_url(catalog_database_url: str) -> Iterator[str]:
+    """The catalog database as the application connects to it: a login role in the group
+    `edgemart_app`, which owns nothing, so row-level security and the grants apply."""
+    role = f"edgemart_platform_test_{uuid.uuid4().hex[:8]}"
+    sql(catalog_database_url, f"CREATE ROLE {role} LOGIN IN ROLE edgemart_app")
+    try:
+        yield make_conninfo(catalog_database_url, user=role)
+    finally:
+        sql(catalog_database_url, f"DROP ROLE {role}")
+
+
 @pytest.fixture(
     scope="module", params=tenancy_modes(), ids=lambda mode: mode.get("tenancy", "default")
 )
 async def client(
-    request: pytest.FixtureRequest, catalog_database_url: str
+    request: pytest.FixtureRequest, app_role_url: str
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with gateway(
-        catalog_database_url, rate_limit_overrides=(("admin", 0, 60),), **request.param
+        app_role_url, rate_limit_overrides=(("admin", 0, 60),), **request.param
     ) as http:
         yield http
 
