@@ -2,8 +2,9 @@
 
 The same `seed` and `as_of` always produce the same rows: categories, stores owned by
 `seller-1`…`seller-N`, products with varied names, descriptions, prices, stock and sales, and
-funded wallets for `buyer-1`…`buyer-M`, in one tenant (`default` unless named). Rows are streamed to PostgreSQL in large COPY chunks
-while they are generated, so a million products load in minutes.
+funded wallets for `buyer-1`…`buyer-M`, in one tenant (`default` unless named). Rows are
+streamed to PostgreSQL in large COPY chunks while they are generated, so a million products
+load in minutes.
 """
 
 from __future__ import annotations
@@ -408,6 +409,9 @@ def seed_catalog(
 def catalog_is_present(
     conn: psycopg.Connection[tuple[object, ...]], tenant: UUID = DEFAULT_TENANT_ID
 ) -> bool:
+    """Whether the tenant has stores or products. Sets the connection's tenant for the session
+    first: an owner that is not a superuser is held to row-level security too."""
+    conn.execute("SELECT set_config('edgemart.tenant_id', %s, false)", [str(tenant)])
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM stores WHERE tenant_id = %(tenant)s) "
         "OR EXISTS (SELECT 1 FROM products WHERE tenant_id = %(tenant)s)",

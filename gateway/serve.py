@@ -3,11 +3,13 @@
 The port is bound first, so a busy port fails at once, before any database work. With no
 DATABASE_URL an embedded PostgreSQL starts in the data folder (see gateway.embedded for who
 stops it). Either way the database is migrated and, when it holds no catalog, loaded with the
-demo catalog (unless `demo=False`), as the role that owns the schema (MIGRATION_DATABASE_URL,
-else DATABASE_URL; the embedded server's superuser); the app then connects with DATABASE_URL
-(the embedded server's `edgemart_api`, which owns nothing). All of that happens once, in this process; the app then
-runs in `workers` uvicorn processes (gateway.workers); the scheduled jobs run in the one process,
-of all those on the database, that holds the scheduler lease (gateway.scheduler).
+demo catalog (unless `demo=False`), and demo tenants are made (`demo_tenants`,
+gateway.demotenants), as the role that owns the schema (MIGRATION_DATABASE_URL, else
+DATABASE_URL; the embedded server's superuser); the app connects with DATABASE_URL (the
+embedded server's `edgemart_api`, which owns nothing). All of that happens once, in this
+process; the app then runs in `workers` uvicorn processes (gateway.workers); the scheduled
+jobs run in the one process, of all those on the database, that holds the scheduler lease
+(gateway.scheduler).
 Ctrl-C and SIGTERM stop the server (every worker) and then the embedded database. Every
 2xx/3xx access line is logged unless ACCESS_LOG_SAMPLE_RATE says otherwise.
 """
