@@ -15,7 +15,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +43,7 @@ GATEWAY_EXTRA_MODULES = frozenset(
 )
 EXIT_FAILED = 1  # the command could not do its work
 EXIT_USAGE = 2  # the command line or the configuration is wrong (argparse uses 2 too)
+TENANCY_VARIABLE = "TENANCY"  # single (one marketplace) or multi (the host names the tenant)
 
 
 class DatabaseNotReadyError(EdgemartError):
@@ -158,6 +159,14 @@ def _parser() -> argparse.ArgumentParser:
         help="products in the demo catalog (default %(default)s)",
     )
     serve.add_argument(
+        "--demo-tenants",
+        type=_positive,
+        metavar="N",
+        help="serve several marketplaces (implies TENANCY=multi): make tenants demo-1..demo-N "
+        "on http://demo-1.localhost:PORT/ ... (*.localhost is this machine), each with a small "
+        "demo catalog of its own; kept across restarts",
+    )
+    serve.add_argument(
         "--workers",
         type=_positive,
         default=1,
@@ -169,18 +178,22 @@ def _parser() -> argparse.ArgumentParser:
     command(
         "migrate",
         _migrate,
-        help="apply pending schema migrations (DATABASE_URL, else the embedded database)",
-        description="Apply pending migrations in order; safe to run twice or concurrently. "
-        "Without DATABASE_URL, migrates the embedded database of the data folder (started "
-        "for the command when no `edgemart serve` runs on it).",
+        help="apply pending schema migrations (MIGRATION_DATABASE_URL, else DATABASE_URL, "
+        "else the embedded database)",
+        description="Apply pending migrations in order, as the role that owns the schema "
+        "(MIGRATION_DATABASE_URL, else DATABASE_URL); safe to run twice or concurrently. "
+        "With neither, migrates the embedded database of the data folder (started for the "
+        "command when no `edgemart serve` runs on it).",
     )
 
     seed = command(
         "seed",
         _seed,
-        help="load a deterministic demo catalog (DATABASE_URL, else the embedded database)",
+        help="load a deterministic demo catalog (MIGRATION_DATABASE_URL, else DATABASE_URL, "
+        "else the embedded database)",
         description="Generate a deterministic catalog and bulk-load it with COPY into a "
-        "migrated database: DATABASE_URL, else the embedded database of the data folder.",
+        "migrated database, as the role that owns the schema: MIGRATION_DATABASE_URL, else "
+        "DATABASE_URL, else the embedded database of the data folder.",
     )
     seed.add_argument(
         "--products", type=_positive, default=5000, help="products (default %(default)s)"
@@ -288,6 +301,8 @@ def _require_modules(command: str, *modules: str) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.demo_tenants:
+        _multi_tenancy_for_demo_tenants(os.environ)
     settings = _settings(args)
     embedded = ("pgserver",) if settings.database_url is None else ()
     _require_modules("serve", "uvicorn", "prometheus_client", *embedded)
@@ -298,10 +313,23 @@ def _serve(args: argparse.Namespace) -> int:
         args.port,
         demo=not args.no_demo,
         demo_products=args.demo_products,
+        demo_tenants=args.demo_tenants or 0,
         settings=serve_settings(settings, os.environ),
         workers=args.workers,
     )
     return 0
+
+
+def _multi_tenancy_for_demo_tenants(environ: MutableMapping[str, str]) -> None:
+    """Demo tenants are told apart by their host: TENANCY=multi, set where the settings (of
+    serve and of every worker it starts) are read from, unless it already says otherwise."""
+    tenancy = environ.get(TENANCY_VARIABLE, "").strip().lower()
+    if tenancy not in ("", "multi"):
+        raise SettingsError(
+            f"--demo-tenants serves several marketplaces, which needs {TENANCY_VARIABLE}=multi; "
+            f"{TENANCY_VARIABLE} is {environ[TENANCY_VARIABLE]!r}"
+        )
+    environ[TENANCY_VARIABLE] = "multi"
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -340,12 +368,13 @@ def _seed(args: argparse.Namespace) -> int:
 
 @contextmanager
 def _reachable_database(args: argparse.Namespace) -> Iterator[str]:
-    """The URL of DATABASE_URL, else of the data folder's embedded database (started for the
-    command when no `edgemart serve` runs on it), once it answers."""
+    """The URL of the schema's owner (MIGRATION_DATABASE_URL, else DATABASE_URL), else of the
+    data folder's embedded database (started for the command when no `edgemart serve` runs on
+    it), once it answers: migrating and seeding are the owner's work."""
     from gateway.embedded import database_url_for
 
     settings = _settings(args)
-    with database_url_for(settings.database_url, settings.data_dir, create=False) as url:
+    with database_url_for(settings.owner_database_url, settings.data_dir, create=False) as url:
         _check_reachable(url)
         yield url
 
@@ -358,7 +387,7 @@ def _check_reachable(url: str) -> None:
     except psycopg.OperationalError:
         raise DatabaseNotReadyError(
             f"cannot connect to the database {_describe(url)}: is the server running, and "
-            "does DATABASE_URL name it?"
+            "does DATABASE_URL (or MIGRATION_DATABASE_URL) name it?"
         ) from None
 
 

@@ -2,8 +2,9 @@
 
 The same `seed` and `as_of` always produce the same rows: categories, stores owned by
 `seller-1`…`seller-N`, products with varied names, descriptions, prices, stock and sales, and
-funded wallets for `buyer-1`…`buyer-M`. Rows are streamed to PostgreSQL in large COPY chunks
-while they are generated, so a million products load in minutes.
+funded wallets for `buyer-1`…`buyer-M`, in one tenant (`default` unless named). Rows are
+streamed to PostgreSQL in large COPY chunks while they are generated, so a million products
+load in minutes.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
 import psycopg
 
 from edgemart.errors import EdgemartError
+from edgemart.tenancy import DEFAULT_TENANT_ID
 
 BUYER_BALANCE_CENTS = 1_000_000
 _COPY_CHUNK_ROWS = 20_000
@@ -368,48 +371,67 @@ def seed_catalog(
     as_of: datetime | None = None,
     replace: bool = False,
     progress: ProgressCallback | None = None,
+    tenant: UUID = DEFAULT_TENANT_ID,
 ) -> SeedReport:
-    """Load the demo catalog; refuses a non-empty catalog unless `replace`."""
+    """Load the demo catalog into `tenant` (`default` unless named); refuses a non-empty
+    catalog unless `replace` (which empties every tenant's: only for `default`)."""
+    if replace and tenant != DEFAULT_TENANT_ID:
+        raise ValueError("replace empties every tenant's catalog: only for the default tenant")
     started = time.perf_counter()
     store_count = stores if stores is not None else max(50, products // 100)
     as_of = as_of or datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     rng = random.Random(seed)
     with psycopg.connect(conninfo) as conn:
+        # For the whole session: every row below takes the tenant as its tenant_id's default,
+        # and row-level security admits it for a role it applies to.
+        conn.execute("SELECT set_config('edgemart.tenant_id', %s, false)", [str(tenant)])
         if replace:
             conn.execute(
                 "TRUNCATE categories, stores, products, wallets, orders, payouts "
                 "RESTART IDENTITY CASCADE"
             )
-        elif catalog_is_present(conn):
+        elif catalog_is_present(conn, tenant):
             raise CatalogNotEmptyError("the catalog is not empty; pass --replace to reload it")
-        category_ids = _copy_categories(conn)
+        category_ids = _categories(conn, tenant)
         store_rows = _copy_stores(conn, rng, store_count, as_of)
         _copy_products(conn, rng, products, category_ids, store_rows, as_of, progress)
         _copy_wallets(conn, buyers, as_of)
         conn.commit()
         conn.autocommit = True
         conn.execute("ANALYZE categories, stores, products, wallets")
-        conn.execute("REFRESH MATERIALIZED VIEW mv_category_counts")
-        conn.execute("REFRESH MATERIALIZED VIEW mv_hot_products")
+        conn.execute("SELECT refresh_home_lists(%s)", [tenant])
         # A home page rendered from the previous catalog must not outlive it: without a
         # snapshot the home function renders live until refresh_views stores a new one.
-        conn.execute("DELETE FROM home_snapshot")
+        conn.execute("DELETE FROM home_snapshot WHERE tenant_id = %s", [tenant])
     return SeedReport(len(CATEGORIES), store_count, products, buyers, time.perf_counter() - started)
 
 
-def catalog_is_present(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+def catalog_is_present(
+    conn: psycopg.Connection[tuple[object, ...]], tenant: UUID = DEFAULT_TENANT_ID
+) -> bool:
+    """Whether the tenant has stores or products. Sets the connection's tenant for the session
+    first: an owner that is not a superuser is held to row-level security too."""
+    conn.execute("SELECT set_config('edgemart.tenant_id', %s, false)", [str(tenant)])
     row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM stores) OR EXISTS (SELECT 1 FROM products)"
+        "SELECT EXISTS (SELECT 1 FROM stores WHERE tenant_id = %(tenant)s) "
+        "OR EXISTS (SELECT 1 FROM products WHERE tenant_id = %(tenant)s)",
+        {"tenant": tenant},
     ).fetchone()
     return bool(row and row[0])
 
 
-def _copy_categories(conn: psycopg.Connection[tuple[object, ...]]) -> list[int]:
-    with conn.cursor().copy("COPY categories (slug, name, icon, color) FROM STDIN") as copy:
-        for spec in CATEGORIES:
-            copy.write_row((spec.slug, spec.name, spec.icon, spec.color))
-    rows = conn.execute("SELECT id FROM categories ORDER BY id").fetchall()
-    return [int(str(row[0])) for row in rows]
+def _categories(conn: psycopg.Connection[tuple[object, ...]], tenant: UUID) -> list[int]:
+    """The ids of CATEGORIES in the tenant, in their order: those it has by slug (a new
+    tenant starts with a copy of the default tenant's), the others added."""
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO categories (slug, name, icon, color) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            [(spec.slug, spec.name, spec.icon, spec.color) for spec in CATEGORIES],
+        )
+    rows = conn.execute("SELECT slug, id FROM categories WHERE tenant_id = %s", [tenant]).fetchall()
+    ids = {str(slug): int(str(category_id)) for slug, category_id in rows}
+    return [ids[spec.slug] for spec in CATEGORIES]
 
 
 def _copy_stores(

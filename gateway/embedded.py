@@ -1,6 +1,11 @@
 """Embedded defaults for local use: a real PostgreSQL 16 from the `pgserver` wheel and a
 development JWT secret, both kept in the data folder (`EDGEMART_DATA_DIR`).
 
+Roles as in production (docs/operations.md#database-roles): the migrations run as the server's
+superuser, which owns the schema; the application connects as `edgemart_api`, a login member
+of the group `edgemart_app` that owns nothing (`application_url`), so the database's
+row-level security applies to it.
+
 Who stops the embedded server (docs/decisions/0006-command-line.md): every process that uses
 it (`serve`, `migrate`, `seed`) holds a handle, its pid in pgserver's `.handle_pids.json`, and
 the last one to let go stops it. A handle whose process is gone (a `serve` killed with SIGKILL)
@@ -18,17 +23,23 @@ import signal
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from edgemart.errors import EdgemartError
 from edgemart.logging import logger
 
 EMBEDDED_DATABASE = "edgemart"
 ORPHAN_STOP_TIMEOUT_S = 30.0
+APPLICATION_GROUP_ROLE = "edgemart_app"
+"""The group role the migrations create and grant what the application needs; it owns
+nothing, so row-level security holds for its members (docs/operations.md#database-roles)."""
+APPLICATION_LOGIN_ROLE = "edgemart_api"
 
 
 class EmbeddedDatabaseError(EdgemartError):
@@ -137,6 +148,30 @@ def database_url_for(database_url: str | None, data_dir: Path, *, create: bool) 
         yield embedded.start()
     finally:
         embedded.stop()
+
+
+def application_url(owner_url: str) -> str:
+    """The embedded database's URL for the application: the login role `edgemart_api`, a
+    member of `edgemart_app`, made once (the migrations, run as the embedded server's
+    superuser, made the group). The server listens on a Unix socket in the data folder only,
+    with trust authentication, so the role needs no password."""
+    login = sql.Identifier(APPLICATION_LOGIN_ROLE)
+    group = sql.Identifier(APPLICATION_GROUP_ROLE)
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        if not _role_exists(conn, APPLICATION_GROUP_ROLE):
+            raise EmbeddedDatabaseError(
+                f"the embedded database has no role {APPLICATION_GROUP_ROLE}: it is not migrated"
+            )
+        if not _role_exists(conn, APPLICATION_LOGIN_ROLE):
+            # Two serves starting at once may both get here: the second one's CREATE fails.
+            with suppress(psycopg.errors.DuplicateObject):
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(login))
+        conn.execute(sql.SQL("GRANT {} TO {}").format(group, login))
+    return make_conninfo(owner_url, user=APPLICATION_LOGIN_ROLE)
+
+
+def _role_exists(conn: psycopg.Connection[tuple[object, ...]], name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]).fetchone() is not None
 
 
 def read_handles(path: Path) -> list[int]:

@@ -3,9 +3,13 @@
 The port is bound first, so a busy port fails at once, before any database work. With no
 DATABASE_URL an embedded PostgreSQL starts in the data folder (see gateway.embedded for who
 stops it). Either way the database is migrated and, when it holds no catalog, loaded with the
-demo catalog (unless `demo=False`). All of that happens once, in this process; the app then
-runs in `workers` uvicorn processes (gateway.workers); the scheduled jobs run in the one process,
-of all those on the database, that holds the scheduler lease (gateway.scheduler).
+demo catalog (unless `demo=False`), and demo tenants are made (`demo_tenants`,
+gateway.demotenants), as the role that owns the schema (MIGRATION_DATABASE_URL, else
+DATABASE_URL; the embedded server's superuser); the app connects with DATABASE_URL (the
+embedded server's `edgemart_api`, which owns nothing). All of that happens once, in this
+process; the app then runs in `workers` uvicorn processes (gateway.workers); the scheduled
+jobs run in the one process, of all those on the database, that holds the scheduler lease
+(gateway.scheduler).
 Ctrl-C and SIGTERM stop the server (every worker) and then the embedded database. Every
 2xx/3xx access line is logged unless ACCESS_LOG_SAMPLE_RATE says otherwise.
 """
@@ -28,7 +32,8 @@ from edgemart.logging import logger
 from edgemart.migrate import apply_migrations
 from edgemart.settings import UNSET, Settings, environment_value
 from gateway.democatalog import catalog_is_present, seed_catalog
-from gateway.embedded import database_url_for, development_jwt_secret
+from gateway.demotenants import announce_demo_tenants, prepare_demo_tenants
+from gateway.embedded import application_url, database_url_for, development_jwt_secret
 
 DEMO_PRODUCTS = 5_000
 SERVE_ACCESS_LOG_SAMPLE_RATE = 1.0
@@ -44,17 +49,28 @@ def serve(
     *,
     demo: bool = True,
     demo_products: int = DEMO_PRODUCTS,
+    demo_tenants: int = 0,
     settings: Settings | None = None,
     workers: int = 1,
 ) -> None:
     settings = settings or serve_settings(Settings.from_env(), os.environ)
+    if settings.database_url is None and settings.migration_database_url is not None:
+        raise EdgemartError(
+            "MIGRATION_DATABASE_URL is set and DATABASE_URL is not: set both (the schema's "
+            "owner and the application's role), or neither for the embedded database"
+        )
     listener = bind_listener(host, port)
     try:
         _exit_cleanly_on_sigterm()
-        with database_url_for(settings.database_url, settings.data_dir, create=True) as url:
-            settings = _with_development_secret(dataclasses.replace(settings, database_url=url))
+        owner = settings.owner_database_url
+        with database_url_for(owner, settings.data_dir, create=True) as owner_url:
+            prepare_database(owner_url, demo=demo, demo_products=demo_products)
+            if demo_tenants:
+                announce_demo_tenants(prepare_demo_tenants(owner_url, demo_tenants), port)
+            # The embedded server's application role exists once the migrations made its group.
+            app_url = settings.database_url or application_url(owner_url)
+            settings = _with_development_secret(dataclasses.replace(settings, database_url=app_url))
             settings = with_shared_cursor_secret(settings)
-            prepare_database(url, demo=demo, demo_products=demo_products)
             if workers > 1:
                 _warn_of_per_worker_state(settings)
             _run_uvicorn(settings, host, port, listener, workers)

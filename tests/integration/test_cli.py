@@ -115,12 +115,26 @@ def test_migrate_against_an_unreachable_server_is_one_line() -> None:
     assert result.returncode == 1
     assert result.stderr == (
         f"edgemart: cannot connect to the database shop on 127.0.0.1:{port}: is the server "
-        "running, and does DATABASE_URL name it?\n"
+        "running, and does DATABASE_URL (or MIGRATION_DATABASE_URL) name it?\n"
     )
     debug = run_cli("migrate", "--debug", env=without(DATABASE_URL=url))
     assert debug.returncode == 1
     assert "Traceback (most recent call last)" in debug.stderr
     assert debug.stderr.endswith(result.stderr)
+
+
+def test_migrate_and_seed_connect_as_the_schemas_owner(fresh_database_url: str) -> None:
+    """MIGRATION_DATABASE_URL is the owner's: migrate and seed use it, never DATABASE_URL (the
+    application's, here a server that is not there)."""
+    app_url = f"postgresql://edgemart_api@127.0.0.1:{unused_port()}/shop"
+    env = without(DATABASE_URL=app_url, MIGRATION_DATABASE_URL=fresh_database_url)
+    migrated = run_cli("migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "migrations applied: 0001_catalog, " in migrated.stdout
+    seeded = run_cli("seed", "--products", "10", env=env)
+    assert seeded.returncode == 0, seeded.stderr
+    assert "10 products" in seeded.stdout
+    assert "migrations applied: nothing to do" in run_cli("migrate", env=env).stdout
 
 
 def test_seed_on_an_unmigrated_database_says_to_migrate(fresh_database_url: str) -> None:

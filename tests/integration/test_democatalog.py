@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from uuid import UUID
 
 import jwt
 import psycopg
 import pytest
 
+from edgemart.tenancy import DEFAULT_TENANT_ID
 from gateway.democatalog import BUYER_BALANCE_CENTS, CatalogNotEmptyError, seed_catalog
 from tests.conftest import run_cli
 
@@ -76,8 +78,8 @@ def test_demo_catalog_has_what_the_demo_needs(migrated_database_url: str) -> Non
         assert one("SELECT max(sold_count) > 10 * avg(sold_count) FROM products") is True
         assert one("SELECT count(*) FROM products WHERE quality_score IS NULL") > 0  # type: ignore[operator]
         assert one("SELECT count(*) FROM products WHERE created_at > %s", AS_OF) == 0
-        assert one("SELECT count(*) FROM mv_hot_products") > 0  # type: ignore[operator]
-        assert one("SELECT sum(product_count) FROM mv_category_counts") == one(
+        assert one("SELECT count(*) FROM home_products") > 0  # type: ignore[operator]
+        assert one("SELECT sum(product_count) FROM category_counts") == one(
             "SELECT count(*) FROM products WHERE is_available AND is_approved"
         )
         # Full-text search works on the generated vector.
@@ -108,3 +110,48 @@ def test_seed_and_token_commands(migrated_database_url: str) -> None:
     claims = jwt.decode(minted.stdout.strip(), SECRET, algorithms=["HS256"])
     assert claims["sub"] == "alice" and claims["roles"] == ["admin"]
     assert claims["exp"] > claims["iat"]
+
+
+def test_a_tenant_gets_a_catalog_of_its_own(migrated_database_url: str) -> None:
+    """Loaded into a tenant: its rows are the tenant's, it reuses the categories the tenant
+    was made with (a copy of the default's) and adds none twice; the default's catalog and a
+    second tenant's are untouched, and a second load into the same tenant is refused."""
+    url = migrated_database_url
+    seed_catalog(url, products=200, stores=4, seed=3, as_of=AS_OF)
+    with psycopg.connect(url, autocommit=True) as conn:
+        made = [
+            conn.execute(
+                "SELECT create_tenant(%s, %s, ARRAY[%s], NULL, 'test', NULL) ->> 'id'",
+                [slug, slug, f"{slug}.example"],
+            ).fetchone()
+            for slug in ("shop-one", "shop-two")
+        ]
+    tenant, other = (UUID(str(row[0])) for row in made if row is not None)
+
+    report = seed_catalog(url, products=150, stores=3, seed=4, as_of=AS_OF, tenant=tenant)
+    assert report.products == 150
+
+    def count(statement: str, *args: object) -> object:
+        with psycopg.connect(url) as conn:
+            row = conn.execute(statement, args or None).fetchone()
+        return row[0] if row else None
+
+    by_tenant = "SELECT count(*) FROM {} WHERE tenant_id = %s"
+    assert count(by_tenant.format("products"), tenant) == 150
+    assert count(by_tenant.format("stores"), tenant) == 3
+    assert count(by_tenant.format("products"), other) == 0
+    assert count(by_tenant.format("categories"), tenant) == count(
+        by_tenant.format("categories"), DEFAULT_TENANT_ID
+    )
+    assert (
+        count(
+            "SELECT count(*) FROM products p JOIN categories c ON c.tenant_id = p.tenant_id "
+            "AND c.id = p.category_id WHERE p.tenant_id = %s",
+            tenant,
+        )
+        == 150
+    )  # every product in a category of its own tenant
+    assert count(by_tenant.format("home_products"), tenant) > 0  # type: ignore[operator]
+    assert count("SELECT count(*) FROM products WHERE tenant_id = %s", DEFAULT_TENANT_ID) == 200
+    with pytest.raises(CatalogNotEmptyError):
+        seed_catalog(url, products=10, seed=4, as_of=AS_OF, tenant=tenant)

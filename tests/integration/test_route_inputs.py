@@ -42,7 +42,9 @@ pytestmark = pytest.mark.anyio
 
 SECRET = "route-inputs-secret-of-at-least-32-bytes"
 TOKEN = jwt.encode(
-    {"sub": "root", "roles": ["admin"], "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256"
+    {"sub": "root", "roles": ["admin", "platform_admin"], "exp": int(time.time()) + 3600},
+    SECRET,
+    algorithm="HS256",
 )
 SAMPLE_UUID = "3f2b8c1d-4e5a-4b6c-8d7e-9f0a1b2c3d4e"
 DOCUMENT = document()
@@ -55,6 +57,8 @@ def sample(schema: Schema) -> Any:
         return schema["examples"][0]
     if "enum" in schema:
         return schema["enum"][0]
+    if schema["type"] == "array":
+        return [sample(schema["items"])] * max(schema.get("minItems", 0), 1)
     if schema["type"] == "integer":
         return schema.get("minimum", 0)
     if schema["type"] == "boolean":
@@ -96,6 +100,15 @@ def wrong_values(schema: Schema, location: str) -> Iterator[Wrong]:
         return
     if schema["type"] == "boolean":
         yield from (Wrong("true"), Wrong(0), Wrong(None))
+        return
+    if schema["type"] == "array":
+        yield Wrong(valid[0])
+        if schema.get("minItems", 0) > 0:
+            yield Wrong([])
+        if "maxItems" in schema:
+            yield Wrong(valid[:1] * (schema["maxItems"] + 1))
+        for item in wrong_values(schema["items"], location):
+            yield Wrong([item.value], unstorable=item.unstorable)
         return
     if in_body:
         yield Wrong(12345)

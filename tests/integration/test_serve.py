@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psycopg
 
-from gateway.embedded import postmaster_pid
+from gateway.embedded import database_url_for, postmaster_pid
 from tests.conftest import run_cli, unused_port
 
 
@@ -255,3 +256,83 @@ def test_cli_commands_have_help() -> None:
         result = run_cli(command, "--help")
         assert result.returncode == 0, result.stderr
         assert "usage: edgemart " + command in result.stdout
+
+
+def test_serve_runs_the_app_as_a_role_that_owns_nothing_with_demo_tenants(
+    tmp_path: Path,
+) -> None:
+    """On the embedded PostgreSQL the migrations run as its superuser and the app as
+    `edgemart_api`, a member of `edgemart_app`; --demo-tenants makes demo-1..N with their own
+    catalogs once, and a restart finds them."""
+    data_dir = tmp_path / "data"
+    env = serve_env(data_dir)
+    with embedded_postgres_cleanup(data_dir) as pgdata:
+        port = unused_port()
+        with serving(env, port, "--no-demo", "--demo-tenants", "2") as process:
+            assert wait_for_health(f"http://127.0.0.1:{port}/health", process, 120) == 200
+            token = run_cli("token", "--sub", "op", "--role", "platform_admin", env=env)
+            created = httpx.post(
+                f"http://127.0.0.1:{port}/platform/tenants",
+                headers={"Authorization": f"Bearer {token.stdout.strip()}"},
+                json={"slug": "late-shop", "name": "Late", "domains": ["late.localhost"]},
+            )
+            assert created.status_code == 201, created.text
+            with database_url_for(None, data_dir, create=False) as owner_url:
+                with psycopg.connect(owner_url) as conn:
+                    users = conn.execute(
+                        "SELECT DISTINCT usename FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    ).fetchall()
+                    member = conn.execute(
+                        "SELECT pg_has_role('edgemart_api', 'edgemart_app', 'MEMBER'), "
+                        "r.rolsuper, r.rolbypassrls FROM pg_roles r "
+                        "WHERE r.rolname = 'edgemart_api'"
+                    ).fetchone()
+                    catalogs = conn.execute(
+                        "SELECT t.slug, d.domain, (SELECT count(*) FROM products p "
+                        "WHERE p.tenant_id = t.id) FROM tenants t JOIN tenant_domains d "
+                        "ON d.tenant_id = t.id WHERE t.slug LIKE 'demo-%' ORDER BY t.slug"
+                    ).fetchall()
+                    audited = conn.execute(
+                        "SELECT count(*) FROM audit_log WHERE action = 'tenant.create' "
+                        "AND actor_sub = 'edgemart serve'"
+                    ).fetchone()
+            output, errors = stop_serve(process)
+        assert process.returncode == 0, output + errors
+        assert [row[0] for row in users] == ["edgemart_api"]
+        messages = log_messages(output)
+        for number in (1, 2):
+            line = (
+                f"demo tenant demo-{number} (made, 300 demo products loaded): "
+                f"http://demo-{number}.localhost:{port}/"
+            )
+            assert line in messages, messages
+
+        assert member == (True, False, False)
+        assert [tuple(row) for row in catalogs] == [
+            ("demo-1", "demo-1.localhost", 300),
+            ("demo-2", "demo-2.localhost", 300),
+        ]
+        assert audited == (2,)  # the tenant made through the route was audited as `op`
+
+        port = unused_port()
+        with serving(env, port, "--no-demo", "--demo-tenants", "2") as again:
+            assert wait_for_health(f"http://127.0.0.1:{port}/health", again, 120) == 200
+            output, errors = stop_serve(again)
+        assert again.returncode == 0, output + errors
+        assert (
+            f"demo tenant demo-2 (found, its catalog kept): http://demo-2.localhost:{port}/"
+            in log_messages(output)
+        )
+        assert wait_until_stopped(pgdata) == []
+
+
+def test_demo_tenants_need_multi_tenancy(tmp_path: Path) -> None:
+    env = serve_env(tmp_path / "data", TENANCY="single")
+    result = run_cli("serve", "--demo-tenants", "1", env=env)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "edgemart: --demo-tenants serves several marketplaces, which needs TENANCY=multi; "
+        "TENANCY is 'single'\n"
+    )
+    assert not (tmp_path / "data").exists()

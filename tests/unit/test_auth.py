@@ -1,4 +1,5 @@
-"""The token rules that need no server: subject and time claims."""
+"""The token rules that need no server: subject and time claims, the tenant a token names
+and who administers the platform."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ from edgemart.auth import (
     NOT_YET_VALID,
     SUBJECT_NOT_CLEAN,
     SUBJECT_TOO_LONG,
+    ForbiddenError,
+    Principal,
+    org_id_from_claims,
+    require_platform_admin,
     subject_problem,
     time_claims_problem,
 )
@@ -138,3 +143,33 @@ def test_importing_auth_loads_neither_pyjwt_nor_urllib() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("claims", "org_id"),
+    [
+        ({}, None),
+        ({"org_id": "acme"}, "acme"),
+        ({"app_metadata": {"org_id": "acme", "role": "admin"}}, "acme"),
+        ({"org_id": "first", "app_metadata": {"org_id": "second"}}, "first"),
+        ({"org_id": ""}, ""),  # present, if empty: a tenant's token all the same
+        ({"org_id": 7}, "7"),
+        ({"app_metadata": "acme"}, None),
+    ],
+)
+def test_the_tenant_a_token_names(claims: dict[str, Any], org_id: str | None) -> None:
+    assert org_id_from_claims(claims) == org_id
+
+
+@pytest.mark.parametrize(
+    "principal",
+    [
+        Principal("ops", frozenset({"admin"})),
+        Principal("ops", frozenset({"platform_admin"}), org_id="acme"),
+        Principal("ops", frozenset({"platform_admin"}), org_id=""),
+    ],
+)
+def test_a_platform_admin_holds_the_role_on_a_token_of_no_tenant(principal: Principal) -> None:
+    with pytest.raises(ForbiddenError):
+        require_platform_admin(principal)
+    require_platform_admin(Principal("ops", frozenset({"platform_admin", "admin"})))

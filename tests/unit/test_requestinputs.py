@@ -110,7 +110,11 @@ def test_every_route_of_the_table_compiles(spec: RouteSpec) -> None:
     "schema",
     [
         {"type": "number"},
-        {"type": "array", "items": {"type": "integer"}},
+        {"type": "array"},  # items are required
+        {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
+        {"type": "array", "items": {"type": "integer"}, "uniqueItems": True},
+        {"type": "array", "items": {"type": "integer"}, "minItems": -1},
+        {"type": "array", "items": {"type": "string", "maxLength": 2}, "examples": [["abc"]]},
         {"type": "null"},
         {"enum": ["a", "b"]},
         {"type": "string", "format": "email"},
@@ -141,6 +145,7 @@ def test_a_keyword_it_does_not_enforce_fails_at_compile_time(schema: Schema) -> 
         route(body={**body_of(), "required": ["missing"]}),
         route(body={"type": "array", "additionalProperties": False}),
         route(Param("flag", "query", {"type": "boolean"})),  # booleans in a JSON body only
+        route(Param("tags", "query", {"type": "array", "items": {"type": "string"}})),
         route(Param("id", "path", {"type": "string"})),  # not required
         route(Param("id", "path", {"type": "string"}, required=True)),  # not in the template
         route(path="/things/{id}"),  # a template parameter nobody declares
@@ -262,6 +267,39 @@ def test_a_body_that_is_no_json_is_400_and_one_sent_as_something_else_415() -> N
         read(FIELDS, body=b"", headers=JSON)
     with pytest.raises(UnsupportedMediaTypeError):
         read(FIELDS, body=b'{"quantity": 1}', headers=(("content-type", "text/plain"),))
+
+
+ARRAY = route(
+    body=body_of(
+        tags={
+            "type": "array",
+            "items": {"type": "string", "maxLength": 3, "pattern": "^[a-z]+$"},
+            "minItems": 1,
+            "maxItems": 2,
+        }
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("tags", "message"),
+    [
+        ("abc", "must be an array"),
+        ({"0": "abc"}, "must be an array"),
+        ([], "must list 1 to 2 items"),
+        (["a", "b", "c"], "must list 1 to 2 items"),
+        (["ab", 1], "item 1 must be a string"),
+        (["ab", "ABC"], "item 1 must match ^[a-z]+$"),
+        (["abcd"], "item 0 must be 0 to 3 characters"),
+        (["a\u0000"], "item 0 must be valid Unicode text without NUL characters"),
+    ],
+)
+def test_an_array_holds_its_bounds_and_each_item_to_its_schema(tags: Any, message: str) -> None:
+    assert errors_of(ARRAY, **sent({"tags": tags})) == {"tags": message}
+
+
+def test_an_array_is_handed_over_as_a_list_of_checked_items() -> None:
+    assert read(ARRAY, **sent({"tags": ["ab", "c"]})).body.optional("tags", list) == ["ab", "c"]
 
 
 def test_min_properties() -> None:
@@ -443,6 +481,9 @@ def _junk() -> st.SearchStrategy[Any]:
 def _valid(schema: Schema) -> st.SearchStrategy[Any]:
     """Values `schema` admits (most of them: a pattern may yield a trailing line feed)."""
     kind = schema["type"]
+    if kind == "array":
+        low = schema.get("minItems", 0)
+        return st.lists(_valid(schema["items"]), min_size=low, max_size=schema.get("maxItems", 5))
     if kind == "integer":
         return st.integers(schema.get("minimum", -100), schema.get("maximum", 100))
     if kind == "boolean":
@@ -461,6 +502,12 @@ def _valid(schema: Schema) -> st.SearchStrategy[Any]:
 def _near(schema: Schema) -> st.SearchStrategy[Any]:
     """Values at and around the edges of what `schema` admits."""
     kind = schema["type"]
+    if kind == "array":
+        low = schema.get("minItems", 0)
+        high = schema.get("maxItems", 5)
+        lengths = st.sampled_from(sorted({max(low - 1, 0), low, high, high + 1}))
+        items = st.one_of(_valid(schema["items"]), _near(schema["items"]))
+        return lengths.flatmap(lambda n: st.lists(items, min_size=n, max_size=n))
     if kind == "integer":
         low = schema.get("minimum", -100)
         high = schema.get("maximum", 100)
@@ -506,6 +553,11 @@ def _stricter_than_json_schema(body: Schema, document: dict[str, Any]) -> bool:
     (JSON Schema's `1.0` is an integer; this project's is not)."""
     for name, value in document.items():
         schema = body["properties"].get(name, {})
+        if schema.get("type") == "array" and isinstance(value, list):
+            items = {"properties": {"item": schema["items"]}}
+            if any(_stricter_than_json_schema(items, {"item": item}) for item in value):
+                return True
+            continue
         multiline = schema.get("x-multiline", False)
         if isinstance(value, str) and text_problem(value, multiline=multiline) is not None:
             return True

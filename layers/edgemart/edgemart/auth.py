@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 HMAC_ALGORITHMS = ("HS256",)
 ADMIN_ROLE = "admin"
 PLATFORM_ADMIN_ROLE = "platform_admin"
+"""Administers the tenants themselves (`/platform/*`), with a token that names no tenant."""
 PRINCIPAL_STATE_KEY = "principal"
 
 MAX_SUBJECT_LENGTH = 255  # the database's CHECK on every *_sub column
@@ -118,14 +119,14 @@ def roles_from_claims(claims: Mapping[str, Any]) -> frozenset[str]:
 
 
 def org_id_from_claims(claims: Mapping[str, Any]) -> str | None:
-    """`org_id`, else Supabase's `app_metadata.org_id`; anything but non-empty text is
-    none."""
-    org_id = claims.get("org_id")
-    if org_id is None:
-        metadata = claims.get("app_metadata")
-        if isinstance(metadata, Mapping):
-            org_id = metadata.get("org_id")
-    return org_id if isinstance(org_id, str) and org_id else None
+    """`org_id`, else Supabase's `app_metadata.org_id`; any other type counts as present (a
+    token that names a tenant oddly still names one), as text."""
+    metadata = claims.get("app_metadata")
+    for source in (claims, metadata if isinstance(metadata, Mapping) else {}):
+        value = source.get("org_id")
+        if value is not None:
+            return value if isinstance(value, str) else str(value)
+    return None
 
 
 def bearer_token(authorization: str | None) -> str:

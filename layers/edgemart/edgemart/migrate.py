@@ -20,7 +20,15 @@ statements.
 `CREATE INDEX CONCURRENTLY` cannot run in a transaction block. A file whose first line is
 `-- edgemart: no-transaction` is run one statement at a time in autocommit instead; such a file
 must be safe to re-run (`IF NOT EXISTS`), since a crash can stop it part-way. Statements in it
-are separated by a `;` at the end of a line.
+are separated by a `;` at the end of a line. Two things help such a file change a live
+database without long locks or guesswork:
+
+- A statement headed by the comment line `-- edgemart: execute-results` is a query whose rows are
+  statements: each is run in turn, in autocommit (per-partition `CONCURRENTLY` builds, or a
+  step guarded by a catalog check so that a re-run skips what is done).
+- A statement that gives up waiting for a lock (`lock_timeout`, which the file sets around
+  its short-lock steps so the application never queues long behind one) is tried again after
+  a pause, up to `LOCK_RETRIES` times: the runner holds no lock between tries.
 
 A migration that needs a definition before it runs (an index on a function's results, a data
 move that calls one) says so with `-- edgemart: requires name`: that definition, and what it
@@ -59,6 +67,9 @@ from edgemart.logging import logger
 MIGRATION_LOCK_KEY = int.from_bytes(b"edgemart", "big") & 0x7FFF_FFFF_FFFF_FFFF
 _TRY_LOCK = f"SELECT pg_try_advisory_xact_lock({MIGRATION_LOCK_KEY})".encode()
 NO_TRANSACTION_MARKER = "-- edgemart: no-transaction"
+EXECUTE_RESULTS_MARKER = "-- edgemart: execute-results"
+LOCK_RETRIES = 20
+LOCK_RETRY_PAUSE_S = 0.5
 _FILENAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 
 _CREATE_VERSION_TABLE = """
@@ -332,5 +343,38 @@ def _apply_one(conn: psycopg.Connection[tuple[object, ...]], migration: Migratio
             conn.execute(record, values)
         return
     for statement in migration.statements():
-        conn.execute(statement.encode())
+        if _executes_results(statement):
+            generated = [str(row[0]) for row in _run_statement(conn, statement).fetchall()]
+            for text in generated:
+                _run_statement(conn, text)
+        else:
+            _run_statement(conn, statement)
     conn.execute(record, values)
+
+
+def _executes_results(statement: str) -> bool:
+    """Whether the statement's leading comment lines hold the execute-results marker."""
+    for line in statement.splitlines():
+        text = line.strip()
+        if not text:
+            continue
+        if not text.startswith("--"):
+            return False
+        if text == EXECUTE_RESULTS_MARKER:
+            return True
+    return False
+
+
+def _run_statement(
+    conn: psycopg.Connection[tuple[object, ...]], statement: str
+) -> psycopg.Cursor[tuple[object, ...]]:
+    """One no-transaction statement, tried again while it times out waiting for a lock."""
+    for attempt in range(1, LOCK_RETRIES + 1):
+        try:
+            return conn.execute(statement.encode())
+        except psycopg.errors.LockNotAvailable:
+            if attempt == LOCK_RETRIES:
+                raise
+            logger.info("migration statement waited too long for a lock; trying again")
+            time.sleep(LOCK_RETRY_PAUSE_S)
+    raise AssertionError("unreachable")

@@ -101,6 +101,10 @@ def operation(route: RouteSpec) -> dict[str, Any]:
         described["security"] = [{"bearer": []}]
     if route.auth == "admin":
         described["description"] = "Needs a token with the admin role."
+    elif route.auth == "platform":
+        described["description"] = (
+            "Needs a token with the platform_admin role that names no tenant (no org_id)."
+        )
     responses = {str(status): _success(route, status) for status in route.success}
     responses.update(
         {str(status): _problem(status, codes) for status, codes in route.problems.items()}

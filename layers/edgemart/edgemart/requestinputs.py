@@ -11,7 +11,7 @@ against another, the marketplace's currency, rows that must exist) stays in the 
 which refuse it with the same `ValidationError`.
 
 In order, and what each refusal is:
-1. the token: 401, and 403 on an admin route;
+1. the token: 401, and 403 on an admin or platform route;
 2. path parameters: text no one can store is 422; a value its schema refuses is 404 with the
    parameter's `not_found` code where it has one (no store can have that slug), else 422; a
    UUID in another spelling (upper case, braces, no hyphens, `urn:uuid:`) is 404 `not_found`,
@@ -23,8 +23,9 @@ In order, and what each refusal is:
    whether unknown (unless the route ignores its query string), repeated, missing or refused.
 
 The JSON Schema compiled, and nothing else (`SchemaError` names any other keyword): `type`
-string, integer, boolean (in a body only) and, for the body, object with `properties`,
-`required`, `additionalProperties: false` and `minProperties`; `minLength`, `maxLength`,
+string, integer, boolean and array (in a body only: `items`, one schema of these kinds but
+array, `minItems`, `maxItems`) and, for the body, object with `properties`, `required`,
+`additionalProperties: false` and `minProperties`; `minLength`, `maxLength`,
 `pattern` (searched as JSON Schema does, with Python's `re`), `enum`, `format: uuid`,
 `minimum`, `maximum`, `default`, and the annotations `description` and `examples` (every
 example and default must pass its own schema). Strings pass the text rule (`text_problem`)
@@ -42,7 +43,13 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
-from edgemart.auth import ADMIN_ROLE, Principal, authenticate, require_role
+from edgemart.auth import (
+    ADMIN_ROLE,
+    Principal,
+    authenticate,
+    authenticate_platform_admin,
+    require_role,
+)
 from edgemart.errors import ProblemError, problem_for_status
 from edgemart.routetable import Auth, Param, RouteSpec, Schema, header_problem_codes
 from edgemart.validation import ValidationError, field_error, request_json, text_problem
@@ -67,6 +74,7 @@ _VALUE_KEYWORDS: Mapping[str, frozenset[str]] = {
     ),
     "integer": frozenset({"type", "minimum", "maximum"}),
     "boolean": frozenset({"type"}),
+    "array": frozenset({"type", "items", "minItems", "maxItems"}),
 }
 _BODY_KEYWORDS = frozenset(
     {"type", "properties", "required", "additionalProperties", "minProperties", "description"}
@@ -195,6 +203,38 @@ def _boolean_check(value: Any) -> Any:
     return value
 
 
+def _array_check(schema: Schema, where: str) -> Check:
+    """A JSON array whose items each pass `items`; refused with the first bad item named."""
+    items = schema.get("items")
+    low = schema.get("minItems", 0)
+    high = schema.get("maxItems")
+    if not isinstance(items, Mapping) or items.get("type") == "array":
+        raise SchemaError(f"{where}: an array's items are one schema, not an array")
+    if not _are_counts(low, high):
+        raise SchemaError(f"{where}: minItems and maxItems are counts")
+    item_check = compile_value(items, "body", f"{where} items")
+    count = (
+        f"must list {low} to {high} items"
+        if high is not None
+        else f"must list at least {low} items"
+    )
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, list):
+            raise _Refused("must be an array")
+        if len(value) < low or (high is not None and len(value) > high):
+            raise _Refused(count)
+        checked = []
+        for index, item in enumerate(value):
+            try:
+                checked.append(item_check(item))
+            except _Refused as refused:
+                raise _Refused(f"item {index} {refused.message}") from None
+        return checked
+
+    return check
+
+
 def compile_value(schema: Schema, location: str, where: str) -> Check:
     """The check of one parameter or body field; SchemaError for what it cannot enforce."""
     kind = schema.get("type")
@@ -208,10 +248,12 @@ def compile_value(schema: Schema, location: str, where: str) -> Check:
         check = _string_check(schema, location, where)
     elif kind == "integer":
         check = _integer_check(schema, location, where)
-    elif location == "body":
+    elif location != "body":
+        raise SchemaError(f"{where}: a {kind} is only taken in a JSON body")
+    elif kind == "boolean":
         check = _boolean_check
     else:
-        raise SchemaError(f"{where}: a boolean is only taken in a JSON body")
+        check = _array_check(schema, where)
     json_check = check if location == "body" else compile_value(schema, "body", where)
     samples = [*schema.get("examples", ()), *([schema["default"]] if "default" in schema else [])]
     for sample in samples:
@@ -510,6 +552,8 @@ def _read_fields(
 async def _caller(request: Request, auth: Auth) -> Principal | None:
     if auth == "none":
         return None
+    if auth == "platform":  # a token of no tenant, on any host: not `authenticate`'s check
+        return await authenticate_platform_admin(request)
     principal = await authenticate(request)
     if auth == "admin":
         require_role(principal, (ADMIN_ROLE,))

@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 from edgemart.tenancy import is_tenant_scoped
 
-Auth = Literal["none", "bearer", "admin"]
+Auth = Literal["none", "bearer", "admin", "platform"]
+"""`platform`: the role `platform_admin` on a token that names no tenant (edgemart.auth)."""
 Location = Literal["path", "query", "header"]
 Schema = Mapping[str, Any]
 Problems = Mapping[int, tuple[str, ...]]
@@ -86,7 +87,7 @@ class RouteSpec:
 
         if self.auth != "none":
             add(401, "unauthorized")
-        if self.auth == "admin":
+        if self.auth in ("admin", "platform"):
             add(403, "forbidden")
         for param in self.params:
             if param.location == "header":
@@ -198,6 +199,45 @@ def _admin(method: str, path: str, handler: str, summary: str, **more: Any) -> R
     )
 
 
+TENANT_SLUG = _path(
+    "slug",
+    _text(40, 3, pattern="^[a-z0-9-]{3,40}$", examples=["acme-market"]),
+    "tenant_not_found",
+)
+HOST_NAME: Schema = _text(
+    253,
+    1,
+    # Dot-separated labels of letters, digits and inner hyphens: no port, no wildcard, no
+    # trailing dot. Either case is taken; a domain is stored lower-case.
+    pattern="^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$",
+    examples=["shop.example.com"],
+)
+DOMAINS: Schema = {
+    "type": "array",
+    "items": HOST_NAME,
+    "minItems": 1,
+    "maxItems": 20,
+    "description": "the host names the marketplace answers on; each names one tenant at most",
+}
+
+
+def _platform(method: str, path: str, handler: str, summary: str, **more: Any) -> RouteSpec:
+    """A platform route: tenants themselves, for platform admins on any host; the admin rate
+    limit, never cached, its query ignored."""
+    return RouteSpec(
+        method,
+        path,
+        "platform",
+        handler,
+        summary,
+        rate_limit="admin",
+        cache_rule=None,
+        auth="platform",
+        unknown_query="ignored",
+        **more,
+    )
+
+
 def _health(path: str, handler: str, summary: str, **more: Any) -> RouteSpec:
     """A health-function GET: open to all, never limited or cached, answering without the
     database, its query ignored."""
@@ -304,6 +344,39 @@ ROUTES: tuple[RouteSpec, ...] = (
         auth="none",
         success=(200, 304),
         unknown_query="ignored",
+    ),
+    # platform
+    _platform(
+        "POST",
+        "/platform/tenants",
+        "create_tenant",
+        "Create a tenant (a marketplace) with its domains (audited)",
+        body=_object(
+            ("slug", "name", "domains"),
+            slug=_text(40, 3, pattern="^(?!default$)[a-z0-9-]{3,40}$", examples=["acme-market"]),
+            name=_text(100, 1),
+            domains=DOMAINS,
+            platform_fee_bps=_integer(0, 5000),
+        ),
+        success=(201,),
+        errors={409: ("tenant_conflict",)},
+    ),
+    _platform(
+        "GET",
+        "/platform/tenants/{slug}",
+        "get_tenant",
+        "One tenant and its domains",
+        params=(TENANT_SLUG,),
+        errors={404: ("tenant_not_found",)},
+    ),
+    _platform(
+        "PUT",
+        "/platform/tenants/{slug}/domains",
+        "put_tenant_domains",
+        "Replace a tenant's domains (audited)",
+        params=(TENANT_SLUG,),
+        body=_object(("domains",), domains=DOMAINS),
+        errors={404: ("tenant_not_found",), 409: ("tenant_conflict",)},
     ),
     # purchase
     RouteSpec(

@@ -389,6 +389,15 @@ class Settings:
         "starts an embedded server, and a function (without `DATABASE_SECRET_ARN`) fails its "
         "database calls with an error saying so",
     )
+    migration_database_url: str | None = setting(
+        None,
+        Text("URL"),
+        "Database",
+        "PostgreSQL as the role that owns the schema, for `edgemart migrate` and `edgemart "
+        "serve`'s migrations; the application connects with `DATABASE_URL`, as a role that "
+        "owns nothing (docs/operations.md#database-roles). Unset: `DATABASE_URL`",
+        shown_default="`DATABASE_URL`",
+    )
     database_secret_arn: str | None = setting(
         None,
         Text("ARN"),
@@ -896,6 +905,11 @@ class Settings:
         "`--data-dir` takes precedence",
         env="EDGEMART_DATA_DIR",
     )
+
+    @property
+    def owner_database_url(self) -> str | None:
+        """Where migrations run: `MIGRATION_DATABASE_URL`, else `DATABASE_URL`."""
+        return self.migration_database_url or self.database_url
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
