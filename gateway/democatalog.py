@@ -4,6 +4,10 @@ The same `seed` and `as_of` always produce the same rows: categories, stores own
 `seller-1`…`seller-N`, products with varied names, descriptions, prices, stock and sales, and
 funded wallets for `buyer-1`…`buyer-M`. Rows are streamed to PostgreSQL in large COPY chunks
 while they are generated, so a million products load in minutes.
+
+The catalog is the `default` tenant's (docs/decisions/0040): the load runs with that tenant
+set, so it is the default's under row-level security whoever runs it, and `--replace` refuses
+to empty a database in which another tenant has a catalog (its TRUNCATE would take theirs too).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from edgemart.errors import EdgemartError
+from edgemart.tenancy import DEFAULT_TENANT_ID, SET_TENANT_SQL
 
 BUYER_BALANCE_CENTS = 1_000_000
 _COPY_CHUNK_ROWS = 20_000
@@ -375,7 +380,9 @@ def seed_catalog(
     as_of = as_of or datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     rng = random.Random(seed)
     with psycopg.connect(conninfo) as conn:
+        conn.execute(SET_TENANT_SQL, [str(DEFAULT_TENANT_ID)])
         if replace:
+            _refuse_other_tenants(conn)
             conn.execute(
                 "TRUNCATE categories, stores, products, wallets, orders, payouts "
                 "RESTART IDENTITY CASCADE"
@@ -387,21 +394,35 @@ def seed_catalog(
         _copy_products(conn, rng, products, category_ids, store_rows, as_of, progress)
         _copy_wallets(conn, buyers, as_of)
         conn.commit()
-        conn.autocommit = True
         conn.execute("ANALYZE categories, stores, products, wallets")
-        conn.execute("REFRESH MATERIALIZED VIEW mv_category_counts")
-        conn.execute("REFRESH MATERIALIZED VIEW mv_hot_products")
+        conn.execute("SELECT refresh_home_lists(%s)", [DEFAULT_TENANT_ID])  # sets the tenant
         # A home page rendered from the previous catalog must not outlive it: without a
         # snapshot the home function renders live until refresh_views stores a new one.
-        conn.execute("DELETE FROM home_snapshot")
+        conn.execute("DELETE FROM home_snapshot WHERE tenant_id = current_tenant_id()")
+        conn.commit()
     return SeedReport(len(CATEGORIES), store_count, products, buyers, time.perf_counter() - started)
 
 
 def catalog_is_present(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    """Whether the default tenant has a catalog (the caller set the tenant)."""
     row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM stores) OR EXISTS (SELECT 1 FROM products)"
+        "SELECT EXISTS (SELECT 1 FROM stores WHERE tenant_id = current_tenant_id()) "
+        "OR EXISTS (SELECT 1 FROM products WHERE tenant_id = current_tenant_id())"
     ).fetchone()
     return bool(row and row[0])
+
+
+def _refuse_other_tenants(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """A TRUNCATE empties the tables for every tenant: refuse when another has a catalog. (A
+    role that row-level security restricts sees only the default's rows here, and cannot
+    TRUNCATE, which only the owner can.)"""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM stores WHERE tenant_id <> current_tenant_id())"
+    ).fetchone()
+    if row and row[0]:
+        raise CatalogNotEmptyError(
+            "another tenant has a catalog in this database; --replace would erase it too"
+        )
 
 
 def _copy_categories(conn: psycopg.Connection[tuple[object, ...]]) -> list[int]:

@@ -76,8 +76,8 @@ def test_demo_catalog_has_what_the_demo_needs(migrated_database_url: str) -> Non
         assert one("SELECT max(sold_count) > 10 * avg(sold_count) FROM products") is True
         assert one("SELECT count(*) FROM products WHERE quality_score IS NULL") > 0  # type: ignore[operator]
         assert one("SELECT count(*) FROM products WHERE created_at > %s", AS_OF) == 0
-        assert one("SELECT count(*) FROM mv_hot_products") > 0  # type: ignore[operator]
-        assert one("SELECT sum(product_count) FROM mv_category_counts") == one(
+        assert one("SELECT count(*) FROM home_products") > 0  # type: ignore[operator]
+        assert one("SELECT sum(product_count) FROM category_counts") == one(
             "SELECT count(*) FROM products WHERE is_available AND is_approved"
         )
         # Full-text search works on the generated vector.
