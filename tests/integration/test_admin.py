@@ -211,7 +211,8 @@ async def test_a_retried_credit_credits_once(
     async with admin_gateway(url, idempotency_key_wait_s=0.3) as http:
         with psycopg.connect(url) as holder:  # a first credit still running under this key
             holder.execute(
-                "SELECT pg_advisory_xact_lock(idempotency_lock_key(current_tenant_id(), 'root', %s))",
+                "SELECT pg_advisory_xact_lock("
+                "idempotency_lock_key(current_tenant_id(), 'root', %s))",
                 [busy],
             )
             in_use = await http.post(route, headers=keyed(busy), json=body)

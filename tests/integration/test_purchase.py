@@ -90,7 +90,8 @@ def fund(url: str, sub: str, cents: int) -> None:
     sql(
         url,
         "INSERT INTO wallets (user_sub, balance_cents) VALUES (%s, %s) "
-        "ON CONFLICT (tenant_id, user_sub) DO UPDATE SET balance_cents = excluded.balance_cents",
+        "ON CONFLICT (tenant_id, user_sub) "
+        "DO UPDATE SET balance_cents = excluded.balance_cents",
         sub,
         cents,
     )
@@ -235,7 +236,8 @@ def test_the_key_lock_cannot_be_forged_with_a_separator(catalog_database_url: st
     pairs = [("a:b", "c"), ("a", "b:c"), ("ab", "c"), ("a", "bc"), ("", "abc"), ("abc", "")]
     locks = sql(
         catalog_database_url,
-        "SELECT idempotency_lock_key(current_tenant_id(), u, k) FROM unnest(%s::text[], %s::text[]) AS t (u, k)",
+        "SELECT idempotency_lock_key(current_tenant_id(), u, k) "
+        "FROM unnest(%s::text[], %s::text[]) AS t (u, k)",
         [user for user, _ in pairs],
         [key for _, key in pairs],
     )
