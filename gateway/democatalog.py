@@ -5,6 +5,9 @@ The same `seed` and `as_of` always produce the same rows: categories, stores own
 funded wallets for `buyer-1`…`buyer-M`, in one tenant (`default` unless named). Rows are
 streamed to PostgreSQL in large COPY chunks while they are generated, so a million products
 load in minutes.
+
+`--replace` refuses to empty a database in which another tenant has a catalog (its TRUNCATE
+would take theirs too).
 """
 
 from __future__ import annotations
@@ -386,6 +389,7 @@ def seed_catalog(
         # and row-level security admits it for a role it applies to.
         conn.execute("SELECT set_config('edgemart.tenant_id', %s, false)", [str(tenant)])
         if replace:
+            _refuse_other_tenants(conn, tenant)
             conn.execute(
                 "TRUNCATE categories, stores, products, wallets, orders, payouts "
                 "RESTART IDENTITY CASCADE"
@@ -397,7 +401,6 @@ def seed_catalog(
         _copy_products(conn, rng, products, category_ids, store_rows, as_of, progress)
         _copy_wallets(conn, buyers, as_of)
         conn.commit()
-        conn.autocommit = True
         conn.execute("ANALYZE categories, stores, products, wallets")
         conn.execute("SELECT refresh_home_lists(%s)", [tenant])
         # A home page rendered from the previous catalog must not outlive it: without a
@@ -418,6 +421,18 @@ def catalog_is_present(
         {"tenant": tenant},
     ).fetchone()
     return bool(row and row[0])
+
+
+def _refuse_other_tenants(conn: psycopg.Connection[tuple[object, ...]], tenant: UUID) -> None:
+    """A TRUNCATE empties the tables for every tenant: refuse when another has a catalog. (A
+    role that row-level security restricts cannot TRUNCATE: only the owner can.)"""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM stores WHERE tenant_id <> %s)", [tenant]
+    ).fetchone()
+    if row and row[0]:
+        raise CatalogNotEmptyError(
+            "another tenant has a catalog in this database; --replace would erase it too"
+        )
 
 
 def _categories(conn: psycopg.Connection[tuple[object, ...]], tenant: UUID) -> list[int]:

@@ -53,7 +53,8 @@ def prepare(admin: str) -> tuple[str, str]:
         conn.execute(
             "INSERT INTO wallets (user_sub, balance_cents) "
             "SELECT 'buyer-' || n, 1000000000000 FROM generate_series(1, %s) n "
-            "ON CONFLICT (user_sub) DO UPDATE SET balance_cents = excluded.balance_cents",
+            "ON CONFLICT (tenant_id, user_sub) "
+            "DO UPDATE SET balance_cents = excluded.balance_cents",
             [BUYERS],
         )
         row = conn.execute(

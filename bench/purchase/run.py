@@ -43,13 +43,15 @@ from psycopg.conninfo import conninfo_to_dict
 
 from bench.database import admin_url, fresh_database
 from bench.report import database_command, provenance
+from edgemart.tenancy import DEFAULT_TENANT_ID
 from gateway.democatalog import seed_catalog
 
 
 def purchase_call(buyer: str, key: str, product: str, request_id: str) -> str:
     """The purchase() call both drivers make, given SQL for the arguments that vary."""
     return (
-        f"SELECT status FROM purchase({buyer}, {key}, 'fp', {product}, 1, NULL, 1000, "
+        f"SELECT status FROM purchase('{DEFAULT_TENANT_ID}', {buyer}, {key}, 'fp', {product}, "
+        "1, NULL, 1000, "
         f"{request_id}, interval '1 day', interval '5 s', false, 'USD')"
     )
 

@@ -28,6 +28,7 @@ from bench.database import admin_url, seeded_catalog
 from bench.report import database_command, provenance
 from edgemart.homepage import HOME_SQL, SNAPSHOT_SQL, STORE_SNAPSHOT_SQL
 from edgemart.settings import Settings
+from edgemart.tenancy import DEFAULT_TENANT
 from edgemart.validation import ValidationError
 from functions.search.app import SearchParams, SearchTimeoutError, search_page
 from functions.store.app import STORE_SQL, store_page_sql
@@ -158,13 +159,14 @@ async def measure(url: str, size: int) -> dict[str, list[float]]:
 async def bounded_search(conn: Any, params: SearchParams) -> None:
     """What the search function runs for a page (its refusals and timeouts included)."""
     try:
-        await search_page(conn, params, None, timeout_ms=SEARCH_TIMEOUT_MS)
+        await search_page(conn, params, None, timeout_ms=SEARCH_TIMEOUT_MS, tenant=DEFAULT_TENANT)
     except (ValidationError, SearchTimeoutError):
         pass
 
 
 async def home_during_refresh(url: str) -> tuple[list[float], float]:
-    """Home query latencies while `REFRESH ... CONCURRENTLY` of both views runs."""
+    """Home query latencies while the default tenant's home lists are rebuilt (they were
+    materialized views refreshed CONCURRENTLY before tenancy, docs/decisions/0040)."""
     refresher = await psycopg.AsyncConnection.connect(url, autocommit=True)
     reader = await psycopg.AsyncConnection.connect(url, autocommit=True)
     samples: list[float] = []
@@ -172,9 +174,9 @@ async def home_during_refresh(url: str) -> tuple[list[float], float]:
 
         async def refresh() -> float:
             started = time.perf_counter()
-            await refresher.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY mv_category_counts")
-            await refresher.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY mv_hot_products")
-            await refresher.execute(STORE_SNAPSHOT_SQL)
+            async with refresher.transaction():
+                await refresher.execute("SELECT refresh_home_lists(%s)", [DEFAULT_TENANT.id])
+                await refresher.execute(STORE_SNAPSHOT_SQL)
             return time.perf_counter() - started
 
         task = asyncio.create_task(refresh())

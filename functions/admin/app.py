@@ -6,7 +6,11 @@ them (edgemart.requestinputs).
 
 A wallet credit moves money, so it takes the acting admin's Idempotency-Key as a purchase
 does: one call of `credit_wallet()` (edgemart/sql) claims the key, credits, audits and stores
-the response; a retry replays it (edgemart/idempotency.py) instead of crediting twice."""
+the response; a retry replays it (edgemart/idempotency.py) instead of crediting twice.
+
+Everything is the request's tenant's (docs/decisions/0040): each transaction sets it
+(`in_tenant`), `credit_wallet()` takes it first; switches, wallets, keys and hidden terms of
+another tenant are never seen."""
 
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ from edgemart.requestinputs import inputs_of
 from edgemart.routetable import IDEMPOTENCY_KEY
 from edgemart.routing import by_name, starlette_routes
 from edgemart.services import services_of
-from edgemart.tenancy import tenant_of
+from edgemart.tenancy import in_tenant, tenant_of
 from edgemart.validation import ValidationError, field_error
 
 
@@ -102,7 +106,10 @@ async def switch_document(conn: Connection, name: str) -> Any:
 
 
 async def list_switches(request: Request) -> Response:
-    async with services_of(request).primary.connection() as conn:
+    async with (
+        services_of(request).primary.connection() as conn,
+        in_tenant(conn, tenant_of(request.scope)),
+    ):
         rows = await (
             await conn.execute(
                 f"SELECT {SWITCH_JSON} AS switch FROM kill_switches ORDER BY name".encode()
@@ -113,7 +120,10 @@ async def list_switches(request: Request) -> Response:
 
 async def get_switch(request: Request) -> Response:
     name = inputs_of(request).path.value("name", str)  # a switch: anything else was 404
-    async with services_of(request).primary.connection() as conn:
+    async with (
+        services_of(request).primary.connection() as conn,
+        in_tenant(conn, tenant_of(request.scope)),
+    ):
         document = await switch_document(conn, name)
     return JSONResponse(document, headers=NO_STORE)
 
@@ -126,7 +136,7 @@ async def put_switch(request: Request) -> Response:
     reason = inputs.body.optional("reason", str) or ""
     services = services_of(request)
     cooldown = services.settings.kill_switch_cooldown_s
-    async with services.primary.connection() as conn, conn.transaction():
+    async with services.primary.connection() as conn, in_tenant(conn, tenant_of(request.scope)):
         current = await (
             await conn.execute(
                 "SELECT enabled, "
@@ -159,7 +169,8 @@ async def put_switch(request: Request) -> Response:
 
 CREDIT_SQL = b"""
 SELECT status, body, replayed, original_request_id
-FROM credit_wallet(%s, %s, %s, %s, %s, %s, %s, %s, %s * interval '1 s', %s * interval '1 s')
+FROM credit_wallet(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s * interval '1 s',
+                   %s * interval '1 s')
 """
 
 
@@ -173,6 +184,7 @@ async def credit_wallet(request: Request) -> Response:
     services = services_of(request)
     settings = services.settings
     args = [
+        tenant_of(request.scope).id,
         principal.sub,  # keys belong to the acting admin, as a buyer's to the buyer
         key,
         # The path is part of the request.
@@ -213,7 +225,7 @@ async def set_purchase_mode(request: Request) -> Response:
     services = services_of(request)
     if mode == "queued" and services.purchase_queue is None:
         raise QueuedModeUnavailableError()  # purchases would stay direct: refuse, change nothing
-    async with services.primary.connection() as conn, conn.transaction():
+    async with services.primary.connection() as conn, in_tenant(conn, tenant_of(request.scope)):
         row = await (
             await conn.execute(
                 "UPDATE products SET purchase_mode = %s, updated_at = now() WHERE id = %s "
@@ -229,7 +241,7 @@ async def set_purchase_mode(request: Request) -> Response:
 
 HIDE_SQL = b"""
 INSERT INTO hidden_searches (query, reason, hidden_by) VALUES (%s, %s, %s)
-ON CONFLICT (query) DO UPDATE
+ON CONFLICT (tenant_id, query) DO UPDATE
 SET reason = excluded.reason, hidden_by = excluded.hidden_by, hidden_at = now()
 """
 UNHIDE_SQL = b"DELETE FROM hidden_searches WHERE query = %s"
@@ -252,7 +264,7 @@ async def set_popular_search_hidden(request: Request) -> Response:
     hidden = inputs.body.value("hidden", bool)
     reason = inputs.body.optional("reason", str) or ""
     services = services_of(request)
-    async with services.primary.connection() as conn, conn.transaction():
+    async with services.primary.connection() as conn, in_tenant(conn, tenant_of(request.scope)):
         if hidden:
             await conn.execute(HIDE_SQL, [query, reason, principal.sub])
         else:

@@ -6,6 +6,11 @@ lifetime (`IDEMPOTENCY_KEY_TTL_S`) after that day ends, and it is dropped once a
 retention period has passed (`IDEMPOTENCY_RETENTION_S`, default 24 h). Dropping a whole
 partition is instant and leaves no dead rows to vacuum. Safe to run twice or concurrently:
 creation skips existing partitions and drops are IF EXISTS.
+
+Partitions are created and dropped by the table's owner's functions
+(`create_idempotency_partitions()`, `drop_idempotency_partition()`, SECURITY DEFINER): the
+application role that runs this job owns nothing. Search history is trimmed tenant by tenant,
+each in its own transaction (docs/decisions/0040).
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ from typing import Any
 from edgemart.jobs import JobRunner
 from edgemart.logging import logger
 from edgemart.services import Services
+from edgemart.tenancy import in_tenant
+from edgemart.tenantloop import tenant_ids
 
 DAYS_AHEAD = 7
+TRIM_HISTORY_SQL = b"DELETE FROM search_history WHERE created_at < now() - %s * interval '1 day'"
 PARTITION_PREFIX = "idempotency_keys_"
 
 
@@ -69,15 +77,16 @@ async def maintenance(services: Services, event: Mapping[str, Any]) -> dict[str,
             partitions, now, settings.idempotency_key_ttl_s, settings.idempotency_retention_s
         )
         for name in dropped:
-            await conn.execute(f'DROP TABLE IF EXISTS "{name}"'.encode())
-        trimmed = await conn.execute(
-            "DELETE FROM search_history WHERE created_at < now() - %s * interval '1 day'",
-            [settings.search_history_days],
-        )
+            await conn.execute("SELECT drop_idempotency_partition(%s)", [name])
+        trimmed = 0
+        for tenant in await tenant_ids(conn):
+            async with in_tenant(conn, tenant):
+                cursor = await conn.execute(TRIM_HISTORY_SQL, [settings.search_history_days])
+                trimmed += cursor.rowcount
     report = {
         "partitions_created": created,
         "partitions_dropped": dropped,
-        "search_history_trimmed": trimmed.rowcount,
+        "search_history_trimmed": trimmed,
     }
     logger.info("maintenance: %s", report)
     return report

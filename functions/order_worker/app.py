@@ -1,7 +1,9 @@
 """order_worker (SQS trigger): applies queued purchases of hot items in batches.
 
-A batch's messages are grouped by product and each group is applied in ONE transaction by
-`apply_queued_orders()` (edgemart/sql/apply_queued_orders.sql; its fee is the direct path's):
+A batch's messages are grouped by tenant and product (a message names its tenant; one sent
+before tenancy is `default`'s) and each group is applied in ONE transaction by
+`apply_queued_orders()` (edgemart/sql/apply_queued_orders.sql), in its tenant, with the fee
+the direct path charges there (the tenant's, else the deployment's):
 the group's orders are filled first come first served up to the stock (and each buyer's
 balance), the rest fail `out_of_stock` / `insufficient_funds`. A redelivered message finds its
 order already applied and changes nothing. Failures are reported per message through
@@ -32,8 +34,14 @@ from edgemart.services import Services
 
 APPLY_SQL = b"""
 SELECT order_id::text AS order_id, status, failure_code
-FROM apply_queued_orders(%s::uuid, %s::uuid[], %s)
+FROM apply_queued_orders(
+    %(tenant)s::uuid, %(product)s::uuid, %(orders)s::uuid[],
+    coalesce((SELECT t.platform_fee_bps FROM tenants t WHERE t.id = %(tenant)s::uuid), %(fee)s)
+)
 """
+
+Group = tuple[str, str]
+"""(tenant id, product id): the orders one transaction applies."""
 
 
 def uuid_array(ids: list[str]) -> str:
@@ -48,49 +56,50 @@ class MessageFailedError(Exception):
 
 def group_by_product(
     records: list[Mapping[str, Any]],
-) -> tuple[dict[str, list[str]], dict[str, tuple[str, str] | None]]:
-    """Pure: order ids per product, and each message's (product id, order id) (None: not a
-    purchase message). A message naming an order under the wrong product then fails alone,
-    not the message that names it rightly."""
-    groups: dict[str, list[str]] = defaultdict(list)
-    order_of: dict[str, tuple[str, str] | None] = {}
+) -> tuple[dict[Group, list[str]], dict[str, tuple[Group, str] | None]]:
+    """Pure: order ids per (tenant, product), and each message's ((tenant, product), order id)
+    (None: not a purchase message). A message naming an order under the wrong product or
+    tenant then fails alone, not the message that names it rightly."""
+    groups: dict[Group, list[str]] = defaultdict(list)
+    order_of: dict[str, tuple[Group, str] | None] = {}
     for record in records:
         body = record.get("body")
         try:
             if not isinstance(body, str):  # not a body SQS sends: never one of ours
                 raise ValueError("not a text body")
-            order_id, product_id = purchase_message(body)
+            message = purchase_message(body)
         except ValueError:
             order_of[record["messageId"]] = None
             continue
-        order_of[record["messageId"]] = (product_id, order_id)
-        groups[product_id].append(order_id)
+        group = (message.tenant_id, message.product_id)
+        order_of[record["messageId"]] = (group, message.order_id)
+        groups[group].append(message.order_id)
     return groups, order_of
 
 
 async def apply_groups(
-    services: Services, groups: dict[str, list[str]]
-) -> dict[tuple[str, str], str]:
-    """Each (product id, order id)'s outcome: `completed`, its failure code when it failed
-    (`out_of_stock`, `insufficient_funds`), or `retry` when its group's transaction failed or
-    its order was not found under that product."""
-    outcomes: dict[tuple[str, str], str] = {}
+    services: Services, groups: dict[Group, list[str]]
+) -> dict[tuple[Group, str], str]:
+    """Each ((tenant id, product id), order id)'s outcome: `completed`, its failure code when
+    it failed (`out_of_stock`, `insufficient_funds`), or `retry` when its group's transaction
+    failed or its order was not found under that product and tenant."""
+    outcomes: dict[tuple[Group, str], str] = {}
     fee = services.settings.platform_fee_basis_points
-    for product_id, order_ids in groups.items():
+    for group, order_ids in groups.items():
+        tenant_id, product_id = group
+        args = {"tenant": tenant_id, "product": product_id, "orders": uuid_array(order_ids)}
         try:
             async with services.primary.connection() as conn:
-                rows = await (
-                    await conn.execute(APPLY_SQL, [product_id, uuid_array(order_ids), fee])
-                ).fetchall()
+                rows = await (await conn.execute(APPLY_SQL, {**args, "fee": fee})).fetchall()
         except Exception:  # the whole group goes back to the queue; logged with its cause
             logger.exception(
                 "order_worker: applying %d orders of %s failed", len(order_ids), product_id
             )
-            outcomes.update(dict.fromkeys([(product_id, o) for o in order_ids], "retry"))
+            outcomes.update(dict.fromkeys([(group, o) for o in order_ids], "retry"))
             continue
         applied = {row["order_id"]: row["failure_code"] or row["status"] for row in rows}
         for order_id in order_ids:
-            outcomes[product_id, order_id] = applied.get(order_id, "retry")
+            outcomes[group, order_id] = applied.get(order_id, "retry")
         if "completed" in applied.values():
             await services.invalidate(stock_changed([product_id]))  # committed: the stock moved
     return outcomes

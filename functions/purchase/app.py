@@ -18,6 +18,10 @@ carry `Location: /purchases/{id}`.
 
 `GET /purchases` pages the caller's orders newest first, keyset on (created_at, id), with an
 HMAC-signed cursor bound to the caller (edgemart/cursor.py).
+
+Everything happens in the request's tenant (docs/decisions/0040): `purchase()` takes it first
+and sets it, every other statement runs in `in_tenant`, the fee is the tenant's (else the
+deployment's), and the queued order's message names it.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from edgemart.requestinputs import inputs_of
 from edgemart.routetable import IDEMPOTENCY_KEY
 from edgemart.routing import by_name, starlette_routes
 from edgemart.services import Services, services_of
-from edgemart.tenancy import tenant_of
+from edgemart.tenancy import Tenant, in_tenant, tenant_of
 from edgemart.validation import ValidationError, field_error
 
 # code → (title, detail) of the problems a purchase can end in.
@@ -71,7 +75,8 @@ OUTCOMES: dict[str, tuple[str, str]] = {
 
 PURCHASE_SQL = b"""
 SELECT status, body, replayed, original_request_id
-FROM purchase(%s, %s, %s, %s, %s, %s, %s, %s, %s * interval '1 s', %s * interval '1 s', %s, %s)
+FROM purchase(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s * interval '1 s', %s * interval '1 s',
+              %s, %s)
 """
 
 
@@ -116,12 +121,14 @@ def purchase_outcome(row: Mapping[str, Any]) -> str:
     return str(row["body"].get("code"))
 
 
-async def record_failure(services: Services, user: str, key: str, code: str, message: str) -> None:
+async def record_failure(
+    services: Services, tenant: Tenant, user: str, key: str, code: str, message: str
+) -> None:
     """Best effort, in its own transaction: the purchase itself has been rolled back. The
     code is also the `purchases` metric's outcome."""
     metrics.record(metrics.PURCHASES, outcome=code)
     try:
-        async with services.primary.connection(timeout_s=1) as conn:
+        async with services.primary.connection(timeout_s=1) as conn, in_tenant(conn, tenant):
             await conn.execute(
                 "INSERT INTO failed_transactions (user_sub, idempotency_key, error_code, message, "
                 "request_id) VALUES (%s, %s, %s, %s, %s)",
@@ -140,14 +147,16 @@ async def create_purchase(request: Request) -> Response:
     expected = inputs.body.optional("expected_unit_price_cents", int)
     services = services_of(request)
     settings = services.settings
+    tenant = tenant_of(request.scope)
     args = [
+        tenant.id,
         principal.sub,
         key,
         fingerprint(inputs.sent_body),
         product_id,
         quantity,
         expected,
-        settings.platform_fee_basis_points,
+        tenant.fee_basis_points(settings.platform_fee_basis_points),
         current_request_id(),
         settings.idempotency_key_ttl_s,
         settings.idempotency_key_wait_s,
@@ -165,7 +174,7 @@ async def create_purchase(request: Request) -> Response:
                 if row is not None and row["status"] == 202 and not row["replayed"]:
                     # Enqueued before the commit: a queued order always has its message.
                     try:
-                        await queue.send(str(row["body"]["id"]), str(product_id))
+                        await queue.send(str(row["body"]["id"]), str(product_id), str(tenant.id))
                     except Exception as exc:  # boto3 raises many types; the order rolls back
                         logger.warning("purchase queue send failed: %r", exc)
                         raise QueueUnavailableError() from exc
@@ -183,14 +192,14 @@ async def create_purchase(request: Request) -> Response:
         metrics.record(metrics.PURCHASES, outcome="circuit_open")
         raise
     except QueueUnavailableError as exc:
-        await record_failure(services, principal.sub, key, "queue_unavailable", repr(exc))
+        await record_failure(services, tenant, principal.sub, key, "queue_unavailable", repr(exc))
         raise
     except UNAVAILABLE_ERRORS as exc:
         # Recorded here; the app's unavailable handler answers 503 read_only_mode.
-        await record_failure(services, principal.sub, key, "read_only_mode", repr(exc))
+        await record_failure(services, tenant, principal.sub, key, "read_only_mode", repr(exc))
         raise
     except Exception as exc:
-        await record_failure(services, principal.sub, key, "internal_error", repr(exc))
+        await record_failure(services, tenant, principal.sub, key, "internal_error", repr(exc))
         raise
     if row is None:
         raise RuntimeError("purchase() returned no row")
@@ -224,7 +233,10 @@ async def get_purchase(request: Request) -> Response:
     inputs = inputs_of(request)
     principal = inputs.caller
     order_id = inputs.path.value("order_id", uuid.UUID)
-    async with services_of(request).primary.connection() as conn:
+    async with (
+        services_of(request).primary.connection() as conn,
+        in_tenant(conn, tenant_of(request.scope)),
+    ):
         row = await (await conn.execute(ORDER_SQL, [order_id, principal.sub])).fetchone()
     if row is None:
         raise OrderNotFoundError()  # also for other users' orders: no existence leak
@@ -253,7 +265,7 @@ async def list_purchases(request: Request) -> Response:
     else:
         created_at, order_id = order_position(key, owner, cursor)
         statement, args = NEXT_ORDERS_SQL, [principal.sub, created_at, order_id, limit + 1]
-    async with services.primary.connection() as conn:
+    async with services.primary.connection() as conn, in_tenant(conn, tenant_of(request.scope)):
         rows = await (await conn.execute(statement, args)).fetchall()
     page, next_cursor = next_page(
         rows, limit, key, owner, lambda last: [last["created_at"].isoformat(), str(last["id"])]
@@ -266,7 +278,10 @@ async def list_purchases(request: Request) -> Response:
 
 async def wallet(request: Request) -> Response:
     principal = inputs_of(request).caller
-    async with services_of(request).primary.connection() as conn:
+    async with (
+        services_of(request).primary.connection() as conn,
+        in_tenant(conn, tenant_of(request.scope)),
+    ):
         row = await (
             await conn.execute(
                 "SELECT balance_cents FROM wallets WHERE user_sub = %s", [principal.sub]

@@ -1,28 +1,34 @@
-"""refresh_views (scheduled every 5 minutes): refresh the home page's materialized views and
-store snapshot, and flush the buffered counters (search queries into `popular_searches`,
-product views, the search history of signed-in users).
+"""refresh_views (scheduled every 5 minutes): rebuild the home page's lists and store its
+snapshot, and flush the buffered counters (search queries into `popular_searches`, product
+views, the search history of signed-in users), tenant by tenant (docs/decisions/0040).
 
-Four independent steps, each in its own transaction under its own transaction-scoped advisory
-lock (`pg_try_advisory_xact_lock`, correct behind a transaction pooler): the views and the
-snapshot; the search counts; the view counts; the search history. One failing step does not
-roll back the others: it is logged, counted (`refresh_views_step_failures`) and named in the
-report's `failed_steps`. A step whose lock another run holds skips, so overlapping runs never
-stack. REFRESH ... CONCURRENTLY lets readers keep reading the old contents meanwhile.
+Four independent steps; within each, every tenant's work is one transaction of its own, in
+that tenant (`in_tenant`), under the step's transaction-scoped advisory lock
+(`pg_try_advisory_xact_lock`, correct behind a transaction pooler): the home lists
+(`refresh_home_lists()`, tables rebuilt per tenant where materialized views could only be
+refreshed whole, by their owner) and the snapshot; the search counts; the view counts; the
+search history. One failing step does not roll back the others: it is logged, counted
+(`refresh_views_step_failures`) and named in the report's `failed_steps`. A tenant whose lock
+another run holds is skipped by this run, so overlapping runs never stack; readers keep
+reading the old rows until a tenant's transaction commits.
 
-Each flush step drains its buffer first and checks every entry in Python; entries that fail
-the check, or that the database refuses, are dropped (logged, counted as
-`counter_entries_dropped`). The checked entries go back into the buffer only when the step did
-not write them for a reason that is not theirs: it skipped, the database was unavailable
-(`edgemart.db.UNAVAILABLE_ERRORS`) or the run was cancelled. Any other failure drops them, so
-no entry can fail every run forever.
+Each flush step drains its buffer first, checks every entry in Python and groups the entries
+by the tenant they name; entries that fail the check, or that the database refuses, are
+dropped (logged, counted as `counter_entries_dropped`). The checked entries go back into the
+buffer only when the step did not write them for a reason that is not theirs: their tenant was
+skipped, the database was unavailable (`edgemart.db.UNAVAILABLE_ERRORS`) or the run was
+cancelled. Any other failure drops them, so no entry can fail every run forever. The search
+counts step visits every tenant, entries or not: it also rotates each tenant's periods.
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
+from uuid import UUID
 
 from edgemart import metrics
 from edgemart.counters import (
@@ -41,8 +47,16 @@ from edgemart.homepage import STORE_SNAPSHOT_SQL
 from edgemart.jobs import JobRunner
 from edgemart.logging import logger
 from edgemart.services import Services
+from edgemart.tenancy import in_tenant
+from edgemart.tenantloop import tenant_ids
 
-T = TypeVar("T")
+
+class TenantEntry(Protocol):
+    @property
+    def tenant(self) -> UUID: ...
+
+
+T = TypeVar("T", bound=TenantEntry)
 R = TypeVar("R")
 
 
@@ -57,15 +71,16 @@ LOCK_KEYS = {
     "view_counts": _lock_key(b"emflview"),
     "search_history": _lock_key(b"emflhist"),
 }
-VIEWS = ("mv_category_counts", "mv_hot_products")
 STATEMENT_TIMEOUT = "5min"
+REFRESH_HOME_SQL = b"SELECT refresh_home_lists(%s)"
 
 
 async def _locked(
-    services: Services, step: str, body: Callable[[Connection], Awaitable[R]]
+    services: Services, step: str, tenant: UUID, body: Callable[[Connection], Awaitable[R]]
 ) -> R | None:
-    """`body` in one transaction under the step's lock; None when another run holds it."""
-    async with services.primary.connection() as conn, conn.transaction():
+    """`body` in one transaction in `tenant` under the step's lock; None when another run
+    holds it."""
+    async with services.primary.connection() as conn, in_tenant(conn, tenant):
         row = await (
             await conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS locked", [LOCK_KEYS[step]])
         ).fetchone()
@@ -76,14 +91,50 @@ async def _locked(
         return await body(conn)
 
 
-async def _refresh_views(conn: Connection) -> dict[str, float]:
-    timings: dict[str, float] = {}
-    for view in VIEWS:
+async def _tenants(services: Services) -> list[UUID]:
+    async with services.primary.connection() as conn:
+        return await tenant_ids(conn)
+
+
+def _home_of(tenant: UUID) -> Callable[[Connection], Awaitable[dict[str, float]]]:
+    async def refresh(conn: Connection) -> dict[str, float]:
         started = time.perf_counter()
-        await conn.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {view}".encode())
-        timings[view] = round((time.perf_counter() - started) * 1000, 1)
-    await conn.execute(STORE_SNAPSHOT_SQL)
-    return timings
+        await conn.execute(REFRESH_HOME_SQL, [tenant])
+        lists_done = time.perf_counter()
+        await conn.execute(STORE_SNAPSHOT_SQL)
+        return {
+            "home_lists": (lists_done - started) * 1000,
+            "home_snapshot": (time.perf_counter() - lists_done) * 1000,
+        }
+
+    return refresh
+
+
+async def _refresh_home(services: Services, tenants: list[UUID]) -> dict[str, float] | None:
+    """Every tenant's home lists and snapshot; the time each part took, summed over the
+    tenants; None when another run held every tenant's lock. A tenant that fails leaves the
+    others done, and fails the step."""
+    timings: dict[str, float] = defaultdict(float)
+    refreshed = skipped = 0
+    failure: Exception | None = None
+    for tenant in tenants:
+        try:
+            took = await _locked(services, "views", tenant, _home_of(tenant))
+        except Exception as exc:  # this tenant only; raised once the others are done
+            logger.exception("refresh_views: the home lists of tenant %s failed", tenant)
+            failure = exc
+            continue
+        if took is None:
+            skipped += 1
+            continue
+        refreshed += 1
+        for part, ms in took.items():
+            timings[part] += ms
+    if failure is not None:
+        raise failure
+    if skipped and not refreshed:
+        return None
+    return {part: round(ms, 1) for part, ms in timings.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +145,8 @@ class FlushStep(Generic[T]):
     buffer: BufferedCounts
     parse: Callable[[str, int], T | str]
     flush: Callable[[Connection, list[T], Dropped], Awaitable[int]]
+    every_tenant: bool = False
+    """Visit every tenant, entries or not (the step also keeps up each tenant's state)."""
 
 
 def _not_their_fault(exc: BaseException) -> bool:
@@ -101,36 +154,58 @@ def _not_their_fault(exc: BaseException) -> bool:
     return isinstance(exc, UNAVAILABLE_ERRORS) or not isinstance(exc, Exception)
 
 
-async def _run_flush(services: Services, step: FlushStep[T]) -> tuple[int | None, int]:
-    """(entries written, or None when skipped; entries dropped)."""
+async def _run_flush(
+    services: Services, step: FlushStep[T], tenants: list[UUID]
+) -> tuple[int | None, int]:
+    """(entries written, or None when every tenant it had to visit was skipped; entries
+    dropped)."""
     drained = await step.buffer.drain()
     dropped = Dropped(step.name)
     checked = check_entries(drained, step.parse, dropped)
-    entries = list(checked.values())
+    by_tenant: dict[UUID, dict[str, T]] = defaultdict(dict)
+    for name, entry in checked.items():
+        by_tenant[entry.tenant][name] = entry
+    visits = list(tenants) if step.every_tenant else []
+    visits += sorted(tenant for tenant in by_tenant if tenant not in visits)
+    pending = dict(checked)  # not written yet
 
-    async def keep() -> None:
+    async def keep(names: Mapping[str, T]) -> None:
         await step.buffer.restore(
-            {name: drained[name] for name, entry in checked.items() if entry not in dropped}
+            {name: drained[name] for name, entry in names.items() if entry not in dropped}
         )
 
+    written_total, skipped = 0, 0
     try:
-        written = await _locked(
-            services, step.name, lambda conn: step.flush(conn, entries, dropped)
-        )
+        for tenant in visits:
+            entries = by_tenant.get(tenant, {})
+            batch = list(entries.values())
+            written = await _locked(
+                services,
+                step.name,
+                tenant,
+                lambda conn, batch=batch: step.flush(conn, batch, dropped),  # type: ignore[misc]
+            )
+            if written is None:
+                skipped += 1
+                await keep(entries)
+            else:
+                written_total += written
+            for name in entries:
+                pending.pop(name)
     except BaseException as exc:
         if _not_their_fault(exc):
-            await keep()
+            await keep(pending)
         else:
-            for entry in entries:
+            for entry in pending.values():
                 if entry not in dropped:
                     dropped(entry, "its flush failed")
         raise
     finally:
         if dropped.count > 0:
             logger.warning("refresh_views: dropped %d %s entries", dropped.count, step.name)
-    if written is None:
-        await keep()
-    return written, dropped.count
+    if visits and skipped == len(visits):
+        return None, dropped.count
+    return written_total, dropped.count
 
 
 def _flush_steps(services: Services) -> tuple[FlushStep[Any], ...]:
@@ -141,6 +216,7 @@ def _flush_steps(services: Services) -> tuple[FlushStep[Any], ...]:
             services.search_counts,
             parse_search_count,
             lambda conn, entries, dropped: flush_search_counts(conn, entries, period_s, dropped),
+            every_tenant=True,
         ),
         FlushStep("view_counts", services.view_counts, parse_view_count, flush_view_counts),
         FlushStep(
@@ -178,7 +254,16 @@ async def refresh_views(services: Services, event: Mapping[str, Any]) -> dict[st
     steps: dict[str, str] = {}
     report: dict[str, Any] = {"views_ms": {}, "entries_dropped": {}}
     try:
-        timings = await _locked(services, "views", _refresh_views)
+        tenants = await _tenants(services)
+    except Exception:  # no step can run; nothing was drained
+        for name in ("views", *REPORT_KEYS):
+            steps[name] = _failed(name)
+        tenants = []
+    report["tenants"] = len(tenants)
+    if not tenants:
+        return _report(steps, report)
+    try:
+        timings = await _refresh_home(services, tenants)
         steps["views"] = "skipped" if timings is None else "done"
         report["views_ms"] = timings or {}
     except Exception:  # this step only; the flushes still run
@@ -186,18 +271,22 @@ async def refresh_views(services: Services, event: Mapping[str, Any]) -> dict[st
     for step in _flush_steps(services):
         report[REPORT_KEYS[step.name]] = 0
         try:
-            written, dropped = await _run_flush(services, step)
+            written, dropped = await _run_flush(services, step, tenants)
         except Exception:  # this step only; its entries were kept or dropped above
             steps[step.name] = _failed(step.name)
             continue
         steps[step.name] = "skipped" if written is None else "done"
         report[REPORT_KEYS[step.name]] = written or 0
         report["entries_dropped"][step.name] = dropped
+    return _report(steps, report)
+
+
+def _report(steps: dict[str, str], details: dict[str, Any]) -> dict[str, Any]:
     report = {
         "status": _status(steps),
         "steps": steps,
         "failed_steps": [name for name, outcome in steps.items() if outcome == "failed"],
-        **report,
+        **details,
     }
     logger.info("refresh_views: %s", report)
     return report

@@ -9,6 +9,10 @@ run; once it has used `SCORING_MAX_ATTEMPTS` claims it gets the heuristic score 
 listing gets the heuristic score (`score_source = 'heuristic'`), the reason is logged,
 counted and reported by /health through `scoring_status`, and loading is tried again on the
 next run. docs/scoring.md documents the model and the heuristic.
+
+Tenant by tenant (docs/decisions/0040): each claim and each write is a transaction in its
+tenant, and each tenant gets up to `SCORING_MAX_BATCHES` batches a run. `scoring_status` is
+the deployment's (which scorer loaded), not a tenant's.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from edgemart import metrics
+from edgemart.db import Connection
 from edgemart.jobs import JobRunner
 from edgemart.logging import logger
 from edgemart.scoring.features import Listing, heuristic_score
@@ -33,6 +39,9 @@ from edgemart.scoring.model import (
     score_isolating_failures,
 )
 from edgemart.services import Services
+from edgemart.settings import Settings
+from edgemart.tenancy import in_tenant
+from edgemart.tenantloop import tenant_ids
 
 NEUTRAL_SCORE = 50.0
 
@@ -50,9 +59,11 @@ SET score_attempts = least(p.score_attempts + 1, 32767),
 FROM claimable
 WHERE p.id = claimable.id
 RETURNING p.id, p.name, p.description, p.price_cents, p.stock, p.score_attempts,
-    (SELECT c.median_price_cents FROM mv_category_counts c WHERE c.id = p.category_id)
+    (SELECT c.median_price_cents FROM category_counts c
+     WHERE c.tenant_id = p.tenant_id AND c.id = p.category_id)
         AS category_median_price_cents,
-    (SELECT s.rating FROM stores s WHERE s.id = p.store_id)::float8 AS store_rating
+    (SELECT s.rating FROM stores s
+     WHERE s.tenant_id = p.tenant_id AND s.id = p.store_id)::float8 AS store_rating
 """
 
 WRITE_SQL = """
@@ -133,25 +144,8 @@ async def score_listings(services: Services, event: Mapping[str, Any]) -> dict[s
         "failed": 0,
     }
     async with services.primary.connection() as conn:
-        for _ in range(settings.scoring_max_batches):
-            rows = await (
-                await conn.execute(
-                    CLAIM_SQL,
-                    {"batch": settings.scoring_batch_size, "lease_s": settings.scoring_lease_s},
-                )
-            ).fetchall()
-            if not rows:
-                break
-            outcome = await _score_batch(scorer, rows, settings.scoring_max_attempts)
-            await conn.execute(WRITE_SQL, outcome.columns())
-            if outcome.failed:
-                await conn.execute(RELEASE_SQL, [outcome.failed])
-            report["claimed"] += len(rows)
-            report["scored"] += len(outcome.ids) - outcome.fallbacks
-            report["fallback"] += outcome.fallbacks
-            report["failed"] += len(outcome.failed)
-            if len(rows) < settings.scoring_batch_size:
-                break
+        for tenant in await tenant_ids(conn):
+            await _score_tenant(conn, tenant, scorer, settings, report)
         await conn.execute(STATUS_SQL, [scorer.source, str(path), degraded_reason])
     metrics.record(metrics.LISTINGS_SCORED, report["scored"], scorer=scorer.source)
     metrics.record(metrics.SCORING_FALLBACKS, report["fallback"])
@@ -160,6 +154,38 @@ async def score_listings(services: Services, event: Mapping[str, Any]) -> dict[s
         logger.warning("score_listings: %d listings given the fallback score", report["fallback"])
     logger.info("score_listings: %s", report)
     return report
+
+
+async def _score_tenant(
+    conn: Connection,
+    tenant: UUID,
+    scorer: ListingScorer,
+    settings: Settings,
+    report: dict[str, Any],
+) -> None:
+    """Up to `scoring_max_batches` batches of one tenant's pending listings: each claim and
+    each write its own transaction in the tenant (the lease commits before scoring)."""
+    for _ in range(settings.scoring_max_batches):
+        async with in_tenant(conn, tenant):
+            rows = await (
+                await conn.execute(
+                    CLAIM_SQL,
+                    {"batch": settings.scoring_batch_size, "lease_s": settings.scoring_lease_s},
+                )
+            ).fetchall()
+        if not rows:
+            break
+        outcome = await _score_batch(scorer, rows, settings.scoring_max_attempts)
+        async with in_tenant(conn, tenant):
+            await conn.execute(WRITE_SQL, outcome.columns())
+            if outcome.failed:
+                await conn.execute(RELEASE_SQL, [outcome.failed])
+        report["claimed"] += len(rows)
+        report["scored"] += len(outcome.ids) - outcome.fallbacks
+        report["fallback"] += outcome.fallbacks
+        report["failed"] += len(outcome.failed)
+        if len(rows) < settings.scoring_batch_size:
+            break
 
 
 class BatchOutcome:

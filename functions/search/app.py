@@ -4,6 +4,9 @@ Full-text search over the `search_vector` column PostgreSQL keeps current (GIN i
 `websearch_to_tsquery`, ranked by `ts_rank_cd`), with filters, five sort orders and keyset
 pagination: each page continues strictly after the previous page's last sort key, so pages
 never repeat or skip a product while the catalog is unchanged, and no page costs an OFFSET.
+
+Every statement runs in the request's tenant (`in_tenant`, docs/decisions/0040); searches are
+counted, and remembered, for it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from edgemart.requestinputs import Values, inputs_of
 from edgemart.routetable import SORTS
 from edgemart.routing import RouteTableError, by_name, starlette_routes
 from edgemart.services import services_of
-from edgemart.tenancy import tenant_of
+from edgemart.tenancy import Tenant, in_tenant, tenant_of
 from edgemart.validation import ValidationError, field_error, text_problem
 
 RULE = CACHE_RULES["search"]
@@ -228,7 +231,12 @@ def build_terms_sql(
     when the page does not fill, `build_search_sql` gives the exact answer."""
     spec = SORT_SPECS["relevance"]
     keys = ("t.rank", "t.rank_score", "t.product_id")  # the spec's keys, precomputed
-    walk = ["t.lexeme = single_lexeme(websearch_to_tsquery('english', %s))"]
+    # The tenant named: the term index leads with it, and a role that row-level security does
+    # not restrict (the owner) would otherwise have no tenant to walk the index under.
+    walk = [
+        "t.tenant_id = current_tenant_id()",
+        "t.lexeme = single_lexeme(websearch_to_tsquery('english', %s))",
+    ]
     args: list[Any] = [params.q]
     if position is not None:
         walk.append(_after(spec, keys))
@@ -345,12 +353,18 @@ STATEMENT_TIMEOUT_SQL = b"SELECT set_config('statement_timeout', %s, true)"
 
 
 async def search_page(
-    conn: Connection, params: SearchParams, position: list[Any] | None, *, timeout_ms: int
+    conn: Connection,
+    params: SearchParams,
+    position: list[Any] | None,
+    *,
+    timeout_ms: int,
+    tenant: Tenant,
 ) -> list[Any]:
     """`search_rows` with its work bounded: a query that only excludes words is refused (422),
     and the page's statements run under `timeout_ms` (503 `search_timeout` past it, which says
-    nothing about the database's health, so it does not count against the circuit breaker)."""
-    async with conn.transaction():
+    nothing about the database's health, so it does not count against the circuit breaker).
+    One transaction, in `tenant`."""
+    async with in_tenant(conn, tenant):
         await conn.execute(STATEMENT_TIMEOUT_SQL, [f"{timeout_ms}ms"])
         if params.q is not None and "-" in params.q:  # negation is written `-word`
             row = await (await conn.execute(UNBOUNDED_QUERY_SQL, [params.q])).fetchone()
@@ -379,7 +393,11 @@ async def load_search(request: Request, params: SearchParams) -> dict[str, Any]:
     )
     async with services.reads.connection() as conn:
         rows = await search_page(
-            conn, params, position, timeout_ms=services.settings.search_statement_timeout_ms
+            conn,
+            params,
+            position,
+            timeout_ms=services.settings.search_statement_timeout_ms,
+            tenant=tenant_of(request.scope),
         )
     page, next_cursor = next_page(
         rows,
@@ -434,8 +452,9 @@ async def record_search(
     if not query or text_problem(query) is not None:
         return  # nothing the database could store
     services = services_of(request)
+    tenant = tenant_of(request.scope).id
     if principal is not None:
-        await services.search_history.record(history_entry(principal.sub, query))
+        await services.search_history.record(history_entry(principal.sub, query, tenant))
     if not had_results:
         return
     settings = services.settings
@@ -445,7 +464,7 @@ async def record_search(
         settings.cursor_secret,
     )
     if client is not None:
-        await services.search_counts.record(search_count_entry(query, client))
+        await services.search_counts.record(search_count_entry(query, client, tenant))
 
 
 POPULAR_SQL = b"""
@@ -455,8 +474,9 @@ SELECT coalesce(json_agg(json_build_object(
     ) ORDER BY total_count DESC, query), '[]') AS searches
 FROM (SELECT p.query, p.total_count, p.current_count, p.previous_count
       FROM popular_searches p
-      WHERE p.peak_clients >= %s
-        AND NOT EXISTS (SELECT FROM hidden_searches h WHERE h.query = p.query)
+      WHERE p.tenant_id = current_tenant_id() AND p.peak_clients >= %s
+        AND NOT EXISTS (SELECT FROM hidden_searches h
+                        WHERE h.tenant_id = p.tenant_id AND h.query = p.query)
       ORDER BY p.total_count DESC, p.query LIMIT %s) ranked
 """
 
@@ -466,7 +486,7 @@ async def load_popular(request: Request) -> dict[str, Any]:
     period, not hidden by an admin, most clients first."""
     services = services_of(request)
     args = [services.settings.popular_search_min_clients, POPULAR_LIMIT]
-    async with services.reads.connection() as conn:
+    async with services.reads.connection() as conn, in_tenant(conn, tenant_of(request.scope)):
         row = await (await conn.execute(POPULAR_SQL, args)).fetchone()
     return {"searches": row["searches"] if row else []}
 

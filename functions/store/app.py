@@ -10,6 +10,10 @@ gated by the `listings` kill switch) and `GET /stores/{slug}/payouts` (owner onl
 else gets 404, so store ownership does not leak). A new listing is live at once with
 `quality_score = null` (pending verification). Writes drop this process's cached copies, so
 it serves the new data at once; other processes and the CDN catch up within the route's TTL.
+
+Every statement runs in the request's tenant (`in_tenant`, docs/decisions/0040): a store slug
+is unique within its tenant, and another tenant's store, product or payouts are 404 exactly as
+if they did not exist. A product view is counted for its tenant.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from edgemart.changes import (
     product_tags,
     store_tag,
 )
+from edgemart.counters import view_entry
 from edgemart.currencies import ISO_4217_CODES
 from edgemart.cursor import cursor_key, decode_cursor, next_page, query_fingerprint
 from edgemart.db import Connection
@@ -39,7 +44,7 @@ from edgemart.products import ProductNotFoundError, product_summary, rfc3339
 from edgemart.requestinputs import inputs_of
 from edgemart.routing import by_name, starlette_routes
 from edgemart.services import services_of
-from edgemart.tenancy import tenant_of
+from edgemart.tenancy import in_tenant, tenant_of
 from edgemart.validation import ValidationError, field_error
 
 STORE_RULE = CACHE_RULES["store_page"]
@@ -87,7 +92,7 @@ async def load_store_page(
     key = cursor_key(services.settings.cursor_secret, tenant_of(request.scope))
     fingerprint = query_fingerprint("store", slug, category)
     position = decode_cursor(key, fingerprint, cursor, length=2) if cursor else None
-    async with services.reads.connection() as conn:
+    async with services.reads.connection() as conn, in_tenant(conn, tenant_of(request.scope)):
         store = await (await conn.execute(STORE_SQL, [slug])).fetchone()
         if store is None:
             raise StoreNotFoundError()
@@ -135,7 +140,10 @@ WHERE p.id = %s AND p.is_available AND p.is_approved AND s.is_active
 
 
 async def load_product(request: Request, product_id: str) -> Any:
-    async with services_of(request).reads.connection() as conn:
+    async with (
+        services_of(request).reads.connection() as conn,
+        in_tenant(conn, tenant_of(request.scope)),
+    ):
         row = await (await conn.execute(PRODUCT_SQL, [product_id])).fetchone()
     if row is None:
         raise ProductNotFoundError()
@@ -155,7 +163,7 @@ async def product_page(request: Request) -> Response:
         tags=lambda _: [product_tag(product_id)],
     )
     if response.status_code in (200, 304):  # a product that exists (an unknown one raised 404)
-        await services.view_counts.record(product_id)
+        await services.view_counts.record(view_entry(product_id, tenant_of(request.scope).id))
     return response
 
 
@@ -193,7 +201,10 @@ async def create_store(request: Request) -> Response:
         f"RETURNING {STORE_JSON} AS store"
     )
     try:
-        async with services_of(request).primary.connection() as conn:
+        async with (
+            services_of(request).primary.connection() as conn,
+            in_tenant(conn, tenant_of(request.scope)),
+        ):
             row = await (
                 await conn.execute(sql.encode(), [slug, name, description, principal.sub])
             ).fetchone()
@@ -245,7 +256,7 @@ async def create_product(request: Request) -> Response:
     currency = listing_currency(
         body.optional("currency", str), services.settings.marketplace_currency
     )
-    async with services.primary.connection() as conn:
+    async with services.primary.connection() as conn, in_tenant(conn, tenant_of(request.scope)):
         await _ensure_listings_enabled(conn)
         store = await (
             await conn.execute(
@@ -287,7 +298,7 @@ async def update_product(request: Request) -> Response:
     product_id = str(inputs.path.value("product_id", uuid.UUID))
     changes = dict(inputs.body)  # the columns sent (at least one), each checked by the table
     services = services_of(request)
-    async with services.primary.connection() as conn:
+    async with services.primary.connection() as conn, in_tenant(conn, tenant_of(request.scope)):
         await _ensure_listings_enabled(conn)
         owner = await (
             await conn.execute(
@@ -336,7 +347,7 @@ async def store_payouts(request: Request) -> Response:
     key = cursor_key(services.settings.cursor_secret, tenant_of(request.scope))
     fingerprint = query_fingerprint("payouts", slug, principal.sub)
     position = decode_cursor(key, fingerprint, cursor, length=2) if cursor else None
-    async with services.primary.connection() as conn:
+    async with services.primary.connection() as conn, in_tenant(conn, tenant_of(request.scope)):
         store = await (
             await conn.execute(
                 "SELECT id, (SELECT json_build_object('total', coalesce(sum(amount_cents), 0), "

@@ -78,7 +78,7 @@ def test_refresh_views_handler_survives_poisoned_buffers(catalog_database_url: s
     finally:
         runner.close()
     assert report["status"] == "refreshed" and report["failed_steps"] == []
-    assert set(report["views_ms"]) == {"mv_category_counts", "mv_hot_products"}
+    assert set(report["views_ms"]) == {"home_lists", "home_snapshot"}
     assert report["search_queries_flushed"] == 1
     assert report["entries_dropped"] == {"search_counts": 4, "view_counts": 2, "search_history": 2}
     assert again["status"] == "refreshed"

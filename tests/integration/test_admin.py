@@ -210,7 +210,11 @@ async def test_a_retried_credit_credits_once(
     busy = uuid.uuid4().hex
     async with admin_gateway(url, idempotency_key_wait_s=0.3) as http:
         with psycopg.connect(url) as holder:  # a first credit still running under this key
-            holder.execute("SELECT pg_advisory_xact_lock(idempotency_lock_key('root', %s))", [busy])
+            holder.execute(
+                "SELECT pg_advisory_xact_lock("
+                "idempotency_lock_key(current_tenant_id(), 'root', %s))",
+                [busy],
+            )
             in_use = await http.post(route, headers=keyed(busy), json=body)
         assert in_use.status_code == 409 and in_use.json()["code"] == "idempotency_key_in_use"
         assert in_use.headers["cache-control"] == "no-store"

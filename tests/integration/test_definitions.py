@@ -71,27 +71,44 @@ def test_an_edited_file_is_applied_again_and_only_it(url: str, sql_dir: Path) ->
     assert apply_migrations(url, definitions=sql_dir).definitions == []
 
 
-def test_a_definition_a_migration_dropped_is_created_again(url: str) -> None:
+PROBE_VIEW = (
+    "CREATE MATERIALIZED VIEW probe_view AS\n"
+    "SELECT c.id, count(p.id) AS product_count FROM categories c\n"
+    "LEFT JOIN products p ON p.category_id = c.id GROUP BY c.id;\n"
+    "CREATE UNIQUE INDEX probe_view_id_idx ON probe_view (id);\n"
+)
+
+
+def write_probe_view(sql_dir: Path) -> None:
+    """A materialized view of the test's own (the layer's home lists are tables)."""
+    (sql_dir / "probe_view.sql").write_text(PROBE_VIEW, encoding="utf-8")
+
+
+def test_a_definition_a_migration_dropped_is_created_again(url: str, sql_dir: Path) -> None:
     """A migration that must change what a view uses drops the view; the unchanged file then
     creates it again on the same run."""
-    dropping = Migration(NEXT_VERSION, "drop_view", "DROP MATERIALIZED VIEW mv_hot_products;\n")
-    run = apply_migrations(url, [*load_migrations(), dropping])
-    assert [d.name for d in run.definitions] == ["mv_hot_products"]
-    index = one(url, "SELECT to_regclass('mv_hot_products_id_idx')::text")
-    assert index == "mv_hot_products_id_idx"
+    write_probe_view(sql_dir)
+    apply_migrations(url, definitions=sql_dir)
+    dropping = Migration(NEXT_VERSION, "drop_view", "DROP MATERIALIZED VIEW probe_view;\n")
+    run = apply_migrations(url, [*load_migrations(), dropping], definitions=sql_dir)
+    assert [d.name for d in run.definitions] == ["probe_view"]
+    index = one(url, "SELECT to_regclass('probe_view_id_idx')::text")
+    assert index == "probe_view_id_idx"
 
 
 def test_a_materialized_view_is_created_again_with_its_indexes(url: str, sql_dir: Path) -> None:
+    write_probe_view(sql_dir)
+    apply_migrations(url, definitions=sql_dir)
     edit(
         sql_dir,
-        "mv_category_counts",
-        "count(p.id) AS product_count,",
-        "count(p.id) AS product_count, max(p.price_cents) AS max_price_cents,",
+        "probe_view",
+        "count(p.id) AS product_count",
+        "count(p.id) AS product_count, max(p.price_cents) AS max_price_cents",
     )
     apply_migrations(url, definitions=sql_dir)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY mv_category_counts")  # unique index
-        columns = conn.execute("SELECT * FROM mv_category_counts LIMIT 0").description
+        conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY probe_view")  # unique index
+        columns = conn.execute("SELECT * FROM probe_view LIMIT 0").description
     assert columns is not None and "max_price_cents" in [c.name for c in columns]
 
 

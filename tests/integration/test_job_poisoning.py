@@ -232,7 +232,7 @@ async def test_refresh_views_survives_every_poisoned_buffer(
     report = await refresh_views(services, EVENT)
 
     assert report["status"] == "refreshed" and report["failed_steps"] == [], report
-    assert sql(url, "SELECT max(sold_count) FROM mv_hot_products") == [(88888888,)]
+    assert sql(url, "SELECT max(sold_count) FROM home_products") == [(88888888,)]
     assert sql(url, "SELECT generated_at FROM home_snapshot WHERE id = 1") != generated_before
     assert _total(url, "oak") == oak_before + 2
     assert _views(url, viewed) == views_before + 3

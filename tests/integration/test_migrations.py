@@ -201,7 +201,7 @@ def test_step_by_step_ends_identical_to_all_at_once(
             defined |= {d.name for d in run.definitions}
         assert apply_migrations(stepped).migrations == []
         dump = schema_dump(stepped)
-        assert "CREATE FUNCTION public.purchase(" in dump and "mv_hot_products_id_idx" in dump
+        assert "CREATE FUNCTION public.purchase(" in dump and "home_products_pkey" in dump
         assert dump == schema_dump(fresh_database_url)
 
 
@@ -356,7 +356,8 @@ def test_idempotency_partitions_cover_today_and_the_coming_days(
     assert partition == (f"idempotency_keys_{today:%Y%m%d}",)
 
 
-def test_materialized_views_refresh_concurrently(migrated_database_url: str) -> None:
-    with psycopg.connect(migrated_database_url, autocommit=True) as conn:
-        conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY mv_category_counts")
-        conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY mv_hot_products")
+def test_home_lists_rebuild_per_tenant(migrated_database_url: str) -> None:
+    with psycopg.connect(migrated_database_url) as conn:
+        conn.execute("SELECT refresh_home_lists('00000000-0000-0000-0000-000000000001')")
+        counted = conn.execute("SELECT count(*) FROM category_counts").fetchone()
+    assert counted == (0,)  # no categories yet, and nothing left over

@@ -90,7 +90,8 @@ def fund(url: str, sub: str, cents: int) -> None:
     sql(
         url,
         "INSERT INTO wallets (user_sub, balance_cents) VALUES (%s, %s) "
-        "ON CONFLICT (user_sub) DO UPDATE SET balance_cents = excluded.balance_cents",
+        "ON CONFLICT (tenant_id, user_sub) "
+        "DO UPDATE SET balance_cents = excluded.balance_cents",
         sub,
         cents,
     )
@@ -163,7 +164,10 @@ async def test_replay_reuse_and_in_progress(
     assert sql(url, "SELECT count(*) FROM orders WHERE idempotency_key = %s", key) == [(1,)]
     busy_key = uuid.uuid4().hex
     with psycopg.connect(url) as holder:  # a first request still running under this key
-        holder.execute("SELECT pg_advisory_xact_lock(idempotency_lock_key('cat', %s))", [busy_key])
+        holder.execute(
+            "SELECT pg_advisory_xact_lock(idempotency_lock_key(current_tenant_id(), 'cat', %s))",
+            [busy_key],
+        )
         busy = await client.post("/purchases", json=body, headers=headers("cat", busy_key))
     assert busy.status_code == 409 and busy.json()["code"] == "idempotency_key_in_use"
 
@@ -217,7 +221,8 @@ async def test_keys_belong_to_their_user(
     running = uuid.uuid4().hex
     with psycopg.connect(url) as holder:
         holder.execute(
-            "SELECT pg_advisory_xact_lock(idempotency_lock_key(%s, %s))", [users[0], running]
+            "SELECT pg_advisory_xact_lock(idempotency_lock_key(current_tenant_id(), %s, %s))",
+            [users[0], running],
         )
         other = await buy(users[1], running)
         blocked = await buy(users[0], running)
@@ -231,7 +236,8 @@ def test_the_key_lock_cannot_be_forged_with_a_separator(catalog_database_url: st
     pairs = [("a:b", "c"), ("a", "b:c"), ("ab", "c"), ("a", "bc"), ("", "abc"), ("abc", "")]
     locks = sql(
         catalog_database_url,
-        "SELECT idempotency_lock_key(u, k) FROM unnest(%s::text[], %s::text[]) AS t (u, k)",
+        "SELECT idempotency_lock_key(current_tenant_id(), u, k) "
+        "FROM unnest(%s::text[], %s::text[]) AS t (u, k)",
         [user for user, _ in pairs],
         [key for _, key in pairs],
     )

@@ -52,10 +52,10 @@ async def test_refresh_picks_up_catalog_changes_and_flushes_counts(
         assert report["status"] == "refreshed" and report["failed_steps"] == []
         assert set(report["steps"].values()) == {"done"}
         assert report["product_views_flushed"] == 1
-        assert set(report["views_ms"]) == {"mv_category_counts", "mv_hot_products"}
+        assert set(report["views_ms"]) == {"home_lists", "home_snapshot"}
         assert report["search_queries_flushed"] == 3  # (office chair, A), (office chair, B), ...
         with psycopg.connect(catalog_database_url) as conn:
-            top = conn.execute("SELECT max(sold_count) FROM mv_hot_products").fetchone()
+            top = conn.execute("SELECT max(sold_count) FROM home_products").fetchone()
             counts = dict(
                 conn.execute("SELECT query, total_count FROM popular_searches").fetchall()
             )
@@ -138,12 +138,12 @@ async def test_a_flush_whose_lock_is_held_skips_and_keeps_its_entries(
 
 
 async def test_a_failing_step_rolls_back_only_itself(catalog_database_url: str) -> None:
-    """The views step fails (its view is missing); the counts are written all the same."""
+    """The views step fails (its table is missing); the counts are written all the same."""
     services = Services.from_settings(settings_for(catalog_database_url))
     try:
         await services.search_counts.record(search_count_entry("lonely step", A))
         failed_before = metrics.count(metrics.REFRESH_VIEWS_STEP_FAILURES, step="views")
-        with renamed(catalog_database_url, "MATERIALIZED VIEW", "mv_hot_products", "mv_hot_away"):
+        with renamed(catalog_database_url, "TABLE", "home_products", "home_away"):
             report = await refresh_views(services, EVENT)
         assert report["status"] == "failed" and report["failed_steps"] == ["views"]
         assert report["steps"]["search_counts"] == "done"

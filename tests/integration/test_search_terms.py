@@ -10,7 +10,7 @@ from gateway.democatalog import seed_catalog
 from tests.conftest import DEMO_AS_OF
 
 RECOMPUTED = """
-SELECT t.* FROM products p,
+SELECT t.*, p.tenant_id FROM products p,
     product_terms(p.id, p.search_vector, p.quality_score, p.is_available AND p.is_approved) t
 """
 

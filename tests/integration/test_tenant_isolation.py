@@ -24,7 +24,7 @@ import functions.home.app as home_function
 import functions.purchase.app as purchase_function
 import functions.search.app as search_function
 import functions.store.app as store_function
-from edgemart.routetable import ROUTES, RouteSpec
+from edgemart.routetable import ROUTES
 from edgemart.settings import Settings
 from edgemart.tenancy import is_tenant_scoped
 from tests.conftest import settings_for

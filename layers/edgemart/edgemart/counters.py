@@ -16,6 +16,11 @@ are the distinct clients of the two most recent periods, `total_count` their sum
 period, `peak_clients` the most in any one period; a query is *trending* when its current
 period clearly beats the previous one. A client is the token subject of an authenticated
 search, else its IP address, stored only as a keyed hash (`client_hash`).
+
+Every count is its tenant's (docs/decisions/0040): an entry of another tenant than `default`
+names it (a third JSON element; `tenant:product` for a view), so `default`'s entries, and a
+single-tenant install's buffers, read exactly as before. A flush writes each tenant's entries
+in that tenant's transaction.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from edgemart import metrics
 from edgemart.backoff import Backoff
 from edgemart.isolation import write_isolating
 from edgemart.logging import logger
+from edgemart.tenancy import DEFAULT_TENANT_ID
 from edgemart.validation import is_clean_identifier, text_problem
 
 if TYPE_CHECKING:
@@ -331,42 +337,65 @@ def client_hash(sub: str | None, ip: str | None, secret: str | None) -> str | No
     return hmac.new(_client_key(secret), data, hashlib.sha256).hexdigest()[:32]
 
 
-def search_count_entry(query: str, client: str) -> str:
-    return json.dumps([normalise_query(query), client])
+def _with_tenant(parts: list[str], tenant: uuid.UUID) -> str:
+    return json.dumps(parts if tenant == DEFAULT_TENANT_ID else [*parts, str(tenant)])
 
 
-def history_entry(user_sub: str, query: str) -> str:
-    return json.dumps([user_sub, normalise_query(query)])
+def search_count_entry(query: str, client: str, tenant: uuid.UUID = DEFAULT_TENANT_ID) -> str:
+    return _with_tenant([normalise_query(query), client], tenant)
+
+
+def history_entry(user_sub: str, query: str, tenant: uuid.UUID = DEFAULT_TENANT_ID) -> str:
+    return _with_tenant([user_sub, normalise_query(query)], tenant)
+
+
+def view_entry(product_id: str, tenant: uuid.UUID = DEFAULT_TENANT_ID) -> str:
+    return product_id if tenant == DEFAULT_TENANT_ID else f"{tenant}:{product_id}"
 
 
 @dataclass(frozen=True, slots=True, order=True)
 class SearchCount:
     query: str
     client: str
+    tenant: uuid.UUID = DEFAULT_TENANT_ID
 
 
 @dataclass(frozen=True, slots=True, order=True)
 class ViewCount:
     product_id: str
     count: int
+    tenant: uuid.UUID = DEFAULT_TENANT_ID
 
 
 @dataclass(frozen=True, slots=True, order=True)
 class HistoryEntry:
     user_sub: str
     query: str
+    tenant: uuid.UUID = DEFAULT_TENANT_ID
 
 
-def _pair(name: str) -> tuple[str, str] | None:
+def _canonical_uuid(text: str) -> uuid.UUID | None:
+    try:
+        value = uuid.UUID(text)
+    except ValueError:
+        return None
+    return value if str(value) == text else None
+
+
+def _pair(name: str) -> tuple[str, str, uuid.UUID] | None:
+    """The two parts of an entry and its tenant (`default` when it names none)."""
     try:
         value = json.loads(name)
     except (ValueError, RecursionError):  # not JSON, or nested deeper than json can parse
         return None
-    if isinstance(value, list) and len(value) == 2:
-        first, second = value
-        if isinstance(first, str) and isinstance(second, str):
-            return first, second
-    return None
+    if not isinstance(value, list) or len(value) not in (2, 3):
+        return None
+    if not all(isinstance(part, str) for part in value):
+        return None
+    tenant = DEFAULT_TENANT_ID if len(value) == 2 else _canonical_uuid(value[2])
+    if tenant is None:
+        return None
+    return value[0], value[1], tenant
 
 
 def _query_problem(query: str) -> str | None:
@@ -391,33 +420,31 @@ def parse_search_count(name: str, count: int) -> SearchCount | str:
     pair = _pair(name)
     if pair is None:
         return "not a JSON [query, client] pair"
-    query, client = pair
+    query, client, tenant = pair
     problem = _query_problem(query) or _count_problem(count)
     if problem is not None:
         return problem
     if not CLIENT_HASH.fullmatch(client):
         return "client is not a client hash"
-    return SearchCount(query, client)
+    return SearchCount(query, client, tenant)
 
 
 def parse_view_count(name: str, count: int) -> ViewCount | str:
-    try:
-        canonical = str(uuid.UUID(name))
-    except ValueError:
-        canonical = None
-    if canonical != name:
+    tenant_text, _, product_id = name.rpartition(":")
+    tenant = _canonical_uuid(tenant_text) if tenant_text else DEFAULT_TENANT_ID
+    if tenant is None or _canonical_uuid(product_id) is None:
         return "not a product id (a UUID in canonical form)"
-    return _count_problem(count) or ViewCount(name, count)
+    return _count_problem(count) or ViewCount(product_id, count, tenant)
 
 
 def parse_history(name: str, count: int) -> HistoryEntry | str:
     pair = _pair(name)
     if pair is None:
         return "not a JSON [user, query] pair"
-    user_sub, query = pair
+    user_sub, query, tenant = pair
     if not 1 <= len(user_sub) <= MAX_SUBJECT_LENGTH or not is_clean_identifier(user_sub):
         return "user is not a token subject"
-    return _query_problem(query) or _count_problem(count) or HistoryEntry(user_sub, query)
+    return _query_problem(query) or _count_problem(count) or HistoryEntry(user_sub, query, tenant)
 
 
 def check_entries(
@@ -465,7 +492,7 @@ WITH counted AS (
 )
 INSERT INTO popular_searches AS p (query, total_count, current_count, peak_clients, period_start)
 SELECT query, n, n, n, date_bin(%(period)s::interval, now(), 'epoch') FROM added
-ON CONFLICT (query) DO UPDATE
+ON CONFLICT (tenant_id, query) DO UPDATE
 SET total_count = p.total_count + excluded.total_count,
     current_count = p.current_count + excluded.current_count,
     peak_clients = greatest(p.peak_clients, p.current_count + excluded.current_count),

@@ -25,10 +25,15 @@
 --
 -- The batch's audit row names its orders by id with the batch's totals (the orders hold the
 -- rest); building one JSON object per order cost more than the order's own UPDATE.
--- edgemart: requires platform_fee
+--
+-- In the tenant p_tenant, which it sets first (docs/decisions/0040): the message names it, and
+-- an order id of another tenant is simply not found (its message is retried, then
+-- dead-lettered). The signature without p_tenant is kept for workers deployed before
+-- migration 0023 while a deploy rolls out: it applies in current_tenant_id().
+-- edgemart: requires platform_fee, current_tenant_id
 
 CREATE OR REPLACE FUNCTION apply_queued_orders(
-    p_product uuid, p_orders uuid[], p_fee_basis_points integer
+    p_tenant uuid, p_product uuid, p_orders uuid[], p_fee_basis_points integer
 )
 RETURNS TABLE (order_id uuid, status text, failure_code text)
 LANGUAGE plpgsql AS $$
@@ -48,13 +53,16 @@ DECLARE
     settled_code text[];
     written integer;
 BEGIN
+    PERFORM set_config('edgemart.tenant_id', p_tenant::text, true);
     -- Outside the attempts, so a retried attempt keeps the locks.
     SELECT coalesce(array_agg(w.user_sub ORDER BY w.user_sub), '{}'),
            coalesce(array_agg(w.balance_cents ORDER BY w.user_sub), '{}')
     INTO buyers, balances
     FROM (SELECT w.user_sub, w.balance_cents FROM wallets w
-          WHERE w.user_sub IN (SELECT q.user_sub FROM orders q
-                               WHERE q.id = ANY(p_orders) AND q.product_id = p_product
+          WHERE w.tenant_id = p_tenant
+            AND w.user_sub IN (SELECT q.user_sub FROM orders q
+                               WHERE q.tenant_id = p_tenant AND q.id = ANY(p_orders)
+                                 AND q.product_id = p_product
                                  AND q.status = 'queued')
           ORDER BY w.user_sub
           FOR UPDATE) w;
@@ -70,14 +78,16 @@ BEGIN
         settled_code := '{}';
         BEGIN
             IF attempt = 1 THEN
-                SELECT p.stock INTO remaining FROM products p WHERE p.id = p_product;
+                SELECT p.stock INTO remaining FROM products p
+                WHERE p.tenant_id = p_tenant AND p.id = p_product;
             ELSE
-                SELECT p.stock INTO remaining FROM products p WHERE p.id = p_product FOR UPDATE;
+                SELECT p.stock INTO remaining FROM products p
+                WHERE p.tenant_id = p_tenant AND p.id = p_product FOR UPDATE;
             END IF;
             remaining := coalesce(remaining, 0);
             FOR o IN
                 SELECT * FROM orders
-                WHERE id = ANY(p_orders) AND product_id = p_product
+                WHERE tenant_id = p_tenant AND id = ANY(p_orders) AND product_id = p_product
                 ORDER BY created_at, id
             LOOP
                 buyer := array_position(buyers, o.user_sub);
@@ -103,14 +113,15 @@ BEGIN
                 UPDATE wallets w
                 SET balance_cents = w.balance_cents - d.debit, updated_at = now()
                 FROM unnest(buyers, debits) AS d (user_sub, debit)
-                WHERE w.user_sub = d.user_sub AND d.debit > 0;
+                WHERE w.tenant_id = p_tenant AND w.user_sub = d.user_sub AND d.debit > 0;
                 WITH done AS (
                     UPDATE orders SET status = 'completed', updated_at = now()
-                    WHERE id = ANY(completed) AND orders.status = 'queued'
+                    WHERE tenant_id = p_tenant AND id = ANY(completed)
+                      AND orders.status = 'queued'
                     RETURNING *
                 ), paid AS (
-                    INSERT INTO payouts (order_id, store_id, amount_cents, fee_cents)
-                    SELECT d.id, d.store_id,
+                    INSERT INTO payouts (tenant_id, order_id, store_id, amount_cents, fee_cents)
+                    SELECT p_tenant, d.id, d.store_id,
                            d.total_cents - platform_fee(d.total_cents, p_fee_basis_points),
                            platform_fee(d.total_cents, p_fee_basis_points)
                     FROM done d
@@ -118,8 +129,9 @@ BEGIN
                 ), audited AS (
                     -- One audit row per applied batch (the direct path writes one per
                     -- purchase; here the batch is the unit of work).
-                    INSERT INTO audit_log (actor_sub, action, entity_type, entity_id, details)
-                    SELECT 'order_worker', 'purchase_batch', 'product', p_product::text,
+                    INSERT INTO audit_log (tenant_id, actor_sub, action, entity_type, entity_id,
+                                           details)
+                    SELECT p_tenant, 'order_worker', 'purchase_batch', 'product', p_product::text,
                            jsonb_build_object(
                                'order_ids', to_jsonb(completed), 'quantity', sold,
                                'total_cents', (SELECT sum(d.total_cents) FROM done d),
@@ -131,7 +143,7 @@ BEGIN
                 END IF;
                 UPDATE products SET stock = stock - sold, sold_count = sold_count + sold,
                                     updated_at = now()
-                WHERE id = p_product AND stock >= sold;
+                WHERE tenant_id = p_tenant AND id = p_product AND stock >= sold;
                 IF NOT FOUND THEN  -- the stock read went stale
                     RAISE EXCEPTION USING ERRCODE = 'EM001', MESSAGE = 'stock moved';
                 END IF;
@@ -141,12 +153,14 @@ BEGIN
                     UPDATE orders AS refusal
                     SET status = 'failed', failure_code = f.code, updated_at = now()
                     FROM unnest(failed, failures) AS f (id, code)
-                    WHERE refusal.id = f.id AND refusal.status = 'queued'
+                    WHERE refusal.tenant_id = p_tenant AND refusal.id = f.id
+                      AND refusal.status = 'queued'
                     RETURNING refusal.*
                 ), recorded AS (
                     INSERT INTO failed_transactions
-                        (user_sub, product_id, idempotency_key, error_code, message, request_id)
-                    SELECT r.user_sub, r.product_id, r.idempotency_key, r.failure_code,
+                        (tenant_id, user_sub, product_id, idempotency_key, error_code, message,
+                         request_id)
+                    SELECT p_tenant, r.user_sub, r.product_id, r.idempotency_key, r.failure_code,
                            r.failure_code, r.request_id
                     FROM refused r
                 )
@@ -172,4 +186,13 @@ BEGIN
         UNION ALL
         SELECT f.id, 'failed'::text, f.code FROM unnest(failed, failures) AS f (id, code);
 END;
+$$;
+
+CREATE OR REPLACE FUNCTION apply_queued_orders(
+    p_product uuid, p_orders uuid[], p_fee_basis_points integer
+)
+RETURNS TABLE (order_id uuid, status text, failure_code text)
+LANGUAGE sql AS $$
+    SELECT * FROM apply_queued_orders(current_tenant_id(), p_product, p_orders,
+                                      p_fee_basis_points)
 $$;

@@ -47,10 +47,17 @@
 --   attempt's read checks the store.
 -- - The refusal is an inlined SQL expression (purchase_refusal_code), and the fee one
 --   (platform_fee): neither runs a statement of its own.
+--
+-- Tenancy (docs/decisions/0040): the purchase happens in the tenant p_tenant, which it sets
+-- first, so every row it reads and writes is that tenant's (row-level security for the
+-- application role); its reads name the tenant too, so each is one probe of a key that leads
+-- with it, whoever runs it. The signature without p_tenant is kept for processes deployed
+-- before migration 0023 while a deploy rolls out: it buys in current_tenant_id().
 -- edgemart: requires claim_idempotency_key, order_json, platform_fee, purchase_queue_key
--- edgemart: requires purchase_refusal_code
+-- edgemart: requires purchase_refusal_code, current_tenant_id
 
 CREATE OR REPLACE FUNCTION purchase(
+    p_tenant uuid,
     p_user text,
     p_key text,
     p_fingerprint text,
@@ -80,7 +87,8 @@ DECLARE
     outcome_body jsonb;
     failure text;
 BEGIN
-    RETURN QUERY SELECT * FROM claim_idempotency_key(p_user, p_key, p_fingerprint, p_request_id,
+    PERFORM set_config('edgemart.tenant_id', p_tenant::text, true);
+    RETURN QUERY SELECT * FROM claim_idempotency_key(p_tenant, p_user, p_key, p_fingerprint, p_request_id,
                                                      p_key_ttl, p_key_wait);
     IF FOUND THEN
         RETURN;
@@ -94,14 +102,15 @@ BEGIN
         INTO available, own_product, unit_price, seller, stock_now, queued, switch_on,
              retry_after
         FROM (SELECT 1) AS one
-        LEFT JOIN kill_switches ks ON ks.name = 'purchases'
-        LEFT JOIN products p ON p.id = p_product
-        LEFT JOIN stores s ON s.id = p.store_id;
+        LEFT JOIN kill_switches ks ON ks.tenant_id = p_tenant AND ks.name = 'purchases'
+        LEFT JOIN products p ON p.tenant_id = p_tenant AND p.id = p_product
+        LEFT JOIN stores s ON s.tenant_id = p_tenant AND s.id = p.store_id;
 
         IF attempt = 1 AND switch_on THEN
             INSERT INTO failed_transactions
-                (user_sub, product_id, idempotency_key, error_code, message, request_id)
-            VALUES (p_user, p_product, p_key, 'purchases_disabled',
+                (tenant_id, user_sub, product_id, idempotency_key, error_code, message,
+                 request_id)
+            VALUES (p_tenant, p_user, p_product, p_key, 'purchases_disabled',
                     'purchases are switched off', p_request_id);
             RETURN QUERY SELECT 503, jsonb_build_object(
                 'code', 'purchases_disabled', 'retry_after',
@@ -121,9 +130,10 @@ BEGIN
         EXIT WHEN failure IS NOT NULL;
 
         IF queued THEN
-            INSERT INTO orders (user_sub, product_id, store_id, quantity, unit_price_cents,
-                                total_cents, currency, status, idempotency_key, request_id)
-            VALUES (p_user, p_product, seller, p_quantity, unit_price, unit_price * p_quantity,
+            INSERT INTO orders (tenant_id, user_sub, product_id, store_id, quantity,
+                                unit_price_cents, total_cents, currency, status,
+                                idempotency_key, request_id)
+            VALUES (p_tenant, p_user, p_product, seller, p_quantity, unit_price, unit_price * p_quantity,
                     p_currency, 'queued', p_key, p_request_id)
             RETURNING order_json(orders.*) INTO outcome_body;
             outcome_status := 202;
@@ -137,31 +147,33 @@ BEGIN
             -- so when the balance is short nothing is written and no row comes back.
             WITH debit AS (
                 UPDATE wallets w SET balance_cents = w.balance_cents - total, updated_at = now()
-                WHERE w.user_sub = p_user AND w.balance_cents >= total
+                WHERE w.tenant_id = p_tenant AND w.user_sub = p_user
+                  AND w.balance_cents >= total
                 RETURNING 1
             ), new_order AS (
-                INSERT INTO orders (user_sub, product_id, store_id, quantity, unit_price_cents,
-                                    total_cents, currency, status, idempotency_key, request_id)
-                SELECT p_user, p_product, seller, p_quantity, unit_price, total, p_currency,
+                INSERT INTO orders (tenant_id, user_sub, product_id, store_id, quantity,
+                                    unit_price_cents, total_cents, currency, status,
+                                    idempotency_key, request_id)
+                SELECT p_tenant, p_user, p_product, seller, p_quantity, unit_price, total, p_currency,
                        'completed', p_key, p_request_id
                 FROM debit
                 RETURNING *
             ), payout AS (
-                INSERT INTO payouts (order_id, store_id, amount_cents, fee_cents)
-                SELECT o.id, seller, total - fee, fee FROM new_order o
+                INSERT INTO payouts (tenant_id, order_id, store_id, amount_cents, fee_cents)
+                SELECT p_tenant, o.id, seller, total - fee, fee FROM new_order o
             ), audit AS (
-                INSERT INTO audit_log (actor_sub, action, entity_type, entity_id, details,
-                                       request_id)
-                SELECT p_user, 'purchase', 'order', o.id::text,
+                INSERT INTO audit_log (tenant_id, actor_sub, action, entity_type, entity_id,
+                                       details, request_id)
+                SELECT p_tenant, p_user, 'purchase', 'order', o.id::text,
                        jsonb_build_object('product_id', p_product, 'quantity', p_quantity,
                                           'total_cents', total, 'fee_cents', fee),
                        p_request_id
                 FROM new_order o
             ), receipt AS (
                 INSERT INTO idempotency_keys
-                    (user_sub, key, expires_at, fingerprint, status, response_status,
-                     response_body, request_id)
-                SELECT p_user, p_key, now() + p_key_ttl, p_fingerprint, 'completed', 201,
+                    (tenant_id, user_sub, key, expires_at, fingerprint, status,
+                     response_status, response_body, request_id)
+                SELECT p_tenant, p_user, p_key, now() + p_key_ttl, p_fingerprint, 'completed', 201,
                        order_json(o::orders), p_request_id
                 FROM new_order o
                 RETURNING response_body
@@ -178,7 +190,7 @@ BEGIN
             UPDATE products p
             SET stock = p.stock - p_quantity, sold_count = p.sold_count + p_quantity,
                 updated_at = now()
-            WHERE p.id = p_product AND p.is_available AND p.is_approved
+            WHERE p.tenant_id = p_tenant AND p.id = p_product AND p.is_available AND p.is_approved
               AND p.stock >= p_quantity
               AND p.price_cents IS NOT DISTINCT FROM unit_price
               AND p.store_id IS NOT DISTINCT FROM seller
@@ -205,15 +217,27 @@ BEGIN
         END IF;
         IF outcome_status <> 404 THEN
             INSERT INTO failed_transactions
-                (user_sub, product_id, idempotency_key, error_code, message, request_id)
-            VALUES (p_user, p_product, p_key, failure, failure, p_request_id);
+                (tenant_id, user_sub, product_id, idempotency_key, error_code, message,
+                 request_id)
+            VALUES (p_tenant, p_user, p_product, p_key, failure, failure, p_request_id);
         END IF;
     END IF;
     INSERT INTO idempotency_keys
-        (user_sub, key, expires_at, fingerprint, status, response_status, response_body,
-         request_id)
-    VALUES (p_user, p_key, now() + p_key_ttl, p_fingerprint, 'completed', outcome_status,
+        (tenant_id, user_sub, key, expires_at, fingerprint, status, response_status,
+         response_body, request_id)
+    VALUES (p_tenant, p_user, p_key, now() + p_key_ttl, p_fingerprint, 'completed', outcome_status,
             outcome_body, p_request_id);
     RETURN QUERY SELECT outcome_status, outcome_body, false, p_request_id;
 END;
+$$;
+
+CREATE OR REPLACE FUNCTION purchase(
+    p_user text, p_key text, p_fingerprint text, p_product uuid, p_quantity integer,
+    p_expected_unit_price bigint, p_fee_basis_points integer, p_request_id text,
+    p_key_ttl interval, p_key_wait interval, p_queue_enabled boolean, p_currency text
+) RETURNS TABLE (status integer, body jsonb, replayed boolean, original_request_id text)
+LANGUAGE sql AS $$
+    SELECT * FROM purchase(current_tenant_id(), p_user, p_key, p_fingerprint, p_product,
+                           p_quantity, p_expected_unit_price, p_fee_basis_points,
+                           p_request_id, p_key_ttl, p_key_wait, p_queue_enabled, p_currency)
 $$;

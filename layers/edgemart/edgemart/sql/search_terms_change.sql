@@ -2,7 +2,7 @@
 -- come. The UPDATE trigger fires only when the text, the quality score or the listing status
 -- changes: a purchase changes none of them and never fires it. Only listed products
 -- (is_available AND is_approved) have terms; the store's is_active and the query's filters are
--- checked when reading, as on the GIN path.
+-- checked when reading, as on the GIN path. A product's terms are its tenant's.
 -- edgemart: requires product_terms
 
 CREATE OR REPLACE FUNCTION search_terms_change() RETURNS trigger
@@ -12,13 +12,13 @@ BEGIN
         DELETE FROM search_terms s
         USING product_terms(OLD.id, OLD.search_vector, OLD.quality_score,
                             OLD.is_available AND OLD.is_approved) t
-        WHERE (s.lexeme, s.rank, s.rank_score, s.product_id)
-            = (t.lexeme, t.rank, t.rank_score, t.product_id);
+        WHERE (s.tenant_id, s.lexeme, s.rank, s.rank_score, s.product_id)
+            = (OLD.tenant_id, t.lexeme, t.rank, t.rank_score, t.product_id);
     END IF;
     IF TG_OP = 'UPDATE' THEN
-        INSERT INTO search_terms
-        SELECT * FROM product_terms(NEW.id, NEW.search_vector, NEW.quality_score,
-                                    NEW.is_available AND NEW.is_approved);
+        INSERT INTO search_terms (tenant_id, lexeme, rank, rank_score, product_id)
+        SELECT NEW.tenant_id, t.* FROM product_terms(NEW.id, NEW.search_vector, NEW.quality_score,
+                                    NEW.is_available AND NEW.is_approved) t;
     END IF;
     RETURN NULL;
 END;
