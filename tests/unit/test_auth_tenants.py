@@ -27,9 +27,11 @@ SHOP = Tenant(uuid.UUID("6f1c2a4e-0000-4000-8000-00000000abcd"), "shop")
         ({"app_metadata": {"org_id": "shop", "role": "admin"}}, "shop"),
         ({"org_id": "shop", "app_metadata": {"org_id": "other"}}, "shop"),  # the claim first
         ({}, None),
-        ({"org_id": ""}, None),
-        ({"org_id": 7}, None),
-        ({"org_id": ["shop"]}, None),
+        # Present in any form, it names a tenant (one that matches none): such a token is
+        # neither a tenant's nor a platform administrator's.
+        ({"org_id": ""}, ""),
+        ({"org_id": 7}, "7"),
+        ({"org_id": ["shop"]}, "['shop']"),
         ({"app_metadata": "shop"}, None),
         ({"app_metadata": {"org_id": None}}, None),
     ],
