@@ -117,14 +117,19 @@ def function_handler(
 
 
 def body_of(response: dict[str, Any]) -> Any:
-    """The JSON document, decoded as a client would (base64 from API Gateway, then gzip when
-    the response says `Content-Encoding: gzip`)."""
-    body: str | bytes = response["body"]
+    """The JSON document, decoded as a client would (`text_of`)."""
+    return json.loads(text_of(response))
+
+
+def text_of(response: dict[str, Any]) -> str:
+    """The body as a client reads it: base64 from API Gateway, then gzip when the response
+    says `Content-Encoding: gzip`."""
+    body: str | bytes = response.get("body", "")
     if response.get("isBase64Encoded"):
         body = base64.b64decode(body)
     if headers_of(response).get("content-encoding") == "gzip":
         body = gzip.decompress(body if isinstance(body, bytes) else body.encode())
-    return json.loads(body)
+    return body.decode() if isinstance(body, bytes) else body
 
 
 def headers_of(response: dict[str, Any]) -> dict[str, str]:
