@@ -29,6 +29,7 @@ from edgemart.changes import (
     listing_created,
     product_tag,
     product_tags,
+    stock_pushed,
     store_tag,
 )
 from edgemart.currencies import ISO_4217_CODES
@@ -310,7 +311,10 @@ async def update_product(request: Request) -> Response:
                 [*changes.values(), product_id],
             )
         ).fetchone()
-    await services.invalidate(listing_changed(product_id, owner["slug"]))
+    # Its pages, and its live subscribers (an edit may set the stock).
+    await services.invalidate(
+        listing_changed(product_id, owner["slug"]) | stock_pushed([product_id])
+    )
     return JSONResponse(row["product"] if row else None, headers=NO_STORE)
 
 

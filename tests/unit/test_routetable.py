@@ -131,7 +131,15 @@ def test_cache_rules_routes_are_the_tables() -> None:
 
 
 def test_functions_are_named_once_in_table_order() -> None:
-    assert function_names() == ("admin", "health", "home", "purchase", "search", "store")
+    assert function_names() == (
+        "admin",
+        "health",
+        "home",
+        "purchase",
+        "realtime",
+        "search",
+        "store",
+    )
 
 
 def test_path_parameters_bring_their_404s() -> None:

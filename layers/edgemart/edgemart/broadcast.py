@@ -67,6 +67,8 @@ def message_of(changes: Changes, origin: str) -> str:
         "tags": sorted(changes.tags),
         "prefixes": sorted(changes.prefixes),
     }
+    if changes.channels:
+        document["channels"] = sorted(changes.channels)
     return json.dumps(document, separators=(",", ":"))
 
 
@@ -76,12 +78,17 @@ def changes_of(message: bytes | str) -> tuple[str, Changes]:
     if not isinstance(document, dict):
         raise ValueError("not an object")
     origin, tags, prefixes = document.get("origin"), document.get("tags"), document.get("prefixes")
+    channels = document.get("channels", [])  # absent from a process that predates live updates
     if not isinstance(origin, str):
         raise ValueError("no origin")
-    for value in (tags, prefixes):
+    for value in (tags, prefixes, channels):
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise ValueError("tags and prefixes must be lists of strings")
-    return origin, Changes(frozenset(tags), frozenset(prefixes))  # type: ignore[arg-type]
+            raise ValueError("tags, prefixes and channels must be lists of strings")
+    return origin, Changes(
+        frozenset(tags),  # type: ignore[arg-type]
+        frozenset(prefixes),  # type: ignore[arg-type]
+        frozenset(channels),
+    )
 
 
 # ---- Trust (pure: the caller passes the time) ----
@@ -149,6 +156,8 @@ class Broadcast:
         self.on_receive: Callable[[], None] | None = None
         """Called after another process's changes were applied here (read routing: read the
         primary until the replica holds the write)."""
+        self.on_channels: Callable[[frozenset[str]], None] | None = None
+        """Called with the live channels another process's write changed (edgemart.live)."""
         self._failures = ThrottledWarning(
             "invalidation broadcast: %s failed (%r)", every_s=log_every_s
         )
@@ -187,8 +196,10 @@ class Broadcast:
             return
         if origin != self.origin:
             changes.apply(self.cache, transport=REDIS)
-            if self.on_receive is not None:
+            if self.on_receive is not None and changes.stales_pages:
                 self.on_receive()
+            if self.on_channels is not None and changes.channels:
+                self.on_channels(changes.channels)
 
     @asynccontextmanager
     async def listening(self) -> AsyncIterator[None]:

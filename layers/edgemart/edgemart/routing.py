@@ -91,7 +91,7 @@ def starlette_routes(function: str, handlers: Mapping[str, Handler]) -> list[Bas
     the caller and the request's inputs passed the route's checks (`guarded`: the handler
     reads them with `inputs_of`). Refuses a missing handler and one the table does not list
     for this function; a schema the checks cannot enforce fails here too, at import."""
-    from starlette.routing import Route
+    from starlette.routing import Route, WebSocketRoute
 
     from edgemart.requestinputs import guarded
 
@@ -105,6 +105,9 @@ def starlette_routes(function: str, handlers: Mapping[str, Handler]) -> list[Bas
             f"{extra or 'none'}"
         )
     return [
-        Route(spec.path, guarded(spec, handlers[spec.handler]), methods=[spec.method])
+        # A WebSocket handler takes the socket and checks its own messages (edgemart.live).
+        WebSocketRoute(spec.path, handlers[spec.handler])
+        if spec.websocket
+        else Route(spec.path, guarded(spec, handlers[spec.handler]), methods=[spec.method])
         for spec in specs
     ]
