@@ -26,7 +26,7 @@ from edgemart.errors import problem_body, problem_response
 from edgemart.jobs import JobRunner
 from edgemart.live.apigateway import ManagementApi
 from edgemart.live.connections import PostgresSession, connect, disconnect
-from edgemart.live.hub import LiveHub
+from edgemart.live.hub import LiveHub, LiveSocket
 from edgemart.live.protocol import CLOSE_NORMAL, CLOSE_POLICY
 from edgemart.live.session import handle_frame
 from edgemart.live.state import PostgresState
@@ -34,6 +34,8 @@ from edgemart.routing import starlette_routes
 from edgemart.services import Services
 from edgemart.tenancy import DEFAULT_TENANT_ID, tenant_of
 
+CLOSE_WAIT_S = 10.0
+"""How long a slow client's close frame may wait behind its unread frames."""
 TOO_MANY_CONNECTIONS = (
     "too_many_connections",
     "Too many connections",
@@ -73,6 +75,7 @@ async def websocket(socket: WebSocket) -> None:
         live = hub.connect(tenant_of(socket.scope).id, socket.send_text, _closer(socket))
         try:
             await _receive(socket, live, hub, services)
+            await live.finished(CLOSE_WAIT_S)
         finally:
             hub.disconnect(live)
     finally:
@@ -86,7 +89,7 @@ def _closer(socket: WebSocket) -> Any:
     return close
 
 
-async def _receive(socket: WebSocket, live: Any, hub: LiveHub, services: Services) -> None:
+async def _receive(socket: WebSocket, live: LiveSocket, hub: LiveHub, services: Services) -> None:
     idle_s = services.settings.ws_idle_timeout_s
     while not live.closed:
         try:

@@ -48,6 +48,7 @@ class LiveSocket:
         "_close",
         "_queue",
         "_writer",
+        "_closing",
         "channels",
         "sub",
         "invalid",
@@ -61,6 +62,7 @@ class LiveSocket:
         self._close = close
         self._queue: deque[str] = deque()
         self._writer: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
         self.channels: set[str] = set()
         """The keys (`live_channel`) this socket subscribes to."""
         self.sub: str | None = None
@@ -89,7 +91,7 @@ class LiveSocket:
             return
         if len(self._queue) >= self.hub.queue_bound:
             metrics.record(metrics.LIVE_SLOW_CLIENTS_CLOSED)
-            self._start(self.close(CLOSE_TRY_AGAIN_LATER))
+            self._closing = self._start(self.close(CLOSE_TRY_AGAIN_LATER))
             return
         self._queue.append(frame)
         if self._writer is None:
@@ -111,6 +113,15 @@ class LiveSocket:
             self.closed = True
         finally:
             self._writer = None
+
+    async def finished(self, timeout_s: float) -> None:
+        """Wait (at most `timeout_s`) for a close begun by `push` to be written: the close frame
+        waits behind what the slow client has not read yet, and the server drops the
+        connection without one once the handler returns."""
+        if self._closing is not None:
+            with suppress(TimeoutError, asyncio.CancelledError):
+                async with asyncio.timeout(timeout_s):
+                    await asyncio.shield(self._closing)
 
     async def close(self, code: int) -> None:
         """Stop sending and close with `code` (the receive loop then ends)."""
