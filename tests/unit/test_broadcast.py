@@ -166,3 +166,19 @@ def test_an_unreadable_message_clears_the_cache_rather_than_guess() -> None:
 
 def test_changes_with_nothing_in_them_are_falsy() -> None:
     assert not Changes() and stock_changed(["1"])
+
+
+def test_live_channels_travel_with_the_changes_and_stale_no_page() -> None:
+    from edgemart.changes import order_status_changed, stock_changed, stock_pushed
+
+    changes = stock_changed(["p1"]) | stock_pushed(["p1"]) | order_status_changed(["o1"])
+    origin, received = changes_of(message_of(changes, "elsewhere"))
+    assert (origin, received) == ("elsewhere", changes)
+    assert received.channels == {
+        "00000000-0000-0000-0000-000000000001/product:p1",
+        "00000000-0000-0000-0000-000000000001/order:o1",
+    }
+    only_live = order_status_changed(["o1"])
+    assert only_live and not only_live.stales_pages and only_live.marks == []
+    # A process that predates live updates sends no channels: none are read.
+    assert changes_of('{"origin":"old","tags":["product:p1"],"prefixes":[]}')[1].channels == set()

@@ -238,21 +238,29 @@ class LiveHub:
             for task_left in list(self.tasks):
                 task_left.cancel()
 
+    def take_due(self, now: float) -> list[str]:
+        """The keys due at `now`, no longer pending; a product's next read is then
+        `coalesce_s` away."""
+        due = [key for key, at in self._due.items() if at <= now]
+        for key in due:
+            del self._due[key]
+            self._last_read[key] = now
+        return due
+
+    def next_due(self) -> float | None:
+        return min(self._due.values()) if self._due else None
+
     async def run(self) -> None:
         while True:
-            now = self.clock()
-            due = [key for key, at in self._due.items() if at <= now]
-            if not due:
-                self._wake.clear()
-                wait = min(self._due.values()) - now if self._due else None
-                with suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self._wake.wait()
+            due = self.take_due(self.clock())
+            if due:
+                await self.deliver(due)
                 continue
-            for key in due:
-                del self._due[key]
-                self._last_read[key] = now
-            await self.deliver(due)
+            self._wake.clear()
+            at = self.next_due()
+            with suppress(TimeoutError):
+                async with asyncio.timeout(None if at is None else max(0.0, at - self.clock())):
+                    await self._wake.wait()
 
     async def deliver(self, keys: list[str]) -> None:
         """Read the keys' current state and fan each frame out to its subscribers."""
