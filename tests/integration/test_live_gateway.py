@@ -291,3 +291,23 @@ def test_serve_logs_no_errors(fleet: tuple[Serve, Serve]) -> None:
     for serve in fleet:
         errors = [r for r in serve.records() if r.get("level") in ("ERROR", "CRITICAL")]
         assert errors == [], Path(serve.log).read_text()[-3000:]
+
+
+async def test_an_idle_socket_is_closed_and_a_ping_keeps_it_open(
+    catalog_database_url: str,
+) -> None:
+    from edgemart.services import Services
+    from gateway.app import create_gateway
+    from tests.conftest import serve_in_thread, settings_for
+
+    settings = settings_for(catalog_database_url, ws_idle_timeout_s=1.0)
+    with serve_in_thread(create_gateway(Services.from_settings(settings))) as url:
+        ws = url.replace("http://", "ws://") + "/ws"
+        async with connect(ws) as idle, connect(ws) as pinging:
+            for _ in range(4):  # 2 s in all: past the timeout, but never 1 s without a ping
+                await asyncio.sleep(0.5)
+                await send(pinging, action="ping")
+                assert await receive(pinging) == {"type": "pong"}
+            with pytest.raises(ConnectionClosed):
+                await receive(idle)
+            assert idle.close_code == 1000
