@@ -2,8 +2,9 @@
 
 Its routes are the functions' own `routes` lists (each built from the route table, which also
 names the HTTP functions) and the app comes from the same `build_app` the Lambda handlers use.
-Its additions, which no Lambda serves: the docs page, `GET /docs` (gateway.docs), and the
-Prometheus metrics, `GET /metrics` (gateway.metricsroute).
+Its WebSocket route (`GET /ws`, functions.realtime) is served by this process's live hub,
+which the lifespan runs. Its additions, which no Lambda serves: the docs page, `GET /docs`
+(gateway.docs), and the Prometheus metrics, `GET /metrics` (gateway.metricsroute).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from edgemart.appfactory import build_app
 from edgemart.routetable import function_names
 from edgemart.services import Services
 from edgemart.settings import Settings
+from functions.realtime.app import live_hub
 from gateway.docs import docs_routes
 from gateway.metricsroute import metrics_routes
 from gateway.scheduler import gateway_schedules, running, running_when_leader
@@ -48,6 +50,7 @@ def create_gateway(
     workers share their metrics, so that `/metrics` sums them.
     """
     gateway_services = services or Services.from_settings(Settings.from_env())
+    hub = live_hub(gateway_services)
     folder = MetricsFolder(metrics_folder) if metrics_folder is not None else None
     # Built now, not at start-up, so a bad SCHEDULE_INTERVALS fails serve before it serves.
     schedules = gateway_schedules(gateway_services) if run_schedules else []
@@ -61,6 +64,8 @@ def create_gateway(
                 await stack.enter_async_context(writing_totals(folder))
             # Other processes' writes reach this one's cache (edgemart.broadcast).
             await stack.enter_async_context(gateway_services.listening())
+            # Its WebSockets hear this process's writes and, through the broadcast, others'.
+            await stack.enter_async_context(hub.running())
             await stack.enter_async_context(running(in_every_process, gateway_services))
             if leaders_only:
                 await stack.enter_async_context(running_when_leader(leaders_only, gateway_services))

@@ -32,6 +32,7 @@ MAX_HEADER_COUNT = 100
 # The request line (method, target, version) may add up to this much to a head.
 MAX_REQUEST_LINE_BYTES = 8 * 1024
 MAX_HEAD_BYTES = MAX_HEADER_BYTES + MAX_REQUEST_LINE_BYTES
+WS_MAX_FRAME_BYTES = 64 * 1024
 
 
 class RequestHeadTooLargeError(Exception):
@@ -127,6 +128,12 @@ def server_config(app: Any, *, host: str, port: int, **options: Any) -> uvicorn.
         http=HeaderLimitedHttpToolsProtocol,
         proxy_headers=False,
         server_header=False,
+        # Live-update sockets (edgemart.live): no per-message compression, whose zlib state
+        # would cost each idle socket far more than the socket itself; frames past 64 KiB are
+        # refused by the server (1009) before the protocol's own 4 KiB check reads them.
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        ws_max_size=WS_MAX_FRAME_BYTES,
         **options,
     )
 

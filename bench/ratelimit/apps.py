@@ -16,6 +16,7 @@ from edgemart.appfactory import build_app
 from edgemart.logging import logger
 from edgemart.services import Services
 from edgemart.settings import Settings
+from functions.realtime.app import routes as realtime_routes
 
 
 async def search(request: Request) -> JSONResponse:
@@ -25,8 +26,9 @@ async def search(request: Request) -> JSONResponse:
 ROUTES = [Route("/marketplace/search", search)]
 
 bare = Starlette(routes=ROUTES)
+# The gateway's WebSocket route (`GET /ws`) is present, as in `edgemart serve`.
 full = build_app(
-    ROUTES,
+    [*ROUTES, *realtime_routes],
     services=Services.from_settings(Settings(rate_limit_overrides=(("search", 100_000_000, 60),))),
 )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from typing import Any
+from uuid import UUID
 
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
@@ -26,7 +27,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from edgemart import metrics
-from edgemart.changes import stock_changed
+from edgemart.changes import Changes, order_status_changed, stock_changed, stock_pushed
 from edgemart.jobs import JobRunner
 from edgemart.logging import logger
 from edgemart.purchasequeue import purchase_message
@@ -100,8 +101,14 @@ async def apply_groups(
         applied = {row["order_id"]: row["failure_code"] or row["status"] for row in rows}
         for order_id in order_ids:
             outcomes[group, order_id] = applied.get(order_id, "retry")
-        if "completed" in applied.values():
-            await services.invalidate(stock_changed([product_id]))  # committed: the stock moved
+        stock = Changes()
+        if "completed" in applied.values():  # committed: the stock moved
+            stock = stock_changed([product_id], tenant=UUID(tenant_id)) | stock_pushed(
+                [product_id], tenant=UUID(tenant_id)
+            )
+        # And live subscribers of the orders learn their final status.
+        final = [order_id for order_id, outcome in applied.items() if outcome != "queued"]
+        await services.invalidate(stock | order_status_changed(final, tenant=UUID(tenant_id)))
     return outcomes
 
 

@@ -39,7 +39,7 @@ from edgemart import metrics
 from edgemart.appfactory import build_app, lambda_handler
 from edgemart.breaker import CircuitOpenError
 from edgemart.cache import NO_STORE
-from edgemart.changes import stock_changed
+from edgemart.changes import stock_changed, stock_pushed
 from edgemart.cursor import cursor_key, decode_cursor, next_page, query_fingerprint
 from edgemart.db import UNAVAILABLE_ERRORS
 from edgemart.errors import ProblemError, problem_response
@@ -205,8 +205,11 @@ async def create_purchase(request: Request) -> Response:
         raise RuntimeError("purchase() returned no row")
     metrics.record(metrics.PURCHASES, outcome=purchase_outcome(row))
     if row["status"] == 201 and not row["replayed"]:
-        # Committed: the stock moved.
-        await services.invalidate(stock_changed([str(product_id)], tenant=tenant_of(request.scope)))
+        # Committed: the stock moved, on its pages and for its live subscribers.
+        await services.invalidate(
+            stock_changed([str(product_id)], tenant=tenant)
+            | stock_pushed([str(product_id)], tenant=tenant)
+        )
     response = outcome_response(row["status"], row["body"], row["original_request_id"])
     response.headers.update(replay_headers(row["replayed"], row["original_request_id"]))
     return response

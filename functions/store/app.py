@@ -33,6 +33,7 @@ from edgemart.changes import (
     listing_created,
     product_tag,
     product_tags,
+    stock_pushed,
     store_tag,
 )
 from edgemart.counters import view_entry
@@ -322,8 +323,11 @@ async def update_product(request: Request) -> Response:
                 [*changes.values(), product_id],
             )
         ).fetchone()
+    # Its pages, and its live subscribers (an edit may set the stock).
+    tenant = tenant_of(request.scope)
     await services.invalidate(
-        listing_changed(product_id, owner["slug"], tenant=tenant_of(request.scope))
+        listing_changed(product_id, owner["slug"], tenant=tenant)
+        | stock_pushed([product_id], tenant=tenant)
     )
     return JSONResponse(row["product"] if row else None, headers=NO_STORE)
 

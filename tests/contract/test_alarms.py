@@ -38,7 +38,10 @@ ALARM = "AWS::CloudWatch::Alarm"
 DASHBOARD = "AWS::CloudWatch::Dashboard"
 
 # A route's group: its rate-limit group, else its function (what `requests` is recorded by).
-ROUTE_GROUPS = frozenset(route.rate_limit or route.function for route in ROUTES)
+# The WebSocket upgrade records no `requests` (the request context serves HTTP only).
+ROUTE_GROUPS = frozenset(
+    route.rate_limit or route.function for route in ROUTES if not route.websocket
+)
 PURCHASE_ROUTE = next(route for route in ROUTES if route.label == "POST /purchases")
 # The purchase function records completed, queued, replayed or the refusal's problem code,
 # and two outcomes its answers name otherwise: circuit_open (503 read_only_mode without trying

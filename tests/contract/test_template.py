@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from edgemart.cache import CACHE_RULES, CDN_HOST_HEADER, TAGS_HEADER, TENANT_HEADER, CacheRule
 from edgemart.changes import listing_changed
@@ -81,9 +81,12 @@ def test_one_function_per_folder(template: dict[str, Any]) -> None:
 
 
 def test_http_events_are_the_route_table(template: dict[str, Any]) -> None:
-    """Every route of the table has its event on its own function, and no event is extra."""
+    """Every HTTP route of the table has its event on its own function, and no event is extra
+    (the WebSocket route is the WebSocket API's: tests/contract/test_realtime_template.py)."""
     in_table: dict[str, set[tuple[str, str]]] = {}
     for route in ROUTES:
+        if route.websocket:
+            continue
         in_table.setdefault(route.function, set()).add((route.method, route.path))
     in_template: dict[str, set[tuple[str, str]]] = {}
     for properties in resources(template, "AWS::Serverless::Function").values():
@@ -105,6 +108,10 @@ def test_each_function_serves_its_table_routes(module: str) -> None:
         for route in importlib.import_module(module).routes
         if isinstance(route, Route)
         for method in (route.methods or ()) - {"HEAD"}
+    } | {
+        ("GET", route.path)  # a WebSocket upgrade is a GET
+        for route in importlib.import_module(module).routes
+        if isinstance(route, WebSocketRoute)
     }
     assert in_code == {(r.method, r.path) for r in ROUTES if r.function == function}
 

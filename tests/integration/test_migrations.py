@@ -214,10 +214,10 @@ def test_through_stops_at_a_version_with_only_the_definitions_it_needs(
         "create_idempotency_partitions",  # 0003 creates the first partitions with it
         "listing_rank_score",  # 0009 indexes its results
     ]
-    latest = load_migrations()[-1].version
-    assert [m.version for m in pending_migrations(fresh_database_url)] == list(
-        range(10, latest + 1)
-    )
+    # Every later one, whichever numbers exist (branches merge their migrations in any order).
+    assert [m.version for m in pending_migrations(fresh_database_url)] == [
+        m.version for m in load_migrations() if m.version >= 10
+    ]
 
 
 def make_old_chain_history(url: str) -> None:

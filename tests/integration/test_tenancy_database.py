@@ -30,13 +30,14 @@ PRICE = 100
 BALANCE = 100_000
 SET_TENANT = "SELECT set_config('edgemart.tenant_id', %s, true)"
 
-# Every table of the schema with a tenant_id column, partitions included, but tenant_domains:
-# a platform table (a host is looked up before any tenant is known).
+# Every table of the schema with a tenant_id column, partitions included, but the platform's
+# directories, read before any tenant is known: tenant_domains (a request's host) and
+# live_connections (a WebSocket API connection's tenant, looked up by its id on each message).
 TENANT_TABLES_SQL = """
 SELECT c.oid::regclass::text FROM pg_class c
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
 WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
-  AND c.relname <> 'tenant_domains'
+  AND c.relname NOT IN ('tenant_domains', 'live_connections')
 ORDER BY 1
 """
 

@@ -213,3 +213,19 @@ def test_another_process_s_tenants_message_empties_the_directory_and_leaves_the_
     assert cache.fresh("product:1") is not None
     broadcast.receive(b"\xff garbage")
     assert heard == ["tenants", "pages", "tenants"]
+
+
+def test_live_channels_travel_with_the_changes_and_stale_no_page() -> None:
+    from edgemart.changes import order_status_changed, stock_changed, stock_pushed
+
+    changes = stock_changed(["p1"]) | stock_pushed(["p1"]) | order_status_changed(["o1"])
+    origin, received, _ = changes_of(message_of(changes, "elsewhere"))
+    assert (origin, received) == ("elsewhere", changes)
+    assert received.channels == {
+        "00000000-0000-0000-0000-000000000001/product:p1",
+        "00000000-0000-0000-0000-000000000001/order:o1",
+    }
+    only_live = order_status_changed(["o1"])
+    assert only_live and not only_live.stales_pages and only_live.marks == []
+    # A process that predates live updates sends no channels: none are read.
+    assert changes_of('{"origin":"old","tags":["product:p1"],"prefixes":[]}')[1].channels == set()

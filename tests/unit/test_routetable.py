@@ -137,6 +137,7 @@ def test_functions_are_named_once_in_table_order() -> None:
         "home",
         "platform",
         "purchase",
+        "realtime",
         "search",
         "store",
     )

@@ -82,6 +82,8 @@ def message_of(changes: Changes, origin: str, *, tenants_changed: bool = False) 
     }
     if tenants_changed:
         document["tenants"] = True
+    if changes.channels:
+        document["channels"] = sorted(changes.channels)
     return json.dumps(document, separators=(",", ":"))
 
 
@@ -91,15 +93,21 @@ def changes_of(message: bytes | str) -> Message:
     if not isinstance(document, dict):
         raise ValueError("not an object")
     origin, tags, prefixes = document.get("origin"), document.get("tags"), document.get("prefixes")
+    channels = document.get("channels", [])  # absent from a process that predates live updates
     if not isinstance(origin, str):
         raise ValueError("no origin")
-    for value in (tags, prefixes):
+    for value in (tags, prefixes, channels):
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise ValueError("tags and prefixes must be lists of strings")
+            raise ValueError("tags, prefixes and channels must be lists of strings")
     tenants = document.get("tenants", False)
     if not isinstance(tenants, bool):
         raise ValueError("tenants must be a boolean")
-    return Message(origin, Changes(frozenset(tags), frozenset(prefixes)), tenants)  # type: ignore[arg-type]
+    changes = Changes(
+        frozenset(tags),  # type: ignore[arg-type]
+        frozenset(prefixes),  # type: ignore[arg-type]
+        frozenset(channels),
+    )
+    return Message(origin, changes, tenants)
 
 
 # ---- Trust (pure: the caller passes the time) ----
@@ -171,6 +179,8 @@ class Broadcast:
         self.on_tenants_changed: Callable[[], None] | None = None
         """Called when another process changed the tenant directory (multi mode: forget
         every host)."""
+        self.on_channels: Callable[[frozenset[str]], None] | None = None
+        """Called with the live channels another process's write changed (edgemart.live)."""
         self._failures = ThrottledWarning(
             "invalidation broadcast: %s failed (%r)", every_s=log_every_s
         )
@@ -218,8 +228,10 @@ class Broadcast:
             return
         if changes:
             changes.apply(self.cache, transport=REDIS)
-            if self.on_receive is not None:
+            if self.on_receive is not None and changes.stales_pages:
                 self.on_receive()
+            if self.on_channels is not None and changes.channels:
+                self.on_channels(changes.channels)
         if tenants_changed and self.on_tenants_changed is not None:
             self.on_tenants_changed()
 

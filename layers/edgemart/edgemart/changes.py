@@ -29,6 +29,10 @@ What changes what:
   (`popular_searches_changed`).
 The home page is rebuilt on its schedule and may lag by it; other admin changes (kill
 switches, purchase modes, credits) show on no cached page.
+
+`channels` names the live-update channels (edgemart.live) whose state the write changed, each
+scoped to its tenant (`live_channel`): an order whose status moved, a product whose stock may
+have. They ride the same broadcast, after the same commit, and drop nothing from any cache.
 """
 
 from __future__ import annotations
@@ -83,10 +87,17 @@ def key_marks(key: str, tags: Iterable[str]) -> list[str]:
     return marks
 
 
+def live_channel(channel: str, tenant_id: object = DEFAULT_TENANT_ID) -> str:
+    """A live-update channel (`order:<id>`, `product:<id>`) as `Changes.channels` names it:
+    within its tenant, so one tenant's change never reaches another's subscribers."""
+    return f"{tenant_id}/{channel}"
+
+
 @dataclass(frozen=True, slots=True)
 class Changes:
     tags: frozenset[str] = frozenset()
     prefixes: frozenset[str] = frozenset()
+    channels: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         unknown = {prefix for prefix in self.prefixes if split_scope(prefix)[1] not in KEY_PREFIXES}
@@ -94,9 +105,18 @@ class Changes:
             raise ValueError(f"key prefixes {sorted(unknown)} are not in KEY_PREFIXES")
 
     def __or__(self, other: Changes) -> Changes:
-        return Changes(self.tags | other.tags, self.prefixes | other.prefixes)
+        return Changes(
+            self.tags | other.tags,
+            self.prefixes | other.prefixes,
+            self.channels | other.channels,
+        )
 
     def __bool__(self) -> bool:
+        return bool(self.tags or self.prefixes or self.channels)
+
+    @property
+    def stales_pages(self) -> bool:
+        """Whether any cached page is stale (channels alone stale none)."""
         return bool(self.tags or self.prefixes)
 
     @property
@@ -107,7 +127,7 @@ class Changes:
     def apply(self, cache: TTLCache, *, transport: str = LOCAL) -> None:
         """Drop what these changes made stale from this process's cache: sent and received
         in-process (`transport` local), or received from another process."""
-        if self:
+        if self.stales_pages:
             if transport == LOCAL:
                 metrics.record(metrics.INVALIDATIONS_SENT, transport=LOCAL)
             cache.invalidate(tags=self.tags, prefixes=self.prefixes)
@@ -137,3 +157,25 @@ def listing_changed(
 
 def popular_searches_changed(*, tenant: Tenant | UUID = DEFAULT_TENANT_ID) -> Changes:
     return Changes(prefixes=frozenset({scoped(tenant, POPULAR_SEARCHES_KEY)}))
+
+
+def order_status_changed(
+    order_ids: Iterable[str], *, tenant: Tenant | UUID = DEFAULT_TENANT_ID
+) -> Changes:
+    """Queued orders the worker applied (completed or failed): their live channels."""
+    return Changes(
+        channels=frozenset(live_channel(f"order:{order}", _id(tenant)) for order in order_ids)
+    )
+
+
+def stock_pushed(
+    product_ids: Iterable[str], *, tenant: Tenant | UUID = DEFAULT_TENANT_ID
+) -> Changes:
+    """Products whose stock may have moved: their live channels (the pages are `stock_changed`)."""
+    return Changes(
+        channels=frozenset(live_channel(f"product:{pid}", _id(tenant)) for pid in product_ids)
+    )
+
+
+def _id(tenant: Tenant | UUID) -> UUID:
+    return tenant.id if isinstance(tenant, Tenant) else tenant

@@ -231,6 +231,22 @@ INVALIDATIONS_RECEIVED = counter(
     "Cache invalidations applied to this process's cache, by transport (local: its own writes)",
     dimensions=("transport",),
 )
+LIVE_MESSAGES_SENT = counter(
+    "live_messages_sent",
+    "Live-update frames a gateway process wrote to its WebSockets (state, changes, pongs, errors)",
+    gateway_only=True,
+)
+LIVE_SLOW_CLIENTS_CLOSED = counter(
+    "live_slow_clients_closed",
+    "WebSockets closed with 1013 because their client read so slowly their send queue filled",
+    gateway_only=True,
+)
+LIVE_POSTS = counter(
+    "live_posts",
+    "Live-update frames posted through the API Gateway Management API, by outcome: sent, "
+    "gone (the connection was deleted) or failed",
+    dimensions=("outcome",),
+)
 EDGE_PURGES = counter(
     "edge_purges",
     "Requests dropping pages at the edge (a Varnish BAN per tag or prefix, a CloudFront "

@@ -65,7 +65,18 @@ def _parameter(param: Param) -> dict[str, Any]:
     return described
 
 
+WEBSOCKET_DESCRIPTION = (
+    "A WebSocket upgrade (send `Connection: Upgrade`, `Upgrade: websocket`): OpenAPI cannot "
+    "describe what follows. Text frames of JSON: the client sends `auth`, `subscribe`, "
+    "`unsubscribe` and `ping` actions; the server answers with each subscribed channel's "
+    "current state, then one message per committed change (`order`, `stock`), `pong` and "
+    "`error`. The whole protocol, its limits and errors: docs/live-updates.md."
+)
+
+
 def _success(route: RouteSpec, status: int) -> dict[str, Any]:
+    if status == 101:
+        return {"description": "Switching Protocols: the live-update WebSocket"}
     if status == 304:
         return {"description": "Not modified (If-None-Match matched the ETag)"}
     return {"description": _phrase(status), "content": {"application/json": {"schema": {}}}}
@@ -105,6 +116,9 @@ def operation(route: RouteSpec) -> dict[str, Any]:
         described["description"] = (
             "Needs a token with the platform_admin role that names no tenant (no org_id)."
         )
+    if route.websocket:
+        described["description"] = WEBSOCKET_DESCRIPTION
+        described["x-websocket"] = True
     responses = {str(status): _success(route, status) for status in route.success}
     responses.update(
         {str(status): _problem(status, codes) for status, codes in route.problems.items()}

@@ -71,6 +71,9 @@ class RouteSpec:
     errors: Problems = field(default_factory=dict)
     database: bool = True
     unknown_query: Literal["refused", "ignored"] = "refused"
+    websocket: bool = False
+    """A WebSocket upgrade (the live-update socket): served as a Starlette WebSocket route,
+    its handler taking the socket; on AWS the WebSocket API serves it, not the HTTP API."""
 
     @property
     def label(self) -> str:
@@ -438,6 +441,22 @@ ROUTES: tuple[RouteSpec, ...] = (
         cache_rule=None,
         auth="bearer",
         unknown_query="ignored",
+    ),
+    # realtime
+    RouteSpec(
+        "GET",
+        "/ws",
+        "realtime",
+        "websocket",
+        "Live updates: order status and product stock over a WebSocket (upgrade)",
+        rate_limit=None,
+        cache_rule=None,
+        auth="none",
+        success=(101,),
+        errors={426: ("upgrade_required",), 429: ("too_many_connections",)},
+        database=False,
+        unknown_query="ignored",
+        websocket=True,
     ),
     # search
     RouteSpec(

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from edgemart.routetable import ROUTES, RouteSpec
 
 if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
     from starlette.routing import BaseRoute
 
     from edgemart.requestinputs import Handler
@@ -91,7 +93,7 @@ def starlette_routes(function: str, handlers: Mapping[str, Handler]) -> list[Bas
     the caller and the request's inputs passed the route's checks (`guarded`: the handler
     reads them with `inputs_of`). Refuses a missing handler and one the table does not list
     for this function; a schema the checks cannot enforce fails here too, at import."""
-    from starlette.routing import Route
+    from starlette.routing import Route, WebSocketRoute
 
     from edgemart.requestinputs import guarded
 
@@ -104,7 +106,28 @@ def starlette_routes(function: str, handlers: Mapping[str, Handler]) -> list[Bas
             f"{function}: handlers missing {missing or 'none'}, not in the route table "
             f"{extra or 'none'}"
         )
-    return [
-        Route(spec.path, guarded(spec, handlers[spec.handler]), methods=[spec.method])
-        for spec in specs
-    ]
+    routes: list[BaseRoute] = []
+    for spec in specs:
+        if spec.websocket:
+            # The handler takes the socket and checks its own messages (edgemart.live); a
+            # plain request for the same path is told to upgrade.
+            routes.append(WebSocketRoute(spec.path, handlers[spec.handler]))
+            routes.append(Route(spec.path, upgrade_required, methods=[spec.method]))
+        else:
+            routes.append(
+                Route(spec.path, guarded(spec, handlers[spec.handler]), methods=[spec.method])
+            )
+    return routes
+
+
+async def upgrade_required(request: Request) -> Response:
+    """A WebSocket route asked for without the upgrade: 426."""
+    from edgemart.errors import ProblemError
+
+    raise ProblemError(
+        426,
+        "upgrade_required",
+        "Upgrade Required",
+        "This is a WebSocket: send `Connection: Upgrade` and `Upgrade: websocket`",
+        headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+    )

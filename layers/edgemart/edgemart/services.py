@@ -44,6 +44,8 @@ from edgemart.settings import Settings
 if TYPE_CHECKING:
     from edgemart.broadcast import Broadcast
     from edgemart.edgepurge import EdgePurge
+    from edgemart.live.hub import LiveHub
+    from edgemart.live.outlet import LiveOutlet
     from edgemart.sharedcache import SharedCache
     from edgemart.tenantdirectory import TenantDirectory
     from edgemart.tracing.tracer import Tracing
@@ -69,6 +71,9 @@ class Services:
     edge_purge: EdgePurge | None = None
     tenant_directory: TenantDirectory | None = None
     """Multi mode's host → tenant lookups (edgemart.tenantdirectory); None in single mode."""
+    live: LiveOutlet | None = None
+    """Where committed `Changes.channels` go: this gateway process's sockets (`attach_live`)
+    or, on AWS, the WebSocket API's connections (`WS_API_ENDPOINT`)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -121,6 +126,7 @@ class Services:
             broadcast=broadcast,
             edge_purge=_edge_purge(settings),
             tenant_directory=_tenant_directory(settings, primary, cache, broadcast),
+            live=_api_gateway_push(settings, primary),
         )
 
     async def invalidate(self, changes: Changes) -> None:
@@ -132,10 +138,16 @@ class Services:
         if not changes:
             return
         changes.apply(self.cache)
-        self.reads.wrote()  # its pages reload from the primary until the replica holds it
+        if changes.stales_pages:
+            self.reads.wrote()  # its pages reload from the primary until the replica holds it
+        if self.live is not None and changes.channels:
+            try:
+                await self.live.publish(changes.channels)
+            except Exception:  # best effort: a subscriber that reconnects reads the state
+                logger.exception("live updates: publishing failed")
         if self.broadcast is not None:
             await self.broadcast.send(changes)
-        if self.edge_purge is not None:
+        if self.edge_purge is not None and changes.stales_pages:
             try:
                 self.edge_purge.purge(changes)
             except Exception:
@@ -149,6 +161,13 @@ class Services:
             self.tenant_directory.changed()
         if self.broadcast is not None:
             await self.broadcast.send(Changes(), tenants_changed=True)
+
+    def attach_live(self, live: LiveHub) -> None:
+        """Deliver committed changes to `live`'s sockets: this process's at once, every other
+        process's through the broadcast."""
+        self.live = live
+        if self.broadcast is not None:
+            self.broadcast.on_channels = live.changed
 
     @asynccontextmanager
     async def listening(self) -> AsyncIterator[None]:
@@ -206,6 +225,16 @@ def _tenant_directory(
     if broadcast is not None:
         broadcast.on_tenants_changed = directory.changed
     return directory
+
+
+def _api_gateway_push(settings: Settings, primary: Database) -> LiveOutlet | None:
+    """On AWS (`WS_API_ENDPOINT`): committed changes are posted to the WebSocket API's
+    subscribed connections; its modules are imported only then."""
+    if not settings.ws_api_endpoint:
+        return None
+    from edgemart.live.apigateway import ApiGatewayPush, ManagementApi
+
+    return ApiGatewayPush(primary, ManagementApi(settings.ws_api_endpoint))
 
 
 def _fleet_cache(

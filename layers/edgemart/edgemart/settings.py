@@ -650,6 +650,35 @@ class Settings:
         "host is 404 `tenant_not_found` except on `/health*`, `/platform/*` and `/metrics`, "
         "and a token must name the host's tenant in its `org_id` (403 `tenant_mismatch`)",
     )
+    ws_max_connections_per_client: int = setting(
+        20,
+        Integer(low=1),
+        "HTTP & logging",
+        "live updates: WebSocket connections one client address may hold open on one gateway "
+        "process (or, on AWS, across the WebSocket API); one more is refused with 429",
+    )
+    ws_idle_timeout_s: float = setting(
+        600.0,
+        Number(),
+        "HTTP & logging",
+        "live updates: seconds a WebSocket may go without a message from its client (a "
+        "`ping` counts) before the server closes it",
+    )
+    ws_send_queue: int = setting(
+        256,
+        Integer(low=1),
+        "HTTP & logging",
+        "live updates: messages a gateway WebSocket may have waiting to be sent; a client "
+        "that reads so slowly its queue fills is closed with 1013 so it never delays anyone",
+    )
+    ws_api_endpoint: str | None = setting(
+        None,
+        Text("URL"),
+        "HTTP & logging",
+        "live updates on AWS: the WebSocket API's management endpoint "
+        "(`https://<api>.execute-api.<region>.amazonaws.com/<stage>`); when set, a function "
+        "that commits a change posts it to the subscribed connections (the template sets it)",
+    )
     metrics_bearer_token: str | None = setting(
         None,
         Text("secret"),

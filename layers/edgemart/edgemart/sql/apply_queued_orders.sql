@@ -54,6 +54,10 @@ DECLARE
     written integer;
 BEGIN
     PERFORM set_config('edgemart.tenant_id', p_tenant::text, true);
+    -- The tenant's own fee, else the deployment's (p_fee_basis_points), as a direct purchase.
+    p_fee_basis_points := coalesce(
+        (SELECT t.platform_fee_bps FROM tenants t WHERE t.id = p_tenant), p_fee_basis_points
+    );
     -- Outside the attempts, so a retried attempt keeps the locks.
     SELECT coalesce(array_agg(w.user_sub ORDER BY w.user_sub), '{}'),
            coalesce(array_agg(w.balance_cents ORDER BY w.user_sub), '{}')
