@@ -22,7 +22,7 @@ from typing import Any
 from starlette.websockets import WebSocket
 
 from edgemart.clientip import client_ip
-from edgemart.errors import problem_body, problem_response
+from edgemart.errors import TenantNotFoundError, problem_body, problem_response
 from edgemart.jobs import JobRunner
 from edgemart.live.apigateway import ManagementApi
 from edgemart.live.connections import PostgresSession, connect, disconnect
@@ -32,7 +32,8 @@ from edgemart.live.session import handle_frame
 from edgemart.live.state import PostgresState
 from edgemart.routing import starlette_routes
 from edgemart.services import Services
-from edgemart.tenancy import DEFAULT_TENANT_ID, tenant_of
+from edgemart.tenancy import DEFAULT_TENANT, Tenant, tenant_of
+from edgemart.tenantresolution import host_key
 
 CLOSE_WAIT_S = 10.0
 """How long a slow client's close frame may wait behind its unread frames."""
@@ -72,9 +73,10 @@ async def websocket(socket: WebSocket) -> None:
         return
     try:
         await socket.accept()
-        live = hub.connect(tenant_of(socket.scope).id, socket.send_text, _closer(socket))
+        tenant = tenant_of(socket.scope)
+        live = hub.connect(tenant.id, socket.send_text, _closer(socket))
         try:
-            await _receive(socket, live, hub, services)
+            await _receive(socket, live, hub, services, token_tenant(services, tenant))
             await live.finished(CLOSE_WAIT_S)
         finally:
             hub.disconnect(live)
@@ -89,7 +91,19 @@ def _closer(socket: WebSocket) -> Any:
     return close
 
 
-async def _receive(socket: WebSocket, live: LiveSocket, hub: LiveHub, services: Services) -> None:
+def token_tenant(services: Services, tenant: Tenant) -> Tenant | None:
+    """The tenant a token must name to authenticate on a socket: its own in multi mode;
+    None in single mode, which ignores `org_id`."""
+    return tenant if services.settings.tenancy == "multi" else None
+
+
+async def _receive(
+    socket: WebSocket,
+    live: LiveSocket,
+    hub: LiveHub,
+    services: Services,
+    tenant: Tenant | None,
+) -> None:
     idle_s = services.settings.ws_idle_timeout_s
     while not live.closed:
         try:
@@ -103,7 +117,7 @@ async def _receive(socket: WebSocket, live: LiveSocket, hub: LiveHub, services: 
         frame = message.get("text")
         if frame is None:
             frame = message.get("bytes")
-        outcome = await handle_frame(frame, live, hub.state, services.authenticator)
+        outcome = await handle_frame(frame, live, hub.state, services.authenticator, tenant)
         for reply in outcome.replies:
             live.push(reply)
         if outcome.invalid and live.invalid.note(time.monotonic()):
@@ -132,15 +146,12 @@ async def realtime(services: Services, event: Mapping[str, Any]) -> dict[str, An
     if route == "$connect":
         client = str(context.get("identity", {}).get("sourceIp", ""))
         limit = services.settings.ws_max_connections_per_client
-        # Tenancy: the default tenant until the WebSocket API resolves one from its host.
-        if not await connect(services.primary, connection_id, client, limit, DEFAULT_TENANT_ID):
-            status, code, title, detail = 429, *TOO_MANY_CONNECTIONS
-            body = problem_body(status, code, title, detail)
-            return {
-                "statusCode": status,
-                "headers": {"Content-Type": "application/problem+json"},
-                "body": json.dumps(body, separators=(",", ":")),
-            }
+        tenant = await connecting_tenant(services, event)
+        if tenant is None:
+            unknown = TenantNotFoundError()
+            return refusal(unknown.status, unknown.code, unknown.title, str(unknown))
+        if not await connect(services.primary, connection_id, client, limit, tenant.id):
+            return refusal(429, *TOO_MANY_CONNECTIONS)
         return {"statusCode": 200}
     if route == "$disconnect":
         await disconnect(services.primary, [connection_id])
@@ -154,7 +165,11 @@ async def realtime(services: Services, event: Mapping[str, Any]) -> dict[str, An
     if event.get("isBase64Encoded") and isinstance(frame, str):
         frame = frame.encode()  # a binary frame: refused as any non-text frame
     outcome = await handle_frame(
-        frame, session, PostgresState(services.primary), services.authenticator
+        frame,
+        session,
+        PostgresState(services.primary),
+        services.authenticator,
+        token_tenant(services, session.tenant),
     )
     posts = [(connection_id, reply) for reply in outcome.replies]
     gone = await asyncio.to_thread(api.post_all, posts)
@@ -164,6 +179,27 @@ async def realtime(services: Services, event: Mapping[str, Any]) -> dict[str, An
         await asyncio.to_thread(api.close, connection_id)
         await disconnect(services.primary, [connection_id])
     return {"statusCode": 200}
+
+
+def refusal(status: int, code: str, title: str, detail: str) -> dict[str, Any]:
+    """An upgrade refused at `$connect`: API Gateway answers the client with it."""
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/problem+json"},
+        "body": json.dumps(problem_body(status, code, title, detail), separators=(",", ":")),
+    }
+
+
+async def connecting_tenant(services: Services, event: Mapping[str, Any]) -> Tenant | None:
+    """The tenant a `$connect` is for: the default in single mode; in multi mode its host's
+    (the `Host` the client connected with; a custom domain per marketplace), None when no
+    tenant owns it."""
+    directory = services.tenant_directory
+    if directory is None:
+        return DEFAULT_TENANT
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    host = host_key(headers.get("host", ""))
+    return None if host is None else await directory.tenant_of(host)
 
 
 runner = JobRunner(realtime)

@@ -243,3 +243,28 @@ def test_a_gone_connection_is_deleted_and_throttling_is_retried(
     assert rows(url, "SELECT 1 FROM live_connections WHERE connection_id = 'conn-gone'") == []
     assert rows(url, "SELECT 1 FROM live_subscriptions WHERE connection_id = 'conn-gone'") == []
     assert rows(url, "SELECT 1 FROM live_connections WHERE connection_id = 'conn-slow'") != []
+
+
+def test_in_multi_mode_a_connection_belongs_to_its_host_s_tenant(
+    aws: None, catalog_database_url: str
+) -> None:
+    """`$connect` resolves the tenant from the host the client connected with (a custom
+    domain per marketplace), as a request's; an unknown host is refused 404."""
+    url = catalog_database_url
+    (tenant,) = rows(
+        url, "INSERT INTO tenants (slug, name) VALUES ('ws-shop', 'WS') RETURNING id::text"
+    )[0]
+    rows(url, "INSERT INTO tenant_domains VALUES ('ws.shop.test', %s) RETURNING 1", tenant)
+    settings = live_settings(url, MOTO_ENDPOINT, tenancy="multi")
+    with job_handler_on(realtime, settings) as handler:
+        unknown = event("$connect", "conn-nowhere")
+        unknown["headers"]["Host"] = "nowhere.test"
+        refused = handler(unknown, FakeLambdaContext())
+        assert refused["statusCode"] == 404
+        assert json.loads(refused["body"])["code"] == "tenant_not_found"
+        known = event("$connect", "conn-shop")
+        known["headers"]["Host"] = "WS.Shop.test:443"
+        assert handler(known, FakeLambdaContext())["statusCode"] == 200
+    recorded = rows(url, "SELECT connection_id, tenant_id::text FROM live_connections ORDER BY 1")
+    assert ("conn-shop", tenant) in recorded
+    assert "conn-nowhere" not in {row[0] for row in recorded}

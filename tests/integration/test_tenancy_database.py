@@ -109,7 +109,7 @@ def test_the_tenant_tables_are_every_scoped_table(two_tenants: dict[str, Any]) -
         "categories", "stores", "products", "wallets", "orders", "payouts", "audit_log",
         "failed_transactions", "idempotency_keys", "search_history", "popular_searches",
         "popular_search_clients", "hidden_searches", "kill_switches", "home_snapshot",
-        "search_terms", "category_counts", "home_products",
+        "search_terms", "category_counts", "home_products", "live_subscriptions",
     }  # fmt: skip
     assert expected <= tables
     partitions = {table for table in tables if table.startswith("idempotency_keys_")}

@@ -8,6 +8,7 @@ application role that owns nothing, so row-level security is in force underneath
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import uuid
@@ -19,6 +20,8 @@ import anyio.to_thread
 import httpx
 import pytest
 from psycopg.conninfo import make_conninfo
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 import functions.admin.app as admin_function
 import functions.health.app as health_function
@@ -27,9 +30,11 @@ import functions.purchase.app as purchase_function
 import functions.search.app as search_function
 import functions.store.app as store_function
 from edgemart.routetable import ROUTES
+from edgemart.services import Services
 from edgemart.settings import Settings
 from edgemart.tenancy import is_tenant_scoped
-from tests.conftest import settings_for
+from gateway.app import create_gateway
+from tests.conftest import serve_in_thread, settings_for
 from tests.contract.lambda_harness import (
     FakeLambdaContext,
     function_handler,
@@ -411,6 +416,14 @@ def attacks(world: World) -> list[Attack]:
             code="validation_error",
         ),
         Attack(
+            "a plain request for live updates",
+            "GET /ws",
+            "GET",
+            "/ws",
+            (426,),
+            code="upgrade_required",
+        ),
+        Attack(
             "a's product",
             "GET /products/{product_id}",
             "GET",
@@ -479,10 +492,13 @@ async def test_attacks_through_the_lambda_handlers(app_role_url: str, world: Wor
 
 
 def attack_through_handlers(app_role_url: str, world: World) -> None:
+    """Every HTTP route's attacks (`/ws` is the gateway's; on AWS the WebSocket API's
+    function takes its tenant from `$connect`: tests/contract/test_realtime_handlers.py)."""
     for attack in attacks(world):
-        function = next(
-            route.function for route in ROUTES if f"{route.method} {route.path}" == attack.route
-        )
+        route = next(r for r in ROUTES if f"{r.method} {r.path}" == attack.route)
+        if route.websocket:
+            continue
+        function = route.function
         module = FUNCTIONS[function]
         with function_handler(module.routes, multi_settings(app_role_url), function) as (
             handler,
@@ -571,3 +587,48 @@ async def test_each_tenant_sees_its_own(client: httpx.AsyncClient, world: World)
         assert home.status_code == 200 and market.products[0] in home.text
         order = await client.get(f"{base}/purchases/{market.order}", headers=market.buyer())
         assert order.status_code == 200
+
+
+async def test_live_channels_of_the_other_tenant_are_not_found(
+    app_role_url: str, world: World
+) -> None:
+    """On a WebSocket to b's host: a's product and order are `*_not_found`, a's token does
+    not authenticate, b's own channels answer their state; an unknown host is refused 404."""
+    a, b = world.alpha, world.beta
+    services = Services.from_settings(multi_settings(app_role_url))
+    with serve_in_thread(create_gateway(services)) as url:
+        port = int(url.rsplit(":", 1)[1])
+
+        def on(host: str) -> Any:
+            return connect(f"ws://{host}:{port}/ws", host="127.0.0.1", port=port)
+
+        async with on(b.host) as ws:
+
+            async def ask(message: dict[str, str]) -> dict[str, Any]:
+                await ws.send(json.dumps(message))
+                answer: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                return answer
+
+            product = f"product:{a.products[0]}"
+            assert await ask({"action": "subscribe", "channel": product}) == {
+                "type": "error",
+                "code": "product_not_found",
+                "channel": product,
+            }
+            bearer = a.buyer()["Authorization"].removeprefix("Bearer ")
+            assert await ask({"action": "auth", "token": bearer}) == {
+                "type": "error",
+                "code": "unauthorized",
+            }
+            await ws.send(json.dumps({"action": "auth", "token": b.buyer()["Authorization"][7:]}))
+            theirs = await ask({"action": "subscribe", "channel": f"order:{a.order}"})
+            assert theirs["code"] == "order_not_found"
+            own = await ask({"action": "subscribe", "channel": f"order:{b.order}"})
+            assert own["type"] == "order" and own["data"]["id"] == b.order
+            stock = await ask({"action": "subscribe", "channel": f"product:{b.products[1]}"})
+            assert stock["type"] == "stock" and stock["data"]["product_id"] == b.products[1]
+        with pytest.raises(InvalidStatus) as refused:
+            async with on("nowhere.test"):
+                pass
+        assert refused.value.response.status_code == 404
+        assert json.loads(refused.value.response.body)["code"] == "tenant_not_found"

@@ -43,11 +43,12 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from edgemart.accesslog import log_access, should_log
 from edgemart.bodylimit import declared_length, limited_receive, may_have_body
 from edgemart.cors import CorsPolicy, is_preflight, preflight_response
-from edgemart.errors import PayloadTooLargeError, problem_for_status
+from edgemart.errors import PayloadTooLargeError, TenantNotFoundError, problem_for_status
 from edgemart.logging import bind_request_log_keys, logger, unbind_request_log_keys
 from edgemart.requestid import incoming_request_id, new_request_id
 from edgemart.requestmetrics import observe_request
@@ -111,8 +112,27 @@ class RequestContextMiddleware:
         self.trusted_proxies = tuple(trusted_proxies)
         self.rng = rng or random.Random()
 
+    async def _websocket(
+        self, tenants: TenantResolver, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """A WebSocket upgrade in multi mode: its tenant is its host's, as a request's is (live
+        updates' channels are the tenant's); an unknown host is refused before the upgrade."""
+        try:
+            tenant = tenants.resolve(scope)
+            if tenant is not None and not isinstance(tenant, Tenant):
+                tenant = await tenant
+        except TenantNotFoundError as exc:
+            await WebSocket(scope, receive, send).send_denial_response(exc.to_response())
+            return
+        if tenant is not None:
+            scope.setdefault("state", {})[TENANT_STATE_KEY] = tenant
+        await self.app(scope, receive, send)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket" and self.tenants is not None:
+                await self._websocket(self.tenants, scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from edgemart.db import Database
 from edgemart.live.protocol import INVALID_LIMIT, INVALID_WINDOW_S, MAX_SUBSCRIPTIONS, Channel
-from edgemart.tenancy import DEFAULT_TENANT_ID, in_tenant
+from edgemart.tenancy import Tenant, in_tenant
 
 CONNECT_SQL = b"""
 INSERT INTO live_connections (connection_id, tenant_id, client_ip)
@@ -35,6 +35,11 @@ UPDATE live_connections SET
                          THEN invalid_since ELSE now() END
 WHERE connection_id = %(connection)s
 RETURNING invalid_frames
+"""
+SESSION_SQL = b"""
+SELECT c.tenant_id, t.slug, c.user_sub
+FROM live_connections c JOIN tenants t ON t.id = c.tenant_id
+WHERE c.connection_id = %s
 """
 SUBSCRIBERS_SQL = b"""
 SELECT channel, connection_id FROM live_subscriptions
@@ -82,25 +87,22 @@ class PostgresSession:
     """A connection's session (a `SessionStore`), for the duration of one message."""
 
     def __init__(
-        self, database: Database, connection_id: str, tenant_id: uuid.UUID, sub: str | None
+        self, database: Database, connection_id: str, tenant: Tenant, sub: str | None
     ) -> None:
         self.database = database
         self.connection_id = connection_id
-        self._tenant_id = tenant_id
+        self.tenant = tenant
+        self._tenant_id = tenant.id
         self.sub = sub
 
     @classmethod
     async def load(cls, database: Database, connection_id: str) -> PostgresSession | None:
         async with database.connection() as conn:
-            row = await (
-                await conn.execute(
-                    "SELECT tenant_id, user_sub FROM live_connections WHERE connection_id = %s",
-                    [connection_id],
-                )
-            ).fetchone()
+            row = await (await conn.execute(SESSION_SQL, [connection_id])).fetchone()
         if row is None:
             return None
-        return cls(database, connection_id, row["tenant_id"] or DEFAULT_TENANT_ID, row["user_sub"])
+        tenant = Tenant(row["tenant_id"], row["slug"])
+        return cls(database, connection_id, tenant, row["user_sub"])
 
     @property
     def tenant_id(self) -> uuid.UUID:

@@ -26,6 +26,7 @@ from edgemart.live.protocol import (
     parse_frame,
 )
 from edgemart.live.state import PostgresState
+from edgemart.tenancy import Tenant
 
 
 class SessionStore(Protocol):
@@ -61,7 +62,10 @@ async def handle_frame(
     store: SessionStore,
     state: PostgresState,
     authenticator: Authenticator,
+    tenant: Tenant | None = None,
 ) -> Outcome:
+    """`tenant`: in multi mode, the socket's, which a token must name (`org_id`) to
+    authenticate on it; None in single mode, which ignores `org_id` as every route does."""
     try:
         message = parse_frame(frame)
     except InvalidMessageError as exc:
@@ -74,6 +78,8 @@ async def handle_frame(
             principal = await authenticator.verify(message.token)
         except UnauthorizedError:
             return Outcome([error_frame(UNAUTHORIZED)])  # the socket stays open
+        if tenant is not None and not principal.belongs_to(tenant):
+            return Outcome([error_frame(UNAUTHORIZED)])  # another marketplace's buyer
         await store.authenticated(principal.sub)
         return Outcome()
     channel = message.channel
