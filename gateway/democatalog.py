@@ -7,7 +7,7 @@ while they are generated, so a million products load in minutes.
 
 The catalog is the `default` tenant's (docs/decisions/0040): the load runs with that tenant
 set, so it is the default's under row-level security whoever runs it, and `--replace` refuses
-to empty a database in which another tenant has a catalog (its TRUNCATE would take theirs too).
+a database with other tenants (its TRUNCATE would empty their catalogs too).
 """
 
 from __future__ import annotations
@@ -404,7 +404,9 @@ def seed_catalog(
 
 
 def catalog_is_present(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
-    """Whether the default tenant has a catalog (the caller set the tenant)."""
+    """Whether the default tenant has a catalog. Sets the tenant (for the rest of the
+    caller's transaction): an owner that is not a superuser sees rows only in it."""
+    conn.execute(SET_TENANT_SQL, [str(DEFAULT_TENANT_ID)])
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM stores WHERE tenant_id = current_tenant_id()) "
         "OR EXISTS (SELECT 1 FROM products WHERE tenant_id = current_tenant_id())"
@@ -413,15 +415,15 @@ def catalog_is_present(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
 
 
 def _refuse_other_tenants(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    """A TRUNCATE empties the tables for every tenant: refuse when another has a catalog. (A
-    role that row-level security restricts sees only the default's rows here, and cannot
-    TRUNCATE, which only the owner can.)"""
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM stores WHERE tenant_id <> current_tenant_id())"
-    ).fetchone()
+    """A TRUNCATE empties the tables for every tenant: refuse when there is another. Asked of
+    `tenants`, which row-level security does not filter: an owner that is not a superuser
+    would see no other tenant's rows in the catalog tables, and could still TRUNCATE them."""
+    others = "SELECT EXISTS (SELECT 1 FROM tenants WHERE id <> %s)"
+    row = conn.execute(others, [DEFAULT_TENANT_ID]).fetchone()
     if row and row[0]:
         raise CatalogNotEmptyError(
-            "another tenant has a catalog in this database; --replace would erase it too"
+            "this database has tenants besides the default one; --replace would erase their "
+            "catalogs too"
         )
 
 
