@@ -6,8 +6,9 @@ funded wallets for `buyer-1`…`buyer-M`, in one tenant (`default` unless named)
 streamed to PostgreSQL in large COPY chunks while they are generated, so a million products
 load in minutes.
 
-`--replace` refuses to empty a database in which another tenant has a catalog (its TRUNCATE
-would take theirs too).
+The catalog is the `default` tenant's (docs/decisions/0040): the load runs with that tenant
+set, so it is the default's under row-level security whoever runs it, and `--replace` refuses
+a database with other tenants (its TRUNCATE would empty their catalogs too).
 """
 
 from __future__ import annotations
@@ -424,14 +425,15 @@ def catalog_is_present(
 
 
 def _refuse_other_tenants(conn: psycopg.Connection[tuple[object, ...]], tenant: UUID) -> None:
-    """A TRUNCATE empties the tables for every tenant: refuse when another has a catalog. (A
-    role that row-level security restricts cannot TRUNCATE: only the owner can.)"""
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM stores WHERE tenant_id <> %s)", [tenant]
-    ).fetchone()
+    """A TRUNCATE empties the tables for every tenant: refuse when there is another. Asked of
+    `tenants`, which row-level security does not filter: an owner that is not a superuser
+    would see no other tenant's rows in the catalog tables, and could still TRUNCATE them."""
+    others = "SELECT EXISTS (SELECT 1 FROM tenants WHERE id <> %s)"
+    row = conn.execute(others, [tenant]).fetchone()
     if row and row[0]:
         raise CatalogNotEmptyError(
-            "another tenant has a catalog in this database; --replace would erase it too"
+            "this database has tenants besides the default one; --replace would erase their "
+            "catalogs too"
         )
 
 

@@ -149,6 +149,13 @@ class FlushStep(Generic[T]):
     """Visit every tenant, entries or not (the step also keeps up each tenant's state)."""
 
 
+def _writer(
+    step: FlushStep[T], batch: list[T], dropped: Dropped
+) -> Callable[[Connection], Awaitable[int]]:
+    """The body of one tenant's flush transaction."""
+    return lambda conn: step.flush(conn, batch, dropped)
+
+
 def _not_their_fault(exc: BaseException) -> bool:
     """The entries were not written for a reason that is not theirs: keep them."""
     return isinstance(exc, UNAVAILABLE_ERRORS) or not isinstance(exc, Exception)
@@ -178,12 +185,8 @@ async def _run_flush(
     try:
         for tenant in visits:
             entries = by_tenant.get(tenant, {})
-            batch = list(entries.values())
             written = await _locked(
-                services,
-                step.name,
-                tenant,
-                lambda conn, batch=batch: step.flush(conn, batch, dropped),  # type: ignore[misc]
+                services, step.name, tenant, _writer(step, list(entries.values()), dropped)
             )
             if written is None:
                 skipped += 1

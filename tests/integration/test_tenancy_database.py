@@ -10,14 +10,21 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
 import psycopg
 import pytest
 
+from edgemart.counters import client_hash, search_count_entry, view_entry
+from edgemart.services import Services
 from edgemart.tenancy import DEFAULT_TENANT_ID
-from tests.conftest import throwaway_database
+from functions.maintenance.app import maintenance
+from functions.refresh_views.app import refresh_views
+from functions.score_listings.app import score_listings
+from gateway.democatalog import CatalogNotEmptyError, seed_catalog
+from tests.conftest import settings_for, throwaway_database
 from tests.support.approle import app_role
 
 pytestmark = pytest.mark.tenancy
@@ -84,10 +91,10 @@ def seed_tenant(conn: psycopg.Connection[Any], tenant: uuid.UUID, slug: str) -> 
     return uuid.UUID(str(product[0]))
 
 
-@pytest.fixture(scope="module")
-def two_tenants(postgres_admin_url: str, template_database: str) -> Iterator[dict[str, Any]]:
+@contextmanager
+def tenants_database(admin_url: str, template: str) -> Iterator[dict[str, Any]]:
     """A database with tenants A and B seeded alike, and a login member of edgemart_app."""
-    with throwaway_database(postgres_admin_url, template=template_database) as url:
+    with throwaway_database(admin_url, template=template) as url:
         with psycopg.connect(url, autocommit=True) as conn:
             products = {
                 TENANT_A: seed_tenant(conn, TENANT_A, "tenant-a"),
@@ -95,6 +102,19 @@ def two_tenants(postgres_admin_url: str, template_database: str) -> Iterator[dic
             }
         with app_role(url) as app_url:
             yield {"owner": url, "app": app_url, "products": products}
+
+
+@pytest.fixture(scope="module")
+def two_tenants(postgres_admin_url: str, template_database: str) -> Iterator[dict[str, Any]]:
+    with tenants_database(postgres_admin_url, template_database) as tenants:
+        yield tenants
+
+
+@pytest.fixture
+def own_tenants(postgres_admin_url: str, template_database: str) -> Iterator[dict[str, Any]]:
+    """As `two_tenants`, in a database of the test's own (for tests that add orders)."""
+    with tenants_database(postgres_admin_url, template_database) as tenants:
+        yield tenants
 
 
 def tenant_tables(url: str) -> list[str]:
@@ -282,3 +302,95 @@ def assert_ledger_balances(owner_url: str, products: dict[uuid.UUID, uuid.UUID])
             assert balance == BALANCE - spent and paid_out == spent, tenant
             assert audited == STOCK and keys == BUYERS and stock == 0, tenant
             assert crossed == 0 and paid_across == 0, tenant
+
+
+QUEUED_SQL = """
+SELECT status, body FROM purchase(
+    %s, 'buyer', %s, 'fingerprint', %s, 1, NULL, 1000, 'queued',
+    interval '1 day', interval '10 s', true, 'USD')
+"""
+
+
+def test_a_queued_order_is_applied_only_in_its_tenant(own_tenants: dict[str, Any]) -> None:
+    """apply_queued_orders() given another tenant finds no such order (the worker retries the
+    message, then dead-letters it); given the order's own, it settles it."""
+    product = own_tenants["products"][TENANT_A]
+    with psycopg.connect(own_tenants["owner"], autocommit=True) as owner:
+        owner.execute("UPDATE products SET purchase_mode = 'queued' WHERE id = %s", [product])
+    with psycopg.connect(own_tenants["app"], autocommit=True) as conn:
+        queued = conn.execute(QUEUED_SQL, [TENANT_A, "queued-1", product]).fetchone()
+        assert queued is not None and queued[0] == 202
+        order = queued[1]["id"]
+        apply = "SELECT order_id::text, status FROM apply_queued_orders(%s, %s, %s, 1000)"
+        assert conn.execute(apply, [TENANT_B, product, [order]]).fetchall() == []
+        assert conn.execute(apply, [TENANT_A, product, [order]]).fetchall() == [
+            (order, "completed")
+        ]
+
+
+async def run_jobs_as_the_application(app_url: str) -> dict[str, dict[str, Any]]:
+    """refresh_views, maintenance and score_listings on services connected as the app role,
+    with a search counted and a product viewed in each tenant first."""
+    services = Services.from_settings(settings_for(app_url))
+    client = client_hash(None, "198.51.100.9", None)
+    assert client is not None
+    try:
+        with psycopg.connect(app_url) as conn:
+            products = {}
+            for tenant in (TENANT_A, TENANT_B):
+                conn.execute(SET_TENANT, [str(tenant)])
+                row = conn.execute("SELECT id::text FROM products").fetchone()
+                assert row is not None
+                products[tenant] = row[0]
+                conn.commit()
+        for tenant, term in ((TENANT_A, "oak"), (TENANT_B, "brass")):
+            await services.search_counts.record(search_count_entry(term, client, tenant))
+            await services.view_counts.record(view_entry(products[tenant], tenant))
+        return {
+            "refresh_views": await refresh_views(services, {}),
+            "maintenance": await maintenance(services, {}),
+            "score_listings": await score_listings(services, {}),
+        }
+    finally:
+        await services.aclose()
+
+
+@pytest.mark.anyio
+async def test_the_jobs_run_tenant_by_tenant_as_the_application(
+    own_tenants: dict[str, Any],
+) -> None:
+    reports = await run_jobs_as_the_application(own_tenants["app"])
+    assert reports["refresh_views"]["status"] == "refreshed", reports["refresh_views"]
+    assert reports["refresh_views"]["tenants"] == 3  # default, A and B
+    assert reports["refresh_views"]["product_views_flushed"] == 2
+    assert reports["score_listings"]["scored"] + reports["score_listings"]["fallback"] == 2
+    with psycopg.connect(own_tenants["owner"]) as conn:
+        popular = conn.execute(
+            "SELECT tenant_id, query FROM popular_searches WHERE query IN ('oak', 'brass') "
+            "ORDER BY query"
+        ).fetchall()
+        views = conn.execute(
+            "SELECT tenant_id, view_count FROM products ORDER BY tenant_id"
+        ).fetchall()
+        snapshots = conn.execute(
+            "SELECT tenant_id, document -> 'hot' -> 0 ->> 'id' FROM home_snapshot "
+            "WHERE tenant_id <> %s ORDER BY tenant_id",
+            [DEFAULT_TENANT_ID],
+        ).fetchall()
+        unscored = conn.execute("SELECT count(*) FROM products WHERE quality_score IS NULL")
+        left = unscored.fetchone()
+    assert popular == [(TENANT_B, "brass"), (TENANT_A, "oak")]
+    assert views == [(TENANT_A, 1), (TENANT_B, 1)]
+    products = own_tenants["products"]
+    assert snapshots == [(TENANT_A, str(products[TENANT_A])), (TENANT_B, str(products[TENANT_B]))]
+    assert left == (0,)
+
+
+def test_the_demo_catalog_is_not_replaced_beside_other_tenants(
+    two_tenants: dict[str, Any],
+) -> None:
+    """Its TRUNCATE would empty every tenant's catalog: refused, nothing touched."""
+    with pytest.raises(CatalogNotEmptyError, match="tenants besides the default"):
+        seed_catalog(two_tenants["owner"], products=10, replace=True)
+    with psycopg.connect(two_tenants["owner"]) as conn:
+        assert conn.execute("SELECT count(*) FROM stores").fetchone() == (2,)

@@ -27,6 +27,22 @@ def test_no_transaction_files_split_into_statements() -> None:
     ]
 
 
+def test_a_dollar_quoted_body_is_one_statement() -> None:
+    migration = Migration(
+        23,
+        "ordered",
+        "-- edgemart: no-transaction\n"
+        "DO $$\nBEGIN\n    LOCK TABLE a, b;\n    ALTER TABLE b DROP c;\nEND;\n$$;\n"
+        "SELECT $tag$ x; $tag$;\nCREATE INDEX CONCURRENTLY i ON t (x);\n",
+    )
+    assert migration.statements() == [
+        "-- edgemart: no-transaction\n"
+        "DO $$\nBEGIN\n    LOCK TABLE a, b;\n    ALTER TABLE b DROP c;\nEND;\n$$",
+        "SELECT $tag$ x; $tag$",
+        "CREATE INDEX CONCURRENTLY i ON t (x)",
+    ]
+
+
 def test_checksum_changes_with_the_text() -> None:
     assert Migration(1, "a", "SELECT 1").checksum != Migration(1, "a", "SELECT 2").checksum
 

@@ -430,8 +430,8 @@ def parse_search_count(name: str, count: int) -> SearchCount | str:
 
 
 def parse_view_count(name: str, count: int) -> ViewCount | str:
-    tenant_text, _, product_id = name.rpartition(":")
-    tenant = _canonical_uuid(tenant_text) if tenant_text else DEFAULT_TENANT_ID
+    tenant_text, named, product_id = name.rpartition(":")
+    tenant = _canonical_uuid(tenant_text) if named else DEFAULT_TENANT_ID
     if tenant is None or _canonical_uuid(product_id) is None:
         return "not a product id (a UUID in canonical form)"
     return _count_problem(count) or ViewCount(product_id, count, tenant)

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from psycopg import AsyncConnection, OperationalError
+from psycopg import AsyncConnection, InternalError, OperationalError
 from psycopg.errors import LockNotAvailable
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -189,7 +189,15 @@ class Database:
         try:
             pool = await self.pool()
             async with pool.connection(timeout=timeout_s) as conn:
-                yield conn
+                try:
+                    yield conn
+                except InternalError as exc:
+                    if not conn.broken:
+                        raise
+                    # The server went away mid-command (a transaction's COMMIT answered by a
+                    # pooler that lost its server gets two results): a lost connection, like
+                    # any other, so the breaker counts it and a retry may run on another.
+                    raise OperationalError(f"connection lost: {exc}") from exc
         except LockNotAvailable:
             if breaker is not None:
                 breaker.record_success()

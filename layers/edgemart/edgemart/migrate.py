@@ -20,15 +20,20 @@ statements.
 `CREATE INDEX CONCURRENTLY` cannot run in a transaction block. A file whose first line is
 `-- edgemart: no-transaction` is run one statement at a time in autocommit instead; such a file
 must be safe to re-run (`IF NOT EXISTS`), since a crash can stop it part-way. Statements in it
-are separated by a `;` at the end of a line. Two things help such a file change a live
+are separated by a `;` at the end of a line (outside a dollar-quoted body, so a DO block
+that takes its locks in a chosen order is one statement). Two things help such a file change a live
 database without long locks or guesswork:
 
 - A statement headed by the comment line `-- edgemart: execute-results` is a query whose rows are
   statements: each is run in turn, in autocommit (per-partition `CONCURRENTLY` builds, or a
   step guarded by a catalog check so that a re-run skips what is done).
 - A statement that gives up waiting for a lock (`lock_timeout`, which the file sets around
-  its short-lock steps so the application never queues long behind one) is tried again after
-  a pause, up to `LOCK_RETRIES` times: the runner holds no lock between tries.
+  its short-lock steps so the application never queues long behind one), or that lost a
+  deadlock against the application, is tried again after a pause, up to `LOCK_RETRIES`
+  times: it did nothing, and the runner holds no lock between tries. (So is a transactional
+  migration, as a whole.) A step that locks several tables takes them in the order the
+  application does (a DO block with LOCK TABLE), or it could wait on a transaction that
+  waits on it until its lock_timeout, every time.
 
 A migration that needs a definition before it runs (an index on a function's results, a data
 move that calls one) says so with `-- edgemart: requires name`: that definition, and what it
@@ -70,7 +75,10 @@ NO_TRANSACTION_MARKER = "-- edgemart: no-transaction"
 EXECUTE_RESULTS_MARKER = "-- edgemart: execute-results"
 LOCK_RETRIES = 20
 LOCK_RETRY_PAUSE_S = 0.5
+_LOCK_ERRORS = (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected)
 _FILENAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
+_STATEMENT_END = re.compile(r";[ \t]*(?:\n|$)")
+_DOLLAR_QUOTE = re.compile(r"\$[A-Za-z_0-9]*\$")
 
 _CREATE_VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -121,8 +129,21 @@ class Migration:
         return requirements(self.sql)
 
     def statements(self) -> list[str]:
-        """The file's statements, for the no-transaction path."""
-        parts = re.split(r";[ \t]*(?:\n|$)", self.sql)
+        """The file's statements, for the no-transaction path: split at each `;` that ends a
+        line, but not inside a dollar-quoted body (a DO block's or a function's)."""
+        text, parts, start, position = self.sql, [], 0, 0
+        while True:
+            end = _STATEMENT_END.search(text, position)
+            quote = _DOLLAR_QUOTE.search(text, position)
+            if quote is not None and (end is None or quote.start() < end.start()):
+                close = text.find(quote.group(), quote.end())
+                position = len(text) if close < 0 else close + len(quote.group())
+                continue
+            if end is None:
+                break
+            parts.append(text[start : end.start()])
+            start = position = end.end()
+        parts.append(text[start:])
         return [part.strip() for part in parts if _has_code(part)]
 
 
@@ -338,10 +359,19 @@ def _apply_one(conn: psycopg.Connection[tuple[object, ...]], migration: Migratio
     record = "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)"
     values = [migration.version, migration.name, migration.checksum]
     if migration.transactional:
-        with conn.transaction():
-            conn.execute(migration.sql.encode())
-            conn.execute(record, values)
-        return
+        for attempt in range(1, LOCK_RETRIES + 1):
+            try:
+                with conn.transaction():
+                    conn.execute(migration.sql.encode())
+                    conn.execute(record, values)
+                return
+            except _LOCK_ERRORS:
+                if attempt == LOCK_RETRIES:
+                    raise
+                logger.info(
+                    "migration %04d could not take its locks; trying again", migration.version
+                )
+                time.sleep(LOCK_RETRY_PAUSE_S)
     for statement in migration.statements():
         if _executes_results(statement):
             generated = [str(row[0]) for row in _run_statement(conn, statement).fetchall()]
@@ -368,13 +398,15 @@ def _executes_results(statement: str) -> bool:
 def _run_statement(
     conn: psycopg.Connection[tuple[object, ...]], statement: str
 ) -> psycopg.Cursor[tuple[object, ...]]:
-    """One no-transaction statement, tried again while it times out waiting for a lock."""
+    """One no-transaction statement, tried again while it times out waiting for a lock or
+    loses a deadlock."""
     for attempt in range(1, LOCK_RETRIES + 1):
         try:
             return conn.execute(statement.encode())
-        except psycopg.errors.LockNotAvailable:
+        except _LOCK_ERRORS:
             if attempt == LOCK_RETRIES:
                 raise
-            logger.info("migration statement waited too long for a lock; trying again")
+            first = next(line for line in statement.splitlines() if not line.startswith("--"))
+            logger.info("could not take the locks of %r; trying again", first[:80])
             time.sleep(LOCK_RETRY_PAUSE_S)
     raise AssertionError("unreachable")

@@ -4,10 +4,10 @@
 -- over them (PostgreSQL attaches the partitions' keys rather than build anything). A partition
 -- created since then has its key built here: it is empty, being ahead of time.
 --
--- lock_timeout: should a long transaction hold the table, the migration fails within 2 s
--- instead of queueing purchases behind it, and runs again later.
+-- lock_timeout: should a transaction hold the table, the attempt gives up within 500 ms
+-- instead of queueing purchases behind it longer, and the runner tries it again.
 
-SET LOCAL lock_timeout = '2s';
+SET LOCAL lock_timeout = '500ms';
 
 DO $$
 DECLARE
