@@ -10,7 +10,7 @@
 -- the whole one also matches. With its phrase operators made ANDs (a phrase's words are all
 -- in each match) it is monotone: a document that matches still matches with more lexemes.
 -- So the lexemes C cover the query when a document holding all of the query's lexemes but
--- C does not match; the loop drops the most common lexeme whose dropping keeps that true.
+-- C does not match; the loop drops the most common lexemes first while that stays true.
 -- Rarity is each lexeme's entries in the transaction's tenant, counted up to 10,000.
 --
 -- A query with a prefix (`lamp:*`) or weight (`lamp:A`) operand, or no word to find (the
@@ -29,7 +29,10 @@ DECLARE
     lexemes text[];
     relaxed tsquery;
     cover text[];
-    lexeme text;
+    word text;
+    counts integer[] := '{}';
+    entries integer;
+    fewest integer := 10000;
 BEGIN
     tokens := ARRAY(SELECT m.token[1]
                     FROM regexp_matches(positive, token_pattern, 'g') WITH ORDINALITY
@@ -46,18 +49,25 @@ BEGIN
     relaxed := array_to_string(ARRAY(SELECT CASE WHEN t.token LIKE '<%' THEN '&' ELSE t.token END
                                      FROM unnest(tokens) WITH ORDINALITY AS t (token, n)
                                      ORDER BY t.n), ' ')::tsquery;
+    -- Each lexeme's entries, counted only past the fewest found so far (a count of fewest + 1
+    -- says "more common"), so the counting costs little more than the rarest lexeme's entries.
+    FOREACH word IN ARRAY lexemes LOOP
+        SELECT count(*) INTO entries
+        FROM (SELECT FROM search_terms s
+              WHERE s.tenant_id = current_tenant_id() AND s.lexeme = word
+              LIMIT fewest + 1) e;
+        counts := counts || entries;
+        fewest := least(fewest, entries);
+    END LOOP;
     cover := lexemes;
-    FOR lexeme IN
-        SELECT l.lexeme FROM unnest(lexemes) AS l (lexeme)
-        ORDER BY (SELECT count(*) FROM (SELECT FROM search_terms s
-                                        WHERE s.tenant_id = current_tenant_id()
-                                          AND s.lexeme = l.lexeme LIMIT 10000) e) DESC,
-                 l.lexeme
+    FOR word IN
+        SELECT l.lexeme FROM unnest(lexemes, counts) AS l (lexeme, entries)
+        ORDER BY l.entries DESC, l.lexeme
     LOOP
         IF NOT array_to_tsvector(ARRAY(SELECT unnest(lexemes)
-                                       EXCEPT SELECT unnest(array_remove(cover, lexeme))))
+                                       EXCEPT SELECT unnest(array_remove(cover, word))))
                @@ relaxed THEN
-            cover := array_remove(cover, lexeme);
+            cover := array_remove(cover, word);
         END IF;
     END LOOP;
     RETURN cover;
