@@ -170,8 +170,12 @@ def _order(keys: tuple[str, ...], descending: bool) -> str:
     return ", ".join(f"{key} {direction}" for key in keys)
 
 
-def build_search_sql(params: SearchParams, position: list[Any] | None) -> tuple[bytes, list[Any]]:
-    """The page query: filters, keyset continuation after `position`, limit + 1 rows."""
+def build_search_sql(
+    params: SearchParams, position: list[Any] | None, *, confined: bool = False
+) -> tuple[bytes, list[Any]]:
+    """The page query: filters, keyset continuation after `position`, limit + 1 rows.
+    `confined`: the role is under row-level security, so the text match cannot use the GIN
+    index and the candidates come from `search_terms` (`_matching_source`)."""
     spec = SORT_SPECS[params.sort]
     keys = spec.keys
     if params.q is not None and params.sort != "relevance":
@@ -181,21 +185,52 @@ def build_search_sql(params: SearchParams, position: list[Any] | None) -> tuple[
         # `+ 0` hides the index. Common terms take the walk in `build_window_sql` instead.
         keys = tuple(_no_index(key) for key in keys)
     args: list[Any] = []
-    source = "products p JOIN stores s ON s.id = p.store_id"
     text_match: list[str] = []
+    store_active = "s.is_active"
     if params.q is not None:
-        source += ", websearch_to_tsquery('english', %s) AS query(q)"
+        source = _matching_source(confined)
         args.append(params.q)
         text_match.append("p.search_vector @@ query.q")
+    else:
+        source = "products p"
+    if params.q is not None and confined:
+        # A join would do, but the planner, underestimating the candidates that match, scans
+        # stores once per match; a lookup by id per match is what it should do.
+        store_active = ACTIVE_STORE
+    else:
+        source += " JOIN stores s ON s.id = p.store_id"
     conditions, filter_args = _filters(params, keys, position)
     args.extend(filter_args)
-    where = " AND ".join([*conditions, "s.is_active", *text_match])
+    where = " AND ".join([*conditions, store_active, *text_match])
     sql = (
         f"{_select(keys)} FROM {source} WHERE {where} "
         f"ORDER BY {_order(keys, spec.descending)} LIMIT %s"
     )
     args.append(params.limit + 1)
     return _materialise(sql, len(keys), spec.descending).encode(), args
+
+
+ACTIVE_STORE = "(SELECT s.is_active FROM stores s WHERE s.id = p.store_id)"
+
+
+def _matching_source(confined: bool) -> str:
+    """`products p` and `query(q)` (one argument: the text) for a text match.
+
+    Unconfined (the owner, a superuser): the products themselves, so the planner can take the
+    GIN index for `p.search_vector @@ query.q`. Confined (the application role, docs/decisions/
+    0046): that match is not leakproof, so under row-level security it can only filter rows
+    already read, and the GIN path becomes a scan of the tenant's catalog. Instead the
+    candidates are the products holding a lexeme of the query's cover (`search_cover`: every
+    match holds one), found by text equality on search_terms' key, each product then read by
+    its id; the caller's `@@` keeps the matches. Same rows, so the same pages and cursors."""
+    if not confined:
+        return "websearch_to_tsquery('english', %s) AS query(q), products p"
+    return (
+        "websearch_to_tsquery('english', %s) AS query(q) "
+        "CROSS JOIN LATERAL (SELECT DISTINCT t.product_id FROM search_terms t "
+        "WHERE t.tenant_id = current_tenant_id() AND t.lexeme = ANY (search_cover(query.q))) c "
+        "JOIN products p ON p.id = c.product_id"
+    )
 
 
 def build_window_sql(
@@ -263,15 +298,16 @@ def _no_index(key: str) -> str:
     return f"({key} + 0)"
 
 
-def build_broad_probe_sql(params: SearchParams) -> tuple[bytes, list[Any]]:
+def build_broad_probe_sql(
+    params: SearchParams, *, confined: bool = False
+) -> tuple[bytes, list[Any]]:
     """Counts the query's listed matches, stopping past BROAD_MATCHES."""
     conditions, args = _filters(params, (), None)
     sql = (
-        "SELECT count(*) AS matches FROM (SELECT 1 FROM products p WHERE "
-        f"{' AND '.join(conditions)} AND p.search_vector @@ websearch_to_tsquery('english', %s) "
-        "LIMIT %s) matched"
+        f"SELECT count(*) AS matches FROM (SELECT 1 FROM {_matching_source(confined)} WHERE "
+        f"{' AND '.join(conditions)} AND p.search_vector @@ query.q LIMIT %s) matched"
     )
-    return sql.encode(), [*args, params.q, BROAD_MATCHES + 1]
+    return sql.encode(), [params.q, *args, BROAD_MATCHES + 1]
 
 
 def build_quality_window_sql(
@@ -306,10 +342,11 @@ async def _fetch(conn: Connection, query: tuple[bytes, list[Any]]) -> list[Any]:
 
 
 async def search_rows(
-    conn: Connection, params: SearchParams, position: list[Any] | None
+    conn: Connection, params: SearchParams, position: list[Any] | None, *, confined: bool
 ) -> list[Any]:
     """One page (+1 row) of results: an index walk when it can fill the page, else exact; a
-    broad multi-word query by relevance is ranked within the best-rated listings."""
+    broad multi-word query by relevance is ranked within the best-rated listings. `confined`:
+    the role is under row-level security (`_matching_source`)."""
     if params.q is not None and params.sort == "relevance":
         if len(params.q.split()) == 1:
             rows = await _fetch(conn, build_terms_sql(params, position, WALK_WINDOW))
@@ -319,7 +356,7 @@ async def search_rows(
             # Never a generic plan: for it the query is unknown, so it builds the index's
             # bitmap of every match (65 ms for a broad query at 1M products) where the plan
             # for the actual words stops after BROAD_MATCHES rows.
-            sql, args = build_broad_probe_sql(params)
+            sql, args = build_broad_probe_sql(params, confined=confined)
             probe = await (await conn.execute(sql, args, prepare=False)).fetchone()
             if probe is not None and probe["matches"] > BROAD_MATCHES:
                 return await _fetch(
@@ -331,7 +368,7 @@ async def search_rows(
         rows = await _fetch(conn, build_window_sql(params, position, WALK_WINDOW))
         if len(rows) > params.limit:
             return rows
-    return await _fetch(conn, build_search_sql(params, position))
+    return await _fetch(conn, build_search_sql(params, position, confined=confined))
 
 
 class SearchTimeoutError(ProblemError):
@@ -349,7 +386,11 @@ class SearchTimeoutError(ProblemError):
 # A query whose index part is empty ('T') matches nearly every product: only excluded words
 # (`-lamp -chair`), or excluded words beside stop words or in an OR.
 UNBOUNDED_QUERY_SQL = b"SELECT querytree(websearch_to_tsquery('english', %s)) = 'T' AS unbounded"
-STATEMENT_TIMEOUT_SQL = b"SELECT set_config('statement_timeout', %s, true)"
+# With the timeout, whether row-level security binds this connection's role on products (the
+# application role: yes; the owner: only where forced on a non-superuser, as on RDS).
+PAGE_SETUP_SQL = (
+    b"SELECT set_config('statement_timeout', %s, true), row_security_active('products') AS confined"
+)
 
 
 async def search_page(
@@ -365,7 +406,8 @@ async def search_page(
     nothing about the database's health, so it does not count against the circuit breaker).
     One transaction, in `tenant`."""
     async with in_tenant(conn, tenant):
-        await conn.execute(STATEMENT_TIMEOUT_SQL, [f"{timeout_ms}ms"])
+        setup = await (await conn.execute(PAGE_SETUP_SQL, [f"{timeout_ms}ms"])).fetchone()
+        confined = setup is not None and bool(setup["confined"])
         if params.q is not None and "-" in params.q:  # negation is written `-word`
             row = await (await conn.execute(UNBOUNDED_QUERY_SQL, [params.q])).fetchone()
             if row is not None and row["unbounded"]:
@@ -377,7 +419,7 @@ async def search_page(
                     ]
                 )
         try:
-            return await search_rows(conn, params, position)
+            return await search_rows(conn, params, position, confined=confined)
         except QueryCanceled:
             raise SearchTimeoutError() from None
 

@@ -10,10 +10,19 @@ import psycopg
 import pytest
 
 from edgemart.homepage import HOME_SQL
-from functions.search.app import SORTS, WALK_WINDOW, SearchParams, build_search_sql, build_terms_sql
+from edgemart.tenancy import DEFAULT_TENANT_ID, SET_TENANT_SQL
+from functions.search.app import (
+    SORTS,
+    WALK_WINDOW,
+    SearchParams,
+    build_broad_probe_sql,
+    build_search_sql,
+    build_terms_sql,
+)
 from functions.store.app import PRODUCT_SQL, STORE_SQL, store_page_sql
 from gateway.democatalog import seed_catalog
 from tests.conftest import DEMO_AS_OF, throwaway_database
+from tests.support.approle import app_role
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +69,56 @@ def test_one_word_relevance_walks_the_term_index(large_catalog: str, category: s
     text = plan(large_catalog, sql, args)
     assert "search_terms_tenant_pkey" in text, text
     assert_no_products_seq_scan(text)
+
+
+@pytest.fixture(scope="module")
+def app_catalog(large_catalog: str) -> Iterator[str]:
+    """The large catalog as a login member of edgemart_app: under row-level security."""
+    with app_role(large_catalog) as url:
+        yield url
+
+
+def tenant_plan(url: str, sql: bytes, args: list[Any]) -> str:
+    with psycopg.connect(url) as conn, conn.transaction():
+        conn.execute(SET_TENANT_SQL, [str(DEFAULT_TENANT_ID)])
+        rows = conn.execute(b"EXPLAIN (COSTS OFF) " + sql, args).fetchall()
+    return "\n".join(row[0] for row in rows)
+
+
+@pytest.mark.parametrize("sort", SORTS)
+@pytest.mark.parametrize("q", ["walnut stool", "kilim", "oak or walnut", '"reading lamp" -desk'])
+def test_confined_search_finds_candidates_through_index_conditions(
+    app_catalog: str, sort: str, q: str
+) -> None:
+    """As the application role the GIN index cannot serve `@@` (not leakproof): the exact
+    plan and the probe find their candidates by text equality on search_terms' key and read
+    each product by its id, never scanning the catalog (docs/decisions/0046)."""
+    params = SearchParams(q, None, None, None, sort, 20, None)
+    for sql, args in [
+        build_search_sql(params, None, confined=True),
+        build_broad_probe_sql(params, confined=True),
+    ]:
+        text = tenant_plan(app_catalog, sql, args)
+        terms = re.search(
+            r"Index (?:Only )?Scan using search_terms_tenant_pkey on search_terms t\s+"
+            r"Index Cond: \(\(tenant_id = .*\) AND \(lexeme = ANY \(search_cover\(",
+            text,
+        )
+        assert terms, text
+        assert re.search(
+            r"Index Scan using products_id_key on products p(?:_\d+)?\s+Index Cond: \(id = ", text
+        ), text
+        assert_no_products_seq_scan(text)
+        assert "Seq Scan on search_terms" not in text, text
+
+
+def test_unconfined_search_keeps_the_gin_plan(large_catalog: str) -> None:
+    """The owner (a superuser here) is not under the policies: its two-word search and probe
+    keep the GIN index, as before search_terms served the application role."""
+    params = SearchParams("walnut stool", None, None, None, "relevance", 20, None)
+    for sql, args in [build_search_sql(params, None), build_broad_probe_sql(params)]:
+        text = tenant_plan(large_catalog, sql, args)
+        assert "products_search_idx" in text and "search_terms" not in text, text
 
 
 def test_store_page_and_product(large_catalog: str) -> None:
