@@ -389,6 +389,17 @@ def catalog_database_url(module_database_url: str) -> str:
 
 
 @pytest.fixture(scope="module")
+def app_role_url(catalog_database_url: str) -> Iterator[str]:
+    """The module's catalog database as the application connects to it: a login member of
+    `edgemart_app`, which owns nothing, so row-level security and the grants apply
+    (tests.support.approle)."""
+    from tests.support.approle import app_role
+
+    with app_role(catalog_database_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 async def catalog_client(catalog_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     settings = settings_for(
         catalog_database_url,

@@ -8,12 +8,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from edgemart.settings import Settings
 from tests.integration.test_purchase import auth, gateway, sql
@@ -27,18 +26,6 @@ def tenancy_modes() -> list[dict[str, str]]:
     """The platform routes answer in every mode: single, and multi once it is declared."""
     declared = {field.name for field in dataclasses.fields(Settings)}
     return [{}, *([{"tenancy": "multi"}] if "tenancy" in declared else [])]
-
-
-@pytest.fixture(scope="module")
-def app_role_url(catalog_database_url: str) -> Iterator[str]:
-    """The catalog database as the application connects to it: a login role in the group
-    `edgemart_app`, which owns nothing, so row-level security and the grants apply."""
-    role = f"edgemart_platform_test_{uuid.uuid4().hex[:8]}"
-    sql(catalog_database_url, f"CREATE ROLE {role} LOGIN IN ROLE edgemart_app")
-    try:
-        yield make_conninfo(catalog_database_url, user=role)
-    finally:
-        sql(catalog_database_url, f"DROP ROLE {role}")
 
 
 @pytest.fixture(

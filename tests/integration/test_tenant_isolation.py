@@ -12,14 +12,13 @@ import asyncio
 import copy
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio.to_thread
 import httpx
 import pytest
-from psycopg.conninfo import make_conninfo
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -106,19 +105,6 @@ def multi_settings(url: str, **overrides: Any) -> Settings:
         rate_limit_overrides=(*UNLIMITED, ("admin", 0, 60)),
         **overrides,
     )
-
-
-@pytest.fixture(scope="module")
-def app_role_url(catalog_database_url: str) -> Iterator[str]:
-    """The catalog database as the application connects to it: a login member of
-    `edgemart_app`, which owns nothing."""
-    role = f"edgemart_isolation_{uuid.uuid4().hex[:8]}"
-    sql(catalog_database_url, f"CREATE ROLE {role} LOGIN IN ROLE edgemart_app")
-    try:
-        yield make_conninfo(catalog_database_url, user=role)
-    finally:
-        sql(catalog_database_url, f"DROP OWNED BY {role}")
-        sql(catalog_database_url, f"DROP ROLE {role}")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import asyncio
 import random
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from edgemart import metrics
 from edgemart.db import Database
 from edgemart.live.connections import disconnect, subscribers
 from edgemart.live.protocol import Channel
-from edgemart.live.state import PostgresState, split_key
+from edgemart.live.state import PostgresState, channels_by_tenant
 from edgemart.logging import logger
 
 GONE = "GoneException"
@@ -99,12 +98,7 @@ class ApiGatewayPush:
         self.state = PostgresState(database)
 
     async def publish(self, keys: Iterable[str]) -> None:
-        by_tenant: dict[uuid.UUID, list[Channel]] = defaultdict(list)
-        for key in keys:
-            parsed = split_key(key)
-            if parsed is not None:
-                by_tenant[parsed[0]].append(parsed[1])
-        for tenant_id, channels in by_tenant.items():
+        for tenant_id, channels in channels_by_tenant(keys).items():
             await self._publish(tenant_id, channels)
 
     async def _publish(self, tenant_id: uuid.UUID, channels: list[Channel]) -> None:

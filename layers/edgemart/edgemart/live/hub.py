@@ -31,7 +31,7 @@ from edgemart.live.protocol import (
     Channel,
     InvalidFrames,
 )
-from edgemart.live.state import PostgresState, split_key
+from edgemart.live.state import PostgresState, channels_by_tenant
 from edgemart.logging import ThrottledWarning
 
 SendText = Callable[[str], Awaitable[None]]
@@ -264,12 +264,7 @@ class LiveHub:
 
     async def deliver(self, keys: list[str]) -> None:
         """Read the keys' current state and fan each frame out to its subscribers."""
-        by_tenant: dict[uuid.UUID, list[Channel]] = defaultdict(list)
-        for key in keys:
-            parsed = split_key(key)
-            if parsed is not None:
-                by_tenant[parsed[0]].append(parsed[1])
-        for tenant_id, channels in by_tenant.items():
+        for tenant_id, channels in channels_by_tenant(keys).items():
             try:
                 frames = await self.state.changed(tenant_id, channels)
             except Exception as exc:  # best effort: the next change or a re-subscribe tells

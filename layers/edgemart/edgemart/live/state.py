@@ -5,6 +5,7 @@ so another tenant's ids are simply not found."""
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable
 
 from edgemart.db import Database
@@ -57,6 +58,17 @@ class PostgresState:
                     name = f"product:{row['id']}"
                     frames[name] = stock_frame(name, row["id"], row["stock"])
         return frames
+
+
+def channels_by_tenant(keys: Iterable[str]) -> dict[uuid.UUID, list[Channel]]:
+    """`Changes.channels` entries grouped by tenant (each tenant's state is read in its own
+    transaction); entries this process cannot read are left out."""
+    grouped: dict[uuid.UUID, list[Channel]] = defaultdict(list)
+    for key in keys:
+        parsed = split_key(key)
+        if parsed is not None:
+            grouped[parsed[0]].append(parsed[1])
+    return grouped
 
 
 def split_key(key: str) -> tuple[uuid.UUID, Channel] | None:
