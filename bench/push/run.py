@@ -91,7 +91,7 @@ def hot_product(url: str) -> str:
         ).fetchone()
         conn.execute(
             "INSERT INTO wallets (user_sub, balance_cents) VALUES (%s, 1000000000) "
-            "ON CONFLICT (user_sub) DO UPDATE SET balance_cents = 1000000000",
+            "ON CONFLICT (tenant_id, user_sub) DO UPDATE SET balance_cents = 1000000000",
             [BUYER],
         )
     assert row is not None
