@@ -44,7 +44,7 @@ from uuid import UUID
 
 from edgemart import metrics
 from edgemart.cache import TTLCache
-from edgemart.tenancy import DEFAULT_TENANT_ID, Tenant
+from edgemart.tenancy import DEFAULT_TENANT_ID, Tenant, tenant_id_of
 from edgemart.tenantscope import scope_prefix, scoped, split_scope
 
 SEARCH_KEY_PREFIX = "search?"
@@ -164,7 +164,9 @@ def order_status_changed(
 ) -> Changes:
     """Queued orders the worker applied (completed or failed): their live channels."""
     return Changes(
-        channels=frozenset(live_channel(f"order:{order}", _id(tenant)) for order in order_ids)
+        channels=frozenset(
+            live_channel(f"order:{order}", tenant_id_of(tenant)) for order in order_ids
+        )
     )
 
 
@@ -173,9 +175,7 @@ def stock_pushed(
 ) -> Changes:
     """Products whose stock may have moved: their live channels (the pages are `stock_changed`)."""
     return Changes(
-        channels=frozenset(live_channel(f"product:{pid}", _id(tenant)) for pid in product_ids)
+        channels=frozenset(
+            live_channel(f"product:{pid}", tenant_id_of(tenant)) for pid in product_ids
+        )
     )
-
-
-def _id(tenant: Tenant | UUID) -> UUID:
-    return tenant.id if isinstance(tenant, Tenant) else tenant

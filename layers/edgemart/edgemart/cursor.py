@@ -26,7 +26,7 @@ from typing import Any
 from uuid import UUID
 
 from edgemart.logging import logger
-from edgemart.tenancy import DEFAULT_TENANT_ID, Tenant
+from edgemart.tenancy import DEFAULT_TENANT_ID, Tenant, tenant_id_of
 from edgemart.validation import ValidationError
 
 _process_secret: bytes | None = None
@@ -49,7 +49,7 @@ def cursor_key(configured: str | None, tenant: Tenant | UUID = DEFAULT_TENANT_ID
                 "and are rejected by any other instance"
             )
         secret = _process_secret
-    tenant_id = tenant.id if isinstance(tenant, Tenant) else tenant
+    tenant_id = tenant_id_of(tenant)
     if tenant_id == DEFAULT_TENANT_ID:
         return secret
     derived = _tenant_keys.get((secret, tenant_id))

@@ -60,6 +60,11 @@ class Tenant:
 DEFAULT_TENANT: Final = Tenant(DEFAULT_TENANT_ID, DEFAULT_TENANT_SLUG)
 
 
+def tenant_id_of(tenant: Tenant | UUID) -> UUID:
+    """A tenant's id, given the tenant or its id."""
+    return tenant.id if isinstance(tenant, Tenant) else tenant
+
+
 def tenant_of(scope: Scope) -> Tenant:
     """The request's tenant: the one the middleware resolved, else `default` (single mode
     resolves none). Takes a scope, or a Starlette `Request` (a Mapping over its scope)."""
@@ -75,7 +80,7 @@ def tenant_of(scope: Scope) -> Tenant:
 async def in_tenant(conn: Connection, tenant: Tenant | UUID) -> AsyncIterator[Connection]:
     """A transaction on `conn` with the tenant set: everything run in the block sees that
     tenant's rows and no other's. Inside a transaction already open, sets it there."""
-    tenant_id = str(tenant.id if isinstance(tenant, Tenant) else tenant)
+    tenant_id = str(tenant_id_of(tenant))
     async with conn.transaction():
         await conn.execute(SET_TENANT_SQL, (tenant_id,))
         yield conn

@@ -21,15 +21,11 @@ from __future__ import annotations
 from typing import Final
 from uuid import UUID
 
-from edgemart.tenancy import DEFAULT_TENANT_ID, Tenant
+from edgemart.tenancy import DEFAULT_TENANT_ID, Tenant, tenant_id_of
 
 SCOPE_MARK: Final = "@"
 SCOPE_END: Final = ":"
 _ID_LENGTH: Final = 36  # a UUID's canonical text
-
-
-def tenant_id_of(tenant: Tenant | UUID) -> UUID:
-    return tenant.id if isinstance(tenant, Tenant) else tenant
 
 
 def scope_prefix(tenant: Tenant | UUID) -> str:
