@@ -17,6 +17,7 @@ from edgemart.appfactory import build_app
 from edgemart.logging import logger
 from edgemart.services import Services
 from tests.conftest import LogCapture, settings_for
+from tests.support.asgi import raw_get
 
 pytestmark = pytest.mark.anyio
 
@@ -91,29 +92,7 @@ async def test_malformed_request_id_is_replaced(client: httpx.AsyncClient, bad: 
 async def test_request_id_with_a_newline_is_replaced() -> None:
     """httpx refuses to send a newline in a header, so drive the ASGI app directly."""
     app = app_with([Route("/ok", ok)])
-    sent: list[dict[str, object]] = []
-
-    async def receive() -> dict[str, object]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, object]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/ok",
-        "raw_path": b"/ok",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"x-request-id", b"evil\nInjected: yes")],
-        "client": ("127.0.0.1", 1),
-        "server": ("testserver", 80),
-    }
-    await app(scope, receive, send)
+    sent = await raw_get(app, "/ok", [(b"x-request-id", b"evil\nInjected: yes")])
     headers = dict(sent[0]["headers"])  # type: ignore[arg-type]
     assert headers[b"x-request-id"] not in (b"evil\nInjected: yes", b"evil")
     assert b"\n" not in headers[b"x-request-id"]

@@ -45,6 +45,7 @@ from tests.contract.lambda_harness import (
     with_request,
 )
 from tests.integration.test_purchase import SECRET, auth, gateway, sql
+from tests.support.asgi import raw_get
 
 pytestmark = [pytest.mark.anyio, pytest.mark.tenancy]
 
@@ -515,31 +516,9 @@ async def test_no_host_or_an_unknown_one_is_tenant_not_found(
     for host in ("nowhere.test", f"x.{world.alpha.host}", world.alpha.host.split(".")[0]):
         response = await client.get(f"http://{host}/marketplace/home")
         assert response.status_code == 404 and response.json()["code"] == "tenant_not_found"
-    transport = client._transport  # the gateway app itself, for a request with no Host at all
-    app = transport.app  # type: ignore[attr-defined]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/marketplace/home",
-        "raw_path": b"/marketplace/home",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-    await app(scope, receive, send)
+    app = client._transport.app  # type: ignore[attr-defined]  # the gateway app itself
+    # No Host header at all, on the address the default tenant owns: never a fallback.
+    sent = await raw_get(app, "/marketplace/home", server=("127.0.0.1", 80))
     assert sent[0]["status"] == 404
     assert json.loads(b"".join(m.get("body", b"") for m in sent[1:]))["code"] == (
         "tenant_not_found"
