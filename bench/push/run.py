@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -182,23 +182,36 @@ def token() -> str:
     return jwt.encode({"sub": BUYER, "exp": now + 3600}, SECRET, algorithm="HS256")
 
 
+Arrivals = Callable[[], list[Awaitable[float]]]
+"""Armed before a purchase: one awaitable per socket, the time its next message arrives."""
+
+
+def library_arrivals(clients: list[ClientConnection]) -> Arrivals:
+    """Through the `websockets` library: each message received and parsed."""
+
+    async def arrival(client: ClientConnection) -> float:
+        message = json.loads(await client.recv())
+        assert message["type"] == "stock", message
+        return time.perf_counter()
+
+    return lambda: [asyncio.ensure_future(arrival(client)) for client in clients]
+
+
+def raw_arrivals(clients: list[RawClient]) -> Arrivals:
+    """Through the minimal clients: the message's bytes reaching the socket."""
+    return lambda: [client.expect() for client in clients]
+
+
 async def commit_to_message(
-    writer: str, clients: list[ClientConnection], product: str, commits: int
+    writer: str, arrivals: Arrivals, product: str, commits: int
 ) -> list[float]:
     """Latencies (ms) from each purchase request's start to each socket's message."""
     latencies: list[float] = []
     authorization = {"Authorization": f"Bearer {token()}"}
     async with httpx.AsyncClient(base_url=writer, timeout=10) as http:
         for _ in range(commits):
-            arrivals: list[float] = []
-
-            async def wait(client: ClientConnection, out: list[float] = arrivals) -> None:
-                message = json.loads(await client.recv())
-                assert message["type"] == "stock", message
-                out.append(time.perf_counter())
-
-            waiting = [asyncio.ensure_future(wait(client)) for client in clients]
-            await asyncio.sleep(0)
+            waiting = arrivals()
+            await asyncio.sleep(0)  # the library's readers start before the purchase
             sent = time.perf_counter()
             response = await http.post(
                 "/purchases",
@@ -207,30 +220,7 @@ async def commit_to_message(
             )
             assert response.status_code == 201, response.text
             async with asyncio.timeout(30):
-                await asyncio.gather(*waiting)
-            latencies.extend((arrival - sent) * 1000 for arrival in arrivals)
-            await asyncio.sleep(0.4)
-    return latencies
-
-
-async def commit_to_arrival(
-    writer: str, clients: list[RawClient], product: str, commits: int
-) -> list[float]:
-    """As `commit_to_message`, the arrival of each message's bytes at each raw client."""
-    latencies: list[float] = []
-    authorization = {"Authorization": f"Bearer {token()}"}
-    async with httpx.AsyncClient(base_url=writer, timeout=10) as http:
-        for _ in range(commits):
-            arrivals = [client.expect() for client in clients]
-            sent = time.perf_counter()
-            response = await http.post(
-                "/purchases",
-                json={"product_id": product, "quantity": 1},
-                headers={**authorization, "Idempotency-Key": uuid.uuid4().hex},
-            )
-            assert response.status_code == 201, response.text
-            async with asyncio.timeout(30):
-                times = await asyncio.gather(*arrivals)
+                times = await asyncio.gather(*waiting)
             latencies.extend((arrival - sent) * 1000 for arrival in times)
             await asyncio.sleep(0.4)
     return latencies
@@ -259,15 +249,17 @@ async def measure(args: argparse.Namespace, url: str, temp: Path) -> dict[str, A
         writer, _ = stack.enter_context(serve(url, namespace, temp / "writer.log"))
         holder, _ = stack.enter_context(serve(url, namespace, temp / "holder.log"))
         clients = await open_subscribed(holder, [f"product:{product}"] * args.sockets)
-        await commit_to_message(writer, clients, product, 3)  # warm both servers
+        await commit_to_message(writer, library_arrivals(clients), product, 3)  # warm up
         for _ in range(args.rounds):
-            latencies = await commit_to_message(writer, clients, product, args.commits)
+            latencies = await commit_to_message(
+                writer, library_arrivals(clients), product, args.commits
+            )
             rounds.append(summarized(latencies))
         await close_all(clients)
         host, port = holder.removeprefix("http://").split(":")
         raw = [await open_raw(host, int(port), f"product:{product}") for _ in range(args.sockets)]
         for _ in range(args.rounds):
-            latencies = await commit_to_arrival(writer, raw, product, args.commits)
+            latencies = await commit_to_message(writer, raw_arrivals(raw), product, args.commits)
             raw_rounds.append(summarized(latencies))
         for client in raw:
             if client.transport is not None:
