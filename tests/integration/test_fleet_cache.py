@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from starlette.types import ASGIApp
 
 from edgemart import metrics
 from edgemart.db import Database
@@ -99,16 +100,20 @@ async def subscribed(services: Services) -> bool:
 
 @asynccontextmanager
 async def process(
-    settings: Settings, *, listening: bool = True, database: Database | None = None
+    settings: Settings,
+    *,
+    listening: bool = True,
+    database: Database | None = None,
+    app_of: Callable[[Services], ASGIApp] = create_gateway,
 ) -> AsyncIterator[Process]:
-    """One process of the fleet: its own Services and gateway app. `listening` runs the
-    subscriber as the gateway's lifespan does; without it, the process is like a Lambda
-    environment. `database` replaces its pools (to count what it asks)."""
+    """One process of the fleet: its own Services and gateway app (`app_of` them).
+    `listening` runs the subscriber as the gateway's lifespan does; without it, the process
+    is like a Lambda environment. `database` replaces its pools (to count what it asks)."""
     services = Services.from_settings(settings)
     if database is not None:
         services.primary = services.replica = database
         services.reads = ReadRouting(database)
-    transport = httpx.ASGITransport(app=create_gateway(services), client=("203.0.113.70", 1))
+    transport = httpx.ASGITransport(app=app_of(services), client=("203.0.113.70", 1))
     try:
         async with AsyncExitStack() as stack:
             if listening:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
 import pytest
+from starlette.types import ASGIApp
 
 from edgemart.cache import TENANT_HEADER
 from edgemart.changes import POPULAR_SEARCHES_KEY, SEARCH_KEY_PREFIX
@@ -24,7 +25,8 @@ from edgemart.tenancy import DEFAULT_TENANT, Tenant
 from edgemart.tenantscope import scoped
 from gateway.app import create_gateway
 from tests.conftest import LogCapture
-from tests.integration.test_fleet_cache import fleet_settings, subscribed, until
+from tests.integration.test_fleet_cache import fleet_settings, until
+from tests.integration.test_fleet_cache import process as fleet_process
 from tests.integration.test_purchase import auth, sql
 from tests.support.tenants import ACME, GLOBEX, TenantsByHost
 
@@ -60,19 +62,12 @@ class Process:
 @asynccontextmanager
 async def process(settings: Settings) -> AsyncIterator[Process]:
     """One process of the fleet, listening to the others' writes, tenants by host."""
-    services = Services.from_settings(settings)
-    app = TenantsByHost(create_gateway(services), HOSTS)
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.71", 1))
-    try:
-        async with AsyncExitStack() as stack:
-            await stack.enter_async_context(services.listening())
-            await until(lambda: subscribed(services))
-            client = await stack.enter_async_context(
-                httpx.AsyncClient(transport=transport, base_url="http://t", timeout=30)
-            )
-            yield Process(client, services)
-    finally:
-        await services.aclose()
+
+    def tenants_by_host(services: Services) -> ASGIApp:
+        return TenantsByHost(create_gateway(services), HOSTS)
+
+    async with fleet_process(settings, app_of=tenants_by_host) as one:
+        yield Process(one.client, one.services)
 
 
 @pytest.fixture
