@@ -410,16 +410,24 @@ async def catalog_client(catalog_database_url: str) -> AsyncIterator[httpx.Async
         yield client
 
 
+FAKE_AWS_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+"""Credentials and a region for boto3 talking to moto or a local stand-in, never to AWS."""
+
+
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in FAKE_AWS_ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def aws(aws_credentials: None) -> Iterator[None]:
     """boto3 against moto: fake credentials, one region, every AWS call served in process."""
     from moto import mock_aws
 
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
     with mock_aws():
         yield

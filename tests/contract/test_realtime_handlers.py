@@ -202,13 +202,7 @@ def test_subscriptions_and_connections_are_limited(aws: None, catalog_database_u
 
 
 @pytest.fixture
-def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[ManagementStub]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
+def stub(aws_credentials: None) -> Iterator[ManagementStub]:
     with management_stub() as running:
         yield running
 

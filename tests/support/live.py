@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import ClientConnection
 
-from tests.conftest import unused_port
+from tests.conftest import FAKE_AWS_ENVIRONMENT, unused_port
 from tests.support.serve import Serve, serve_process, wait_until
 
 SQS_DELAY_S = 3
@@ -63,9 +63,7 @@ def live_environment(
         "JWT_SECRET": secret,
         "PURCHASE_QUEUE_URL": queue_url,
         "SQS_ENDPOINT_URL": sqs_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
+        **FAKE_AWS_ENVIRONMENT,
         "SCHEDULE_INTERVALS": "order_worker=0.5",
         "RATE_LIMIT_PURCHASES": "100000/60",
         "RATE_LIMIT_STORE": "100000/60",
