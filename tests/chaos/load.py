@@ -5,12 +5,14 @@ the ledger checks every chaos run ends with."""
 from __future__ import annotations
 
 import asyncio
+import io
 import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import jwt
@@ -18,6 +20,20 @@ import psycopg
 
 Outcome = tuple[str, int, str]  # (kind, status, problem code or "stale")
 DOCUMENTED_503_CODES = ("read_only_mode", "service_unavailable")
+# Longer than any request may take (the pool's 5 s wait, retries, breaker probes), short
+# enough that a request stuck for good fails its test with the stacks below instead of
+# holding CI until its time runs out.
+REQUEST_BOUND_S = 30.0
+STUCK = 0  # the status counted for a request that passed REQUEST_BOUND_S
+
+
+def every_task_stack() -> str:
+    """Where every task of the running loop is waiting, for the report of a stuck request."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        print(f"--- {task.get_name()} {task.get_coro()!r}", file=out)
+        task.print_stack(limit=40, file=out)
+    return out.getvalue()
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,7 @@ class MixedLoad:
     phase: str = "before"
     purchasing: bool = True
     outcomes: dict[str, Counter[Outcome]] = field(default_factory=dict)
+    stuck_stacks: list[str] = field(default_factory=list)
     rng: random.Random = field(default_factory=lambda: random.Random(1))
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -69,19 +86,29 @@ class MixedLoad:
         token = jwt.encode({"sub": subject, "exp": int(time.time()) + 600}, self.secret)
         while not self._stop.is_set():
             started_in = self.phase  # a request belongs to the phase it started in
-            choice = self.rng.random()
-            if choice < 0.3:
-                kind, response = "home", await client.get("/marketplace/home")
-            elif choice < 0.5:
-                kind = "store"
-                response = await client.get(f"/stores/{self.rng.choice(self.catalog.slugs)}")
-            elif choice < 0.7 or not self.purchasing:
-                kind = "product"
-                response = await client.get(f"/products/{self.rng.choice(self.catalog.products)}")
-            else:
-                kind, response = "purchase", await self.purchase(client, token)
+            kind, request = self.next_request(client, token)
+            try:
+                async with asyncio.timeout(REQUEST_BOUND_S):
+                    response = await request
+            except TimeoutError:
+                self.count(started_in, (kind, STUCK, "stuck"))
+                if not self.stuck_stacks:
+                    self.stuck_stacks.append(every_task_stack())
+                continue
             self.count(started_in, (kind, response.status_code, outcome_label(response)))
             await asyncio.sleep(0.01)
+
+    def next_request(
+        self, client: httpx.AsyncClient, token: str
+    ) -> tuple[str, Coroutine[Any, Any, httpx.Response]]:
+        choice = self.rng.random()
+        if choice < 0.3:
+            return "home", client.get("/marketplace/home")
+        if choice < 0.5:
+            return "store", client.get(f"/stores/{self.rng.choice(self.catalog.slugs)}")
+        if choice < 0.7 or not self.purchasing:
+            return "product", client.get(f"/products/{self.rng.choice(self.catalog.products)}")
+        return "purchase", self.purchase(client, token)
 
     async def purchase(self, client: httpx.AsyncClient, token: str) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
@@ -135,9 +162,12 @@ def outcome_label(response: httpx.Response) -> str:
 def reported_ledger_problems(
     url: str, catalog: ChaosCatalog, load: MixedLoad, **figures: object
 ) -> list[str]:
-    """`ledger_problems`, after printing them with the run's outcomes and `figures` (what a
-    chaos run measured), for the test log."""
+    """`ledger_problems`, and a request stuck for good, after printing them with the run's
+    outcomes and `figures` (what a chaos run measured), for the test log."""
     problems = ledger_problems(url, catalog)
+    if load.stuck_stacks:
+        problems.append(f"requests stuck past {REQUEST_BOUND_S:.0f} s (stacks printed)")
+        print("".join(load.stuck_stacks))
     print({"outcomes": load.report(), **figures, "ledger_problems": problems})
     return problems
 

@@ -18,7 +18,7 @@ import pytest
 from edgemart.services import Services
 from gateway.app import create_gateway
 from gateway.democatalog import seed_catalog
-from tests.chaos.load import DOCUMENTED_503_CODES, ChaosCatalog, MixedLoad, ledger_problems
+from tests.chaos.load import DOCUMENTED_503_CODES, ChaosCatalog, MixedLoad, reported_ledger_problems
 from tests.chaos.test_connection_kills_and_redis_kill import KILL_FOR_S, kill_connections
 from tests.chaos.test_database_outage_under_load import SECRET, chaos_settings
 from tests.conftest import DEMO_AS_OF
@@ -114,14 +114,8 @@ async def test_server_connection_kills_behind_pgbouncer(
             again = await send_each_key_again(client, log)
     finally:
         await services.aclose()
-    problems = ledger_problems(url, catalog)
-    print(
-        {
-            "outcomes": load.report(),
-            "backends_killed": killed,
-            "keys": len(log.last),
-            "ledger_problems": problems,
-        }
+    problems = reported_ledger_problems(
+        url, catalog, load, backends_killed=killed, keys=len(log.last)
     )
     assert killed > 0
     assert load.undocumented_5xx() == []
