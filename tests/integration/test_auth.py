@@ -562,3 +562,56 @@ async def test_settings_reach_the_gateway(capped_gateway: httpx.AsyncClient) -> 
     assert_unauthorized(
         await call(capped_gateway, "wallet", hs256(exp=now + 7200)), LIFETIME_TOO_LONG
     )
+
+
+# ---- Tokens verified before (edgemart.tokencache) ----
+
+
+async def test_a_token_is_decoded_once_then_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded: list[str] = []
+    decode = jwt.decode
+
+    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    auth = authenticator()
+    token = hs256(roles=["seller"])
+    first = await auth.verify(token)
+    assert await auth.verify(token) is first and auth.verify_cached(token) is first
+    assert decoded == [token]
+
+
+async def test_a_remembered_token_still_expires() -> None:
+    now = [time.time()]
+    auth = Authenticator(secret=SECRET, wall_clock=lambda: now[0])
+    token = hs256(exp=int(now[0]) + 60)
+    assert (await auth.verify(token)).sub == "alice"
+    now[0] += 61
+    assert await refused(auth, token) == EXPIRED
+    assert auth.verified.get(token) is None  # forgotten, not checked again each time
+
+
+async def test_a_refused_token_is_not_remembered() -> None:
+    auth = authenticator()
+    forged = _forge_hs256_with(b"not-the-secret", claims())
+    assert await refused(auth, forged) == BAD_SIGNATURE
+    assert len(auth.verified) == 0
+
+
+async def test_a_remembered_jwks_token_needs_its_key_still_in_the_set(
+    jwks: tuple[JwksServer, str],
+) -> None:
+    server, url = jwks
+    clock, auth = clocked(url, jwks_max_age_s=300)
+    token = rs256()
+    assert (await auth.verify(token)).sub == "alice" and len(auth.verified) == 1
+    remembered = auth.verified.get(token)
+    server.keys = [public_jwk(RSA_KEY, "rsa-1", "RS256")]  # the same key, fetched again
+    clock.now += 300
+    assert (await auth.verify(token)).sub == "alice"
+    assert auth.verified.get(token) is not remembered  # verified again against the new set
+    server.keys = []
+    clock.now += 300
+    assert await refused(auth, token) == UNKNOWN_KEY

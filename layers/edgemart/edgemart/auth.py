@@ -33,6 +33,7 @@ from uuid import UUID
 from edgemart.errors import ProblemError, TenantMismatchError
 from edgemart.jwks import JWKS_ALGORITHMS, JwksKeyError, JwksKeySet
 from edgemart.tenancy import Tenant, tenant_of
+from edgemart.tokencache import VerifiedToken, VerifiedTokens
 from edgemart.validation import is_clean_identifier
 
 if TYPE_CHECKING:
@@ -197,7 +198,11 @@ class Authenticator:
         jwks_max_age_s: float = 300.0,
         jwks_refresh_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        remember_tokens: int = 4096,
     ) -> None:
+        """`clock` paces JWKS fetches; `wall_clock` is what the time claims are checked
+        against; `remember_tokens` bounds the tokens verified before (edgemart.tokencache)."""
         self.secret = secret
         self.issuer = issuer
         self.audience = audience
@@ -210,6 +215,8 @@ class Authenticator:
             if jwks_url
             else None
         )
+        self.wall_clock = wall_clock
+        self.verified = VerifiedTokens(remember_tokens)
 
     @classmethod
     def from_settings(
@@ -230,25 +237,37 @@ class Authenticator:
     # functions that never see a token.
     async def verify(self, token: str) -> Principal:
         """Verify a token, fetching the JWKS first if it is stale or lacks the token's `kid`."""
-        header = _header(token)
-        if self.jwks is not None and header.get("alg") in JWKS_ALGORITHMS:
-            await self.jwks.refresh(_kid(header))
+        remembered = self.verified.get(token)
+        kid = remembered.jwks_key[0] if remembered and remembered.jwks_key else None
+        if remembered is None:
+            header = _header(token)
+            if header.get("alg") in JWKS_ALGORITHMS:
+                kid = _kid(header)
+        if kid is not None and self.jwks is not None:
+            await self.jwks.refresh(kid)
         return self.verify_cached(token)
 
     def verify_cached(self, token: str) -> Principal:
         """Verify with the keys already at hand (no I/O)."""
+        remembered = self.verified.get(token)
+        if remembered is not None and self._still_keyed(remembered):
+            self._check_claims(remembered.time_claims, remembered.principal.sub, token)
+            return remembered.principal
         import jwt
 
         header = _header(token)
         algorithm = header.get("alg")
         key: Any
+        jwks_key: tuple[str, str, object] | None = None
         if algorithm in HMAC_ALGORITHMS and self.secret:
             key = self.secret
         elif algorithm in JWKS_ALGORITHMS and self.jwks is not None:
+            kid = _kid(header)
             try:
-                key = self.jwks.key(_kid(header), algorithm).key
+                jwk = self.jwks.key(kid, algorithm)
             except JwksKeyError as exc:
                 raise UnauthorizedError(str(exc)) from None
+            key, jwks_key = jwk.key, (kid, algorithm, jwk)
         else:
             raise UnauthorizedError(ALGORITHM_NOT_ACCEPTED)
         try:
@@ -268,12 +287,34 @@ class Authenticator:
             )
         except jwt.PyJWTError as exc:
             raise UnauthorizedError(_decode_failure(exc)) from None
+        self._check_claims(claims, claims.get("sub"), token)
+        principal = Principal(claims["sub"], roles_from_claims(claims), org_id_from_claims(claims))
+        self.verified.remember(token, VerifiedToken.of(principal, claims, jwks_key=jwks_key))
+        return principal
+
+    def _still_keyed(self, remembered: VerifiedToken) -> bool:
+        """Whether the key that verified a remembered token still verifies it: always for the
+        shared secret; for a JWKS key, while the key set still holds that very key."""
+        if remembered.jwks_key is None:
+            return True
+        if self.jwks is None:
+            return False
+        kid, algorithm, jwk = remembered.jwks_key
+        try:
+            return self.jwks.key(kid, algorithm) is jwk
+        except JwksKeyError:
+            return False
+
+    def _check_claims(self, claims: Mapping[str, Any], sub: object, token: str) -> None:
         problem = time_claims_problem(
-            claims, now=time.time(), leeway_s=self.leeway_s, max_lifetime_s=self.max_lifetime_s
-        ) or subject_problem(claims.get("sub"))
+            claims,
+            now=self.wall_clock(),
+            leeway_s=self.leeway_s,
+            max_lifetime_s=self.max_lifetime_s,
+        ) or subject_problem(sub)
         if problem is not None:
+            self.verified.forget(token)
             raise UnauthorizedError(problem)
-        return Principal(claims["sub"], roles_from_claims(claims), org_id_from_claims(claims))
 
 
 def _header(token: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ transaction opens one explicitly with `conn.transaction()`.
 from __future__ import annotations
 
 import asyncio
+import select
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,24 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     PoolTimeout,
     CircuitOpenError,
 )
+
+
+async def check_if_spoken(conn: Connection) -> None:
+    """The pool's check of a connection before handing it out, with no round trip for one
+    that has been quiet. A connection the server ended while it sat in the pool (a restart,
+    `pg_terminate_backend`, an idle timeout) has the server's goodbye or an end-of-file
+    waiting on its socket; one with nothing to read is handed out as it is, and only one
+    with something waiting is checked with an empty query, which raises if it is dead. The
+    empty query on every checkout cost a round trip per request, a quarter of a purchase's
+    CPU in the gateway (bench/capacity/PROFILE.md). A connection that dies after this check
+    fails its statement, as it would after the round-trip check; callers retry or answer
+    503 either way."""
+    if conn.closed:
+        raise OperationalError("the connection is closed")
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN)
+    if poller.poll(0):
+        await AsyncConnectionPool.check_connection(conn)
 
 
 class DatabaseNotConfiguredError(EdgemartError):
@@ -163,7 +182,7 @@ class Database:
                         max_size=self.max_size,
                         timeout=self.timeout_s,
                         kwargs=self.connection_kwargs(),
-                        check=AsyncConnectionPool.check_connection,
+                        check=check_if_spoken,
                         name=f"edgemart-{self.name}",
                         open=False,
                     )
