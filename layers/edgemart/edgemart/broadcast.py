@@ -173,6 +173,11 @@ class Broadcast:
         """This process, in its messages: it skips its own (it applied them when sending)."""
         self._pending = Changes()
         self._tenants_pending = False
+        self._queued = 0
+        """Calls of `send` that had something to send, so far."""
+        self._settled = 0
+        """Of those, how many a finished send has answered (sent, or kept after a failure)."""
+        self._flushing: asyncio.Future[None] | None = None
         self.on_receive: Callable[[], None] | None = None
         """Called after another process's changes were applied here (read routing: read the
         primary until the replica holds the write)."""
@@ -196,19 +201,43 @@ class Broadcast:
     async def send(self, changes: Changes, *, tenants_changed: bool = False) -> None:
         """Drop `changes` from the shared cache and publish them (and, with `tenants_changed`,
         that the tenant directory changed), with anything earlier that could not be sent.
-        Never raises: on failure they wait for the next chance."""
-        changes, self._pending = self._pending | changes, Changes()
-        tenants_changed, self._tenants_pending = self._tenants_pending or tenants_changed, False
-        if not changes and not tenants_changed:
+        Never raises: on failure they wait for the next chance.
+
+        Concurrent writes share a send: changes that arrive while one is on its way to Redis
+        go together in the next, and each caller returns once a send holding its changes has
+        answered (or failed and kept them). Under load that is one script call for many
+        purchases instead of one each (bench/capacity/PROFILE.md)."""
+        self._pending = self._pending | changes
+        self._tenants_pending = self._tenants_pending or tenants_changed
+        if not self._pending and not self._tenants_pending:
             return
-        message = message_of(changes, self.origin, tenants_changed=tenants_changed)
+        self._queued += 1
+        mine = self._queued
+        while self._settled < mine:
+            flush = self._flushing
+            if flush is None or flush.get_loop() is not asyncio.get_running_loop():
+                flush = self._flushing = asyncio.ensure_future(self._flush())
+            # Shielded: a caller that goes away does not take the others' send with it.
+            await asyncio.shield(flush)
+
+    async def _flush(self) -> None:
+        """One send of everything pending; settles every caller queued before it began."""
         try:
-            await self.shared.drop(changes, message)
-        except SharedCacheUnavailableError:
-            self._pending = self._pending | changes
-            self._tenants_pending = self._tenants_pending or tenants_changed
-            return
-        metrics.record(metrics.INVALIDATIONS_SENT, transport=REDIS)
+            through = self._queued
+            changes, self._pending = self._pending, Changes()
+            tenants_changed, self._tenants_pending = self._tenants_pending, False
+            if changes or tenants_changed:
+                message = message_of(changes, self.origin, tenants_changed=tenants_changed)
+                try:
+                    await self.shared.drop(changes, message)
+                except SharedCacheUnavailableError:
+                    self._pending = self._pending | changes
+                    self._tenants_pending = self._tenants_pending or tenants_changed
+                else:
+                    metrics.record(metrics.INVALIDATIONS_SENT, transport=REDIS)
+            self._settled = max(self._settled, through)
+        finally:
+            self._flushing = None
 
     def receive(self, message: bytes | str) -> None:
         """Apply another process's changes to this process's cache."""
