@@ -12,6 +12,7 @@ from edgemart.cache import (
     STALE,
     TAGS_HEADER,
     Filled,
+    LoadTimeoutError,
     Render,
     Rendered,
     TTLCache,
@@ -114,6 +115,80 @@ def test_a_failed_load_reaches_every_waiter_and_is_retried_next_time() -> None:
     first, second = asyncio.run(run())
     assert all(isinstance(result, RuntimeError) for result in first)
     assert second.body == b"2"
+
+
+def test_a_stuck_load_is_abandoned_after_the_wait_bound_and_the_next_caller_loads_again() -> None:
+    cache = TTLCache(load_wait_s=0.2)
+    calls = 0
+    cancelled: list[bool] = []
+
+    async def loader() -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # stuck for good, as on a wait nothing will ever end
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.append(True)
+                raise
+        return calls
+
+    async def run() -> tuple[list[object], Rendered]:
+        async with asyncio.timeout(5):  # without the bound, every caller waits for good
+            stuck = await asyncio.gather(
+                *(cache.get_or_load("k", 60, loader) for _ in range(5)), return_exceptions=True
+            )
+            return stuck, await cache.get_or_load("k", 60, loader)
+
+    stuck, fresh = asyncio.run(run())
+    assert all(isinstance(result, LoadTimeoutError) for result in stuck), stuck
+    assert cancelled == [True]  # the stuck load was cancelled, once
+    assert fresh.body == b"2"  # a later caller does not join the abandoned load
+
+
+def test_a_caller_joining_a_load_late_gets_the_timeout_once_it_is_abandoned() -> None:
+    cache = TTLCache(load_wait_s=0.5)
+
+    async def loader() -> int:
+        await asyncio.Event().wait()
+        return 0
+
+    async def late() -> object:
+        await asyncio.sleep(0.4)  # joins the load 0.4 s in: its own bound ends at 0.9 s
+        return await cache.get_or_load("k", 60, loader)
+
+    async def run() -> tuple[list[object], float]:
+        started = asyncio.get_running_loop().time()
+        results = await asyncio.gather(
+            cache.get_or_load("k", 60, loader), late(), return_exceptions=True
+        )
+        return results, asyncio.get_running_loop().time() - started
+
+    results, elapsed = asyncio.run(run())
+    assert all(isinstance(result, LoadTimeoutError) for result in results), results
+    assert elapsed < 0.8  # told when the load was abandoned (0.5 s), not at its own bound
+
+
+def test_a_stuck_load_is_served_stale_when_a_copy_exists() -> None:
+    from edgemart.cache import serve_cached
+
+    now = 1000.0
+    cache = TTLCache(clock=lambda: now, load_wait_s=0.1)
+    stuck = False
+
+    async def loader() -> dict[str, str]:
+        if stuck:
+            await asyncio.Event().wait()
+        return {"page": "home"}
+
+    async def serve() -> tuple[int, str | None]:
+        response = await serve_cached(request_with({}), cache, "home", RULE, loader)
+        return response.status_code, response.headers.get("x-edgemart-stale")
+
+    assert asyncio.run(serve()) == (200, None)
+    now += RULE.s_maxage + 1
+    stuck = True
+    assert asyncio.run(serve()) == (200, "true")  # the last good copy, after 0.1 s
 
 
 def rendered(body: str) -> Rendered:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import time
 from collections import OrderedDict
@@ -37,12 +38,14 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from psycopg import OperationalError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from edgemart import metrics
 from edgemart.compression import GZIP, accepts_gzip, gzip_body
 from edgemart.db import UNAVAILABLE_ERRORS
+from edgemart.logging import logger
 from edgemart.routetable import ROUTES
 from edgemart.tenancy import DEFAULT_TENANT_ID, Tenant, tenant_of
 from edgemart.tenantscope import scoped
@@ -71,6 +74,13 @@ HIT: Source = "hit"
 FROM_L2: Source = "l2"
 MISS: Source = "miss"
 STALE: Source = "stale"
+
+LOAD_WAIT_S = 30.0
+"""The longest a request waits for a page's load (one it started or joined). Every wait of a
+load is bounded (a pool wait and a statement timeout per attempt, within the retry budget;
+Redis calls at tens of milliseconds), so a load still running after twice the slowest the
+default timeouts allow is stuck for good: it is abandoned rather than left holding every
+request for the page (decision 0047)."""
 
 NO_STORE: Mapping[str, str] = {"Cache-Control": "no-store"}
 """Headers for everything that must never be cached (money, admin, health, seller pages)."""
@@ -226,6 +236,12 @@ def cached_response(
     return Response(body, headers=headers, media_type="application/json")
 
 
+class LoadTimeoutError(OperationalError):
+    """A page's load did not finish within `TTLCache.load_wait_s`. An unavailability like a
+    lost connection (a psycopg OperationalError, in `edgemart.db.UNAVAILABLE_ERRORS`): the
+    request is answered with the last good copy, else 503."""
+
+
 class _Entry:
     __slots__ = ("rendered", "expires_at", "as_of", "tags")
 
@@ -293,6 +309,10 @@ class TTLCache:
     With a shared cache behind it, `fill` replaces the plain load and `trust` decides whether
     an unexpired entry may still be served (see the module docstring); without one, an entry
     is fresh until it expires.
+
+    A caller waits `load_wait_s` at most for a load (`LOAD_WAIT_S`); a load still running
+    then is abandoned: cancelled, logged with where it is stuck, and never joined again, and
+    each of its callers gets `LoadTimeoutError`.
     """
 
     def __init__(
@@ -302,8 +322,10 @@ class TTLCache:
         clock: Callable[[], float] = time.time,
         fill: Fill | None = None,
         trust: Trust | None = None,
+        load_wait_s: float = LOAD_WAIT_S,
     ) -> None:
         self.max_entries = max_entries
+        self.load_wait_s = load_wait_s
         self.clock = clock
         self.fill = fill
         self.trust = trust
@@ -420,7 +442,35 @@ class TTLCache:
             task = asyncio.ensure_future(self._load(key, ttl_s, rule_name, loader, tags))
             self._inflight[key] = task
             task.add_done_callback(lambda done: self._load_finished(key, done))
-        return await asyncio.shield(task)
+        return await self._outcome(key, task)
+
+    async def _outcome(self, key: str, task: asyncio.Task[Filled]) -> Filled:
+        """The load's result, waited for `load_wait_s` at most. `asyncio.wait` rather than
+        `asyncio.shield`: a caller that gives up (client gone) does not cancel the load for
+        the others either, and a load past the bound is given up on, not waited for."""
+        done, _ = await asyncio.wait({task}, timeout=self.load_wait_s)
+        if not done or task.cancelled():  # abandoned, by this caller or by another one
+            if not done:
+                self._abandon(key, task)
+            raise LoadTimeoutError(f"the load of {key!r} took over {self.load_wait_s:g} s")
+        return task.result()
+
+    def _abandon(self, key: str, task: asyncio.Task[Filled]) -> None:
+        """Cancel a stuck load, and say where it is stuck (the first caller to give up on
+        it); no later caller joins it."""
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if task.cancelling():
+            return  # another caller gave up on it already
+        stack = io.StringIO()
+        task.print_stack(limit=40, file=stack)
+        logger.warning(
+            "cache: the load of %r ran over %s s and was abandoned; it was at:\n%s",
+            key,
+            self.load_wait_s,
+            stack.getvalue(),
+        )
+        task.cancel()
 
     async def _load(
         self,

@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from edgemart.breaker import CircuitBreaker, CircuitOpenError
 from edgemart.dbsecret import DatabaseSecret
 from edgemart.errors import EdgemartError
+from edgemart.logging import logger
 from edgemart.settings import Settings
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     PoolTimeout,
     CircuitOpenError,
 )
+REPLACED_POOL_CLOSE_WAIT_S = 5.0
+"""How long `Database.close` waits for pools replaced by breaker probes to finish closing."""
 
 
 async def check_if_spoken(conn: Connection) -> None:
@@ -108,6 +111,7 @@ class Database:
         self._pool: AsyncConnectionPool[Connection] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
+        self._closing: set[asyncio.Future[None]] = set()  # replaced pools being closed
 
     @classmethod
     def primary_from(cls, settings: Settings, *, tracing: Tracing | None = None) -> Database:
@@ -197,15 +201,16 @@ class Database:
         (`55P03`, e.g. a concurrent request holding the same idempotency key) is an answer
         about contention, not about the database's health."""
         breaker = self.breaker
+        probing = False
         if breaker is not None:
             probing = breaker.state == "half_open"
             breaker.before_call()
+        try:
             if probing:
                 # psycopg_pool retries a lost server with a growing backoff (tens of seconds
                 # after a long outage); the probe must test the database now, so it gets a
                 # fresh pool rather than waiting behind the old one's schedule.
-                await self._replace_pool()
-        try:
+                self._replace_pool()
             pool = await self.pool()
             async with pool.connection(timeout=timeout_s) as conn:
                 try:
@@ -237,12 +242,27 @@ class Database:
             if breaker is not None:
                 breaker.record_success()
 
-    async def _replace_pool(self) -> None:
+    def _replace_pool(self) -> None:
+        """Forget the pool (the next `pool()` opens a fresh one) and close it in the
+        background: the probe must not wait behind the old pool's lock or its workers, nor
+        leave it half closed should the probe be cancelled."""
         old, self._pool = self._pool, None
         if old is not None:
-            await old.close(timeout=0)
+            closing = asyncio.ensure_future(old.close(timeout=0))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closed_one)
+
+    def _closed_one(self, closing: asyncio.Future[None]) -> None:
+        self._closing.discard(closing)
+        if not closing.cancelled() and closing.exception() is not None:
+            logger.warning("closing a replaced %s pool failed: %r", self.name, closing.exception())
 
     async def close(self) -> None:
         pool, self._pool, self._loop = self._pool, None, None
+        loop = asyncio.get_running_loop()
+        closing = {future for future in self._closing if future.get_loop() is loop}
+        self._closing = set()
+        if closing:  # replaced pools' closes, bounded like the pool's own close below
+            await asyncio.wait(closing, timeout=REPLACED_POOL_CLOSE_WAIT_S)
         if pool is not None:
             await pool.close()

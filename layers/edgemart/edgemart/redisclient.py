@@ -9,6 +9,12 @@ layer, for tracing), for metrics of its own that edgemart never turns on: some 4
 first Redis command of each process (decision 0028). So redis-py is imported with the part
 of OpenTelemetry that nothing has loaded yet hidden from it, which it takes as "not
 installed": all of it while tracing is off, its metrics SDK while tracing is on.
+
+The wait for a free connection of the pool is bounded (`pool_timeout_s`, one socket timeout
+by default), not left to the callers' own timeouts: on Python 3.11 the pool's
+`asyncio.Condition` loses a wake-up when the waiter it woke is cancelled before it runs (a
+caller's timeout firing at that moment; CPython gh-112202, fixed in 3.13), and a waiter that
+missed it would otherwise wait for good beside a free connection, however quiet the pool.
 """
 
 from __future__ import annotations
@@ -48,12 +54,16 @@ class LazyRedis:
         url: str,
         *,
         socket_timeout_s: float = 1.0,
+        pool_timeout_s: float | None = None,
         max_connections: int = 50,
         tracing: Tracing | None = None,
     ) -> None:
-        """`tracing`: a span per command (edgemart.tracing.redis)."""
+        """`pool_timeout_s`: the longest wait for a free connection (`socket_timeout_s` if
+        None), then redis-py's ConnectionError; `tracing`: a span per command
+        (edgemart.tracing.redis)."""
         self.url = url
         self.socket_timeout_s = socket_timeout_s
+        self.pool_timeout_s = socket_timeout_s if pool_timeout_s is None else pool_timeout_s
         self.max_connections = max_connections
         self.tracing = tracing
         self._clients: PerLoop[Redis] = PerLoop(self._build)
@@ -68,11 +78,11 @@ class LazyRedis:
         from redis.backoff import NoBackoff
 
         # A bounded pool that makes a burst wait for a connection instead of failing
-        # with "Too many connections"; the caller's timeout bounds the wait.
+        # with "Too many connections", for `pool_timeout_s` at most (see the module docstring).
         pool = BlockingConnectionPool.from_url(
             self.url,
             max_connections=self.max_connections,
-            timeout=None,
+            timeout=self.pool_timeout_s,
             socket_timeout=self.socket_timeout_s,
             socket_connect_timeout=self.socket_timeout_s,
             retry=Retry(NoBackoff(), 0),
