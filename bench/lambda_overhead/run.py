@@ -1,0 +1,292 @@
+"""What a Lambda invocation costs in process: edgemart's function handlers vs bare Mangum +
+Starlette vs a Powertools `APIGatewayHttpResolver` route, for a cached read and for a purchase
+whose database is the same stub for all.
+
+    python -m bench.lambda_overhead.run [--rounds N] [--invocations N] [--baseline REV]
+                                        [--profile-invocations N] [--out PATH]
+
+Each contender runs in a process of its own (`worker`), as in its own execution environment,
+and is invoked in process, with no server and no runtime API: its Lambda handler called with
+the API Gateway HTTP API (v2) event of the route and a context object, as the contract tests
+call them. A round asks every contender, in an order that rotates from round to round, for
+`--invocations` invocations of each route back to back; the reported figure is µs per
+invocation, median and range over the rounds, and each round's ratio to the Powertools
+resolver's.
+
+`--baseline REV` adds edgemart as it was at git revision REV (its `layers/` and `functions/`
+exported to a temporary directory, the benchmark's own code unchanged) as one more contender:
+before and after in the same rounds.
+
+Then edgemart's invocations of each route are profiled (cProfile, `breakdown`): where its µs
+go, by part of the request path. Target: edgemart's cached read ≤ 1.2× the Powertools
+resolver's, with the request id, access log and memory rate limiter on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from bench.lambda_overhead.invocations import ROUTE_LABELS, ROUTES
+from bench.report import provenance, publish
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+REFERENCE = "powertools"
+TARGET_RATIO = 1.2
+LABELS = {
+    "edgemart": "edgemart function handler",
+    "bare": "bare Mangum + Starlette",
+    "powertools": "Powertools resolver + `inject_lambda_context`",
+    "powertools_correlation": "Powertools resolver + `inject_lambda_context` with correlation id",
+}
+UNSET_FOR_WORKERS = (
+    "DATABASE_URL",
+    "DATABASE_SECRET_ARN",
+    "DATABASE_REPLICA_URL",
+    "REDIS_URL",
+    "UPSTASH_REDIS_REST_URL",
+    "UPSTASH_REDIS_REST_TOKEN",
+    "TRACING",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+)
+"""Nothing the workers reach over the network: the database is the stub, the limiter in
+memory."""
+
+
+@dataclass
+class Worker:
+    key: str
+    label: str
+    process: subprocess.Popen[str]
+    us: dict[str, list[float]] = field(default_factory=lambda: {route: [] for route in ROUTES})
+
+    def ask(self, **command: Any) -> Any:
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None
+        stdin.write(json.dumps(command) + "\n")
+        stdin.flush()
+        reply = stdout.readline()
+        if not reply:
+            raise RuntimeError(f"{self.key} exited (code {self.process.wait()})")
+        return json.loads(reply)
+
+
+def worker_environment(python_path: Sequence[Path]) -> dict[str, str]:
+    environment = {k: v for k, v in os.environ.items() if k not in UNSET_FOR_WORKERS}
+    environment["PYTHONPATH"] = os.pathsep.join(str(path) for path in python_path)
+    return environment
+
+
+def code_path(root: Path) -> list[Path]:
+    """Where a worker imports edgemart and the functions from (`root`), then the benchmark
+    and the tests' harness (this repository)."""
+    paths = [root, root / "layers" / "edgemart"]
+    return paths if root == REPOSITORY else [*paths, REPOSITORY]
+
+
+@contextmanager
+def exported(revision: str) -> Iterator[Path]:
+    """`layers/` and `functions/` as they were at `revision`, in a temporary directory."""
+    directory = Path(tempfile.mkdtemp(prefix="lambda-overhead-"))
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(REPOSITORY), "archive", revision, "layers", "functions"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def started(key: str, contender: str, label: str, root: Path) -> Iterator[Worker]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.lambda_overhead.worker", contender],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPOSITORY,
+        env=worker_environment(code_path(root)),
+    )
+    try:
+        yield Worker(key, label, process)
+    finally:
+        stdin: IO[str] | None = process.stdin
+        if stdin is not None:
+            stdin.close()
+        process.wait(timeout=30)
+
+
+def rotated(items: Sequence[Worker], by: int) -> list[Worker]:
+    shift = by % len(items)
+    return [*items[shift:], *items[:shift]]
+
+
+def measure(workers: Sequence[Worker], rounds: int, invocations: int) -> None:
+    for worker in workers:  # warm: imports done, caches and code paths hot
+        for route in ROUTES:
+            worker.ask(op="time", route=route, invocations=invocations // 4)
+    for index in range(rounds):
+        for route in ROUTES:
+            for worker in rotated(workers, index):
+                worker.us[route].append(
+                    worker.ask(op="time", route=route, invocations=invocations)["us"]
+                )
+
+
+def ratios(worker: Worker, reference: Worker, route: str) -> list[float]:
+    """Each round's µs per invocation over the reference's in the same round."""
+    return [
+        ours / theirs for ours, theirs in zip(worker.us[route], reference.us[route], strict=True)
+    ]
+
+
+def spread(values: Sequence[float], unit: str = "", digits: int = 1) -> str:
+    low, high = min(values), max(values)
+    return f"{statistics.median(values):.{digits}f}{unit} ({low:.{digits}f}–{high:.{digits}f})"
+
+
+# ---- The report ----
+
+
+def check_lines(checks: Mapping[str, Mapping[str, Any]], workers: Sequence[Worker]) -> list[str]:
+    """Whether every contender answered each route alike: status, body, cache headers, the
+    database call."""
+    lines = ["| route | contender | status | body | database call |", "|---|---|---|---|---|"]
+    reference = checks[REFERENCE]
+    for route in ROUTES:
+        for worker in workers:
+            answer = checks[worker.key][route]
+            same_body = answer["body"] == reference[route]["body"]
+            call = (
+                "none"
+                if answer["database_calls"] == 0
+                else (
+                    "1, same arguments"
+                    if answer["database_args"] == reference[route]["database_args"]
+                    else f"{answer['database_calls']}, other arguments: {answer['database_args']}"
+                )
+            )
+            lines.append(
+                f"| {ROUTE_LABELS[route]} | {worker.label} | {answer['status']} | "
+                f"{len(answer['body'])} characters, {'same' if same_body else 'DIFFERENT'} | "
+                f"{call} |"
+            )
+    return lines
+
+
+def result_lines(workers: Sequence[Worker], reference: Worker) -> list[str]:
+    lines = [
+        "| route | contender | µs per invocation, median (range) | ratio to the Powertools "
+        "resolver, median (range) |",
+        "|---|---|---|---|",
+    ]
+    for route in ROUTES:
+        for worker in workers:
+            ratio = spread(ratios(worker, reference, route), "×", 2)
+            lines.append(
+                f"| {ROUTE_LABELS[route]} | {worker.label} | {spread(worker.us[route])} | {ratio} |"
+            )
+    return lines
+
+
+def breakdown_lines(profile: Mapping[str, Any], measured_us: float) -> list[str]:
+    parts: Mapping[str, float] = profile["parts"]
+    lines = ["| part | share of the profile | ≈ µs of the measured median |", "|---|---|---|"]
+    for name, share in sorted(parts.items(), key=lambda item: item[1], reverse=True):
+        if share >= 0.005:
+            lines.append(f"| {name} | {share:.1%} | {share * measured_us:.1f} |")
+    lines += ["", "<details><summary>Top functions by own time</summary>", ""]
+    lines += ["| function | share of the profile |", "|---|---|"]
+    lines += [f"| `{name}` | {share:.1%} |" for name, share in profile["top"]]
+    lines += ["", "</details>"]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--invocations", type=int, default=2000)
+    parser.add_argument("--baseline", help="git revision of edgemart to run as one more contender")
+    parser.add_argument("--profile-invocations", type=int, default=5000)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
+    args = parser.parse_args()
+    with ExitStack() as stack:
+        workers = [
+            stack.enter_context(started(key, key, label, REPOSITORY))
+            for key, label in LABELS.items()
+        ]
+        if args.baseline:
+            root = stack.enter_context(exported(args.baseline))
+            label = f"edgemart function handler at `{args.baseline}`"
+            workers.insert(1, stack.enter_context(started("baseline", "edgemart", label, root)))
+        checks = {worker.key: worker.ask(op="check") for worker in workers}
+        measure(workers, args.rounds, args.invocations)
+        ours = workers[0]
+        profiles = {
+            route: ours.ask(op="profile", route=route, invocations=args.profile_invocations)
+            for route in ROUTES
+        }
+    reference = next(worker for worker in workers if worker.key == REFERENCE)
+    report(args, workers, reference, checks, profiles)
+
+
+def report(
+    args: argparse.Namespace,
+    workers: Sequence[Worker],
+    reference: Worker,
+    checks: Mapping[str, Mapping[str, Any]],
+    profiles: Mapping[str, Any],
+) -> None:
+    ours = workers[0]
+    cached = ratios(ours, reference, "home")
+    verdict = "met" if statistics.median(cached) <= TARGET_RATIO else "missed"
+    lines = [
+        "# Lambda per-invocation overhead, in process",
+        "",
+        *provenance(f"python -m bench.lambda_overhead.run {' '.join(sys.argv[1:])}".strip()),
+        "",
+        f"{args.rounds} rounds; in each, every contender ({len(workers)} processes) runs "
+        f"{args.invocations:,} invocations of each route back to back, the contenders' order "
+        "rotating from round to round. Ratios are per round, against the Powertools resolver "
+        "(`inject_lambda_context` without a correlation id) of the same round.",
+        "",
+        f"**Target (cached read ≤ {TARGET_RATIO}× the Powertools resolver): {verdict}**, "
+        f"edgemart at {spread(cached, '×', 2)}.",
+        "",
+        *result_lines(workers, reference),
+        "",
+        "## Every contender answered alike",
+        "",
+        *check_lines(checks, workers),
+    ]
+    for route in ROUTES:
+        lines += [
+            "",
+            f"## Where edgemart's µs go: {ROUTE_LABELS[route]}",
+            "",
+            f"cProfile over {args.profile_invocations:,} invocations, each function's own time "
+            "in its part of the path (builtins and the standard library in their caller's); "
+            "shares scaled to the median measured above. cProfile's cost per call inflates the "
+            "parts made of many small calls.",
+            "",
+            *breakdown_lines(profiles[route], statistics.median(ours.us[route])),
+        ]
+    publish(args.out, lines)
+
+
+if __name__ == "__main__":
+    main()
