@@ -127,3 +127,13 @@ def test_powertools_log_event_setting_logs_each_event(
     entry_point({"probe": "logged"}, FakeLambdaContext())
     [line] = [line for line in captured_logs.lines() if line["message"] == {"probe": "logged"}]
     assert line["function_request_id"] == FakeLambdaContext().aws_request_id
+
+
+def test_metrics_switched_off_by_powertools_settings_are_not_written(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    entry_point = lambda_entry_point("unit_metrics_off", lambda event, context: None, settings)
+    entry_point({}, FakeLambdaContext())
+    assert cold_starts("unit_metrics_off") == 1  # counted, not written
+    assert capsys.readouterr().out == ""

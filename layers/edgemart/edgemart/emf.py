@@ -23,7 +23,6 @@ Powertools' `Metrics` is imported by `aws_lambda_powertools` itself, which the L
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -111,15 +110,19 @@ def _powertools_layout(
     )
 
 
-def render(layout: Layout, timestamp_ms: int, values: Iterable[Sequence[float]]) -> str:
-    """One document as a line of JSON (`float`'s repr is JSON's for a finite number)."""
-    filled = "".join(
-        [
-            f"{key}[{','.join([repr(float(value)) for value in series])}]"
-            for key, series in zip(layout.value_keys, values, strict=True)
-        ]
-    )
-    return f'{{"_aws":{{"Timestamp":{timestamp_ms}{layout.after_timestamp}{filled}}}\n'
+def render(layout: Layout, head: str, group: Sequence[Pending]) -> str:
+    """One document as a line of JSON: `head` (the document up to its timestamp), the layout,
+    each metric's values (`float`'s repr is JSON's for a finite number)."""
+    parts = [head, layout.after_timestamp]
+    for key, series in zip(layout.value_keys, group, strict=True):
+        values = series.values
+        parts.append(key)
+        if len(values) == 1:  # a counter's sum: the common case
+            parts.append(f"[{float(values[0])!r}]")
+        else:
+            parts.append(f"[{','.join([repr(float(value)) for value in values])}]")
+    parts.append("}\n")
+    return "".join(parts)
 
 
 def lines(
@@ -130,6 +133,7 @@ def lines(
 ) -> list[str]:
     """Every document of `grouped`, in order; a group of more metrics than a document holds
     makes several."""
+    head = f'{{"_aws":{{"Timestamp":{timestamp_ms}'
     written = []
     for dimensions, group in grouped.items():
         chunks = (
@@ -142,16 +146,24 @@ def lines(
         )
         for chunk in chunks:
             kind = layout(namespace, service, dimensions, [series.metric for series in chunk])
-            written.append(render(kind, timestamp_ms, [series.values for series in chunk]))
+            written.append(render(kind, head, chunk))
     return written
 
 
-def flush(*, namespace: str, service: str, registry: Registry = metrics.REGISTRY) -> None:
+def flush(
+    *,
+    namespace: str,
+    service: str,
+    registry: Registry = metrics.REGISTRY,
+    disabled: bool | None = None,
+) -> None:
     """Write everything recorded since the last flush as EMF documents on stdout, in one write.
-    Never raises: a metric that cannot be written is logged, not worth failing an invocation."""
+    `disabled` is what `metrics_disabled()` said, when the caller asked once for many flushes;
+    by default it is asked now. Never raises: a metric that cannot be written is logged, not
+    worth failing an invocation."""
     try:
         grouped = documents(registry.drain_pending())
-        if not grouped or _disabled():
+        if not grouped or (metrics_disabled() if disabled is None else disabled):
             return
         written = lines(grouped, namespace, service, int(time.time() * 1000))
         sys.stdout.write("".join(written))
@@ -159,10 +171,7 @@ def flush(*, namespace: str, service: str, registry: Registry = metrics.REGISTRY
         logger.exception("metrics: writing EMF failed")
 
 
-def _disabled() -> bool:
-    """Powertools' own rule for `POWERTOOLS_METRICS_DISABLED` and `POWERTOOLS_DEV`, read only
-    when one of them is set (reading and parsing both costs a few µs per invocation)."""
-    environ = os.environ
-    if "POWERTOOLS_METRICS_DISABLED" not in environ and "POWERTOOLS_DEV" not in environ:
-        return False
+def metrics_disabled() -> bool:
+    """Powertools' own rule for `POWERTOOLS_METRICS_DISABLED` (and `POWERTOOLS_DEV`). Reading
+    the environment costs a few µs: a Lambda entry point asks once (edgemart.invocation)."""
     return is_metrics_disabled()

@@ -11,7 +11,10 @@
 - **cold starts**: `cold_starts` counted on an environment's first invocation (not when
   provisioned concurrency initialised it ahead of any request);
 - **metrics**: everything recorded during the invocation written as CloudWatch EMF at its
-  end (edgemart.emf), also when the handler raises.
+  end (edgemart.emf), also when the handler raises. Whether Powertools' settings switch them
+  off (`POWERTOOLS_METRICS_DISABLED`) is read once, when the entry point is made: the
+  environment of a Lambda function does not change, and reading it costs an invocation a
+  few µs.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def lambda_entry_point(
     the services)."""
     cold = not is_provisioned()
     log_event = resolve_truthy_env_var_choice(env=os.getenv(LOG_EVENT, "false"))
+    metrics_disabled = emf.metrics_disabled()
 
     def entry_point(event: Any, context: Any) -> R:
         nonlocal cold
@@ -62,7 +66,7 @@ def lambda_entry_point(
                 logger.info(event)
             return handler(event, context)
         finally:
-            end_of_invocation(services_of)
+            end_of_invocation(services_of, metrics_disabled=metrics_disabled)
             # Nothing logs between invocations in Lambda; in a process that invokes handlers
             # and goes on (tests, tools), later lines must not claim this invocation.
             unbind_lambda_context()
@@ -70,7 +74,7 @@ def lambda_entry_point(
     return entry_point
 
 
-def end_of_invocation(services_of: Callable[[], Services]) -> None:
+def end_of_invocation(services_of: Callable[[], Services], *, metrics_disabled: bool) -> None:
     """Before the environment may be frozen: the views and searches the invocation counted
     (written to Redis), the edge purges its writes queued (a frozen environment would hold
     them until its next invocation), then the metrics."""
@@ -83,4 +87,8 @@ def end_of_invocation(services_of: Callable[[], Services]) -> None:
     if services.edge_purge is not None:
         services.edge_purge.flush()
     settings = services.settings
-    emf.flush(namespace=settings.metrics_namespace, service=settings.metrics_service)
+    emf.flush(
+        namespace=settings.metrics_namespace,
+        service=settings.metrics_service,
+        disabled=metrics_disabled,
+    )
