@@ -14,7 +14,7 @@ from __future__ import annotations
 import cProfile
 import pstats
 import sysconfig
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 Func = tuple[str, int, str]
@@ -151,13 +151,3 @@ def shortened(file: str) -> str:
         if marker in normal:
             return normal.split(marker, 1)[1]
     return normal
-
-
-def merged(shares: Iterable[Mapping[str, float]]) -> dict[str, float]:
-    """Shares of several profiles, averaged."""
-    listed = list(shares)
-    result: dict[str, float] = {}
-    for one in listed:
-        for name, share in one.items():
-            result[name] = result.get(name, 0.0) + share / len(listed)
-    return result

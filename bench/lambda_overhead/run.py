@@ -13,9 +13,9 @@ call them. A round asks every contender, in an order that rotates from round to 
 invocation, median and range over the rounds, and each round's ratio to the Powertools
 resolver's.
 
-`--baseline REV` adds edgemart as it was at git revision REV (its `layers/` and `functions/`
-exported to a temporary directory, the benchmark's own code unchanged) as one more contender:
-before and after in the same rounds.
+`--baseline REV` (repeatable) adds edgemart as it was at git revision REV (its `layers/` and
+`functions/` exported to a temporary directory, the benchmark's own code unchanged) as one more
+contender: before and after each change, in the same rounds.
 
 Then edgemart's invocations of each route are profiled (cProfile, `breakdown`): where its µs
 go, by part of the request path. Target: edgemart's cached read ≤ 1.2× the Powertools
@@ -44,8 +44,9 @@ from bench.report import provenance, publish
 REPOSITORY = Path(__file__).resolve().parents[2]
 REFERENCE = "powertools"
 TARGET_RATIO = 1.2
+PART_CALLS = 2000
 LABELS = {
-    "edgemart": "edgemart function handler",
+    "edgemart": "edgemart function handler (this revision)",
     "bare": "bare Mangum + Starlette",
     "powertools": "Powertools resolver + `inject_lambda_context`",
     "powertools_correlation": "Powertools resolver + `inject_lambda_context` with correlation id",
@@ -203,6 +204,25 @@ def result_lines(workers: Sequence[Worker], reference: Worker) -> list[str]:
     return lines
 
 
+def revision_lines(revisions: Sequence[str]) -> list[str]:
+    """What each baseline revision is: its commit's subject."""
+    if not revisions:
+        return []
+    lines = ["", "Earlier revisions, each one change later than the one before:", ""]
+    for revision in revisions:
+        subject = subprocess.run(
+            ["git", "-C", str(REPOSITORY), "log", "-1", "--format=%h %s", revision],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        short, _, text = subject.partition(" ")
+        text = text if len(text) <= 200 else text[:199] + "…"
+        named = f"`{revision}`" if revision == short else f"`{revision}` ({short})"
+        lines.append(f"- {named}: {text}")
+    return lines
+
+
 def breakdown_lines(profile: Mapping[str, Any], measured_us: float) -> list[str]:
     parts: Mapping[str, float] = profile["parts"]
     lines = ["| part | share of the profile | ≈ µs of the measured median |", "|---|---|---|"]
@@ -220,7 +240,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--invocations", type=int, default=2000)
-    parser.add_argument("--baseline", help="git revision of edgemart to run as one more contender")
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        help="git revision of edgemart to run as one more contender (repeatable)",
+    )
     parser.add_argument("--profile-invocations", type=int, default=5000)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
     args = parser.parse_args()
@@ -229,10 +254,11 @@ def main() -> None:
             stack.enter_context(started(key, key, label, REPOSITORY))
             for key, label in LABELS.items()
         ]
-        if args.baseline:
-            root = stack.enter_context(exported(args.baseline))
-            label = f"edgemart function handler at `{args.baseline}`"
-            workers.insert(1, stack.enter_context(started("baseline", "edgemart", label, root)))
+        for index, revision in enumerate(args.baseline, start=1):
+            root = stack.enter_context(exported(revision))
+            label = f"edgemart at `{revision}`"
+            worker = stack.enter_context(started(f"baseline {revision}", "edgemart", label, root))
+            workers.insert(index, worker)
         checks = {worker.key: worker.ask(op="check") for worker in workers}
         measure(workers, args.rounds, args.invocations)
         ours = workers[0]
@@ -240,8 +266,9 @@ def main() -> None:
             route: ours.ask(op="profile", route=route, invocations=args.profile_invocations)
             for route in ROUTES
         }
+        parts = ours.ask(op="parts", number=PART_CALLS, repeat=args.rounds)["parts"]
     reference = next(worker for worker in workers if worker.key == REFERENCE)
-    report(args, workers, reference, checks, profiles)
+    report(args, workers, reference, checks, profiles, parts)
 
 
 def report(
@@ -250,6 +277,7 @@ def report(
     reference: Worker,
     checks: Mapping[str, Mapping[str, Any]],
     profiles: Mapping[str, Any],
+    parts: Sequence[Sequence[Any]],
 ) -> None:
     ours = workers[0]
     cached = ratios(ours, reference, "home")
@@ -268,6 +296,7 @@ def report(
         f"edgemart at {spread(cached, '×', 2)}.",
         "",
         *result_lines(workers, reference),
+        *revision_lines(args.baseline),
         "",
         "## Every contender answered alike",
         "",
@@ -285,6 +314,18 @@ def report(
             "",
             *breakdown_lines(profiles[route], statistics.median(ours.us[route])),
         ]
+    lines += [
+        "",
+        "## Pieces of edgemart's routes alone",
+        "",
+        f"In the edgemart process after the rounds, {PART_CALLS:,} calls back to back, "
+        f"{args.rounds} times; rows marked ↳ are what the row above is made of, or what it is "
+        "compared with.",
+        "",
+        "| piece | µs per call, median | fastest |",
+        "|---|---|---|",
+        *(f"| {what} | {median:.1f} | {fastest:.1f} |" for what, median, fastest in parts),
+    ]
     publish(args.out, lines)
 
 

@@ -9,7 +9,8 @@ CloudWatch Logs) goes to /dev/null, written and formatted as for real.
 
 Commands: `check` (each route once: status, headers, body, the database call), `time` (`route`,
 `invocations`: µs per invocation of that many back to back, each on a fresh copy of the event),
-`profile` (`route`, `invocations`: the parts' shares of cProfile's time, and the top functions).
+`profile` (`route`, `invocations`: the parts' shares of cProfile's time, and the top functions),
+`parts` (`number`, `repeat`: edgemart's costliest pieces measured alone, `parts`).
 """
 
 from __future__ import annotations
@@ -103,6 +104,11 @@ class Worker:
             "top": breakdown.top_functions(stats, 25),
         }
 
+    def parts(self, command: Mapping[str, Any]) -> dict[str, Any]:
+        from bench.lambda_overhead.parts import measure
+
+        return {"parts": measure(command["number"], command["repeat"])}
+
 
 def main() -> None:
     # The replies keep the original stdout; the contender's own output goes to /dev/null.
@@ -113,6 +119,7 @@ def main() -> None:
         "check": worker.check,
         "time": worker.time,
         "profile": worker.profile,
+        "parts": worker.parts,
     }
     for line in sys.stdin:
         command = json.loads(line)
