@@ -32,7 +32,10 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("request id", ("edgemart/requestid.py",)),
     ("access log", ("edgemart/accesslog.py",)),
     ("rate limiter", ("edgemart/ratelimit/",)),
-    ("request metrics", ("edgemart/requestmetrics.py", "edgemart/metrics.py")),
+    (
+        "metrics table (recording, and the drain before the EMF export)",
+        ("edgemart/requestmetrics.py", "edgemart/metrics.py"),
+    ),
     (
         "request-context middleware",
         ("edgemart/requestcontext.py", "edgemart/bodylimit.py", "edgemart/clientip.py"),

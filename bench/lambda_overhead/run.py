@@ -44,6 +44,7 @@ from bench.report import provenance, publish
 REPOSITORY = Path(__file__).resolve().parents[2]
 REFERENCE = "powertools"
 TARGET_RATIO = 1.2
+COMPARED_HEADERS = ("content-type", "etag", "cache-control", "vary", "location")
 PART_CALLS = 2000
 LABELS = {
     "edgemart": "edgemart function handler (this revision)",
@@ -166,7 +167,11 @@ def spread(values: Sequence[float], unit: str = "", digits: int = 1) -> str:
 def check_lines(checks: Mapping[str, Mapping[str, Any]], workers: Sequence[Worker]) -> list[str]:
     """Whether every contender answered each route alike: status, body, cache headers, the
     database call."""
-    lines = ["| route | contender | status | body | database call |", "|---|---|---|---|---|"]
+    lines = [
+        "| route | contender | status | body | content type, ETag, Cache-Control, Vary, Location "
+        "| database call |",
+        "|---|---|---|---|---|---|",
+    ]
     reference = checks[REFERENCE]
     for route in ROUTES:
         for worker in workers:
@@ -181,10 +186,12 @@ def check_lines(checks: Mapping[str, Mapping[str, Any]], workers: Sequence[Worke
                     else f"{answer['database_calls']}, other arguments: {answer['database_args']}"
                 )
             )
+            headers = {name: answer["headers"].get(name) for name in COMPARED_HEADERS}
+            expected = {name: reference[route]["headers"].get(name) for name in COMPARED_HEADERS}
             lines.append(
                 f"| {ROUTE_LABELS[route]} | {worker.label} | {answer['status']} | "
                 f"{len(answer['body'])} characters, {'same' if same_body else 'DIFFERENT'} | "
-                f"{call} |"
+                f"{'same' if headers == expected else f'DIFFERENT: {headers}'} | {call} |"
             )
     return lines
 
@@ -202,6 +209,68 @@ def result_lines(workers: Sequence[Worker], reference: Worker) -> list[str]:
                 f"| {ROUTE_LABELS[route]} | {worker.label} | {spread(worker.us[route])} | {ratio} |"
             )
     return lines
+
+
+CONTENDER_LINES = (
+    "## What each contender does",
+    "",
+    "Every contender is invoked with the same API Gateway HTTP API (v2) event per route (the "
+    "contract tests' fixtures, tests/events; no `Accept-Encoding`, so the home document goes "
+    "out as text) and a context object like the tests' (`FakeLambdaContext`), each invocation "
+    "on a fresh copy of the event. Whatever a contender writes to stdout (EMF lines, log "
+    "lines) goes to /dev/null, formatted and written as in Lambda.",
+    "",
+    "- **edgemart** (`edgemart_functions.py`): `functions.home.app.handler` and "
+    "`functions.purchase.app.handler`, imported as Lambda imports them, their services built "
+    "from the environment: request id, access log (sampled at the default 1%), the memory rate "
+    "limiter (`RATE_LIMIT_BACKEND=memory`, limits raised to 10^9 a minute so that every "
+    "request is checked and none refused), request metrics and their EMF lines, the Lambda "
+    "context on log lines; tracing off, no Redis. Home is an L1 hit: the document (11.4 KB, "
+    "`bench.ratelimit.gateway.home_document`) is put in the in-process cache once, as a fill "
+    "leaves it, for the run. The purchase's primary `Database` gets the stub as its pool, so "
+    "the circuit breaker, the retry policy, the token check (in the rate-limit gate, then "
+    "reused by the route), the Idempotency-Key and body checks of the route table, the "
+    "idempotency fingerprint, the purchase metric, the cache invalidation after the write and "
+    "the 201 response all run.",
+    "- **bare Mangum + Starlette** (`bare.py`): one Starlette app and `Mangum(app, "
+    'lifespan="off")` per function, no middleware. Home answers the same bytes and cache '
+    "headers (ETag, Cache-Control, Vary) from a dict holding them with their expiry; the "
+    "purchase does `handwritten.py`'s work and awaits the stub.",
+    "- **Powertools resolver** (`powertools.py`): an `APIGatewayHttpResolver` route per "
+    "function, the handler wrapped by `Logger.inject_lambda_context` (the reference of every "
+    "ratio); the *correlation id* row also sets `correlation_id_path` to API Gateway's request "
+    "id (a JMESPath search per invocation), the closest to edgemart's request id. Home answers "
+    "the same text and headers from a dict; the purchase does `handwritten.py`'s work and calls "
+    "the stub through its sync face.",
+    "- **the purchase, by hand** (`handwritten.py`): the bearer token verified by PyJWT "
+    "(HS256, `exp` required), `sub` a non-empty string; `Idempotency-Key` present, 1-255 "
+    "printable ASCII; the body sent as `application/json`, parsed by `json.loads`, an object "
+    "with `product_id` (hyphenated UUID), `quantity` (integer 1-10, not a boolean), optional "
+    "`expected_unit_price_cents` (integer 1-10^9) and nothing else; the fingerprint of the "
+    "body (sha256 of its canonical JSON); the database call with edgemart's 13 arguments; "
+    "201 with the order as JSON, `Cache-Control: no-store` and `Location`. Not done by hand: "
+    "rate limiting, a request id, metrics, logs, cache invalidation.",
+    "- **the stub** (`stub.py`): one object answering every statement with the same canned "
+    "row (a new order, not a replay), counting the calls and keeping the arguments, which the "
+    "check below compares.",
+)
+
+
+def change_lines(workers: Sequence[Worker]) -> list[str]:
+    """edgemart before the first baseline's change and now, per route, when there are
+    baselines."""
+    ours, earliest = workers[0], workers[1]
+    if not earliest.key.startswith("baseline"):
+        return []
+    changes = []
+    for route in ROUTES:
+        before, after = statistics.median(earliest.us[route]), statistics.median(ours.us[route])
+        changes.append(
+            f"{ROUTE_LABELS[route]} {before:.0f} → {after:.0f} µs per invocation "
+            f"({before / after:.1f}× faster)"
+        )
+    since = earliest.label.removeprefix("edgemart at ")
+    return ["", f"edgemart from {since} to this revision: {'; '.join(changes)}."]
 
 
 def revision_lines(revisions: Sequence[str]) -> list[str]:
@@ -297,6 +366,9 @@ def report(
         "",
         *result_lines(workers, reference),
         *revision_lines(args.baseline),
+        *change_lines(workers),
+        "",
+        *CONTENDER_LINES,
         "",
         "## Every contender answered alike",
         "",

@@ -1,9 +1,10 @@
 """Running an invocation's coroutine on its event loop with the first step taken at once, as
 Python 3.12's eager tasks do (`asyncio.eager_task_factory`), on Python 3.11.
 
-`loop.run_until_complete` costs an invocation about 15 µs on the development machine however
-little the coroutine does: it starts and stops the loop and polls the selector twice, which is
-as much as a Powertools route costs in all (bench/lambda_overhead/RESULTS.md). Most requests of
+`loop.run_until_complete` costs an invocation about 12 µs on the development machine however
+little the coroutine does (this, about 4): it starts and stops the loop and polls the selector
+twice. That is a third of what a Powertools resolver's whole invocation costs
+(bench/lambda_overhead/RESULTS.md). Most requests of
 a warm function never wait for anything: a cached page, the memory rate limiter, a refusal.
 `run_eagerly` makes the coroutine a real task and runs that task's first step in place, with
 the loop set as the running loop, so `asyncio.current_task()`, `asyncio.timeout`, contextvars

@@ -10,14 +10,16 @@ handler classes build the scope and the answer, Mangum imported on the first suc
 
 Either way the app runs through one `Exchange` (the request body in, the response out, then
 `http.disconnect`, as Mangum's `HTTPCycle`), on the thread's event loop, its first step taken
-at once (`edgemart.eagertask`). Against `Mangum.__call__` this spares a cached read about 20 µs
-of its 60 (bench/lambda_overhead/RESULTS.md): Mangum builds the v2 scope twice, keeps the
-request body in an `asyncio.Queue` and the response in a `BytesIO`, logs every response on
-`mangum.http`, and runs the loop for each invocation.
+at once (`edgemart.eagertask`). Mangum builds the v2 scope twice, keeps the request body in an
+`asyncio.Queue` and the response in a `BytesIO`, logs every response on `mangum.http` and runs
+the loop for each invocation: about 27 µs for a small answer, against 11 here (for a cached
+read, bench/lambda_overhead/RESULTS.md: the `1bf35de` row against the one before). Importing
+Mangum, which only other events do now, cost a cold environment's first invocation 2.6 ms.
 
 Lifespan is never run (edgemart opens its pools lazily); an exception that escapes the app is
 logged and answered 500 `Internal Server Error` (text), as Mangum does, unless the response was
-complete.
+complete (Mangum did the same for a `BaseException`, a `KeyboardInterrupt` say, which goes on
+up here).
 """
 
 from __future__ import annotations
