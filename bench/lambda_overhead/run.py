@@ -17,7 +17,7 @@ resolver's.
 `functions/` exported to a temporary directory, the benchmark's own code unchanged) as one more
 contender: before and after each change, in the same rounds.
 
-Then edgemart's invocations of each route are profiled (cProfile, `breakdown`): where its µs
+Then edgemart's invocations of each route are sampled by py-spy (`breakdown`): where its µs
 go, by part of the request path. Target: edgemart's cached read ≤ 1.2× the Powertools
 resolver's, with the request id, access log and memory rate limiter on.
 """
@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from bench.lambda_overhead import breakdown
 from bench.lambda_overhead.invocations import ROUTE_LABELS, ROUTES
+from bench.lambda_overhead.worker import REPLY
 from bench.report import provenance, publish
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -46,6 +48,7 @@ REFERENCE = "powertools"
 TARGET_RATIO = 1.2
 COMPARED_HEADERS = ("content-type", "etag", "cache-control", "vary", "location")
 PART_CALLS = 2000
+PART_REPEATS = 21
 LABELS = {
     "edgemart": "edgemart function handler (this revision)",
     "bare": "bare Mangum + Starlette",
@@ -78,10 +81,12 @@ class Worker:
         assert stdin is not None and stdout is not None
         stdin.write(json.dumps(command) + "\n")
         stdin.flush()
-        reply = stdout.readline()
-        if not reply:
-            raise RuntimeError(f"{self.key} exited (code {self.process.wait()})")
-        return json.loads(reply)
+        while True:
+            line = stdout.readline()
+            if not line:
+                raise RuntimeError(f"{self.key} exited (code {self.process.wait()})")
+            if line.startswith(REPLY):
+                return json.loads(line.removeprefix(REPLY))
 
 
 def worker_environment(python_path: Sequence[Path]) -> dict[str, str]:
@@ -114,9 +119,13 @@ def exported(revision: str) -> Iterator[Path]:
 
 
 @contextmanager
-def started(key: str, contender: str, label: str, root: Path) -> Iterator[Worker]:
+def started(
+    key: str, contender: str, label: str, root: Path, prefix: Sequence[str] = ()
+) -> Iterator[Worker]:
+    """A worker process for `contender` with edgemart from `root`, run under `prefix` (a
+    profiler) when given; stopped at the end."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.lambda_overhead.worker", contender],
+        [*prefix, sys.executable, "-m", "bench.lambda_overhead.worker", contender],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -129,7 +138,27 @@ def started(key: str, contender: str, label: str, root: Path) -> Iterator[Worker
         stdin: IO[str] | None = process.stdin
         if stdin is not None:
             stdin.close()
-        process.wait(timeout=30)
+        process.wait(timeout=60)
+
+
+def sampled(route: str, seconds: float, rate: int) -> dict[str, Any]:
+    """py-spy's samples of a fresh edgemart worker invoking `route` for `seconds`, by part
+    of the path (`breakdown`)."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    with tempfile.TemporaryDirectory(prefix="lambda-overhead-") as directory:
+        out = Path(directory) / "samples.txt"
+        spy = [py_spy, "record", "--full-filenames", "--format", "raw"]
+        spy += ["--rate", str(rate), "--output", str(out), "--"]
+        with started("sampled", "edgemart", "sampled", REPOSITORY, spy) as worker:
+            worker.ask(op="loop", route=route, seconds=seconds)  # warm
+            invocations = worker.ask(op="loop", route=route, seconds=seconds)["invocations"]
+        samples = breakdown.parse_raw(out.read_text())
+    return {
+        "parts": breakdown.part_shares(samples),
+        "top": breakdown.top_functions(samples, 25),
+        "samples": sum(count for stack, count in samples if breakdown.invocation_frames(stack)),
+        "invocations": invocations,
+    }
 
 
 def rotated(items: Sequence[Worker], by: int) -> list[Worker]:
@@ -140,7 +169,7 @@ def rotated(items: Sequence[Worker], by: int) -> list[Worker]:
 def measure(workers: Sequence[Worker], rounds: int, invocations: int) -> None:
     for worker in workers:  # warm: imports done, caches and code paths hot
         for route in ROUTES:
-            worker.ask(op="time", route=route, invocations=invocations // 4)
+            worker.ask(op="time", route=route, invocations=max(invocations, 500))
     for index in range(rounds):
         for route in ROUTES:
             for worker in rotated(workers, index):
@@ -294,12 +323,12 @@ def revision_lines(revisions: Sequence[str]) -> list[str]:
 
 def breakdown_lines(profile: Mapping[str, Any], measured_us: float) -> list[str]:
     parts: Mapping[str, float] = profile["parts"]
-    lines = ["| part | share of the profile | ≈ µs of the measured median |", "|---|---|---|"]
+    lines = ["| part | share of the samples | ≈ µs of the measured median |", "|---|---|---|"]
     for name, share in sorted(parts.items(), key=lambda item: item[1], reverse=True):
         if share >= 0.005:
             lines.append(f"| {name} | {share:.1%} | {share * measured_us:.1f} |")
-    lines += ["", "<details><summary>Top functions by own time</summary>", ""]
-    lines += ["| function | share of the profile |", "|---|---|"]
+    lines += ["", "<details><summary>Innermost frames sampled most</summary>", ""]
+    lines += ["| frame | share of the samples |", "|---|---|"]
     lines += [f"| `{name}` | {share:.1%} |" for name, share in profile["top"]]
     lines += ["", "</details>"]
     return lines
@@ -307,15 +336,17 @@ def breakdown_lines(profile: Mapping[str, Any], measured_us: float) -> list[str]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--invocations", type=int, default=2000)
+    # Short batches, many rounds: the machine's swings hit the contenders of a round alike.
+    parser.add_argument("--rounds", type=int, default=101)
+    parser.add_argument("--invocations", type=int, default=200)
     parser.add_argument(
         "--baseline",
         action="append",
         default=[],
         help="git revision of edgemart to run as one more contender (repeatable)",
     )
-    parser.add_argument("--profile-invocations", type=int, default=5000)
+    parser.add_argument("--profile-seconds", type=float, default=10.0)
+    parser.add_argument("--profile-rate", type=int, default=1000, help="py-spy samples a second")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
     args = parser.parse_args()
     with ExitStack() as stack:
@@ -331,11 +362,8 @@ def main() -> None:
         checks = {worker.key: worker.ask(op="check") for worker in workers}
         measure(workers, args.rounds, args.invocations)
         ours = workers[0]
-        profiles = {
-            route: ours.ask(op="profile", route=route, invocations=args.profile_invocations)
-            for route in ROUTES
-        }
-        parts = ours.ask(op="parts", number=PART_CALLS, repeat=args.rounds)["parts"]
+        parts = ours.ask(op="parts", number=PART_CALLS, repeat=PART_REPEATS)["parts"]
+    profiles = {route: sampled(route, args.profile_seconds, args.profile_rate) for route in ROUTES}
     reference = next(worker for worker in workers if worker.key == REFERENCE)
     report(args, workers, reference, checks, profiles, parts)
 
@@ -379,10 +407,12 @@ def report(
             "",
             f"## Where edgemart's µs go: {ROUTE_LABELS[route]}",
             "",
-            f"cProfile over {args.profile_invocations:,} invocations, each function's own time "
-            "in its part of the path (builtins and the standard library in their caller's); "
-            "shares scaled to the median measured above. cProfile's cost per call inflates the "
-            "parts made of many small calls.",
+            f"py-spy, {args.profile_rate} samples a second from outside a fresh edgemart "
+            f"process invoking the route back to back for {args.profile_seconds:g} s "
+            f"({profiles[route]['invocations']:,} invocations, {profiles[route]['samples']:,} "
+            "samples inside them); each sample in the part of the path of its innermost frame "
+            "(the standard library's in its caller's, builtins in the Python frame that called "
+            "them); shares scaled to the median measured above.",
             "",
             *breakdown_lines(profiles[route], statistics.median(ours.us[route])),
         ]
@@ -391,7 +421,7 @@ def report(
         "## Pieces of edgemart's routes alone",
         "",
         f"In the edgemart process after the rounds, {PART_CALLS:,} calls back to back, "
-        f"{args.rounds} times; rows marked ↳ are what the row above is made of, or what it is "
+        f"{PART_REPEATS} times; rows marked ↳ are what the row above is made of, or what it is "
         "compared with.",
         "",
         "| piece | µs per call, median | fastest |",

@@ -1,6 +1,6 @@
 """One contender in a process of its own, as in its own Lambda execution environment, doing
 what `run` asks over a pipe: one JSON command a line on stdin, one JSON reply a line on the
-process's original stdout.
+process's original stdout, after `REPLY` (py-spy, when it runs the worker, writes there too).
 
     python -m bench.lambda_overhead.worker <contender>
 
@@ -9,7 +9,7 @@ CloudWatch Logs) goes to /dev/null, written and formatted as for real.
 
 Commands: `check` (each route once: status, headers, body, the database call), `time` (`route`,
 `invocations`: µs per invocation of that many back to back, each on a fresh copy of the event),
-`profile` (`route`, `invocations`: the parts' shares of cProfile's time, and the top functions),
+`loop` (`route`, `seconds`: invocations back to back for that long, for py-spy to sample),
 `parts` (`number`, `repeat`: edgemart's costliest pieces measured alone, `parts`).
 """
 
@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bench.lambda_overhead import breakdown
 from bench.lambda_overhead.contender import Contender, Handler
 from bench.lambda_overhead.invocations import ROUTES, bearer_token, context, event
 
@@ -47,6 +46,9 @@ def build(name: str) -> Contender:
 
 
 EXPECTED_STATUS = {"home": 200, "purchase": 201}
+LOOP_BATCH = 200
+REPLY = "@reply "
+"""What starts a reply line; anything else on stdout is not the worker's."""
 
 
 def invoke_all(handler: Handler, events: list[dict[str, Any]], lambda_context: Any) -> None:
@@ -94,15 +96,15 @@ class Worker:
             raise RuntimeError(f"{route} answered {last['statusCode']}: {last.get('body')}")
         return {"us": elapsed / count * 1e6}
 
-    def profile(self, command: Mapping[str, Any]) -> dict[str, Any]:
-        route, count = command["route"], command["invocations"]
+    def loop(self, command: Mapping[str, Any]) -> dict[str, Any]:
+        route, seconds = command["route"], command["seconds"]
         handler = self.contender.handlers[route]
-        events = self.fresh_events(route, count)
-        stats = breakdown.profile(lambda: invoke_all(handler, events, self.context))
-        return {
-            "parts": breakdown.part_shares(stats),
-            "top": breakdown.top_functions(stats, 25),
-        }
+        invocations = 0
+        ends = time.monotonic() + seconds
+        while time.monotonic() < ends:
+            invoke_all(handler, self.fresh_events(route, LOOP_BATCH), self.context)
+            invocations += LOOP_BATCH
+        return {"invocations": invocations}
 
     def parts(self, command: Mapping[str, Any]) -> dict[str, Any]:
         from bench.lambda_overhead.parts import measure
@@ -118,12 +120,12 @@ def main() -> None:
     ops: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
         "check": worker.check,
         "time": worker.time,
-        "profile": worker.profile,
+        "loop": worker.loop,
         "parts": worker.parts,
     }
     for line in sys.stdin:
         command = json.loads(line)
-        replies.write(json.dumps(ops[command["op"]](command)) + "\n")
+        replies.write(REPLY + json.dumps(ops[command["op"]](command)) + "\n")
 
 
 if __name__ == "__main__":
