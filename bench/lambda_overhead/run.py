@@ -412,7 +412,9 @@ def report(
             f"({profiles[route]['invocations']:,} invocations, {profiles[route]['samples']:,} "
             "samples inside them); each sample in the part of the path of its innermost frame "
             "(the standard library's in its caller's, builtins in the Python frame that called "
-            "them); shares scaled to the median measured above.",
+            "them); shares scaled to the median measured above. A pause lands more readily on "
+            "a system call, so lines that make one (asyncio's `_set_running_loop`, which asks "
+            "for the process id; the write to stdout) come out somewhat larger than they are.",
             "",
             *breakdown_lines(profiles[route], statistics.median(ours.us[route])),
         ]
