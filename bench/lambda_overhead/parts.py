@@ -1,6 +1,8 @@
-"""Pieces of edgemart's two routes measured alone, in the edgemart worker: what the costliest
-parts of the profile are made of, for the modules this benchmark does not change (auth,
-validation, idempotency, cache, request metrics) and for PyJWT under them.
+"""Pieces of edgemart's two routes measured alone, in the edgemart worker: the Lambda-specific
+ones (the adapter, the eager first step, the EMF export, the entry point), each next to what it
+replaced, and what the costliest parts of the rest are made of (auth and PyJWT under it,
+validation, idempotency, cache, request metrics). py-spy's shares are a map; these are the
+figures.
 
 Each piece is called back to back `number` times, `repeat` times; reported: µs per call,
 median and fastest of the repeats.
@@ -21,6 +23,74 @@ Piece = tuple[str, Callable[[], object]]
 
 def pieces() -> list[Piece]:
     """(what, call) of each piece, with the inputs the benchmark's invocations carry."""
+    return [*lambda_pieces(), *path_pieces()]
+
+
+def lambda_pieces() -> list[Piece]:
+    import asyncio
+
+    from mangum import Mangum
+    from starlette.types import Receive, Scope, Send
+
+    from bench.lambda_overhead.invocations import HOME_CACHE_CONTROL, context, rendered_home
+    from edgemart import emf, metrics
+    from edgemart.cache import CACHE_RULES, count_lookup
+    from edgemart.eagertask import run_eagerly
+    from edgemart.invocation import lambda_entry_point
+    from edgemart.lambdaadapter import ApiGatewayAdapter
+    from edgemart.services import Services
+    from edgemart.settings import Settings
+
+    home, lambda_context = event("home", bearer_token()), context()
+    body, etag = rendered_home()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"etag", etag.encode()),
+        (b"cache-control", HOME_CACHE_CONTROL.encode()),
+        (b"vary", b"Accept-Encoding"),
+    ]
+
+    async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def returns_at_once() -> None:
+        return None
+
+    def three_documents() -> None:
+        metrics.record(metrics.REQUESTS, route_group="home", status_class="2xx")
+        metrics.record(metrics.REQUEST_LATENCY, 0.05, route_group="home")
+        count_lookup(CACHE_RULES["home"], "hit")
+        emf.flush(namespace="edgemart", service="edgemart", disabled=False)
+
+    loop = asyncio.get_event_loop()
+    adapter, mangum = ApiGatewayAdapter(answer), Mangum(answer, lifespan="off")
+    services = Services.from_settings(Settings())
+    entry_point = lambda_entry_point("parts", lambda event, context: None, lambda: services)
+    return [
+        (
+            "`lambdaadapter.ApiGatewayAdapter`: the home event in, the answer out (an app of "
+            "two `send`s)",
+            lambda: adapter(home, lambda_context),
+        ),
+        ("↳ `Mangum`, the same app and event", lambda: mangum(home, lambda_context)),  # type: ignore[arg-type]
+        (
+            "`eagertask.run_eagerly` of a coroutine that returns at once",
+            lambda: run_eagerly(loop, returns_at_once()),
+        ),
+        (
+            "↳ `loop.run_until_complete` of the same",
+            lambda: loop.run_until_complete(returns_at_once()),
+        ),
+        ("`emf.flush` of a cached read's three documents, recorded first", three_documents),
+        (
+            "`invocation.lambda_entry_point` around a handler that does nothing",
+            lambda: entry_point(home, lambda_context),
+        ),
+    ]
+
+
+def path_pieces() -> list[Piece]:
     import json
 
     import jwt
