@@ -1,8 +1,8 @@
 """Running an invocation's coroutine on its event loop with the first step taken at once, as
 Python 3.12's eager tasks do (`asyncio.eager_task_factory`), on Python 3.11.
 
-`loop.run_until_complete` costs an invocation about 12 µs on the development machine however
-little the coroutine does (this, about 4): it starts and stops the loop and polls the selector
+`loop.run_until_complete` costs an invocation about 8.5 µs on the development machine however
+little the coroutine does (this, under 3): it starts and stops the loop and polls the selector
 twice. That is a third of what a Powertools resolver's whole invocation costs
 (bench/lambda_overhead/RESULTS.md). Most requests of
 a warm function never wait for anything: a cached page, the memory rate limiter, a refusal.

@@ -12,7 +12,7 @@ Either way the app runs through one `Exchange` (the request body in, the respons
 `http.disconnect`, as Mangum's `HTTPCycle`), on the thread's event loop, its first step taken
 at once (`edgemart.eagertask`). Mangum builds the v2 scope twice, keeps the request body in an
 `asyncio.Queue` and the response in a `BytesIO`, logs every response on `mangum.http` and runs
-the loop for each invocation: about 27 µs for a small answer, against 11 here (for a cached
+the loop for each invocation: about 24 µs for a small answer, against 10 here (for a cached
 read, bench/lambda_overhead/RESULTS.md: the `1bf35de` row against the one before). Importing
 Mangum, which only other events do now, cost a cold environment's first invocation 2.6 ms.
 
