@@ -36,9 +36,9 @@ async def load_home(request: Request) -> Any:
 
 
 async def home(request: Request) -> Response:
-    cache = services_of(request).cache
+    services = services_of(request)
     return await serve_cached(
-        request, cache, "home", RULE, lambda: load_home(request), retry=services_of(request).retry
+        request, services.cache, "home", RULE, lambda: load_home(request), retry=services.retry
     )
 
 

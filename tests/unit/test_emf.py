@@ -1,8 +1,10 @@
-"""The EMF export: one document per set of dimension values, written through Powertools."""
+"""The EMF export: one document per set of dimension values, in Powertools Metrics' layout."""
 
 import json
+from typing import Any
 
 import pytest
+from aws_lambda_powertools.metrics import Metrics
 
 from edgemart import emf
 from edgemart.metrics import MAX_PENDING_VALUES, MetricTable, Registry
@@ -85,3 +87,103 @@ def test_a_full_distribution_is_written_whole(
     assert full["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]  # type: ignore[index]
     assert after["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["rule", "service"]]  # type: ignore[index]
     assert after["hits"] == [1.0]
+
+
+def powertools_document(
+    namespace: str,
+    service: str,
+    dimensions: dict[str, str],
+    values: dict[str, tuple[str, list[float]]],
+) -> dict[str, Any]:
+    """The document Powertools itself writes for these metrics (name: unit and values)."""
+    emf = Metrics(namespace=namespace, service=service)
+    emf.clear_metrics()
+    for name, value in dimensions.items():
+        emf.add_dimension(name=name, value=value)
+    for name, (unit, observed) in values.items():
+        for value in observed:
+            emf.add_metric(name=name, unit=unit, value=value)
+    document = dict(emf.serialize_metric_set())
+    emf.clear_metrics()
+    return document
+
+
+def test_documents_are_the_ones_powertools_writes(
+    table: MetricTable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = Registry()
+    requests = table.counter("requests", "doc", dimensions=("group", "status"))
+    latency = table.distribution(
+        "latency", "doc", unit="Milliseconds", buckets=(10.0,), dimensions=("group",)
+    )
+    lookups = table.counter("lookups", "doc", dimensions=("group",))
+    for _ in range(2):  # the second flush fills the layouts the first one made
+        registry.record(requests, 3, group="search", status="2xx")
+        registry.record(latency, 0.25, group="search")
+        registry.record(latency, 12, group="search")
+        registry.record(lookups, group="search")
+        registry.record(requests, group="home", status="4xx")
+        emf.flush(namespace="ns", service="svc", registry=registry)
+        written = emf_lines(capsys.readouterr().out)
+        for line in written:
+            line["_aws"]["Timestamp"] = 0  # type: ignore[index]
+        expected = [
+            powertools_document(
+                "ns", "svc", {"group": "search", "status": "2xx"}, {"requests": ("Count", [3])}
+            ),
+            powertools_document(
+                "ns",
+                "svc",
+                {"group": "search"},
+                {"latency": ("Milliseconds", [0.25, 12]), "lookups": ("Count", [1])},
+            ),
+            powertools_document(
+                "ns", "svc", {"group": "home", "status": "4xx"}, {"requests": ("Count", [1])}
+            ),
+        ]
+        for document in expected:
+            document["_aws"]["Timestamp"] = 0
+        assert written == expected
+        assert [list(line) for line in written] == [list(document) for document in expected]
+
+
+def test_a_group_of_more_metrics_than_a_document_holds_is_split(
+    table: MetricTable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = Registry()
+    many = [table.counter(f"m{index}", "doc", dimensions=("rule",)) for index in range(150)]
+    for metric in many:
+        registry.record(metric, rule="home")
+    emf.flush(namespace="ns", service="svc", registry=registry)
+    first, second = emf_lines(capsys.readouterr().out)
+    assert len(first["_aws"]["CloudWatchMetrics"][0]["Metrics"]) == 99  # type: ignore[index]
+    assert len(second["_aws"]["CloudWatchMetrics"][0]["Metrics"]) == 51  # type: ignore[index]
+    assert first["m98"] == [1.0] and second["m99"] == [1.0] and second["rule"] == "home"
+
+
+def test_disabled_metrics_are_drained_and_not_written(
+    table: MetricTable, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry()
+    hits = table.counter("hits", "doc")
+    registry.record(hits)
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    emf.flush(namespace="ns", service="svc", registry=registry)
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED")
+    emf.flush(namespace="ns", service="svc", registry=registry)
+    monkeypatch.setenv("POWERTOOLS_DEV", "true")  # development mode: off unless asked for
+    registry.record(hits)
+    emf.flush(namespace="ns", service="svc", registry=registry)
+    monkeypatch.delenv("POWERTOOLS_DEV")
+    assert capsys.readouterr().out == ""
+    registry.record(hits)
+    emf.flush(namespace="ns", service="svc", registry=registry)
+    assert emf_lines(capsys.readouterr().out)[0]["hits"] == [1.0]
+
+
+def test_a_kind_of_document_is_laid_out_once() -> None:
+    table = MetricTable()
+    hits = table.counter("hits", "doc", dimensions=("rule",))
+    first = emf.layout("ns", "svc", (("rule", "home"),), [hits])
+    assert emf.layout("ns", "svc", (("rule", "home"),), [hits]) is first
+    assert emf.layout("ns", "svc", (("rule", "search"),), [hits]) is not first

@@ -1,5 +1,5 @@
-"""The Lambda entry point: a cold start counted once per environment, edge purges and metrics
-written at the end of every invocation."""
+"""The Lambda entry point: a cold start counted once per environment, the Lambda context on the
+invocation's log lines, edge purges and metrics written at the end of every invocation."""
 
 from typing import Any
 
@@ -8,8 +8,10 @@ import pytest
 from edgemart import metrics
 from edgemart.changes import Changes
 from edgemart.invocation import lambda_entry_point
+from edgemart.logging import logger
 from edgemart.services import Services
 from edgemart.settings import Settings
+from tests.conftest import LogCapture
 from tests.contract.lambda_harness import FakeLambdaContext
 
 
@@ -87,3 +89,51 @@ def test_queued_edge_purges_are_sent_before_the_environment_can_freeze(
     with pytest.raises(LookupError):
         lambda_entry_point("unit_purge_raised", failing, lambda: services)({}, FakeLambdaContext())
     assert calls == ["purge", "flush", "flush"]
+
+
+def test_lines_of_an_invocation_carry_its_lambda_context(captured_logs: LogCapture) -> None:
+    def handler(event: Any, context: Any) -> None:
+        logger.info("inside")
+
+    entry_point = lambda_entry_point("unit_log_keys", handler, settings)
+    first, second = (FakeLambdaContext(aws_request_id=f"request-{n}") for n in (1, 2))
+    entry_point({}, first)
+    entry_point({}, second)
+    lines = captured_logs.lines("inside")
+    assert [line["function_request_id"] for line in lines] == ["request-1", "request-2"]
+    assert [line["cold_start"] for line in lines] == [True, False]
+    for line in lines:
+        assert line["function_name"] == first.function_name
+        assert line["function_arn"] == first.invoked_function_arn
+        assert line["function_memory_size"] == first.memory_limit_in_mb
+    logger.info("between invocations")
+    [between] = captured_logs.lines("between invocations")
+    assert not set(between) & {"cold_start", "function_name", "function_request_id"}
+
+
+def test_a_key_given_with_the_line_is_kept(captured_logs: LogCapture) -> None:
+    def handler(event: Any, context: Any) -> None:
+        logger.info("own key", extra={"function_name": "given"})
+
+    lambda_entry_point("unit_log_own_key", handler, settings)({}, FakeLambdaContext())
+    assert captured_logs.lines("own key")[0]["function_name"] == "given"
+
+
+def test_powertools_log_event_setting_logs_each_event(
+    captured_logs: LogCapture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POWERTOOLS_LOGGER_LOG_EVENT", "true")
+    entry_point = lambda_entry_point("unit_log_event", lambda event, context: None, settings)
+    entry_point({"probe": "logged"}, FakeLambdaContext())
+    [line] = [line for line in captured_logs.lines() if line["message"] == {"probe": "logged"}]
+    assert line["function_request_id"] == FakeLambdaContext().aws_request_id
+
+
+def test_metrics_switched_off_by_powertools_settings_are_not_written(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    entry_point = lambda_entry_point("unit_metrics_off", lambda event, context: None, settings)
+    entry_point({}, FakeLambdaContext())
+    assert cold_starts("unit_metrics_off") == 1  # counted, not written
+    assert capsys.readouterr().out == ""

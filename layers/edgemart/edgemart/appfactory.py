@@ -35,6 +35,7 @@ from edgemart.errors import (
     unavailable_handler,
 )
 from edgemart.invocation import lambda_entry_point
+from edgemart.lambdaadapter import ApiGatewayAdapter
 from edgemart.logging import logger
 from edgemart.ratelimit.gate import RateLimitGate
 from edgemart.ratelimit.policies import RateLimitTable
@@ -125,26 +126,16 @@ ApiGatewayHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
 def lambda_handler(app: Starlette, function: str) -> ApiGatewayHandler:
-    """A Mangum handler for API Gateway HTTP API (v2) and REST (v1) events, wrapped as every
-    invocation is (edgemart.invocation: Lambda context in the logs, the cold start, the
-    metrics written once the response is ready); `function` names the function in metrics.
+    """The handler for API Gateway HTTP API (v2) and REST (v1) events (edgemart.lambdaadapter),
+    wrapped as every invocation is (edgemart.invocation: Lambda context in the logs, the cold
+    start, the metrics written once the response is ready); `function` names the function in
+    metrics.
 
-    Lifespan is off: Mangum would run startup/shutdown on every invocation
-    (Kludex/mangum#342). Pools open lazily on first use instead, once per environment.
-    Mangum itself is built on the first invocation: building it sets up an event loop, which
-    importing a function's module (the gateway, tests, tools) should not do.
+    No lifespan is run: pools open lazily on first use instead, once per environment. Building
+    the adapter sets up nothing (the event loop is the thread's, taken at the first
+    invocation), so importing a function's module (the gateway, tests, tools) does not either.
     """
-    mangum: ApiGatewayHandler | None = None
-
-    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        nonlocal mangum
-        if mangum is None:
-            from mangum import Mangum
-
-            mangum = Mangum(app, lifespan="off")
-        return mangum(event, context)
-
-    return lambda_entry_point(function, handler, lambda: services_of_app(app))
+    return lambda_entry_point(function, ApiGatewayAdapter(app), lambda: services_of_app(app))
 
 
 def services_of_app(app: Starlette) -> Services:

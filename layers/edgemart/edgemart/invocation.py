@@ -1,15 +1,20 @@
 """What wraps every Lambda invocation, HTTP or job.
 
-- **logs**: Powertools Logger's Lambda context (`cold_start`, `function_name`,
-  `function_memory_size`, `function_arn`, `function_request_id`) on every line of the
-  invocation (`inject_lambda_context`). Powertools keeps them process-wide, which is right in
-  Lambda: an execution environment runs one invocation at a time (the gateway never comes
-  through here). The request id and correlation id are bound per request as before
-  (edgemart.logging);
+- **logs**: the Lambda context on every line of the invocation, under the names Powertools'
+  `inject_lambda_context` gives them (`cold_start`, `function_name`, `function_memory_size`,
+  `function_arn`, `function_request_id`), bound process-wide, which is right in Lambda: an
+  execution environment runs one invocation at a time (the gateway never comes through here).
+  They are made only for a line that is written (edgemart.logging). Powertools' own settings
+  of the decorator are kept: `POWERTOOLS_LOGGER_LOG_EVENT` logs each event, and a
+  `POWERTOOLS_LOGGER_SAMPLE_RATE` is drawn again for each warm invocation. The request id and
+  correlation id are bound per request as before;
 - **cold starts**: `cold_starts` counted on an environment's first invocation (not when
   provisioned concurrency initialised it ahead of any request);
 - **metrics**: everything recorded during the invocation written as CloudWatch EMF at its
-  end (edgemart.emf), also when the handler raises.
+  end (edgemart.emf), also when the handler raises. Whether Powertools' settings switch them
+  off (`POWERTOOLS_METRICS_DISABLED`) is read once, when the entry point is made: the
+  environment of a Lambda function does not change, and reading it costs an invocation a
+  few µs.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from aws_lambda_powertools.shared.functions import resolve_truthy_env_var_choice
+
 from edgemart import emf, metrics
-from edgemart.logging import logger
+from edgemart.logging import bind_lambda_context, logger, unbind_lambda_context
 
 if TYPE_CHECKING:
     from edgemart.services import Services
@@ -28,14 +35,7 @@ R = TypeVar("R")
 Handler = Callable[[Any, Any], R]
 
 PROVISIONED = "provisioned-concurrency"
-LAMBDA_CONTEXT_KEYS = (
-    "cold_start",
-    "function_name",
-    "function_memory_size",
-    "function_arn",
-    "function_request_id",
-)
-"""What Powertools' `inject_lambda_context` adds to every line."""
+LOG_EVENT = "POWERTOOLS_LOGGER_LOG_EVENT"
 
 
 def is_provisioned() -> bool:
@@ -50,25 +50,31 @@ def lambda_entry_point(
     metrics are written with at the end of each invocation (read each time: tests replace
     the services)."""
     cold = not is_provisioned()
+    log_event = resolve_truthy_env_var_choice(env=os.getenv(LOG_EVENT, "false"))
+    metrics_disabled = emf.metrics_disabled()
 
-    @logger.inject_lambda_context
     def entry_point(event: Any, context: Any) -> R:
         nonlocal cold
-        if cold:
-            cold = False
+        cold_start, cold = cold, False
+        if cold_start:
             metrics.record(metrics.COLD_STARTS, function=function)
+        elif logger.sampling_rate:
+            logger.refresh_sample_rate_calculation()
+        bind_lambda_context(context, cold_start)
         try:
+            if log_event:
+                logger.info(event)
             return handler(event, context)
         finally:
-            end_of_invocation(services_of)
+            end_of_invocation(services_of, metrics_disabled=metrics_disabled)
             # Nothing logs between invocations in Lambda; in a process that invokes handlers
             # and goes on (tests, tools), later lines must not claim this invocation.
-            logger.remove_keys(LAMBDA_CONTEXT_KEYS)
+            unbind_lambda_context()
 
     return entry_point
 
 
-def end_of_invocation(services_of: Callable[[], Services]) -> None:
+def end_of_invocation(services_of: Callable[[], Services], *, metrics_disabled: bool) -> None:
     """Before the environment may be frozen: the views and searches the invocation counted
     (written to Redis), the edge purges its writes queued (a frozen environment would hold
     them until its next invocation), then the metrics."""
@@ -81,4 +87,8 @@ def end_of_invocation(services_of: Callable[[], Services]) -> None:
     if services.edge_purge is not None:
         services.edge_purge.flush()
     settings = services.settings
-    emf.flush(namespace=settings.metrics_namespace, service=settings.metrics_service)
+    emf.flush(
+        namespace=settings.metrics_namespace,
+        service=settings.metrics_service,
+        disabled=metrics_disabled,
+    )

@@ -5,6 +5,14 @@ under the gateway's concurrent requests one request's id would leak into another
 Per-request keys live in a ContextVar instead (each asyncio task, one per request, sees its
 own), and a logging filter copies them onto each record as it is emitted. Binding is then one
 ContextVar set per request; the cost of formatting is paid only for lines actually logged.
+
+A Lambda invocation's context (`cold_start`, `function_name`, `function_memory_size`,
+`function_arn`, `function_request_id`, the keys Powertools' `inject_lambda_context` adds) is
+bound the same way, for the whole process: an execution environment runs one invocation at a
+time (edgemart.invocation). The filter makes the keys from the context object only for a line
+that is written; Powertools' decorator made and appended them on every invocation, and they
+had to be removed at its end: 6 to 10 µs of every invocation (bench/lambda_overhead/RESULTS.md,
+the `1e4b02f` row against the one before).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
+from typing import Any
 
 from aws_lambda_powertools import Logger
 
@@ -24,11 +33,42 @@ _NO_KEYS: Mapping[str, object] = MappingProxyType({})
 _request_keys: ContextVar[Mapping[str, object]] = ContextVar("edgemart_log_keys", default=_NO_KEYS)
 
 
+_lambda_invocation: tuple[Any, bool] | None = None
+"""(Lambda context object, cold start) of the invocation under way, if any."""
+
+
+def lambda_context_keys(context: Any, cold_start: bool) -> dict[str, object]:
+    """The keys of a Lambda invocation's lines, as Powertools' `inject_lambda_context` names
+    them."""
+    return {
+        "cold_start": cold_start,
+        "function_name": context.function_name,
+        "function_memory_size": context.memory_limit_in_mb,
+        "function_arn": context.invoked_function_arn,
+        "function_request_id": context.aws_request_id,
+    }
+
+
+def bind_lambda_context(context: Any, cold_start: bool) -> None:
+    """Every line written until `unbind_lambda_context` carries this invocation's keys."""
+    global _lambda_invocation
+    _lambda_invocation = (context, cold_start)
+
+
+def unbind_lambda_context() -> None:
+    global _lambda_invocation
+    _lambda_invocation = None
+
+
 class _RequestKeysFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         for name, value in _request_keys.get().items():
             if not hasattr(record, name):
                 setattr(record, name, value)
+        if _lambda_invocation is not None:
+            for name, value in lambda_context_keys(*_lambda_invocation).items():
+                if not hasattr(record, name):
+                    setattr(record, name, value)
         return True
 
 
