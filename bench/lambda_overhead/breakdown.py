@@ -27,7 +27,7 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("EMF export (edgemart.emf, Powertools Metrics)", ("edgemart/emf.py", "powertools/metrics")),
     ("Lambda adapter (edgemart.lambdaadapter)", ("edgemart/lambdaadapter.py",)),
     ("Mangum", ("mangum/",)),
-    ("asyncio (the event loop, the task)", ("edgemart/eagertask.py", "/asyncio/", "selectors.py")),
+    ("asyncio (the event loop, the task)", ("/asyncio/", "selectors.py")),
     ("Powertools Logger, log keys", ("powertools/logging", "edgemart/logging.py")),
     ("request id", ("edgemart/requestid.py",)),
     ("access log", ("edgemart/accesslog.py",)),

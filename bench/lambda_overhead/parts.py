@@ -1,5 +1,5 @@
 """Pieces of edgemart's two routes measured alone, in the edgemart worker: the Lambda-specific
-ones (the adapter, the eager first step, the EMF export, the entry point), each next to what it
+ones (the adapter, the event loop's run, the EMF export, the entry point), each next to what it
 replaced, and what the costliest parts of the rest are made of (auth and PyJWT under it,
 validation, idempotency, cache, request metrics). py-spy's shares are a map; these are the
 figures.
@@ -35,7 +35,6 @@ def lambda_pieces() -> list[Piece]:
     from bench.lambda_overhead.invocations import HOME_CACHE_CONTROL, context, rendered_home
     from edgemart import emf, metrics
     from edgemart.cache import CACHE_RULES, count_lookup
-    from edgemart.eagertask import run_eagerly
     from edgemart.invocation import lambda_entry_point
     from edgemart.lambdaadapter import ApiGatewayAdapter
     from edgemart.services import Services
@@ -75,11 +74,7 @@ def lambda_pieces() -> list[Piece]:
         ),
         ("↳ `Mangum`, the same app and event", lambda: mangum(home, lambda_context)),  # type: ignore[arg-type]
         (
-            "`eagertask.run_eagerly` of a coroutine that returns at once",
-            lambda: run_eagerly(loop, returns_at_once()),
-        ),
-        (
-            "↳ `loop.run_until_complete` of the same",
+            "`loop.run_until_complete` of a coroutine that returns at once",
             lambda: loop.run_until_complete(returns_at_once()),
         ),
         ("`emf.flush` of a cached read's three documents, recorded first", three_documents),

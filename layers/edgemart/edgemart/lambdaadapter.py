@@ -9,12 +9,11 @@ other base64-encoded). Every other event (REST API v1, an ALB, Lambda@Edge) is M
 handler classes build the scope and the answer, Mangum imported on the first such event.
 
 Either way the app runs through one `Exchange` (the request body in, the response out, then
-`http.disconnect`, as Mangum's `HTTPCycle`), on the thread's event loop, its first step taken
-at once (`edgemart.eagertask`). Mangum builds the v2 scope twice, keeps the request body in an
-`asyncio.Queue` and the response in a `BytesIO`, logs every response on `mangum.http` and runs
-the loop for each invocation: about 24 µs for a small answer, against 10 here (for a cached
-read, bench/lambda_overhead/RESULTS.md: the `1bf35de` row against the one before). Importing
-Mangum, which only other events do now, cost a cold environment's first invocation 2.6 ms.
+`http.disconnect`, as Mangum's `HTTPCycle`), on the thread's event loop. Mangum builds the v2
+scope twice, keeps the request body in an `asyncio.Queue` and the response in a `BytesIO` and
+logs every response on `mangum.http`: it costs a small answer about twice what this module
+does (bench/lambda_overhead/RESULTS.md, decision 0048). Importing Mangum, which only other
+events do now, cost a cold environment's first invocation 2.6 ms.
 
 Lifespan is never run (edgemart opens its pools lazily); an exception that escapes the app is
 logged and answered 500 `Internal Server Error` (text), as Mangum does, unless the response was
@@ -31,7 +30,6 @@ from urllib.parse import unquote
 
 from starlette.types import ASGIApp, Message, Scope
 
-from edgemart.eagertask import run_eagerly
 from edgemart.logging import logger
 
 if TYPE_CHECKING:
@@ -121,7 +119,7 @@ def event_loop() -> asyncio.AbstractEventLoop:
 
 def exchanged(app: ASGIApp, scope: Scope, body: bytes) -> Exchange:
     exchange = Exchange(body)
-    run_eagerly(event_loop(), exchange.run(app, scope))
+    event_loop().run_until_complete(exchange.run(app, scope))
     return exchange
 
 
