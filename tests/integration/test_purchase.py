@@ -22,9 +22,15 @@ pytestmark = pytest.mark.anyio
 SECRET = "purchase-tests-secret-of-at-least-32-bytes"
 
 
+TOKEN_LIFETIME_S = 6 * 3600
+"""Longer than any run of the suite: modules make tokens when they are collected (`ADMIN = ...`),
+which may be many minutes before their tests run."""
+
+
 def auth(sub: str, **claims: Any) -> dict[str, str]:
     now = int(time.time())
-    token = jwt.encode({"sub": sub, "exp": now + 600, **claims}, SECRET, algorithm="HS256")
+    payload = {"sub": sub, "exp": now + TOKEN_LIFETIME_S, **claims}
+    token = jwt.encode(payload, SECRET, algorithm="HS256")
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -37,12 +37,17 @@ from edgemart.services import Services
 from edgemart.validation import text_problem
 from gateway.app import create_gateway
 from tests.conftest import settings_for
+from tests.integration.test_purchase import TOKEN_LIFETIME_S
 
 pytestmark = pytest.mark.anyio
 
 SECRET = "route-inputs-secret-of-at-least-32-bytes"
 TOKEN = jwt.encode(
-    {"sub": "root", "roles": ["admin", "platform_admin"], "exp": int(time.time()) + 3600},
+    {
+        "sub": "root",
+        "roles": ["admin", "platform_admin"],
+        "exp": int(time.time()) + TOKEN_LIFETIME_S,
+    },
     SECRET,
     algorithm="HS256",
 )

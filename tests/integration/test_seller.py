@@ -15,6 +15,7 @@ import pytest
 
 from edgemart.services import Services
 from tests.conftest import open_gateway, settings_for
+from tests.integration.test_purchase import TOKEN_LIFETIME_S
 
 pytestmark = pytest.mark.anyio
 SECRET = "seller-tests-secret-of-at-least-32-bytes"
@@ -22,7 +23,7 @@ SECRET = "seller-tests-secret-of-at-least-32-bytes"
 
 def token(sub: str, **claims: Any) -> dict[str, str]:
     now = int(time.time())
-    payload = {"sub": sub, "iat": now, "exp": now + 600, **claims}
+    payload = {"sub": sub, "iat": now, "exp": now + TOKEN_LIFETIME_S, **claims}
     return {"Authorization": f"Bearer {jwt.encode(payload, SECRET, algorithm='HS256')}"}
 
 
