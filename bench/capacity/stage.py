@@ -1,0 +1,71 @@
+"""What every measured run of the capacity benchmark shares: the database, the running
+servers, Redis, the traffic's targets, and how long and how hard wrk drives them."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.capacity.catalog import vacuum
+from bench.capacity.loadgen import LoadReport, run_wrk
+from bench.capacity.traffic import Targets, lua_script
+from bench.serving import PostgresProcesses, Server
+
+
+@dataclass
+class Stage:
+    url: str
+    servers: Mapping[int, Server]
+    """By worker count."""
+    redis_pid: int
+    postgres: PostgresProcesses | None
+    targets: Targets
+    folder: Path
+    seconds: float
+    threads: int
+    """wrk's threads (each paces its share of the rate)."""
+    miss_share: float
+    """Share of searches that miss every cache."""
+    _scripts: itertools.count[int] = field(default_factory=itertools.count)
+
+    def run(
+        self,
+        workers: int,
+        purchase_share: float,
+        *,
+        rate: float,
+        connections: int,
+        seconds: float | None = None,
+        targets: Targets | None = None,
+    ) -> LoadReport:
+        """One wrk run on the `workers` server: `rate` requests/s offered (0: a closed loop
+        of `connections`), `purchase_share` of them purchases. A run with purchases starts
+        from vacuumed products and wallets."""
+        number = next(self._scripts)
+        script = self.folder / f"load-{number}.lua"
+        script.write_text(
+            lua_script(
+                targets or self.targets,
+                purchase_share,
+                rate=rate,
+                threads=self.threads,
+                miss_share=self.miss_share,
+                nonce=uuid.uuid4().hex[:16],
+                seed=number,
+            )
+        )
+        if purchase_share > 0:
+            vacuum(self.url)
+        return run_wrk(
+            self.servers[workers],
+            script,
+            seconds=seconds or self.seconds,
+            connections=connections,
+            threads=self.threads,
+            offered=rate,
+            redis_pid=self.redis_pid,
+            postgres=self.postgres,
+        )
