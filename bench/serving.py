@@ -291,6 +291,12 @@ class CpuUse:
     def server_total(self) -> float:
         return sum(self.server.values())
 
+    @property
+    def machine(self) -> float:
+        """The whole machine: every part above."""
+        parts = self.server_total + self.load_generator + self.redis + (self.postgres or 0.0)
+        return parts + self.rest
+
 
 def measure_cpu(
     action: Callable[[], T],

@@ -7,9 +7,10 @@ from __future__ import annotations
 import math
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.capacity.servermetrics import GroupLatency
 from bench.serving import CpuUse, PostgresProcesses, Server, measure_cpu
 
 OPEN_LOOP_HEADROOM_S = 0.2
@@ -48,6 +49,8 @@ class LoadReport:
     late_ms: Mapping[int, int]
     """Paced requests by how many whole milliseconds after their slot they left."""
     cpu: CpuUse
+    server_latency: Mapping[str, GroupLatency] = field(default_factory=dict)
+    """The app's own latency per route group over the run (servermetrics)."""
 
     @property
     def achieved(self) -> float:

@@ -17,6 +17,7 @@ from bench.capacity.loadgen import (
     LoadReport,
 )
 from bench.capacity.pairing import TARGET, Pairing
+from bench.capacity.servermetrics import GroupLatency
 from bench.capacity.sweep import FIRST_SHARE, FIRST_STEP, LATER_STEP, Search, Sweep
 from bench.capacity.traffic import MISS_PRICE, PRODUCT_SKEW, READ_SHARES, Mix
 from bench.summary import median_range, paired_ratios, verdict
@@ -162,7 +163,14 @@ def capacity_section(found: Sweep, mixes: Sequence[Mix], setting: Setting) -> li
                 + f"{reasons(searches, judgement)} | c={mix.closed_loop_connections}: "
                 f"{closed.achieved:,.0f}, {closed.p50_ms:.1f} / {closed.p99_ms:.1f} |"
             )
-    lines += ["", *ratio_lines(found, mixes, setting), "", *cpu_table(found, mixes, setting)]
+    lines += [
+        "",
+        *ratio_lines(found, mixes, setting),
+        "",
+        *cpu_table(found, mixes, setting),
+        "",
+        *slow_table(found, mixes, setting),
+    ]
     return lines
 
 
@@ -206,14 +214,14 @@ def cpu_table(found: Sweep, mixes: Sequence[Mix], setting: Setting) -> list[str]
         "*requests per server CPU-s*: the server's processes only.",
         "",
         "| mix | workers | server | by process | PostgreSQL | wrk | Redis | rest | "
-        "requests per server CPU-s |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+        "machine (all) | requests per server CPU-s |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for mix in mixes:
         for count in setting.workers:
             runs = at_capacity(found.of(mix, count))
             if not runs:
-                lines.append(f"| {mix.label} | {count} | — | — | — | — | — | — | — |")
+                lines.append(f"| {mix.label} | {count} |" + " — |" * 8)
                 continue
             roles = sorted({role for run in runs for role in run.cpu.server})
             by_process = ", ".join(
@@ -229,6 +237,7 @@ def cpu_table(found: Sweep, mixes: Sequence[Mix], setting: Setting) -> list[str]
                 f"{median_range([run.cpu.load_generator for run in runs], '{:.2f}')} | "
                 f"{median_range([run.cpu.redis for run in runs], '{:.2f}')} | "
                 f"{median_range([run.cpu.rest for run in runs], '{:.2f}')} | "
+                f"{median_range([run.cpu.machine for run in runs], '{:.2f}')} | "
                 f"{median_range([run.achieved / run.cpu.server_total for run in runs])} |"
             )
     return lines
@@ -293,22 +302,142 @@ def integrity_section(
     ]
 
 
-def runs_appendix(found: Sweep) -> list[str]:
+def runs_appendix(found: Sweep, mixes: Sequence[Mix]) -> list[str]:
+    labels = {mix.name: mix.label for mix in mixes}
     lines = [
-        "<details><summary>Every paced run</summary>",
+        "<details><summary>Every run of part 1 (the closed loops first)</summary>",
         "",
         "| round | mix | workers | offered/s | reached/s | connections | p50 ms | p99 ms | "
-        "late p99 ms | statuses; socket errors | server CPU | PostgreSQL CPU | rest | verdict |",
+        "late p99 ms | statuses; socket errors | server CPU | PostgreSQL CPU | rest | held? |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
     ]
-    for search in found.searches:
-        for run in search.runs:
-            postgres = "—" if run.cpu.postgres is None else f"{run.cpu.postgres:.2f}"
-            lines.append(
-                f"| {search.round + 1} | {search.mix.label} | {search.workers} | "
-                f"{run.offered:,.0f} | {run.achieved:,.0f} | {run.connections} | "
-                f"{run.p50_ms:.1f} | {run.p99_ms:.1f} | {run.late_percentile_ms(0.99):.0f} | "
-                f"{run.status_summary()} | {run.cpu.server_total:.2f} | {postgres} | "
-                f"{run.cpu.rest:.2f} | {found.judgement.why_not(run)} |"
-            )
+    rows = [(1, labels[name], workers, run) for (name, workers), run in found.closed_loop.items()]
+    rows += [
+        (search.round + 1, search.mix.label, search.workers, run)
+        for search in found.searches
+        for run in search.runs
+    ]
+    for number, label, workers, run in rows:
+        postgres = "—" if run.cpu.postgres is None else f"{run.cpu.postgres:.2f}"
+        offered = f"{run.offered:,.0f}" if run.offered else f"closed loop, c={run.connections}"
+        outcome = found.judgement.why_not(run) if run.offered else "—"
+        lines.append(
+            f"| {number} | {label} | {workers} | {offered} | {run.achieved:,.0f} | "
+            f"{run.connections} | {run.p50_ms:.1f} | {run.p99_ms:.1f} | "
+            f"{run.late_percentile_ms(0.99):.0f} | {run.status_summary()} | "
+            f"{run.cpu.server_total:.2f} | {postgres} | {run.cpu.rest:.2f} | {outcome} |"
+        )
     return [*lines, "", "</details>"]
+
+
+def summary_section(
+    found: Sweep | None,
+    cells: Sequence[Pairing],
+    conservation: Conservation,
+    jobs: Sequence[str],
+    mixes: Sequence[Mix],
+    setting: Setting,
+) -> list[str]:
+    """The run's answers in a few lines; the sections below give the how and the detail."""
+    lines = ["## Summary", ""]
+    if found is not None:
+        for mix in mixes:
+            capacities = "; ".join(
+                f"{plural(count)} {median_range(found.capacities(mix, count))}"
+                for count in setting.workers
+            )
+            lines.append(f"- **{mix.label}**: capacity {capacities} requests/s.")
+            if mix.target is not None:
+                best = max(
+                    setting.workers,
+                    key=lambda count: statistics.median(found.capacities(mix, count)),
+                )
+                shares = sorted(c / mix.target for c in found.capacities(mix, best))
+                lines.append(
+                    f"- **Target {mix.target:,.0f} requests/s ({mix.label})**: "
+                    f"{median_range(shares, '{:.0%}')} of it with {plural(best)}: "
+                    f"{verdict(shares, 1.0)}."
+                )
+        rest = [run.cpu.rest for search in found.searches for run in search.runs]
+        lines.append(
+            f"- The rest of the machine (other users) took {median_range(rest, '{:.2f}')} "
+            "cores during the paced runs (median (range))."
+        )
+    for cell in cells:
+        direct = [run.per_second for run in cell.direct]
+        ratios = "; ".join(
+            f"{plural(count)} "
+            f"{median_range(paired_ratios([run.achieved for run in runs], direct), '{:.1%}')} "
+            f"{verdict(paired_ratios([run.achieved for run in runs], direct), TARGET)}"
+            for count, runs in cell.http.items()
+        )
+        lines.append(
+            f"- **Purchases through HTTP / `purchase()` direct, {cell.clients} clients** "
+            f"(target ≥ {TARGET:.0%}): {ratios}."
+        )
+    oversold = "none" if conservation.holds else "**FAILED** (see below)"
+    lines.append(
+        f"- Oversold: {oversold}; scheduled jobs during the run: "
+        f"{', '.join(jobs) if jobs else 'none'}."
+    )
+    return lines
+
+
+SLOW_MS = 100.0
+"""A bucket bound of the server's latency histogram (edgemart.metrics.LATENCY_BUCKETS_MS)."""
+
+
+def combined(runs: Sequence[LoadReport]) -> dict[str, GroupLatency]:
+    """The server's latency per route group over several runs together."""
+    groups: dict[str, GroupLatency] = {}
+    for run in runs:
+        for group, latency in run.server_latency.items():
+            earlier = groups.get(group)
+            if earlier is None:
+                groups[group] = latency
+                continue
+            bounds = set(earlier.at_most) | set(latency.at_most)
+            groups[group] = GroupLatency(
+                earlier.count + latency.count,
+                earlier.sum_ms + latency.sum_ms,
+                {b: earlier.at_most.get(b, 0) + latency.at_most.get(b, 0) for b in bounds},
+            )
+    return groups
+
+
+def slow_cell(runs: Sequence[LoadReport]) -> str:
+    """`search 1.2% (14.0), store 0.0% (0.9)`: per route group, the share of its requests
+    over `SLOW_MS` in the app and their mean ms, busiest group first."""
+    groups = combined(runs)
+    if not groups:
+        return "—"
+    ordered = sorted(groups.items(), key=lambda item: -item[1].count)
+    return ", ".join(
+        f"{group} {latency.share_over(SLOW_MS):.1%} ({latency.mean_ms:.1f})"
+        for group, latency in ordered
+    )
+
+
+def slow_table(found: Sweep, mixes: Sequence[Mix], setting: Setting) -> list[str]:
+    lines = [
+        f"Where the slow requests were, by the server's own `request_latency` (from a "
+        "request's arrival in the app to its response's end; time spent waiting for the event "
+        "loop or a CPU before that is not in it, but is in wrk's): per route group (`store` "
+        f"holds product and store pages), the share of its requests over {SLOW_MS:g} ms and "
+        "(in brackets) their mean in ms, over the runs at capacity and over the lowest "
+        "failing rates, every round together. A p99 over the limit with few slow requests "
+        "in the app points at queueing before the app (CPU, event loop).",
+        "",
+        f"| mix | workers | at capacity: over {SLOW_MS:g} ms in the app (mean ms) | "
+        f"lowest failing rate: over {SLOW_MS:g} ms in the app (mean ms) |",
+        "|---|---:|---|---|",
+    ]
+    for mix in mixes:
+        for count in setting.workers:
+            searches = found.of(mix, count)
+            failing = [search.run_at(search.rates.failed) for search in searches]
+            lines.append(
+                f"| {mix.label} | {count} | {slow_cell(at_capacity(searches))} | "
+                f"{slow_cell([run for run in failing if run is not None])} |"
+            )
+    return lines

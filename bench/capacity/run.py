@@ -54,6 +54,7 @@ from bench.capacity.report import (
     method,
     pairing_section,
     runs_appendix,
+    summary_section,
 )
 from bench.capacity.stage import Stage
 from bench.capacity.sweep import Sweep, sweep
@@ -248,7 +249,14 @@ class Load:
 def write(plan: Plan, outcome: Outcome, load: Load) -> None:
     setting = plan.setting
     plan.out.mkdir(parents=True, exist_ok=True)
-    sections: list[str] = []
+    sections = [
+        "",
+        *summary_section(
+            outcome.found, outcome.cells, outcome.conservation, outcome.jobs, MIXES, setting
+        ),
+        "",
+        *method(setting, Judgement()),
+    ]
     if outcome.found is not None:
         plot(outcome.found, MIXES, setting.workers, plan.out / "latency.png")
         sections += [
@@ -269,7 +277,7 @@ def write(plan: Plan, outcome: Outcome, load: Load) -> None:
     direct = sum(run.purchases for cell in outcome.cells for run in cell.direct)
     sections += ["", *integrity_section(outcome.conservation, answered, direct, outcome.jobs)]
     if outcome.found is not None:
-        sections += ["", *runs_appendix(outcome.found)]
+        sections += ["", *runs_appendix(outcome.found, MIXES)]
     publish(
         plan.out / "RESULTS.md",
         [
@@ -283,8 +291,6 @@ def write(plan: Plan, outcome: Outcome, load: Load) -> None:
             f"{load.sentence()}; the *rest* columns below say what else the machine ran "
             f"during each run. Completed orders in the database at the start: "
             f"{outcome.orders_before:,} (earlier runs' purchases stay).",
-            "",
-            *method(setting, Judgement()),
             *sections,
         ],
     )

@@ -6,11 +6,12 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.capacity.catalog import vacuum
 from bench.capacity.loadgen import LoadReport, run_wrk
+from bench.capacity.servermetrics import between, scrape, settled_scrape
 from bench.capacity.traffic import Targets, lua_script
 from bench.serving import PostgresProcesses, Server
 
@@ -43,7 +44,9 @@ class Stage:
     ) -> LoadReport:
         """One wrk run on the `workers` server: `rate` requests/s offered (0: a closed loop
         of `connections`), `purchase_share` of them purchases. A run with purchases starts
-        from vacuumed products and wallets."""
+        from vacuumed products and wallets. The server's own latency histogram is read before
+        and after (`servermetrics`); the wait for the latter also lets a server the run
+        overloaded finish its queue before the next run."""
         number = next(self._scripts)
         script = self.folder / f"load-{number}.lua"
         script.write_text(
@@ -59,8 +62,10 @@ class Stage:
         )
         if purchase_share > 0:
             vacuum(self.url)
-        return run_wrk(
-            self.servers[workers],
+        server = self.servers[workers]
+        before = scrape(server)
+        report = run_wrk(
+            server,
             script,
             seconds=seconds or self.seconds,
             connections=connections,
@@ -69,3 +74,4 @@ class Stage:
             redis_pid=self.redis_pid,
             postgres=self.postgres,
         )
+        return replace(report, server_latency=between(before, settled_scrape(server)))

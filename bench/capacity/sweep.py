@@ -6,7 +6,6 @@ alternating between rounds, so each round's ratio compares searches the same mac
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -21,8 +20,6 @@ first round's steps up also trace the flat part of the latency curve for the plo
 FIRST_STEP = 1.25
 LATER_STEP = 1.1
 """Later rounds start at the capacity found so far (median) and step by less."""
-SETTLE_S = 1.0
-"""Pause after each run: a run that overloaded the server leaves it no queue for the next."""
 
 
 @dataclass
@@ -146,4 +143,3 @@ def run_search(stage: Stage, search: Search, judgement: Judgement) -> None:
             f"{report.status_summary()} -> {judgement.why_not(report)}",
             flush=True,
         )
-        time.sleep(SETTLE_S)
