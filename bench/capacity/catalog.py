@@ -35,12 +35,18 @@ LEADER_JOBS = ("refresh_views", "score_listings", "maintenance")
 
 def catalog(admin: str, size: int, *, reseed: bool = False) -> str:
     """`edgemart_bench_capacity_<size>`, created, migrated by this checkout and seeded unless
-    it already holds `size` products (kept between runs); the home snapshot stored afresh."""
+    it already holds `size` products (kept between runs); the home snapshot stored afresh and
+    the idempotency keys' partitions made for today and the next two days."""
     from edgemart.homepage import STORE_SNAPSHOT_SQL
 
     url = seeded_catalog(admin, f"edgemart_bench_capacity_{size}", size, reseed=reseed)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(STORE_SNAPSHOT_SQL)  # what refresh_views leaves for the home function
+        # The maintenance job, which never runs here (quiet_schedules), keeps the idempotency
+        # keys' daily partitions ahead; a purchase on a day without one fails.
+        conn.execute(
+            "SELECT create_idempotency_partitions((now() AT TIME ZONE 'UTC')::date - 1, 3)"
+        )
     return url
 
 
