@@ -66,9 +66,7 @@ import json
 import os
 import random
 import re
-import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -76,8 +74,8 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,8 +84,16 @@ from urllib.parse import urlencode
 import psycopg
 
 from bench.database import admin_url, seeded_catalog
-from bench.ratelimit.gateway import cpu_seconds, free_port
 from bench.report import database_command, provenance
+from bench.serving import (
+    Server,
+    duration_ms,
+    measure_cpu,
+    private_redis,
+    start_server,
+    stop_server,
+)
+from bench.summary import median_range, paired_ratios, percentile, verdict
 from edgemart.cache import Filled, Rendered, TTLCache
 from edgemart.services import Services
 from edgemart.settings import Settings
@@ -163,105 +169,6 @@ def requests_of(url: str) -> dict[str, list[tuple[str, str]]]:
         "search": [("/marketplace/search", query) for query in searches()],
         "product": [(f"/products/{product}", "") for product in product_ids(url)],
     }
-
-
-# ---- Processes, CPU and the private Redis ----
-
-
-def children(pid: int) -> list[int]:
-    """Every live descendant of `pid`."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [], [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, its_parent in parents.items():
-            if its_parent == parent:
-                found.append(child)
-                frontier.append(child)
-    return sorted(found)
-
-
-def cpu_or_zero(pid: int) -> float:
-    try:
-        return cpu_seconds(pid)
-    except OSError:
-        return 0.0
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has been busy so far, every core summed."""
-    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-@contextmanager
-def private_redis(folder: Path) -> Iterator[tuple[str, int]]:
-    """A Redis of this run's own on loopback, without persistence: (its URL, its pid)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not installed (Debian: apt-get install redis-server)")
-    port = free_port()
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        + ["--dir", str(folder), "--logfile", str(folder / "redis.log")],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: _redis_answers(port), "Redis")
-        yield f"redis://127.0.0.1:{port}/0", server.pid
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _redis_answers(port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
-            probe.sendall(b"PING\r\n")
-            return probe.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def wait_for(ready: Any, what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not come up within {timeout_s:.0f} s")
-        time.sleep(0.1)
-
-
-# ---- Pure summaries ----
-
-
-def percentile(samples: Sequence[float], share: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
-def median_range(values: Sequence[float], fmt: str = "{:,.0f}") -> str:
-    """`median (lowest–highest)`."""
-    ordered = sorted(values)
-    median = statistics.median(ordered)
-    return f"{fmt.format(median)} ({fmt.format(ordered[0])}–{fmt.format(ordered[-1])})"
-
-
-def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:
-    return sorted(n / d for n, d in zip(numerators, denominators, strict=True))
-
-
-def verdict(ratios: Sequence[float], target: float) -> str:
-    return "met" if statistics.median(ratios) >= target else "**missed**"
 
 
 # ---- Part 1: in process ----
@@ -594,76 +501,6 @@ def wrk_script(requests: dict[str, list[tuple[str, str]]], folder: Path) -> Path
 
 
 @dataclass
-class Server:
-    """One `edgemart serve --workers N` of this run."""
-
-    workers: int
-    port: int
-    process: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def processes(self) -> list[int]:
-        return [self.process.pid, *children(self.process.pid)]
-
-
-def start_server(workers: int, database_url: str, redis_url: str, folder: Path) -> Server:
-    port = free_port()
-    environment = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "SHARED_CACHE_NAMESPACE": f"benchfleet-serve-{workers}",
-        **{f"RATE_LIMIT_{group.upper()}": "off" for group in ROUTE_GROUPS},
-        "ACCESS_LOG_SAMPLE_RATE": "0.01",  # production's rate; `serve` would log every request
-        "SCHEDULE_INTERVALS": "refresh_views=86400,score_listings=86400,maintenance=86400",
-        "JWT_SECRET": "bench-fleet-secret-" + "x" * 32,
-        "CURSOR_SECRET": "bench-fleet",
-        "DATA_DIR": str(folder / f"data-{workers}"),
-    }
-    log = (folder / f"serve-{workers}.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--no-demo"]
-        + ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
-        env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    server = Server(workers, port, process)
-
-    def answering() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"serve --workers {workers} exited; see {log.name}")
-        try:
-            with urllib.request.urlopen(server.url + "/marketplace/home", timeout=2) as reply:
-                return bool(reply.status == 200)
-        except OSError:
-            return False
-
-    wait_for(answering, f"serve --workers {workers}", timeout_s=120)
-    # With several workers the supervisor answers nothing itself: wait for every worker.
-    wanted = workers + 1 if workers > 1 else 1
-    wait_for(lambda: len(server.processes()) >= wanted, f"{workers} workers", timeout_s=120)
-    return server
-
-
-def stop_server(server: Server) -> None:
-    pids = server.processes()
-    server.process.send_signal(signal.SIGTERM)
-    try:
-        server.process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        for pid in pids:  # only this run's own processes
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        server.process.wait(timeout=30)
-
-
-@dataclass
 class WrkRun:
     per_second: float
     p50_ms: float
@@ -685,61 +522,30 @@ class WrkRun:
         return self.per_second / self.server_total
 
 
-def roles(server: Server, pids: Sequence[int]) -> list[tuple[str, int]]:
-    """The server's processes by what they do: `serve` (with one worker, the one serving;
-    with several, their supervisor), `worker N`, and `tracker` (multiprocessing's resource
-    tracker)."""
-    named, workers = [], 0
-    for pid in pids:
-        try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            command = b""
-        if pid == server.process.pid:
-            named.append(("serve", pid))
-        elif b"resource_tracker" in command:
-            named.append(("tracker", pid))
-        else:
-            workers += 1
-            named.append((f"worker {workers}", pid))
-    return named
-
-
-def duration_ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+def serve_environment(workers: int) -> dict[str, str]:
+    """What `edgemart serve --workers N` runs with here: its own shared-cache namespace and
+    the three routes' rate limits lifted."""
+    return {
+        "SHARED_CACHE_NAMESPACE": f"benchfleet-serve-{workers}",
+        **{f"RATE_LIMIT_{group.upper()}": "off" for group in ROUTE_GROUPS},
+        "JWT_SECRET": "bench-fleet-secret-" + "x" * 32,
+        "CURSOR_SECRET": "bench-fleet",
+    }
 
 
 def wrk_run(
     server: Server, script: Path, seconds: float, connections: int, redis_pid: int
 ) -> WrkRun:
-    pids = server.processes()
-    cpu_before = {pid: cpu_or_zero(pid) for pid in pids}
-    redis_before = cpu_or_zero(redis_pid)
-    busy_before = machine_busy()
-    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    output = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
-        + ["-s", str(script), server.url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    elapsed = time.perf_counter() - started
-    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy_after = machine_busy()
-    server_cpu = {
-        role: (cpu_or_zero(pid) - cpu_before[pid]) / elapsed for role, pid in roles(server, pids)
-    }
-    wrk_cpu = (
-        children_after.ru_utime
-        + children_after.ru_stime
-        - children_before.ru_utime
-        - children_before.ru_stime
-    ) / elapsed
-    redis_cpu = (cpu_or_zero(redis_pid) - redis_before) / elapsed
-    busy = (busy_after - busy_before) / elapsed
+    def run() -> str:
+        return subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+            + ["-s", str(script), server.url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    output, cpu = measure_cpu(run, server, redis_pid)
     if "Non-2xx" in output or "Socket errors" in output:
         raise RuntimeError(f"wrk saw errors:\n{output}")
     rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
@@ -747,16 +553,15 @@ def wrk_run(
     p99 = re.search(r"\s99%\s+(\S+)", output)
     if rate is None or p50 is None or p99 is None:
         raise RuntimeError(f"cannot read wrk output:\n{output}")
-    ours = sum(server_cpu.values()) + wrk_cpu + redis_cpu
     return WrkRun(
         float(rate[1]),
         duration_ms(p50[1]),
         duration_ms(p99[1]),
-        elapsed,
-        server_cpu,
-        wrk_cpu,
-        redis_cpu,
-        max(0.0, busy - ours),
+        cpu.seconds,
+        cpu.server,
+        cpu.load_generator,
+        cpu.redis,
+        cpu.rest,
     )
 
 
@@ -816,7 +621,9 @@ def through_server(
     with ExitStack() as stack:
         servers = {}
         for workers in (1, 2):
-            servers[workers] = start_server(workers, database_url, redis_url, folder)
+            servers[workers] = start_server(
+                workers, database_url, redis_url, folder, serve_environment(workers)
+            )
             stack.callback(stop_server, servers[workers])
         for server in servers.values():  # every worker's L1 and the shared cache filled
             wrk_run(server, script, 3, connections, redis_pid)
