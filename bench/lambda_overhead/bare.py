@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from bench.lambda_overhead import handwritten
 from bench.lambda_overhead.contender import Contender
-from bench.lambda_overhead.invocations import HOME_CACHE_CONTROL, HOME_TTL_S, rendered_home
+from bench.lambda_overhead.invocations import HOME_TTL_S, cached_home, rendered_home
 from bench.lambda_overhead.stub import PurchaseDatabase
 
 
@@ -28,14 +28,7 @@ def build() -> Contender:
     database = PurchaseDatabase()
 
     async def home(request: Request) -> Response:
-        expires_at, cached, cached_etag = cache["home"]
-        if expires_at <= time.time():
-            raise LookupError("the home document expired mid-run")
-        headers = {
-            "ETag": cached_etag,
-            "Cache-Control": HOME_CACHE_CONTROL,
-            "Vary": "Accept-Encoding",
-        }
+        cached, headers = cached_home(cache)
         return Response(cached, headers=headers, media_type="application/json")
 
     async def purchase(request: Request) -> Response:

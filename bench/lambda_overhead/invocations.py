@@ -96,3 +96,16 @@ def event(route: str, token: str) -> dict[str, Any]:
 
 def context() -> FakeLambdaContext:
     return FakeLambdaContext()
+
+
+HomeCache = dict[str, tuple[float, Any, str]]
+"""The hand-written contenders' cache of the home page: (expires at, body, ETag)."""
+
+
+def cached_home(cache: HomeCache) -> tuple[Any, dict[str, str]]:
+    """The hand-written contenders' cached home: its body and the headers edgemart sends."""
+    expires_at, body, etag = cache["home"]
+    if expires_at <= time.time():
+        raise LookupError("the home document expired mid-run")
+    headers = {"ETag": etag, "Cache-Control": HOME_CACHE_CONTROL, "Vary": "Accept-Encoding"}
+    return body, headers

@@ -21,7 +21,7 @@ from aws_lambda_powertools.logging import correlation_paths
 
 from bench.lambda_overhead import handwritten
 from bench.lambda_overhead.contender import Contender, Handler
-from bench.lambda_overhead.invocations import HOME_CACHE_CONTROL, HOME_TTL_S, rendered_home
+from bench.lambda_overhead.invocations import HOME_TTL_S, cached_home, rendered_home
 from bench.lambda_overhead.stub import PurchaseDatabase
 
 JSON = "application/json"
@@ -37,14 +37,7 @@ def build(*, correlation_id: bool = False) -> Contender:
 
     @home_resolver.get("/marketplace/home")
     def home() -> PowertoolsResponse[str]:
-        expires_at, cached, cached_etag = cache["home"]
-        if expires_at <= time.time():
-            raise LookupError("the home document expired mid-run")
-        headers = {
-            "ETag": cached_etag,
-            "Cache-Control": HOME_CACHE_CONTROL,
-            "Vary": "Accept-Encoding",
-        }
+        cached, headers = cached_home(cache)
         return PowertoolsResponse(200, JSON, cached, headers=headers)
 
     @purchase_resolver.post("/purchases")
