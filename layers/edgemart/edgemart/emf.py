@@ -137,15 +137,8 @@ def lines(
     head = f'{{"_aws":{{"Timestamp":{timestamp_ms}'
     written = []
     for dimensions, group in grouped.items():
-        chunks = (
-            [group]  # every group but a freak: one document
-            if len(group) <= MAX_METRICS_PER_DOCUMENT
-            else [
-                group[start : start + MAX_METRICS_PER_DOCUMENT]
-                for start in range(0, len(group), MAX_METRICS_PER_DOCUMENT)
-            ]
-        )
-        for chunk in chunks:
+        for start in range(0, len(group), MAX_METRICS_PER_DOCUMENT):
+            chunk = group[start : start + MAX_METRICS_PER_DOCUMENT]
             kind = layout(namespace, service, dimensions, [series.metric for series in chunk])
             written.append(render(kind, head, chunk))
     return written
