@@ -26,7 +26,6 @@ in that tenant's transaction.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import hmac
@@ -225,7 +224,12 @@ class RedisCounts:
             self._flusher = loop.create_task(self._flush_forever())
 
     async def _flush_forever(self) -> None:
-        while True:
+        """Flush every `flush_every_s` while this task is the buffer's flusher. `aclose` stops
+        it by taking the task away as well as by cancelling it: a cancellation that a library
+        under `flush` turns into an error (seen in CI: the flusher went on sleeping and
+        flushing, still marked cancelling, and `aclose` waited for it for good) ends the loop
+        at its next turn all the same."""
+        while self._flusher is asyncio.current_task():
             await asyncio.sleep(self.flush_every_s)
             await self.flush()
 
@@ -296,8 +300,9 @@ class RedisCounts:
         task, self._flusher = self._flusher, None
         if task is not None and task.get_loop() is asyncio.get_running_loop():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Waited for, not awaited: the flusher's CancelledError is not this caller's, and
+            # a cancellation of this caller must not be taken for it and suppressed.
+            await asyncio.wait({task})
         await self.flush()
         await self.redis.aclose()
 
