@@ -42,6 +42,8 @@ class Setting:
     stores: int
     searches: int
     buyers: int
+    cores: int
+    """The machine's cores (`os.cpu_count()`): what the CPU ceiling divides."""
 
 
 def plural(count: int) -> str:
@@ -169,6 +171,8 @@ def capacity_section(found: Sweep, mixes: Sequence[Mix], setting: Setting) -> li
         "",
         *cpu_table(found, mixes, setting),
         "",
+        *ceiling_table(found, mixes, setting),
+        "",
         *slow_table(found, mixes, setting),
     ]
     return lines
@@ -240,6 +244,54 @@ def cpu_table(found: Sweep, mixes: Sequence[Mix], setting: Setting) -> list[str]
                 f"{median_range([run.cpu.machine for run in runs], '{:.2f}')} | "
                 f"{median_range([run.achieved / run.cpu.server_total for run in runs])} |"
             )
+    return lines
+
+
+def cpu_ms_per_request(run: LoadReport) -> dict[str, float]:
+    """CPU-milliseconds each part of the system spent per request answered in `run`: the
+    server's processes, PostgreSQL, the load generator and Redis (not the rest of the
+    machine, which is not the system's)."""
+    cpu = run.cpu
+    parts = {
+        "server": cpu.server_total,
+        "PostgreSQL": cpu.postgres or 0.0,
+        "wrk": cpu.load_generator,
+        "Redis": cpu.redis,
+    }
+    return {part: 1000 * cores / run.achieved for part, cores in parts.items()}
+
+
+def ceiling(run: LoadReport, cores: int) -> float:
+    """The request rate at which the system's parts would keep all `cores` busy at the cost
+    per request measured in `run`: no rate beyond it can hold on this machine, and a p99
+    bound needs headroom below it."""
+    return cores * 1000 / sum(cpu_ms_per_request(run).values())
+
+
+def ceiling_table(found: Sweep, mixes: Sequence[Mix], setting: Setting) -> list[str]:
+    """What a request costs in CPU at capacity, and the ceiling that cost puts on the rate."""
+    parts = ("server", "PostgreSQL", "wrk", "Redis")
+    lines = [
+        "CPU per request at capacity (CPU-ms per request answered, median (range) over the "
+        "runs at capacity) and the **CPU ceiling** it implies: the rate at which the server, "
+        f"PostgreSQL, wrk and Redis together would keep all {setting.cores} cores busy at that "
+        "cost. No rate above the ceiling can hold here whatever the latency bound; the p99 "
+        "bound is met some way below it.",
+        "",
+        "| mix | workers | " + " | ".join(parts) + " | all | CPU ceiling, requests/s |",
+        "|---|---:|" + "---:|" * (len(parts) + 2),
+    ]
+    for mix in mixes:
+        for count in setting.workers:
+            runs = at_capacity(found.of(mix, count))
+            if not runs:
+                lines.append(f"| {mix.label} | {count} |" + " — |" * (len(parts) + 2))
+                continue
+            costs = [cpu_ms_per_request(run) for run in runs]
+            cells = [median_range([cost[part] for cost in costs], "{:.2f}") for part in parts]
+            total = median_range([sum(cost.values()) for cost in costs], "{:.2f}")
+            ceilings = median_range([ceiling(run, setting.cores) for run in runs])
+            lines.append(f"| {mix.label} | {count} | {' | '.join(cells)} | {total} | {ceilings} |")
     return lines
 
 
@@ -358,6 +410,16 @@ def summary_section(
                     f"{median_range(shares, '{:.0%}')} of it with {plural(best)}: "
                     f"{verdict(shares, 1.0)}."
                 )
+                runs = at_capacity(found.of(mix, best))
+                if runs:
+                    ceilings = [ceiling(run, setting.cores) for run in runs]
+                    lines.append(
+                        f"- **CPU ceiling ({mix.label}, {plural(best)})**: at the cost per "
+                        f"request measured at capacity, {setting.cores} cores carry at most "
+                        f"{median_range(ceilings)} requests/s, "
+                        f"{median_range(sorted(c / mix.target for c in ceilings), '{:.0%}')} "
+                        "of the target (see the CPU per request table)."
+                    )
         rest = [run.cpu.rest for search in found.searches for run in search.runs]
         lines.append(
             f"- The rest of the machine (other users) took {median_range(rest, '{:.2f}')} "

@@ -128,6 +128,7 @@ def parse(argv: Sequence[str] | None = None) -> Plan:
         stores=catalog.STORES,
         searches=catalog.SEARCHES,
         buyers=catalog.BUYERS,
+        cores=os.cpu_count() or 1,
     )
     return Plan(parts, setting, out, args.reseed)
 

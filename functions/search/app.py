@@ -463,7 +463,7 @@ async def search(request: Request) -> Response:
         cache_key,
         RULE,
         lambda: load_search(request, params),
-        retry=services_of(request).retry,
+        retry=services.retry,
         tags=lambda page: product_tags(page["results"]),
     )
     if params.q is not None and params.cursor is None and response.status_code in (200, 304):
@@ -534,13 +534,14 @@ async def load_popular(request: Request) -> dict[str, Any]:
 
 
 async def popular(request: Request) -> Response:
+    services = services_of(request)
     return await serve_cached(
         request,
-        services_of(request).cache,
+        services.cache,
         POPULAR_CACHE_KEY,
         POPULAR_RULE,
         lambda: load_popular(request),
-        retry=services_of(request).retry,
+        retry=services.retry,
     )
 
 

@@ -127,7 +127,7 @@ async def store_page(request: Request) -> Response:
         cache_key,
         STORE_RULE,
         lambda: load_store_page(request, slug, category, limit, cursor),
-        retry=services_of(request).retry,
+        retry=services.retry,
         tags=lambda page: [store_tag(slug), *product_tags(page["products"])],
     )
 
@@ -160,7 +160,7 @@ async def product_page(request: Request) -> Response:
         f"product:{product_id}",
         PRODUCT_RULE,
         lambda: load_product(request, product_id),
-        retry=services_of(request).retry,
+        retry=services.retry,
         tags=lambda _: [product_tag(product_id)],
     )
     if response.status_code in (200, 304):  # a product that exists (an unknown one raised 404)
