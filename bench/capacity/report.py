@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bench.capacity.catalog import Conservation
@@ -221,30 +221,44 @@ def cpu_table(found: Sweep, mixes: Sequence[Mix], setting: Setting) -> list[str]
         "machine (all) | requests per server CPU-s |",
         "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def cells(runs: Sequence[LoadReport]) -> list[str]:
+        roles = sorted({role for run in runs for role in run.cpu.server})
+        by_process = ", ".join(
+            f"{role} {statistics.median(run.cpu.server.get(role, 0.0) for run in runs):.2f}"
+            for role in roles
+        )
+        postgres = [run.cpu.postgres for run in runs if run.cpu.postgres is not None]
+        return [
+            median_range([run.cpu.server_total for run in runs], "{:.2f}"),
+            by_process,
+            median_range(postgres, "{:.2f}") if postgres else "—",
+            median_range([run.cpu.load_generator for run in runs], "{:.2f}"),
+            median_range([run.cpu.redis for run in runs], "{:.2f}"),
+            median_range([run.cpu.rest for run in runs], "{:.2f}"),
+            median_range([run.cpu.machine for run in runs], "{:.2f}"),
+            median_range([run.achieved / run.cpu.server_total for run in runs]),
+        ]
+
+    return lines + rows_at_capacity(found, mixes, setting, 8, cells)
+
+
+def rows_at_capacity(
+    found: Sweep,
+    mixes: Sequence[Mix],
+    setting: Setting,
+    width: int,
+    cells: Callable[[Sequence[LoadReport]], list[str]],
+) -> list[str]:
+    """A table row per mix and worker count: its `width` cells made from the runs at
+    capacity, or dashes when no rate held."""
+    rows = []
     for mix in mixes:
         for count in setting.workers:
             runs = at_capacity(found.of(mix, count))
-            if not runs:
-                lines.append(f"| {mix.label} | {count} |" + " — |" * 8)
-                continue
-            roles = sorted({role for run in runs for role in run.cpu.server})
-            by_process = ", ".join(
-                f"{role} {statistics.median(run.cpu.server.get(role, 0.0) for run in runs):.2f}"
-                for role in roles
-            )
-            postgres = [run.cpu.postgres for run in runs if run.cpu.postgres is not None]
-            lines.append(
-                f"| {mix.label} | {count} | "
-                f"{median_range([run.cpu.server_total for run in runs], '{:.2f}')} | "
-                f"{by_process} | "
-                f"{median_range(postgres, '{:.2f}') if postgres else '—'} | "
-                f"{median_range([run.cpu.load_generator for run in runs], '{:.2f}')} | "
-                f"{median_range([run.cpu.redis for run in runs], '{:.2f}')} | "
-                f"{median_range([run.cpu.rest for run in runs], '{:.2f}')} | "
-                f"{median_range([run.cpu.machine for run in runs], '{:.2f}')} | "
-                f"{median_range([run.achieved / run.cpu.server_total for run in runs])} |"
-            )
-    return lines
+            row = cells(runs) if runs else ["—"] * width
+            rows.append(f"| {mix.label} | {count} | {' | '.join(row)} |")
+    return rows
 
 
 def cpu_ms_per_request(run: LoadReport) -> dict[str, float]:
@@ -281,18 +295,16 @@ def ceiling_table(found: Sweep, mixes: Sequence[Mix], setting: Setting) -> list[
         "| mix | workers | " + " | ".join(parts) + " | all | CPU ceiling, requests/s |",
         "|---|---:|" + "---:|" * (len(parts) + 2),
     ]
-    for mix in mixes:
-        for count in setting.workers:
-            runs = at_capacity(found.of(mix, count))
-            if not runs:
-                lines.append(f"| {mix.label} | {count} |" + " — |" * (len(parts) + 2))
-                continue
-            costs = [cpu_ms_per_request(run) for run in runs]
-            cells = [median_range([cost[part] for cost in costs], "{:.2f}") for part in parts]
-            total = median_range([sum(cost.values()) for cost in costs], "{:.2f}")
-            ceilings = median_range([ceiling(run, setting.cores) for run in runs])
-            lines.append(f"| {mix.label} | {count} | {' | '.join(cells)} | {total} | {ceilings} |")
-    return lines
+
+    def cells(runs: Sequence[LoadReport]) -> list[str]:
+        costs = [cpu_ms_per_request(run) for run in runs]
+        return [
+            *(median_range([cost[part] for cost in costs], "{:.2f}") for part in parts),
+            median_range([sum(cost.values()) for cost in costs], "{:.2f}"),
+            median_range([ceiling(run, setting.cores) for run in runs]),
+        ]
+
+    return lines + rows_at_capacity(found, mixes, setting, len(parts) + 2, cells)
 
 
 def pairing_section(cells: Sequence[Pairing], setting: Setting) -> list[str]:

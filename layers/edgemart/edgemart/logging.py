@@ -62,14 +62,17 @@ def unbind_lambda_context() -> None:
 
 class _RequestKeysFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        for name, value in _request_keys.get().items():
-            if not hasattr(record, name):
-                setattr(record, name, value)
+        _add_missing(record, _request_keys.get())
         if _lambda_invocation is not None:
-            for name, value in lambda_context_keys(*_lambda_invocation).items():
-                if not hasattr(record, name):
-                    setattr(record, name, value)
+            _add_missing(record, lambda_context_keys(*_lambda_invocation))
         return True
+
+
+def _add_missing(record: logging.LogRecord, keys: Mapping[str, object]) -> None:
+    """Set `keys` on `record`, each unless the line already names it (an `extra=`)."""
+    for name, value in keys.items():
+        if not hasattr(record, name):
+            setattr(record, name, value)
 
 
 logging.getLogger(logger.name).addFilter(_RequestKeysFilter())
