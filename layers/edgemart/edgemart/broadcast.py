@@ -40,6 +40,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from edgemart import metrics
+from edgemart.background import in_background
 from edgemart.changes import Changes
 from edgemart.errors import EdgemartError
 from edgemart.logging import ThrottledWarning, logger
@@ -267,13 +268,8 @@ class Broadcast:
     @asynccontextmanager
     async def listening(self) -> AsyncIterator[None]:
         """`listen` as a background task for the duration of the block."""
-        task = asyncio.ensure_future(self.listen())
-        try:
+        async with in_background(self.listen()):
             yield
-        finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
 
     async def listen(self) -> None:
         """Subscribe and apply messages until cancelled; after a failure, subscribe again
