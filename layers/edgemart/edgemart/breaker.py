@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Literal
 
 from edgemart import metrics
@@ -34,33 +35,23 @@ class CircuitOpenError(EdgemartError):
         self.retry_after_s = retry_after_s
 
 
+@dataclass(eq=False, repr=False)
 class CircuitBreaker:
-    def __init__(
-        self,
-        name: str,
-        *,
-        failure_threshold: int = 5,
-        success_threshold: int = 3,
-        open_timeout_s: float = 30.0,
-        failure_rate: float = 0.5,
-        window_s: float = 60.0,
-        min_calls: int = 10,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.name = name
-        self.failure_threshold = failure_threshold
-        self.success_threshold = success_threshold
-        self.open_timeout_s = open_timeout_s
-        self.failure_rate = failure_rate
-        self.window_s = window_s
-        self.min_calls = min_calls
-        self.clock = clock
-        self._state: State = "closed"
-        self._consecutive_failures = 0
-        self._probe_successes = 0
-        self._probe_in_flight = False
-        self._opened_at = 0.0
-        self._calls: deque[tuple[float, bool]] = deque()
+    name: str
+    _: KW_ONLY
+    failure_threshold: int = 5
+    success_threshold: int = 3
+    open_timeout_s: float = 30.0
+    failure_rate: float = 0.5
+    window_s: float = 60.0
+    min_calls: int = 10
+    clock: Callable[[], float] = time.monotonic
+    _state: State = field(default="closed", init=False)
+    _consecutive_failures: int = field(default=0, init=False)
+    _probe_successes: int = field(default=0, init=False)
+    _probe_in_flight: bool = field(default=False, init=False)
+    _opened_at: float = field(default=0.0, init=False)
+    _calls: deque[tuple[float, bool]] = field(default_factory=deque, init=False)
 
     @property
     def state(self) -> State:

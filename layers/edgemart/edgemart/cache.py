@@ -35,7 +35,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from psycopg import OperationalError
@@ -293,6 +293,7 @@ Trust = Callable[[float, float], bool]
 `now` without asking the shared cache (`edgemart.broadcast.Broadcast.trusts`)."""
 
 
+@dataclass(eq=False, repr=False)
 class TTLCache:
     """In-process cache of rendered responses with single-flight and last-known-good copies.
 
@@ -315,24 +316,16 @@ class TTLCache:
     each of its callers gets `LoadTimeoutError`.
     """
 
-    def __init__(
-        self,
-        *,
-        max_entries: int = 10_000,
-        clock: Callable[[], float] = time.time,
-        fill: Fill | None = None,
-        trust: Trust | None = None,
-        load_wait_s: float = LOAD_WAIT_S,
-    ) -> None:
-        self.max_entries = max_entries
-        self.load_wait_s = load_wait_s
-        self.clock = clock
-        self.fill = fill
-        self.trust = trust
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._tagged: dict[str, set[str]] = {}
-        self._inflight: dict[str, asyncio.Task[Filled]] = {}
-        self._invalidations = 0
+    _: KW_ONLY
+    max_entries: int = 10_000
+    clock: Callable[[], float] = time.time
+    fill: Fill | None = None
+    trust: Trust | None = None
+    load_wait_s: float = LOAD_WAIT_S
+    _entries: OrderedDict[str, _Entry] = field(default_factory=OrderedDict, init=False)
+    _tagged: dict[str, set[str]] = field(default_factory=dict, init=False)
+    _inflight: dict[str, asyncio.Task[Filled]] = field(default_factory=dict, init=False)
+    _invalidations: int = field(default=0, init=False)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -34,7 +34,7 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, InitVar, dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from edgemart import metrics
@@ -164,6 +164,7 @@ def merge_pending(pending: Counter[str], counts: dict[str, int], cap: int) -> in
     return dropped
 
 
+@dataclass(eq=False, repr=False)
 class RedisCounts:
     """Shared across processes: counted in this process, written to Redis in batches (one
     pipeline of HINCRBYs), drained by a Lua script.
@@ -181,27 +182,23 @@ class RedisCounts:
     (counted in `counter_entries_dropped`). `drain` returns what could not be written, so
     the next database flush writes it."""
 
-    def __init__(
-        self,
-        redis: LazyRedis,
-        key: str,
-        *,
-        timeout_s: float = 1.0,
-        retry_after_s: float = 1.0,
-        flush_every_s: float = 1.0,
-        max_entries: int = MAX_PENDING_ENTRIES,
-    ) -> None:
-        self.redis = redis
-        self.key = key
-        self.timeout_s = timeout_s
-        self.flush_every_s = flush_every_s
-        self.max_entries = max_entries
-        self._pending: Counter[str] = Counter()
-        self._flusher: asyncio.Task[None] | None = None
-        self._fallbacks = metrics.series(metrics.COUNTER_FALLBACKS, buffer=buffer_name(key))
-        self._dropped = metrics.series(metrics.COUNTER_ENTRIES_DROPPED, buffer=buffer_name(key))
+    redis: LazyRedis
+    key: str
+    _: KW_ONLY
+    timeout_s: float = 1.0
+    retry_after_s: InitVar[float] = 1.0
+    flush_every_s: float = 1.0
+    max_entries: int = MAX_PENDING_ENTRIES
+    _pending: Counter[str] = field(default_factory=Counter, init=False)
+    _flusher: asyncio.Task[None] | None = field(default=None, init=False)
+
+    def __post_init__(self, retry_after_s: float) -> None:
+        self._fallbacks = metrics.series(metrics.COUNTER_FALLBACKS, buffer=buffer_name(self.key))
+        self._dropped = metrics.series(
+            metrics.COUNTER_ENTRIES_DROPPED, buffer=buffer_name(self.key)
+        )
         self.backoff = Backoff(
-            f"counting in Redis ({key}) failed (%r); keeping the counts in this process",
+            f"counting in Redis ({self.key}) failed (%r); keeping the counts in this process",
             retry_after_s=retry_after_s,
         )
 

@@ -16,6 +16,7 @@ import asyncio
 import select
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from psycopg import AsyncConnection, InternalError, OperationalError
@@ -85,33 +86,26 @@ def _secret(
     )
 
 
+@dataclass(eq=False, repr=False)
 class Database:
-    def __init__(
-        self,
-        conninfo: str | DatabaseSecret | None,
-        *,
-        name: str = "primary",
-        min_size: int = 1,
-        max_size: int = 10,
-        timeout_s: float = 5.0,
-        statement_timeout_ms: int = 0,
-        transaction_pooler: bool = False,
-        breaker: CircuitBreaker | None = None,
-        tracing: Tracing | None = None,
-    ) -> None:
-        self.conninfo = conninfo
-        self.breaker = breaker
-        self.tracing = tracing
-        self.name = name
-        self.min_size = min_size
-        self.max_size = max(max_size, min_size)
-        self.timeout_s = timeout_s
-        self.statement_timeout_ms = statement_timeout_ms
-        self.transaction_pooler = transaction_pooler
-        self._pool: AsyncConnectionPool[Connection] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock: asyncio.Lock | None = None
-        self._closing: set[asyncio.Future[None]] = set()  # replaced pools being closed
+    conninfo: str | DatabaseSecret | None
+    _: KW_ONLY
+    name: str = "primary"
+    min_size: int = 1
+    max_size: int = 10
+    timeout_s: float = 5.0
+    statement_timeout_ms: int = 0
+    transaction_pooler: bool = False
+    breaker: CircuitBreaker | None = None
+    tracing: Tracing | None = None
+    _pool: AsyncConnectionPool[Connection] | None = field(default=None, init=False)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
+    _lock: asyncio.Lock | None = field(default=None, init=False)
+    _closing: set[asyncio.Future[None]] = field(default_factory=set, init=False)
+    """Replaced pools being closed."""
+
+    def __post_init__(self) -> None:
+        self.max_size = max(self.max_size, self.min_size)
 
     @classmethod
     def primary_from(cls, settings: Settings, *, tracing: Tracing | None = None) -> Database:

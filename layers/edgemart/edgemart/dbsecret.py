@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from psycopg import AsyncConnection, OperationalError
@@ -55,25 +56,18 @@ def is_auth_failure(exc: OperationalError) -> bool:
     return exc.sqlstate in AUTH_FAILURE_SQLSTATES or "authentication failed" in str(exc)
 
 
+@dataclass(eq=False, repr=False)
 class DatabaseSecret:
     """An async conninfo callable for psycopg_pool, backed by a Secrets Manager secret."""
 
-    def __init__(
-        self,
-        arn: str,
-        *,
-        host: str | None = None,
-        dbname: str | None = None,
-        max_age_s: int = 300,
-        tracing: Tracing | None = None,
-    ) -> None:
-        self.arn = arn
-        self.host = host
-        self.dbname = dbname
-        self.max_age_s = max_age_s
-        self.tracing = tracing
-        self._expired = False
-        self._provider: Any = None
+    arn: str
+    _: KW_ONLY
+    host: str | None = None
+    dbname: str | None = None
+    max_age_s: int = 300
+    tracing: Tracing | None = None
+    _expired: bool = field(default=False, init=False)
+    _provider: Any = field(default=None, init=False)
 
     def expire(self) -> None:
         """Fetch the secret again on the next connection (credentials were refused)."""

@@ -10,6 +10,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING
 
 from edgemart.logging import logger
@@ -111,6 +112,7 @@ def _fetch_jwks(url: str) -> tuple[bytes, str | None]:
 JWKS_FETCH_ERRORS = (OSError, http.client.HTTPException, JwksDocumentError)
 
 
+@dataclass(eq=False, repr=False)
 class JwksKeySet:
     """The signing keys from a JWKS URL, fetched again on a bounded schedule.
 
@@ -122,27 +124,20 @@ class JwksKeySet:
     JWKS key is refused until a fetch succeeds.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        max_age_s: float,
-        min_interval_s: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.url = url
-        self.max_age_s = max_age_s
-        self.min_interval_s = min_interval_s
-        self._clock = clock
-        self._keys: dict[str, jwt.PyJWK] = {}
-        self._stale_at = float("-inf")
-        self._usable_until = float("-inf")
-        self._attempted_at = float("-inf")
-        self._lock: asyncio.Lock | None = None
+    url: str
+    _: KW_ONLY
+    max_age_s: float
+    min_interval_s: float
+    clock: Callable[[], float] = time.monotonic
+    _keys: dict[str, jwt.PyJWK] = field(default_factory=dict, init=False)
+    _stale_at: float = field(default=float("-inf"), init=False)
+    _usable_until: float = field(default=float("-inf"), init=False)
+    _attempted_at: float = field(default=float("-inf"), init=False)
+    _lock: asyncio.Lock | None = field(default=None, init=False)
 
     def key(self, kid: str, algorithm: str) -> jwt.PyJWK:
         """The key for `kid` and `algorithm` at hand (no I/O), or JwksKeyError."""
-        if self._clock() >= self._usable_until:
+        if self.clock() >= self._usable_until:
             raise JwksKeyError(KEYS_UNAVAILABLE)
         jwk = self._keys.get(kid)
         if jwk is None or jwk.algorithm_name != algorithm:
@@ -159,7 +154,7 @@ class JwksKeySet:
         async with self._lock:
             if not self._due(kid):
                 return  # another request fetched while this one waited
-            attempted_at = self._attempted_at = self._clock()
+            attempted_at = self._attempted_at = self.clock()
             try:
                 document, cache_control = await asyncio.to_thread(_fetch_jwks, self.url)
                 keys = signing_keys(document)
@@ -176,7 +171,7 @@ class JwksKeySet:
             self._usable_until = self._stale_at + self.max_age_s
 
     def _due(self, kid: str) -> bool:
-        now = self._clock()
+        now = self.clock()
         if now - self._attempted_at < self.min_interval_s:
             return False
         return now >= self._stale_at or kid not in self._keys

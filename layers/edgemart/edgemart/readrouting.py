@@ -45,7 +45,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from psycopg import OperationalError
@@ -152,32 +152,26 @@ def lag_bounds(now: float, reading: Reading, samples: deque[Sample]) -> tuple[fl
     return lower, upper
 
 
+@dataclass(eq=False, repr=False)
 class ReplicaPolicy:
     """The routing state of one replica in one process, fed by checks and failed reads.
 
     `route()` is the hot part (a clock read and two comparisons); the rest runs once per
     check or per failure."""
 
-    def __init__(
-        self,
-        *,
-        max_lag_s: float,
-        check_interval_s: float,
-        write_window_s: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_lag_s = max_lag_s
-        self.check_interval_s = check_interval_s
-        self.write_window_s = write_window_s
-        self.clock = clock
-        self.state: State = "unchecked"
-        self.lag_s: float | None = None
-        """The last check's upper bound of the lag (None: unknown or never checked)."""
-        self._samples: deque[Sample] = deque(maxlen=MAX_SAMPLES)
-        self._trusted_until = -math.inf
-        self._next_check_at = -math.inf
-        self._primary_until = -math.inf
-        self._last_write_at = -math.inf
+    _: KW_ONLY
+    max_lag_s: float
+    check_interval_s: float
+    write_window_s: float
+    clock: Callable[[], float] = time.monotonic
+    state: State = field(default="unchecked", init=False)
+    lag_s: float | None = field(default=None, init=False)
+    """The last check's upper bound of the lag (None: unknown or never checked)."""
+    _samples: deque[Sample] = field(default_factory=lambda: deque(maxlen=MAX_SAMPLES), init=False)
+    _trusted_until: float = field(default=-math.inf, init=False)
+    _next_check_at: float = field(default=-math.inf, init=False)
+    _primary_until: float = field(default=-math.inf, init=False)
+    _last_write_at: float = field(default=-math.inf, init=False)
 
     # -- reads --
 

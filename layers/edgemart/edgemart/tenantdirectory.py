@@ -29,6 +29,7 @@ import enum
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from edgemart.tenancy import Tenant
@@ -77,23 +78,18 @@ class DatabaseTenantSource:
         return Tenant(row["id"], row["slug"], row["platform_fee_bps"])
 
 
+@dataclass(eq=False, repr=False)
 class TenantDirectory:
-    def __init__(
-        self,
-        source: TenantSource,
-        *,
-        trusts: Trust,
-        clock: Callable[[], float] = time.time,
-        max_hosts: int = MAX_HOSTS,
-        max_age_s: float = MAX_AGE_S,
-    ) -> None:
-        self.source = source
-        self.trusts = trusts
-        self.clock = clock
-        self.max_hosts = max_hosts
-        self.max_age_s = max_age_s
-        self._entries: OrderedDict[str, tuple[Tenant | None, float]] = OrderedDict()
-        self._generation = 0
+    source: TenantSource
+    _: KW_ONLY
+    trusts: Trust
+    clock: Callable[[], float] = time.time
+    max_hosts: int = MAX_HOSTS
+    max_age_s: float = MAX_AGE_S
+    _entries: OrderedDict[str, tuple[Tenant | None, float]] = field(
+        default_factory=OrderedDict, init=False
+    )
+    _generation: int = field(default=0, init=False)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -21,8 +21,10 @@ import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
+from dataclasses import KW_ONLY, dataclass, field
 
 from edgemart import metrics
+from edgemart.background import in_background
 from edgemart.changes import live_channel
 from edgemart.live.protocol import (
     CLOSE_TRY_AGAIN_LATER,
@@ -136,28 +138,28 @@ class LiveSocket:
             await self._close(code)
 
 
+@dataclass(eq=False, repr=False)
 class LiveHub:
-    def __init__(
-        self,
-        state: PostgresState,
-        *,
-        max_per_client: int,
-        queue_bound: int,
-        coalesce_s: float = STOCK_COALESCE_S,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.state = state
-        self.max_per_client = max_per_client
-        self.queue_bound = queue_bound
-        self.coalesce_s = coalesce_s
-        self.clock = clock
-        self.subscribers: dict[str, set[LiveSocket]] = defaultdict(set)
-        self.tasks: set[asyncio.Task[None]] = set()
-        self._clients: Counter[str] = Counter()
-        self._due: dict[str, float] = {}
-        self._last_read: dict[str, float] = {}
-        self._wake = asyncio.Event()
-        self._failures = ThrottledWarning("live updates: reading %s failed (%r)", every_s=60.0)
+    state: PostgresState
+    _: KW_ONLY
+    max_per_client: int
+    queue_bound: int
+    coalesce_s: float = STOCK_COALESCE_S
+    clock: Callable[[], float] = time.monotonic
+    subscribers: dict[str, set[LiveSocket]] = field(
+        default_factory=lambda: defaultdict(set), init=False
+    )
+    tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    _clients: Counter[str] = field(default_factory=Counter, init=False)
+    _due: dict[str, float] = field(default_factory=dict, init=False)
+    _last_read: dict[str, float] = field(default_factory=dict, init=False)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _failures: ThrottledWarning = field(
+        default_factory=lambda: ThrottledWarning(
+            "live updates: reading %s failed (%r)", every_s=60.0
+        ),
+        init=False,
+    )
 
     # ---- Connections ----
 
@@ -228,13 +230,10 @@ class LiveHub:
     async def running(self) -> AsyncIterator[None]:
         """`run` for the duration of the block (the gateway's lifespan); then every socket
         still open is closed."""
-        task = asyncio.ensure_future(self.run())
         try:
-            yield
+            async with in_background(self.run()):
+                yield
         finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
             for task_left in list(self.tasks):
                 task_left.cancel()
 

@@ -10,6 +10,7 @@ Fall-backs are counted (`rate_limit_fallbacks`) and logged at most once per `log
 from __future__ import annotations
 
 import asyncio
+from dataclasses import KW_ONLY, InitVar, dataclass
 
 from edgemart import metrics
 from edgemart.backoff import Backoff
@@ -18,20 +19,17 @@ from edgemart.ratelimit.memory import MemoryRateLimiter
 from edgemart.ratelimit.window import Decision, Policy
 
 
+@dataclass(eq=False, repr=False)
 class FallbackRateLimiter:
-    def __init__(
-        self,
-        shared: RateLimiter,
-        local: MemoryRateLimiter,
-        *,
-        timeout_s: float = 0.05,
-        retry_after_s: float = 1.0,
-        log_every_s: float = 60.0,
-    ) -> None:
-        self.shared = shared
-        self.local = local
-        self.backend = shared.backend
-        self.timeout_s = timeout_s
+    shared: RateLimiter
+    local: MemoryRateLimiter
+    _: KW_ONLY
+    timeout_s: float = 0.05
+    retry_after_s: InitVar[float] = 1.0
+    log_every_s: InitVar[float] = 60.0
+
+    def __post_init__(self, retry_after_s: float, log_every_s: float) -> None:
+        self.backend = self.shared.backend
         self.backoff = Backoff(
             f"rate limit backend {self.backend} failed (%r); using the local limiter",
             retry_after_s=retry_after_s,
