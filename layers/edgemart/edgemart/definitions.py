@@ -71,14 +71,21 @@ def sql_checksum(sql: str) -> str:
     return hashlib.sha256(sql.encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class Definition:
-    name: str
+class RecordedSql:
+    """SQL the database records by checksum once applied: a migration or a definition."""
+
+    __slots__ = ()
     sql: str
 
     @property
     def checksum(self) -> str:
         return sql_checksum(self.sql)
+
+
+@dataclass(frozen=True, slots=True)
+class Definition(RecordedSql):
+    name: str
+    sql: str
 
     @property
     def requires(self) -> tuple[str, ...]:

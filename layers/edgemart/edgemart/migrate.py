@@ -56,13 +56,13 @@ import psycopg
 from edgemart.definitions import (
     CREATE_DEFINITIONS_TABLE,
     Definition,
+    RecordedSql,
     apply_definition,
     drop_definition,
     load_definitions,
     present_objects,
     recorded_definitions,
     requirements,
-    sql_checksum,
     with_requirements,
 )
 from edgemart.errors import EdgemartError
@@ -110,14 +110,10 @@ class MigrationError(EdgemartError):
 
 
 @dataclass(frozen=True, slots=True)
-class Migration:
+class Migration(RecordedSql):
     version: int
     name: str
     sql: str
-
-    @property
-    def checksum(self) -> str:
-        return sql_checksum(self.sql)
 
     @property
     def transactional(self) -> bool:
