@@ -163,19 +163,17 @@ def order_status_changed(
     order_ids: Iterable[str], *, tenant: Tenant | UUID = DEFAULT_TENANT_ID
 ) -> Changes:
     """Queued orders the worker applied (completed or failed): their live channels."""
-    return Changes(
-        channels=frozenset(
-            live_channel(f"order:{order}", tenant_id_of(tenant)) for order in order_ids
-        )
-    )
+    return _live_channels("order", order_ids, tenant)
 
 
 def stock_pushed(
     product_ids: Iterable[str], *, tenant: Tenant | UUID = DEFAULT_TENANT_ID
 ) -> Changes:
     """Products whose stock may have moved: their live channels (the pages are `stock_changed`)."""
-    return Changes(
-        channels=frozenset(
-            live_channel(f"product:{pid}", tenant_id_of(tenant)) for pid in product_ids
-        )
-    )
+    return _live_channels("product", product_ids, tenant)
+
+
+def _live_channels(kind: str, ids: Iterable[str], tenant: Tenant | UUID) -> Changes:
+    """The live channels of the `kind` things `ids` (`order`, `product`) in `tenant`."""
+    tenant_id = tenant_id_of(tenant)
+    return Changes(channels=frozenset(live_channel(f"{kind}:{one}", tenant_id) for one in ids))
