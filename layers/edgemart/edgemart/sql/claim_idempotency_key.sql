@@ -1,5 +1,7 @@
 -- The claim of a user's Idempotency-Key in a tenant, for every operation that takes one
--- (purchase(), credit_wallet(), which set the tenant before they call it). Keys are scoped by
+-- (purchase(), credit_wallet(), which call it first). It sets the transaction's tenant to
+-- p_tenant before anything else: the operation under a key runs in the key's tenant, with
+-- row-level security on (docs/decisions/0040). Keys are scoped by
 -- tenant: the same user and key in two tenants are two keys, with two locks. Returns the
 -- outcome stored under (p_tenant, p_user, p_key), as the caller answers
 -- it: a replay (replayed, the original request's id) when the fingerprint matches, 422
@@ -27,6 +29,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     existing idempotency_keys%ROWTYPE;
 BEGIN
+    PERFORM set_config('edgemart.tenant_id', p_tenant::text, true);
     IF NOT pg_try_advisory_xact_lock(idempotency_lock_key(p_tenant, p_user, p_key)) THEN
         PERFORM set_config('lock_timeout', (extract(epoch FROM p_key_wait) * 1000)::int || 'ms',
                            true);

@@ -3,8 +3,8 @@
 -- the marketplace's currency), the audit row and the stored 200 response, all or nothing.
 -- Credit and audit are one statement, every row selected from the wallet's upsert.
 --
--- In the tenant p_tenant, which it sets first (docs/decisions/0040): the wallet, the key and
--- the audit row are that tenant's. The signature without p_tenant is kept for processes
+-- In the tenant p_tenant, which the key's claim sets first (docs/decisions/0040): the wallet,
+-- the key and the audit row are that tenant's. The signature without p_tenant is kept for processes
 -- deployed before migration 0023 while a deploy rolls out: it credits in current_tenant_id().
 -- edgemart: requires claim_idempotency_key, current_tenant_id
 
@@ -25,7 +25,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     outcome_body jsonb;
 BEGIN
-    PERFORM set_config('edgemart.tenant_id', p_tenant::text, true);
+    -- The claim sets the tenant: everything below runs in p_tenant.
     RETURN QUERY SELECT * FROM claim_idempotency_key(p_tenant, p_actor, p_key, p_fingerprint, p_request_id,
                                                      p_key_ttl, p_key_wait);
     IF FOUND THEN

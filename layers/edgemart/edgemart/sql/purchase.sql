@@ -48,8 +48,8 @@
 -- - The refusal is an inlined SQL expression (purchase_refusal_code), and the fee one
 --   (platform_fee): neither runs a statement of its own.
 --
--- Tenancy (docs/decisions/0040): the purchase happens in the tenant p_tenant, which it sets
--- first, so every row it reads and writes is that tenant's (row-level security for the
+-- Tenancy (docs/decisions/0040): the purchase happens in the tenant p_tenant, which the key's
+-- claim sets first, so every row it reads and writes is that tenant's (row-level security for the
 -- application role); its reads name the tenant too, so each is one probe of a key that leads
 -- with it, whoever runs it. The signature without p_tenant is kept for processes deployed
 -- before migration 0023 while a deploy rolls out: it buys in current_tenant_id().
@@ -87,7 +87,7 @@ DECLARE
     outcome_body jsonb;
     failure text;
 BEGIN
-    PERFORM set_config('edgemart.tenant_id', p_tenant::text, true);
+    -- The claim sets the tenant: everything below runs in p_tenant.
     RETURN QUERY SELECT * FROM claim_idempotency_key(p_tenant, p_user, p_key, p_fingerprint, p_request_id,
                                                      p_key_ttl, p_key_wait);
     IF FOUND THEN
