@@ -86,6 +86,7 @@ import psycopg
 from bench.database import admin_url, seeded_catalog
 from bench.report import database_command, provenance
 from bench.serving import (
+    CpuUse,
     Server,
     duration_ms,
     measure_cpu,
@@ -505,21 +506,12 @@ class WrkRun:
     per_second: float
     p50_ms: float
     p99_ms: float
-    seconds: float
-    server_cpu: dict[str, float]
-    """Cores each of the server's processes used, by role (`serve`, `worker 1`, ...)."""
-    wrk_cpu: float
-    redis_cpu: float
-    rest_cpu: float
-    """Cores the rest of the machine used: PostgreSQL, the idle server, everyone else."""
-
-    @property
-    def server_total(self) -> float:
-        return sum(self.server_cpu.values())
+    cpu: CpuUse
+    """The load generator is wrk; PostgreSQL is not told apart, so it is in the rest."""
 
     @property
     def per_server_cpu_s(self) -> float:
-        return self.per_second / self.server_total
+        return self.per_second / self.cpu.server_total
 
 
 def serve_environment(workers: int) -> dict[str, str]:
@@ -553,16 +545,7 @@ def wrk_run(
     p99 = re.search(r"\s99%\s+(\S+)", output)
     if rate is None or p50 is None or p99 is None:
         raise RuntimeError(f"cannot read wrk output:\n{output}")
-    return WrkRun(
-        float(rate[1]),
-        duration_ms(p50[1]),
-        duration_ms(p99[1]),
-        cpu.seconds,
-        cpu.server,
-        cpu.load_generator,
-        cpu.redis,
-        cpu.rest,
-    )
+    return WrkRun(float(rate[1]), duration_ms(p50[1]), duration_ms(p99[1]), cpu)
 
 
 def metric_totals(server: Server) -> Counter[str]:
@@ -747,20 +730,20 @@ def served_report(served: Served, args: argparse.Namespace) -> list[str]:
         "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for workers, runs in served.runs.items():
-        roles = sorted(runs[0].server_cpu)
+        roles = sorted(runs[0].cpu.server)
         by_process = ", ".join(
-            f"{role} {statistics.median(run.server_cpu.get(role, 0.0) for run in runs):.2f}"
+            f"{role} {statistics.median(run.cpu.server.get(role, 0.0) for run in runs):.2f}"
             for role in roles
         )
         lines.append(
             f"| {workers} | {median_range([run.per_second for run in runs])} | "
             f"{median_range([run.p50_ms for run in runs], '{:.2f}')} | "
             f"{median_range([run.p99_ms for run in runs], '{:.1f}')} | "
-            f"{median_range([run.server_total for run in runs], '{:.2f}')} | {by_process} | "
+            f"{median_range([run.cpu.server_total for run in runs], '{:.2f}')} | {by_process} | "
             f"{median_range([run.per_server_cpu_s for run in runs])} | "
-            f"{median_range([run.wrk_cpu for run in runs], '{:.2f}')} | "
-            f"{median_range([run.redis_cpu for run in runs], '{:.2f}')} | "
-            f"{median_range([run.rest_cpu for run in runs], '{:.2f}')} |"
+            f"{median_range([run.cpu.load_generator for run in runs], '{:.2f}')} | "
+            f"{median_range([run.cpu.redis for run in runs], '{:.2f}')} | "
+            f"{median_range([run.cpu.rest for run in runs], '{:.2f}')} |"
         )
     ratios = paired_ratios(
         [run.per_second for run in served.runs[2]], [run.per_second for run in served.runs[1]]
