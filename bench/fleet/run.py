@@ -83,7 +83,7 @@ from urllib.parse import urlencode
 
 import psycopg
 
-from bench.database import admin_url, seeded_catalog
+from bench.database import admin_url, query, seeded_catalog
 from bench.report import database_command, provenance
 from bench.serving import (
     CpuUse,
@@ -153,13 +153,13 @@ def searches() -> list[str]:
 
 def product_ids(url: str) -> list[str]:
     """`PRODUCTS` listed products (the product route answers them), the same every run."""
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT p.id FROM products p JOIN stores s ON s.id = p.store_id "
-            "WHERE p.is_available AND p.is_approved AND s.is_active "
-            "ORDER BY md5(p.id::text) LIMIT %s",
-            [PRODUCTS],
-        ).fetchall()
+    rows = query(
+        url,
+        "SELECT p.id FROM products p JOIN stores s ON s.id = p.store_id "
+        "WHERE p.is_available AND p.is_approved AND s.is_active "
+        "ORDER BY md5(p.id::text) LIMIT %s",
+        [PRODUCTS],
+    )
     return [str(row[0]) for row in rows]
 
 

@@ -47,6 +47,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench.database import query
 from bench.push.rawclient import RawClient, open_raw
 from bench.report import database_command, provenance, publish
 
@@ -100,12 +101,12 @@ def hot_product(url: str) -> str:
 
 
 def listed_products(url: str, count: int) -> list[str]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT p.id::text FROM products p JOIN stores s ON s.id = p.store_id "
-            "WHERE p.is_available AND p.is_approved AND s.is_active ORDER BY p.id LIMIT %s",
-            [count],
-        ).fetchall()
+    rows = query(
+        url,
+        "SELECT p.id::text FROM products p JOIN stores s ON s.id = p.store_id "
+        "WHERE p.is_available AND p.is_approved AND s.is_active ORDER BY p.id LIMIT %s",
+        [count],
+    )
     return [row[0] for row in rows]
 
 
