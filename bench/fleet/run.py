@@ -84,6 +84,7 @@ from urllib.parse import urlencode
 import psycopg
 
 from bench.database import admin_url, query, seeded_catalog
+from bench.ratelimit.gateway import SCOPE
 from bench.report import database_command, provenance
 from bench.serving import (
     CpuUse,
@@ -118,7 +119,6 @@ MIX = {"home": 2, "search": 3, "product": 5}
 """The read mix `wrk` sends, in tenths: home 20%, search 30%, product detail 50%."""
 ROUTE_GROUPS = ("home", "search", "store")
 """The rate-limit groups of the three routes, all lifted."""
-CLIENT_IP = "203.0.113.10"
 
 
 # ---- The catalog ----
@@ -233,23 +233,14 @@ def variant_services(variant: str, database_url: str, redis_url: str) -> Service
 
 
 def scope_of(path: str, query: str) -> dict[str, Any]:
+    """The in-process benchmarks' GET (`SCOPE`: host and user agent `bench`, a documentation
+    address for the client) of `path` and `query`, asking for gzip."""
     return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
+        **SCOPE,
         "path": path,
         "raw_path": path.encode(),
-        "root_path": "",
         "query_string": query.encode(),
-        "headers": [
-            (b"host", b"bench"),
-            (b"user-agent", b"bench"),
-            (b"accept-encoding", b"gzip"),
-        ],
-        "client": (CLIENT_IP, 50000),
-        "server": ("bench", 80),
+        "headers": [*SCOPE["headers"], (b"accept-encoding", b"gzip")],
     }
 
 
