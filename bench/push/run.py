@@ -50,6 +50,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from bench.database import query
 from bench.push.rawclient import RawClient, open_raw
 from bench.report import database_command, provenance, publish
+from bench.serving import QUIET_SCHEDULES
 
 DATABASE = "edgemart_bench_push"
 SECRET = "bench-push-secret-of-at-least-32-bytes!"
@@ -122,7 +123,7 @@ def serve(url: str, namespace: str, log: Path) -> Iterator[tuple[str, int]]:
         "RATE_LIMIT_PURCHASES": "100000000/60",
         "WS_MAX_CONNECTIONS_PER_CLIENT": "100000",
         "ACCESS_LOG_SAMPLE_RATE": "0",
-        "SCHEDULE_INTERVALS": "refresh_views=86400,score_listings=86400,maintenance=86400",
+        "SCHEDULE_INTERVALS": QUIET_SCHEDULES,
     }
     with log.open("wb") as output:
         process = subprocess.Popen(
