@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, LiteralString
 
 
 @contextmanager
@@ -24,6 +25,14 @@ def admin_url() -> Iterator[str]:
             yield str(server.get_uri())
         finally:
             server.cleanup()
+
+
+def query(url: str, sql: LiteralString, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+    """The rows `sql` returns, run on a connection of its own."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql, params).fetchall()
 
 
 def fresh_database(admin: str, name: str) -> str:

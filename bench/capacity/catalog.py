@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 import psycopg
 
-from bench.database import seeded_catalog
+from bench.database import query, seeded_catalog
 
 READ_PRODUCTS = 2_000
 """Products of the product-detail reads, and of the purchases in the traffic mixes."""
@@ -53,23 +53,22 @@ def catalog(admin: str, size: int, *, reseed: bool = False) -> str:
 def listed_products(url: str, count: int, currency: str) -> list[str]:
     """`count` products the product route answers and a purchase can buy, the same every
     run (a fixed order of their ids); a shorter list is a prefix of a longer one."""
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT p.id FROM products p JOIN stores s ON s.id = p.store_id "
-            "WHERE p.is_available AND p.is_approved AND s.is_active AND p.currency = %s "
-            "AND p.purchase_mode = 'direct' ORDER BY md5(p.id::text) LIMIT %s",
-            [currency, count],
-        ).fetchall()
+    rows = query(
+        url,
+        "SELECT p.id FROM products p JOIN stores s ON s.id = p.store_id "
+        "WHERE p.is_available AND p.is_approved AND s.is_active AND p.currency = %s "
+        "AND p.purchase_mode = 'direct' ORDER BY md5(p.id::text) LIMIT %s",
+        [currency, count],
+    )
     if len(rows) < count:
         raise RuntimeError(f"the catalog lists {len(rows):,} products, {count:,} wanted")
     return [str(row[0]) for row in rows]
 
 
 def store_slugs(url: str, count: int) -> list[str]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT slug FROM stores WHERE is_active ORDER BY md5(slug) LIMIT %s", [count]
-        ).fetchall()
+    rows = query(
+        url, "SELECT slug FROM stores WHERE is_active ORDER BY md5(slug) LIMIT %s", [count]
+    )
     return [str(row[0]) for row in rows]
 
 
@@ -156,10 +155,7 @@ def quiet_schedules(url: str) -> datetime:
 
 def jobs_started_since(url: str, since: datetime) -> list[str]:
     """The scheduled jobs that started after `since`."""
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT name FROM schedule_runs WHERE started_at > %s ORDER BY name", [since]
-        ).fetchall()
+    rows = query(url, "SELECT name FROM schedule_runs WHERE started_at > %s ORDER BY name", [since])
     return [str(row[0]) for row in rows]
 
 

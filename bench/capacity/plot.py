@@ -32,22 +32,15 @@ def plot(found: Sweep, mixes: Sequence[Mix], workers: Sequence[int], path: Path)
             if not runs:
                 continue
             label = f"{count} worker{'s' if count > 1 else ''}"
-            held = [run for run in runs if found.judgement.held(run)]
-            failed = [run for run in runs if not found.judgement.held(run)]
-            axis.scatter(
-                [run.offered for run in held],
-                [run.p99_ms for run in held],
-                color=colour,
-                marker="o",
-                label=f"{label}: held",
-            )
-            axis.scatter(
-                [run.offered for run in failed],
-                [run.p99_ms for run in failed],
-                color=colour,
-                marker="x",
-                label=f"{label}: not held",
-            )
+            for held, marker, outcome in ((True, "o", "held"), (False, "x", "not held")):
+                chosen = [run for run in runs if found.judgement.held(run) is held]
+                axis.scatter(
+                    [run.offered for run in chosen],
+                    [run.p99_ms for run in chosen],
+                    color=colour,
+                    marker=marker,
+                    label=f"{label}: {outcome}",
+                )
             capacity = statistics.median(found.capacities(mix, count))
             if capacity:
                 axis.axvline(capacity, color=colour, linestyle="--", linewidth=1)

@@ -83,9 +83,11 @@ from urllib.parse import urlencode
 
 import psycopg
 
-from bench.database import admin_url, seeded_catalog
+from bench.database import admin_url, query, seeded_catalog
+from bench.ratelimit.gateway import SCOPE
 from bench.report import database_command, provenance
 from bench.serving import (
+    CpuUse,
     Server,
     duration_ms,
     measure_cpu,
@@ -117,7 +119,6 @@ MIX = {"home": 2, "search": 3, "product": 5}
 """The read mix `wrk` sends, in tenths: home 20%, search 30%, product detail 50%."""
 ROUTE_GROUPS = ("home", "search", "store")
 """The rate-limit groups of the three routes, all lifted."""
-CLIENT_IP = "203.0.113.10"
 
 
 # ---- The catalog ----
@@ -152,13 +153,13 @@ def searches() -> list[str]:
 
 def product_ids(url: str) -> list[str]:
     """`PRODUCTS` listed products (the product route answers them), the same every run."""
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT p.id FROM products p JOIN stores s ON s.id = p.store_id "
-            "WHERE p.is_available AND p.is_approved AND s.is_active "
-            "ORDER BY md5(p.id::text) LIMIT %s",
-            [PRODUCTS],
-        ).fetchall()
+    rows = query(
+        url,
+        "SELECT p.id FROM products p JOIN stores s ON s.id = p.store_id "
+        "WHERE p.is_available AND p.is_approved AND s.is_active "
+        "ORDER BY md5(p.id::text) LIMIT %s",
+        [PRODUCTS],
+    )
     return [str(row[0]) for row in rows]
 
 
@@ -232,23 +233,14 @@ def variant_services(variant: str, database_url: str, redis_url: str) -> Service
 
 
 def scope_of(path: str, query: str) -> dict[str, Any]:
+    """The in-process benchmarks' GET (`SCOPE`: host and user agent `bench`, a documentation
+    address for the client) of `path` and `query`, asking for gzip."""
     return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
+        **SCOPE,
         "path": path,
         "raw_path": path.encode(),
-        "root_path": "",
         "query_string": query.encode(),
-        "headers": [
-            (b"host", b"bench"),
-            (b"user-agent", b"bench"),
-            (b"accept-encoding", b"gzip"),
-        ],
-        "client": (CLIENT_IP, 50000),
-        "server": ("bench", 80),
+        "headers": [*SCOPE["headers"], (b"accept-encoding", b"gzip")],
     }
 
 
@@ -505,21 +497,12 @@ class WrkRun:
     per_second: float
     p50_ms: float
     p99_ms: float
-    seconds: float
-    server_cpu: dict[str, float]
-    """Cores each of the server's processes used, by role (`serve`, `worker 1`, ...)."""
-    wrk_cpu: float
-    redis_cpu: float
-    rest_cpu: float
-    """Cores the rest of the machine used: PostgreSQL, the idle server, everyone else."""
-
-    @property
-    def server_total(self) -> float:
-        return sum(self.server_cpu.values())
+    cpu: CpuUse
+    """The load generator is wrk; PostgreSQL is not told apart, so it is in the rest."""
 
     @property
     def per_server_cpu_s(self) -> float:
-        return self.per_second / self.server_total
+        return self.per_second / self.cpu.server_total
 
 
 def serve_environment(workers: int) -> dict[str, str]:
@@ -553,16 +536,7 @@ def wrk_run(
     p99 = re.search(r"\s99%\s+(\S+)", output)
     if rate is None or p50 is None or p99 is None:
         raise RuntimeError(f"cannot read wrk output:\n{output}")
-    return WrkRun(
-        float(rate[1]),
-        duration_ms(p50[1]),
-        duration_ms(p99[1]),
-        cpu.seconds,
-        cpu.server,
-        cpu.load_generator,
-        cpu.redis,
-        cpu.rest,
-    )
+    return WrkRun(float(rate[1]), duration_ms(p50[1]), duration_ms(p99[1]), cpu)
 
 
 def metric_totals(server: Server) -> Counter[str]:
@@ -747,20 +721,20 @@ def served_report(served: Served, args: argparse.Namespace) -> list[str]:
         "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for workers, runs in served.runs.items():
-        roles = sorted(runs[0].server_cpu)
+        roles = sorted(runs[0].cpu.server)
         by_process = ", ".join(
-            f"{role} {statistics.median(run.server_cpu.get(role, 0.0) for run in runs):.2f}"
+            f"{role} {statistics.median(run.cpu.server.get(role, 0.0) for run in runs):.2f}"
             for role in roles
         )
         lines.append(
             f"| {workers} | {median_range([run.per_second for run in runs])} | "
             f"{median_range([run.p50_ms for run in runs], '{:.2f}')} | "
             f"{median_range([run.p99_ms for run in runs], '{:.1f}')} | "
-            f"{median_range([run.server_total for run in runs], '{:.2f}')} | {by_process} | "
+            f"{median_range([run.cpu.server_total for run in runs], '{:.2f}')} | {by_process} | "
             f"{median_range([run.per_server_cpu_s for run in runs])} | "
-            f"{median_range([run.wrk_cpu for run in runs], '{:.2f}')} | "
-            f"{median_range([run.redis_cpu for run in runs], '{:.2f}')} | "
-            f"{median_range([run.rest_cpu for run in runs], '{:.2f}')} |"
+            f"{median_range([run.cpu.load_generator for run in runs], '{:.2f}')} | "
+            f"{median_range([run.cpu.redis for run in runs], '{:.2f}')} | "
+            f"{median_range([run.cpu.rest for run in runs], '{:.2f}')} |"
         )
     ratios = paired_ratios(
         [run.per_second for run in served.runs[2]], [run.per_second for run in served.runs[1]]

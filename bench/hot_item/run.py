@@ -29,7 +29,7 @@ from typing import Any
 
 import psycopg
 
-from bench.database import admin_url, fresh_database
+from bench.database import admin_url, fresh_database, query
 from bench.purchase.run import PURCHASE_SQL
 from bench.report import provenance, publish
 from edgemart.services import Services
@@ -68,14 +68,14 @@ def prepare(admin: str) -> tuple[str, str]:
 
 def oversold(url: str, product: str) -> int:
     """Units sold beyond the stock taken (0 unless the books are wrong)."""
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT %s - p.stock - coalesce((SELECT sum(quantity) FROM orders o "
-            "WHERE o.product_id = p.id AND o.status = 'completed'), 0) FROM products p "
-            "WHERE p.id = %s",
-            [STOCK, product],
-        ).fetchone()
-    return abs(int(row[0])) if row else -1
+    rows = query(
+        url,
+        "SELECT %s - p.stock - coalesce((SELECT sum(quantity) FROM orders o "
+        "WHERE o.product_id = p.id AND o.status = 'completed'), 0) FROM products p "
+        "WHERE p.id = %s",
+        [STOCK, product],
+    )
+    return abs(int(rows[0][0])) if rows else -1
 
 
 async def direct(url: str, product: str, clients: int, seconds: float) -> float:

@@ -24,15 +24,14 @@ import asyncio
 import os
 import statistics
 
-import psycopg
 from psycopg.conninfo import make_conninfo
 
+from bench.database import query
 from bench.purchase.run import drive, ours, prepare_database
 
 
 def product_ids(url: str) -> list[str]:
-    with psycopg.connect(url) as conn:
-        return [str(row[0]) for row in conn.execute("SELECT id FROM products ORDER BY id")]
+    return [str(row[0]) for row in query(url, "SELECT id FROM products ORDER BY id")]
 
 
 def run(admin: str, names: list[str], clients: int, rounds: int, seconds: float, hot: bool) -> None:

@@ -41,7 +41,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from bench.database import admin_url, fresh_database
+from bench.database import admin_url, fresh_database, query
 from bench.report import database_command, provenance
 from edgemart.tenancy import DEFAULT_TENANT_ID
 from gateway.democatalog import seed_catalog
@@ -218,19 +218,18 @@ def ours_via_pgbench(
 
 
 def orders_made_by_pgbench(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM orders WHERE request_id = 'bench-pgbench'")
-        return int(row.fetchone()[0])  # type: ignore[index]
+    rows = query(url, "SELECT count(*) FROM orders WHERE request_id = 'bench-pgbench'")
+    return int(rows[0][0])
 
 
 def oversold(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT coalesce(sum(GREATEST(0, sold_count - %s)), 0) + "
-            "(SELECT count(*) FROM products WHERE stock < 0) FROM products",
-            [INITIAL_STOCK],
-        ).fetchone()
-    return int(row[0]) if row else -1
+    rows = query(
+        url,
+        "SELECT coalesce(sum(GREATEST(0, sold_count - %s)), 0) + "
+        "(SELECT count(*) FROM products WHERE stock < 0) FROM products",
+        [INITIAL_STOCK],
+    )
+    return int(rows[0][0]) if rows else -1
 
 
 def percentile(samples: list[float], share: float) -> float:

@@ -47,8 +47,10 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench.database import query
 from bench.push.rawclient import RawClient, open_raw
 from bench.report import database_command, provenance, publish
+from bench.serving import QUIET_SCHEDULES
 
 DATABASE = "edgemart_bench_push"
 SECRET = "bench-push-secret-of-at-least-32-bytes!"
@@ -100,12 +102,12 @@ def hot_product(url: str) -> str:
 
 
 def listed_products(url: str, count: int) -> list[str]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT p.id::text FROM products p JOIN stores s ON s.id = p.store_id "
-            "WHERE p.is_available AND p.is_approved AND s.is_active ORDER BY p.id LIMIT %s",
-            [count],
-        ).fetchall()
+    rows = query(
+        url,
+        "SELECT p.id::text FROM products p JOIN stores s ON s.id = p.store_id "
+        "WHERE p.is_available AND p.is_approved AND s.is_active ORDER BY p.id LIMIT %s",
+        [count],
+    )
     return [row[0] for row in rows]
 
 
@@ -121,7 +123,7 @@ def serve(url: str, namespace: str, log: Path) -> Iterator[tuple[str, int]]:
         "RATE_LIMIT_PURCHASES": "100000000/60",
         "WS_MAX_CONNECTIONS_PER_CLIENT": "100000",
         "ACCESS_LOG_SAMPLE_RATE": "0",
-        "SCHEDULE_INTERVALS": "refresh_views=86400,score_listings=86400,maintenance=86400",
+        "SCHEDULE_INTERVALS": QUIET_SCHEDULES,
     }
     with log.open("wb") as output:
         process = subprocess.Popen(
