@@ -19,30 +19,10 @@ from edgemart.scoring.features import (
     listing_features,
 )
 from ml.train_listing_model import DEFAULT_OUT, synthetic_listings
+from tests.unit.sample_listings import BAD, GOOD
 
 COMMITTED = Path(__file__).resolve().parents[2] / "layers/edgemart/edgemart/scoring"
 COMMITTED_MODEL = COMMITTED / "listing_quality.onnx"
-
-GOOD = Listing(
-    name="Handmade oak dining chair",
-    description=(
-        "Solid oak dining chair with a woven rattan seat. Measures 45 x 52 cm. Lightly used, "
-        "no scratches or stains. Ships within two working days, carefully packed. Returns "
-        "accepted within 14 days."
-    ),
-    price_cents=11_900,
-    category_median_price_cents=12_000,
-    stock=12,
-    store_rating=4.7,
-)
-BAD = Listing(
-    name="CHEAP CHAIR BEST DEAL!!! $$$",
-    description="Message me on whatsapp +1 555 013 4477, cash only!!!",
-    price_cents=900,
-    category_median_price_cents=12_000,
-    stock=999,
-    store_rating=2.1,
-)
 
 
 def session(model: Path | bytes) -> Any:
