@@ -16,8 +16,8 @@ from edgemart.scoring.features import (
     OUTPUT_NAME,
     Listing,
     heuristic_score,
-    listing_features,
 )
+from edgemart.scoring.model import feature_batch, run_model
 from ml.train_listing_model import DEFAULT_OUT, synthetic_listings
 from tests.unit.sample_listings import BAD, GOOD
 
@@ -31,8 +31,7 @@ def session(model: Path | bytes) -> Any:
 
 
 def predict(model: Any, listings: list[Listing]) -> np.ndarray[Any, Any]:
-    batch = np.asarray([listing_features(item) for item in listings], dtype=np.float32)
-    (scores,) = model.run([OUTPUT_NAME], {INPUT_NAME: batch})
+    scores = run_model(model, feature_batch(listings))
     assert scores.dtype == np.float32 and scores.shape == (len(listings), 1)
     return np.asarray(scores[:, 0], dtype=np.float64)
 
