@@ -29,8 +29,8 @@ from edgemart.scoring.features import (
     OUTPUT_NAME,
     Listing,
     heuristic_score,
-    listing_features,
 )
+from edgemart.scoring.model import feature_batch, run_model
 
 DEFAULT_SEED = 7
 DEFAULT_SAMPLES = 20_000
@@ -315,7 +315,7 @@ def train(seed: int = DEFAULT_SEED, samples: int = DEFAULT_SAMPLES) -> tuple[byt
     started = time.perf_counter()
     listings, labels = synthetic_listings(seed, samples)
     # float32 from the start: the ONNX model compares float32 inputs with float32 thresholds.
-    x = np.asarray([listing_features(item) for item in listings], dtype=np.float32)
+    x = feature_batch(listings)
     y = np.asarray(labels, dtype=np.float64)
     heuristic = np.asarray([heuristic_score(item) for item in listings], dtype=np.float64)
     x_train, x_test, y_train, y_test, _, h_test = train_test_split(
@@ -339,7 +339,7 @@ def train(seed: int = DEFAULT_SEED, samples: int = DEFAULT_SAMPLES) -> tuple[byt
     fitted = time.perf_counter() - started
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    onnx_pred = session.run([OUTPUT_NAME], {INPUT_NAME: x_test})[0][:, 0].astype(np.float64)
+    onnx_pred = run_model(session, x_test)[:, 0].astype(np.float64)
     sklearn_pred = model.predict(x_test)
     metrics: dict[str, Any] = {
         "seed": seed,

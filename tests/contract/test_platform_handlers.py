@@ -4,12 +4,10 @@ events' query strings, which these routes ignore); the token rules before the da
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import jwt
 import pytest
 
 import functions.platform.app as platform_function
@@ -24,8 +22,7 @@ from tests.contract.lambda_harness import (
     with_path,
     with_request,
 )
-
-SECRET = "platform-handler-tests-secret-32-bytes"
+from tests.integration.test_purchase import SECRET, auth
 
 
 @pytest.fixture
@@ -38,10 +35,7 @@ def platform_services(module_database_url: str) -> Iterator[Services]:
 
 
 def bearer(**claims: Any) -> dict[str, str]:
-    token = jwt.encode(
-        {"sub": "operator", "exp": int(time.time()) + 300, **claims}, SECRET, algorithm="HS256"
-    )
-    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    return {**auth("operator", **claims), "Content-Type": "application/json"}
 
 
 PLATFORM_ADMIN = {"roles": ["platform_admin"]}

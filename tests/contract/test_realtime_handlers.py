@@ -75,6 +75,17 @@ def live_settings(url: str, endpoint: str, **more: Any) -> Settings:
     return settings_for(url, jwt_secret=SECRET, ws_api_endpoint=endpoint, **more)
 
 
+def buy_one(settings: Settings, buyer: str, product: str, *, idempotency_key: str) -> None:
+    """One unit of `product` bought through the purchase function's Lambda handler."""
+    with installed_services(purchase_function.app, settings):
+        request = with_request(
+            load_event("apigw_v2_post_purchases.json"),
+            {**auth(buyer), "Idempotency-Key": idempotency_key, "Content-Type": "application/json"},
+            {"product_id": product, "quantity": 1},
+        )
+        assert purchase_function.handler(request, FakeLambdaContext())["statusCode"] == 201
+
+
 @pytest.fixture
 def moto_realtime(aws: None, catalog_database_url: str) -> Iterator[Any]:
     with job_handler_on(realtime, live_settings(catalog_database_url, MOTO_ENDPOINT)) as handler:
@@ -103,17 +114,7 @@ def test_connect_subscribe_and_a_purchase_posts_through_the_management_api(
     assert moto_posted("conn-watch") == [state]
 
     settings = live_settings(url, MOTO_ENDPOINT)
-    with installed_services(purchase_function.app, settings):
-        request = with_request(
-            load_event("apigw_v2_post_purchases.json"),
-            {
-                **auth("ws-lambda-buyer"),
-                "Idempotency-Key": "ws-1",
-                "Content-Type": "application/json",
-            },
-            {"product_id": product, "quantity": 1},
-        )
-        assert purchase_function.handler(request, FakeLambdaContext())["statusCode"] == 201
+    buy_one(settings, "ws-lambda-buyer", product, idempotency_key="ws-1")
     assert moto_posted("conn-watch")[1:] == [
         {**state, "data": {"product_id": product, "stock_available": 3, "in_stock": True}}
     ]
@@ -221,17 +222,7 @@ def test_a_gone_connection_is_deleted_and_throttling_is_retried(
             handler(event("$default", connection, body), FakeLambdaContext())
     stub.gone.add("conn-gone")
     stub.throttle["conn-slow"] = 2
-    with installed_services(purchase_function.app, settings):
-        request = with_request(
-            load_event("apigw_v2_post_purchases.json"),
-            {
-                **auth("ws-gone-buyer"),
-                "Idempotency-Key": "ws-g",
-                "Content-Type": "application/json",
-            },
-            {"product_id": product, "quantity": 1},
-        )
-        assert purchase_function.handler(request, FakeLambdaContext())["statusCode"] == 201
+    buy_one(settings, "ws-gone-buyer", product, idempotency_key="ws-g")
     assert [m["data"]["stock_available"] for m in frames(stub.posted["conn-slow"])] == [9, 8]
     assert stub.throttle["conn-slow"] == 0  # refused twice, then sent
     assert rows(url, "SELECT 1 FROM live_connections WHERE connection_id = 'conn-gone'") == []

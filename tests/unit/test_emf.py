@@ -7,7 +7,7 @@ import pytest
 from aws_lambda_powertools.metrics import Metrics
 
 from edgemart import emf
-from edgemart.metrics import MAX_PENDING_VALUES, MetricTable, Registry
+from edgemart.metrics import MAX_PENDING_VALUES, Metric, MetricTable, Registry
 
 
 @pytest.fixture
@@ -35,6 +35,15 @@ def test_series_with_the_same_dimension_values_share_a_document(table: MetricTab
     ]
 
 
+def request_metrics(table: MetricTable) -> tuple[Metric, Metric]:
+    """A request counter by group and status, and a latency distribution by group."""
+    requests = table.counter("requests", "doc", dimensions=("group", "status"))
+    latency = table.distribution(
+        "latency", "doc", unit="Milliseconds", buckets=(10.0,), dimensions=("group",)
+    )
+    return requests, latency
+
+
 def emf_lines(out: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.splitlines()]
 
@@ -43,10 +52,7 @@ def test_flush_writes_each_document_with_namespace_service_and_units(
     table: MetricTable, capsys: pytest.CaptureFixture[str]
 ) -> None:
     registry = Registry()
-    requests = table.counter("requests", "doc", dimensions=("group", "status"))
-    latency = table.distribution(
-        "latency", "doc", unit="Milliseconds", buckets=(10.0,), dimensions=("group",)
-    )
+    requests, latency = request_metrics(table)
     registry.record(requests, 2, group="search", status="2xx")
     registry.record(latency, 3.5, group="search")
     registry.record(latency, 40.0, group="search")
@@ -112,10 +118,7 @@ def test_documents_are_the_ones_powertools_writes(
     table: MetricTable, capsys: pytest.CaptureFixture[str]
 ) -> None:
     registry = Registry()
-    requests = table.counter("requests", "doc", dimensions=("group", "status"))
-    latency = table.distribution(
-        "latency", "doc", unit="Milliseconds", buckets=(10.0,), dimensions=("group",)
-    )
+    requests, latency = request_metrics(table)
     lookups = table.counter("lookups", "doc", dimensions=("group",))
     for _ in range(2):  # the second flush fills the layouts the first one made
         registry.record(requests, 3, group="search", status="2xx")

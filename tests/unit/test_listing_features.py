@@ -7,7 +7,7 @@ import math
 import os
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,27 +20,7 @@ from edgemart.scoring.features import (
     heuristic_score,
     listing_features,
 )
-
-GOOD = Listing(
-    name="Handmade oak dining chair",
-    description=(
-        "Solid oak dining chair with a woven rattan seat. Measures 45 x 52 cm, seat height "
-        "46 cm. Lightly used, no scratches or stains. Wipe clean with a damp cloth. Ships "
-        "within two working days, carefully packed. Returns accepted within 14 days."
-    ),
-    price_cents=11_900,
-    category_median_price_cents=12_000,
-    stock=12,
-    store_rating=4.8,
-)
-BAD = Listing(
-    name="CHEAP CHAIR BEST DEAL!!! $$$",
-    description="",
-    price_cents=900,
-    category_median_price_cents=12_000,
-    stock=0,
-    store_rating=1.5,
-)
+from tests.unit.sample_listings import BAD, GOOD
 
 listings = st.builds(
     Listing,
@@ -107,14 +87,7 @@ def test_spammy_title_signals() -> None:
 
 
 def test_contact_details_are_flagged() -> None:
-    listing = Listing(
-        name="Desk lamp",
-        description="Pay direct: whatsapp +1 555 013 4477 or www.example.test",
-        price_cents=4_000,
-        category_median_price_cents=4_500,
-        stock=3,
-        store_rating=4.0,
-    )
+    listing = replace(GOOD, description="Pay direct: whatsapp +1 555 013 4477 or www.example.test")
     assert named(listing)["contact_signals"] > named(GOOD)["contact_signals"] == 0.0
 
 

@@ -16,33 +16,13 @@ from edgemart.scoring.features import (
     OUTPUT_NAME,
     Listing,
     heuristic_score,
-    listing_features,
 )
+from edgemart.scoring.model import feature_batch, run_model
 from ml.train_listing_model import DEFAULT_OUT, synthetic_listings
+from tests.unit.sample_listings import BAD, GOOD
 
 COMMITTED = Path(__file__).resolve().parents[2] / "layers/edgemart/edgemart/scoring"
 COMMITTED_MODEL = COMMITTED / "listing_quality.onnx"
-
-GOOD = Listing(
-    name="Handmade oak dining chair",
-    description=(
-        "Solid oak dining chair with a woven rattan seat. Measures 45 x 52 cm. Lightly used, "
-        "no scratches or stains. Ships within two working days, carefully packed. Returns "
-        "accepted within 14 days."
-    ),
-    price_cents=11_900,
-    category_median_price_cents=12_000,
-    stock=12,
-    store_rating=4.7,
-)
-BAD = Listing(
-    name="CHEAP CHAIR BEST DEAL!!! $$$",
-    description="Message me on whatsapp +1 555 013 4477, cash only!!!",
-    price_cents=900,
-    category_median_price_cents=12_000,
-    stock=999,
-    store_rating=2.1,
-)
 
 
 def session(model: Path | bytes) -> Any:
@@ -51,8 +31,7 @@ def session(model: Path | bytes) -> Any:
 
 
 def predict(model: Any, listings: list[Listing]) -> np.ndarray[Any, Any]:
-    batch = np.asarray([listing_features(item) for item in listings], dtype=np.float32)
-    (scores,) = model.run([OUTPUT_NAME], {INPUT_NAME: batch})
+    scores = run_model(model, feature_batch(listings))
     assert scores.dtype == np.float32 and scores.shape == (len(listings), 1)
     return np.asarray(scores[:, 0], dtype=np.float64)
 

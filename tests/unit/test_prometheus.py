@@ -37,6 +37,11 @@ def samples_of(text: str) -> dict[str, list[Sample]]:
     return {family.name: family.samples for family in text_string_to_metric_families(text)}
 
 
+def by_bound(histogram: list[Sample]) -> dict[tuple[str, str | None], float]:
+    """A histogram's samples by name and `le` bound (None for `_count` and `_sum`)."""
+    return {(s.name, s.labels.get("le")): s.value for s in histogram}
+
+
 def test_names_follow_prometheus_conventions(table: MetricTable) -> None:
     assert prometheus_name(table["jobs"]) == "edgemart_jobs"
     assert prometheus_name(table["time_open"]) == "edgemart_time_open_seconds"
@@ -74,8 +79,7 @@ def test_counters_are_totals_by_label_and_histograms_are_cumulative_in_seconds(
     assert [(s.name, s.value) for s in samples["edgemart_time_open_seconds"]] == [
         ("edgemart_time_open_seconds_total", 1.5)
     ]
-    latency = {(s.name, s.labels.get("le")): s.value for s in samples["edgemart_latency_seconds"]}
-    assert latency == {
+    assert by_bound(samples["edgemart_latency_seconds"]) == {
         ("edgemart_latency_seconds_bucket", "0.005"): 2.0,
         ("edgemart_latency_seconds_bucket", "0.05"): 3.0,
         ("edgemart_latency_seconds_bucket", "+Inf"): 4.0,
@@ -98,8 +102,7 @@ def test_every_declared_metric_is_exposed_and_unlabelled_ones_start_at_zero(
     assert [(s.name, s.value) for s in samples["edgemart_wakeups"]] == [
         ("edgemart_wakeups_total", 0.0)
     ]
-    idle = {(s.name, s.labels.get("le")): s.value for s in samples["edgemart_idle_seconds"]}
-    assert idle == {
+    assert by_bound(samples["edgemart_idle_seconds"]) == {
         ("edgemart_idle_seconds_bucket", "1.0"): 0.0,
         ("edgemart_idle_seconds_bucket", "+Inf"): 0.0,
         ("edgemart_idle_seconds_count", None): 0.0,

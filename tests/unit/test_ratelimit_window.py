@@ -7,14 +7,19 @@ import asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgemart.ratelimit.memory import MemoryRateLimiter
+from edgemart.ratelimit.memory import DEFAULT_MAX_KEYS, MemoryRateLimiter
 from edgemart.ratelimit.window import MICROS, Policy, counter_decision, log_decision
 from tests.conftest import FakeClock
 
 
-def run_timeline(policy: Policy, offsets_us: list[int]) -> list[bool]:
+def clocked_limiter(max_keys: int = DEFAULT_MAX_KEYS) -> tuple[FakeClock, MemoryRateLimiter]:
+    """A memory limiter on a fake clock: time stands still until the test moves it."""
     clock = FakeClock()
-    limiter = MemoryRateLimiter(clock=clock)
+    return clock, MemoryRateLimiter(max_keys=max_keys, clock=clock)
+
+
+def run_timeline(policy: Policy, offsets_us: list[int]) -> list[bool]:
+    clock, limiter = clocked_limiter()
     base = 1_800_000_000 * MICROS
     admitted = []
     for offset in offsets_us:
@@ -100,8 +105,7 @@ def test_counter_decision_numbers() -> None:
 
 
 def test_memory_backend_stays_bounded() -> None:
-    clock = FakeClock()
-    limiter = MemoryRateLimiter(max_keys=10_000, clock=clock)
+    _, limiter = clocked_limiter(max_keys=10_000)
     policy = Policy("p", 5, 60)
     for index in range(1_000_000):
         limiter.check_now(f"ip:{index}", policy)
@@ -111,8 +115,7 @@ def test_memory_backend_stays_bounded() -> None:
 
 
 def test_idle_keys_are_evicted_without_reaching_the_cap() -> None:
-    clock = FakeClock()
-    limiter = MemoryRateLimiter(max_keys=1_000_000, clock=clock)
+    clock, limiter = clocked_limiter(max_keys=1_000_000)
     policy = Policy("p", 5, 1)
     for index in range(1000):
         limiter.check_now(f"old-{index}", policy)

@@ -20,15 +20,7 @@ from edgemart.scoring.model import (
     load_onnx_scorer,
     score_isolating_failures,
 )
-
-GOOD = Listing(
-    name="Walnut bookshelf, five shelves",
-    description="Solid walnut, 180 cm tall, 80 cm wide. Ships flat with all fittings.",
-    price_cents=18900,
-    category_median_price_cents=15000,
-    stock=4,
-    store_rating=4.7,
-)
+from tests.unit.sample_listings import GOOD
 
 
 def identity_model(path: Path, *, input_name: str, width: int, output_name: str) -> Path:

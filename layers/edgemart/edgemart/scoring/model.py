@@ -71,12 +71,24 @@ class OnnxListingScorer:
 
         if not listings:
             return []
-        batch = np.asarray([listing_features(listing) for listing in listings], dtype=np.float32)
-        (scores,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        scores = run_model(self._session, feature_batch(listings))
         values = [float(value) for value in np.asarray(scores).reshape(-1)]
         if len(values) != len(listings):
             raise ModelLoadError(f"model returned {len(values)} scores for {len(listings)} rows")
         return [checked_score(value) for value in values]
+
+
+def feature_batch(listings: Sequence[Listing]) -> Any:
+    """The model's input for `listings`: their features as float32, one row per listing."""
+    import numpy as np
+
+    return np.asarray([listing_features(listing) for listing in listings], dtype=np.float32)
+
+
+def run_model(session: Any, batch: Any) -> Any:
+    """An onnxruntime session's raw scores for a feature batch (float32, [rows, 1])."""
+    (scores,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+    return scores
 
 
 def clip_score(value: float) -> float:
