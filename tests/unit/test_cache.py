@@ -1,6 +1,8 @@
+from __future__ import annotations
+
 import asyncio
 import gzip
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from starlette.requests import Request
@@ -21,6 +23,22 @@ from edgemart.cache import (
     strong_etag,
 )
 from tests.conftest import FakeClock
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from edgemart.cache import Tags
+
+
+async def load(
+    cache: TTLCache,
+    key: str,
+    ttl_s: float,
+    loader: Callable[[], Awaitable[Any]],
+    tags: Tags | None = None,
+) -> Rendered:
+    """The cached page of `key`, loaded by `loader` on a miss."""
+    return (await cache.get_or_fill(key, ttl_s, loader, tags)).rendered
 
 
 def test_cache_control_per_design_table() -> None:
@@ -87,7 +105,7 @@ def test_single_flight_runs_one_load_for_concurrent_misses() -> None:
         return {"n": calls}
 
     async def run() -> list[Rendered]:
-        return await asyncio.gather(*(cache.get_or_load("k", 60, loader) for _ in range(100)))
+        return await asyncio.gather(*(load(cache, "k", 60, loader) for _ in range(100)))
 
     results = asyncio.run(run())
     assert calls == 1
@@ -108,9 +126,9 @@ def test_a_failed_load_reaches_every_waiter_and_is_retried_next_time() -> None:
 
     async def run() -> tuple[list[object], Rendered]:
         first = await asyncio.gather(
-            *(cache.get_or_load("k", 60, loader) for _ in range(5)), return_exceptions=True
+            *(load(cache, "k", 60, loader) for _ in range(5)), return_exceptions=True
         )
-        return first, await cache.get_or_load("k", 60, loader)
+        return first, await load(cache, "k", 60, loader)
 
     first, second = asyncio.run(run())
     assert all(isinstance(result, RuntimeError) for result in first)
@@ -136,9 +154,9 @@ def test_a_stuck_load_is_abandoned_after_the_wait_bound_and_the_next_caller_load
     async def run() -> tuple[list[object], Rendered]:
         async with asyncio.timeout(5):  # without the bound, every caller waits for good
             stuck = await asyncio.gather(
-                *(cache.get_or_load("k", 60, loader) for _ in range(5)), return_exceptions=True
+                *(load(cache, "k", 60, loader) for _ in range(5)), return_exceptions=True
             )
-            return stuck, await cache.get_or_load("k", 60, loader)
+            return stuck, await load(cache, "k", 60, loader)
 
     stuck, fresh = asyncio.run(run())
     assert all(isinstance(result, LoadTimeoutError) for result in stuck), stuck
@@ -155,13 +173,11 @@ def test_a_caller_joining_a_load_late_gets_the_timeout_once_it_is_abandoned() ->
 
     async def late() -> object:
         await asyncio.sleep(0.4)  # joins the load 0.4 s in: its own bound ends at 0.9 s
-        return await cache.get_or_load("k", 60, loader)
+        return await load(cache, "k", 60, loader)
 
     async def run() -> tuple[list[object], float]:
         started = asyncio.get_running_loop().time()
-        results = await asyncio.gather(
-            cache.get_or_load("k", 60, loader), late(), return_exceptions=True
-        )
+        results = await asyncio.gather(load(cache, "k", 60, loader), late(), return_exceptions=True)
         return results, asyncio.get_running_loop().time() - started
 
     results, elapsed = asyncio.run(run())
@@ -240,14 +256,14 @@ def test_a_load_running_across_an_invalidation_is_not_kept_fresh() -> None:
                 return "before the write"
             return "after the write"
 
-        first = asyncio.ensure_future(cache.get_or_load("k", 60, slow_load))
+        first = asyncio.ensure_future(load(cache, "k", 60, slow_load))
         await started.wait()  # the load has read: a write now commits
         cache.invalidate(tags=["product:1"])
-        second = asyncio.ensure_future(cache.get_or_load("k", 60, slow_load))
+        second = asyncio.ensure_future(load(cache, "k", 60, slow_load))
         await asyncio.sleep(0)
         release.set()
         old, new = await first, await second
-        third = await cache.get_or_load("k", 60, slow_load)
+        third = await load(cache, "k", 60, slow_load)
         return loads, old.body.decode(), f"{new.body.decode()} {third.body.decode()}"
 
     loads, old, later = asyncio.run(scenario())
@@ -259,7 +275,8 @@ def test_a_load_running_across_an_invalidation_is_not_kept_fresh() -> None:
 def test_tags_come_from_the_loaded_document() -> None:
     async def scenario() -> TTLCache:
         cache = TTLCache()
-        await cache.get_or_load(
+        await load(
+            cache,
             "search?q=x",
             60,
             lambda: asyncio.sleep(0, result={"results": [{"id": "p1"}]}),
@@ -443,7 +460,7 @@ def test_a_render_the_shared_cache_refused_is_served_but_not_kept_fresh() -> Non
     cache = TTLCache(clock=FakeClock(1000.0))
     refused = Rendered.of({"v": "old"}, now=cache.clock())
     cache.fill = Fills(Filled(refused, MISS, keep=False))
-    assert asyncio.run(cache.get_or_load("k", 60, loader_of(None))) is refused
+    assert asyncio.run(load(cache, "k", 60, loader_of(None))) is refused
     assert cache.fresh("k") is None and cache.last_good("k") is refused
 
 

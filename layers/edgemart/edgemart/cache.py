@@ -297,7 +297,7 @@ Trust = Callable[[float, float], bool]
 class TTLCache:
     """In-process cache of rendered responses with single-flight and last-known-good copies.
 
-    `get_or_load` returns a fresh entry, or runs `loader` once however many callers miss the
+    `get_or_fill` returns a fresh entry, or runs `loader` once however many callers miss the
     same key at the same time. Expired entries stay (up to `max_entries`, least recently used
     evicted first) as the last known good copy, which `last_good` returns for stale serving.
 
@@ -404,15 +404,6 @@ class TTLCache:
                 keys.discard(key)
                 if not keys:
                     del self._tagged[tag]
-
-    async def get_or_load(
-        self,
-        key: str,
-        ttl_s: float,
-        loader: Callable[[], Awaitable[Any]],
-        tags: Tags | None = None,
-    ) -> Rendered:
-        return (await self.get_or_fill(key, ttl_s, loader, tags)).rendered
 
     async def get_or_fill(
         self,
