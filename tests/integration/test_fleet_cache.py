@@ -7,7 +7,6 @@ asked of both at once is rendered once; Redis killed and restarted costs no 5xx.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -31,7 +30,7 @@ from tests.conftest import LogCapture, RedisProcess, settings_for
 from tests.integration.test_fresh_after_writes import listed
 from tests.integration.test_purchase import SECRET, auth, fund, headers
 from tests.integration.test_single_flight import CountingDatabase
-from tests.support.serve import serve_process, wait_until
+from tests.support.serve import answering_serve, shared_cache_environment
 
 pytestmark = pytest.mark.anyio
 OWNER = "fresh-owner"  # the owner `listed` creates stores for
@@ -367,29 +366,15 @@ async def test_redis_killed_costs_no_5xx_and_everything_resumes_when_it_returns(
 # ---- Two real `edgemart serve` processes ----
 
 
-def live(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health/live", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 @contextmanager
 def gateway_serve(database_url: str, redis_url: str, namespace: str, log: Path) -> Iterator[str]:
     """A real `edgemart serve` on the test database and Redis; yields its URL."""
     env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "SHARED_CACHE_NAMESPACE": namespace,
-        "JWT_SECRET": SECRET,
+        **shared_cache_environment(database_url, redis_url, namespace, SECRET),
         "CURSOR_SECRET": "s",
-        "RATE_LIMIT_BACKEND": "memory",
-        "SHARED_CACHE_TIMEOUT_MS": "2000",
         **{f"RATE_LIMIT_{group}": "off" for group in ("SEARCH", "STORE", "LISTINGS", "PURCHASES")},
     }
-    with serve_process(env, log, log.parent, "--no-demo") as serve:
-        wait_until(lambda: live(serve.url), "serve up", serve, deadline_s=90)
+    with answering_serve(env, log, log.parent, deadline_s=90) as serve:
         yield serve.url
 
 

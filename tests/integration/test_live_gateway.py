@@ -20,14 +20,13 @@ from tests.integration.test_purchase import SECRET, auth, fund, headers, new_pro
 from tests.support.live import (
     create_queue,
     live_environment,
-    live_serve,
     receive,
     receive_until,
     send,
     sqs_server,
     ws_url,
 )
-from tests.support.serve import Serve
+from tests.support.serve import Serve, answering_serve
 
 pytestmark = [pytest.mark.live, pytest.mark.anyio]
 
@@ -43,7 +42,10 @@ def fleet(
         env = live_environment(
             catalog_database_url, redis_url, endpoint, create_queue(endpoint), SECRET
         )
-        with live_serve(env, temp / "a.log", temp) as a, live_serve(env, temp / "b.log", temp) as b:
+        with (
+            answering_serve(env, temp / "a.log", temp) as a,
+            answering_serve(env, temp / "b.log", temp) as b,
+        ):
             yield a, b
 
 
