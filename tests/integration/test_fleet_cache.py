@@ -7,9 +7,8 @@ asked of both at once is rendered once; Redis killed and restarted costs no 5xx.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from tests.conftest import LogCapture, RedisProcess, settings_for
 from tests.integration.test_fresh_after_writes import listed
 from tests.integration.test_purchase import SECRET, auth, fund, headers
 from tests.integration.test_single_flight import CountingDatabase
+from tests.support.polling import until
 from tests.support.serve import answering_serve, shared_cache_environment
 
 pytestmark = pytest.mark.anyio
@@ -80,16 +80,6 @@ async def buy(client: httpx.AsyncClient, product: str, buyer: str) -> httpx.Resp
     return await client.post(
         "/purchases", json={"product_id": product, "quantity": 1}, headers=headers(buyer)
     )
-
-
-async def until(condition: Callable[[], Awaitable[bool]], limit_s: float = 10.0) -> float:
-    """Seconds until `condition` holds, polled every 10 ms; fails after `limit_s`."""
-    started = time.monotonic()
-    while not await condition():
-        if time.monotonic() - started > limit_s:
-            raise AssertionError(f"not within {limit_s} s")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - started
 
 
 async def subscribed(services: Services) -> bool:

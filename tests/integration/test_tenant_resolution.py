@@ -24,6 +24,7 @@ from edgemart.services import Services
 from edgemart.settings import Settings
 from tests.conftest import open_gateway, settings_for
 from tests.integration.test_purchase import SECRET, auth
+from tests.support.polling import until
 from tests.support.serve import answering_serve, shared_cache_environment
 
 pytestmark = pytest.mark.anyio
@@ -260,16 +261,6 @@ async def test_a_change_here_takes_effect_here_at_once(tenants: Tenants) -> None
         response = await gateway.get("/wallet", headers=headers)
         assert response.status_code == 404
         assert problem_code(response) == "tenant_not_found"
-
-
-async def until(condition: Any, limit_s: float = 10.0) -> float:
-    """Seconds until `await condition()` holds, polled every 10 ms; fails after `limit_s`."""
-    started = time.monotonic()
-    while not await condition():
-        if time.monotonic() - started > limit_s:
-            raise AssertionError(f"not within {limit_s} s")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - started
 
 
 async def test_a_process_without_a_subscription_sees_a_move_within_a_second(
