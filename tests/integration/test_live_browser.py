@@ -21,6 +21,7 @@ from gateway.app import create_gateway
 from tests.conftest import serve_in_thread, settings_for, unused_port
 from tests.integration.test_docs_browser import CHROMIUM
 from tests.integration.test_purchase import SECRET, headers, product_for
+from tests.support.serve import stop_process
 
 pytestmark = [
     pytest.mark.live,
@@ -86,12 +87,7 @@ def devtools(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     try:
         yield port, page
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout_s=30)
 
 
 async def page_target(port: int) -> str:

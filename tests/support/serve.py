@@ -72,15 +72,20 @@ class Serve:
         """SIGTERM, as a process manager would (killed if it is not gone within a minute);
         then any worker it left alive is killed."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process, timeout_s=60)
         for pid in self.worker_pids():
             if process_is_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """SIGTERM, waited for; SIGKILL if it is not gone within `timeout_s`."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @contextmanager
