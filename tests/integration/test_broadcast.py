@@ -45,43 +45,41 @@ async def published_tags(pubsub: redis.asyncio.client.PubSub) -> set[str]:
     return tags
 
 
-async def subscribed(
+@pytest.fixture
+async def pubsub(
     admin: redis.asyncio.Redis, broadcast: Broadcast
-) -> redis.asyncio.client.PubSub:
+) -> AsyncIterator[redis.asyncio.client.PubSub]:
+    """A subscriber to the broadcast's channel, subscribed before the test sends."""
     pubsub = admin.pubsub()
     await pubsub.subscribe(broadcast.channel)
     assert (await pubsub.get_message(timeout=1.0))["type"] == "subscribe"
-    return pubsub
+    yield pubsub
+    await pubsub.aclose()
 
 
 async def test_concurrent_sends_share_one_script_call(
-    broadcast: Broadcast, admin: redis.asyncio.Redis
+    broadcast: Broadcast, admin: redis.asyncio.Redis, pubsub: redis.asyncio.client.PubSub
 ) -> None:
-    pubsub = await subscribed(admin, broadcast)
     await admin.config_resetstat()
     writes = [stock_changed([str(n)]) for n in range(20)]
     await asyncio.gather(*(broadcast.send(changes) for changes in writes))
     assert (await command_counts(admin)).get("evalsha") == 1
     assert await published_tags(pubsub) == {tag for changes in writes for tag in changes.tags}
-    await pubsub.aclose()
 
 
 async def test_a_send_that_arrives_during_another_goes_in_the_next(
-    broadcast: Broadcast, admin: redis.asyncio.Redis
+    broadcast: Broadcast, pubsub: redis.asyncio.client.PubSub
 ) -> None:
-    pubsub = await subscribed(admin, broadcast)
     first = asyncio.ensure_future(broadcast.send(stock_changed(["first"])))
     await asyncio.sleep(0)  # the first send is on its way
     await broadcast.send(stock_changed(["second"]))
     assert first.done()  # the second returned after a send holding it, which followed the first
     assert await published_tags(pubsub) == stock_changed(["first", "second"]).tags
-    await pubsub.aclose()
 
 
 async def test_a_caller_that_goes_away_does_not_take_the_send_with_it(
-    broadcast: Broadcast, admin: redis.asyncio.Redis
+    broadcast: Broadcast, pubsub: redis.asyncio.client.PubSub
 ) -> None:
-    pubsub = await subscribed(admin, broadcast)
     leaving = asyncio.ensure_future(broadcast.send(stock_changed(["left"])))
     staying = asyncio.ensure_future(broadcast.send(stock_changed(["stayed"])))
     await asyncio.sleep(0)
@@ -89,4 +87,3 @@ async def test_a_caller_that_goes_away_does_not_take_the_send_with_it(
     await staying
     assert leaving.cancelled()
     assert await published_tags(pubsub) == stock_changed(["left", "stayed"]).tags
-    await pubsub.aclose()

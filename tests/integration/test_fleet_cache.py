@@ -7,10 +7,8 @@ asked of both at once is rendered once; Redis killed and restarted costs no 5xx.
 from __future__ import annotations
 
 import asyncio
-import os
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +29,8 @@ from tests.conftest import LogCapture, RedisProcess, settings_for
 from tests.integration.test_fresh_after_writes import listed
 from tests.integration.test_purchase import SECRET, auth, fund, headers
 from tests.integration.test_single_flight import CountingDatabase
-from tests.support.serve import serve_process, wait_until
+from tests.support.polling import until
+from tests.support.serve import answering_serve, shared_cache_environment
 
 pytestmark = pytest.mark.anyio
 OWNER = "fresh-owner"  # the owner `listed` creates stores for
@@ -81,16 +80,6 @@ async def buy(client: httpx.AsyncClient, product: str, buyer: str) -> httpx.Resp
     return await client.post(
         "/purchases", json={"product_id": product, "quantity": 1}, headers=headers(buyer)
     )
-
-
-async def until(condition: Callable[[], Awaitable[bool]], limit_s: float = 10.0) -> float:
-    """Seconds until `condition` holds, polled every 10 ms; fails after `limit_s`."""
-    started = time.monotonic()
-    while not await condition():
-        if time.monotonic() - started > limit_s:
-            raise AssertionError(f"not within {limit_s} s")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - started
 
 
 async def subscribed(services: Services) -> bool:
@@ -367,29 +356,15 @@ async def test_redis_killed_costs_no_5xx_and_everything_resumes_when_it_returns(
 # ---- Two real `edgemart serve` processes ----
 
 
-def live(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health/live", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 @contextmanager
 def gateway_serve(database_url: str, redis_url: str, namespace: str, log: Path) -> Iterator[str]:
     """A real `edgemart serve` on the test database and Redis; yields its URL."""
     env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "SHARED_CACHE_NAMESPACE": namespace,
-        "JWT_SECRET": SECRET,
+        **shared_cache_environment(database_url, redis_url, namespace, SECRET),
         "CURSOR_SECRET": "s",
-        "RATE_LIMIT_BACKEND": "memory",
-        "SHARED_CACHE_TIMEOUT_MS": "2000",
         **{f"RATE_LIMIT_{group}": "off" for group in ("SEARCH", "STORE", "LISTINGS", "PURCHASES")},
     }
-    with serve_process(env, log, log.parent, "--no-demo") as serve:
-        wait_until(lambda: live(serve.url), "serve up", serve, deadline_s=90)
+    with answering_serve(env, log, log.parent, deadline_s=90) as serve:
         yield serve.url
 
 

@@ -23,25 +23,31 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from edgemart.db import Database
 from gateway.leadership import DatabaseLease, Leadership, leading
 from gateway.lease import LeaseTimings
+from tests.integration.test_purchase import sql
 
 Row = tuple[bool, int, str, float]
 
 
 def acquire(url: str, holder: str, ttl_s: float, name: str = "test") -> Row:
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT held, term, holder, expires_in FROM acquire_lease(%s, %s, %s)",
-            [name, holder, timedelta(seconds=ttl_s)],
-        ).fetchone()
-    assert row is not None
+    [row] = sql(
+        url,
+        "SELECT held, term, holder, expires_in FROM acquire_lease(%s, %s, %s)",
+        name,
+        holder,
+        timedelta(seconds=ttl_s),
+    )
     return (bool(row[0]), int(row[1]), str(row[2]), float(row[3]))
 
 
 def release(url: str, holder: str, name: str = "test") -> bool:
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute("SELECT release_lease(%s, %s)", [name, holder]).fetchone()
-    assert row is not None
-    return bool(row[0])
+    [(released,)] = sql(url, "SELECT release_lease(%s, %s)", name, holder)
+    return bool(released)
+
+
+def expired(url: str, holder: str) -> None:
+    """`holder` takes the free lease (its first term) for 0.2 s, and lets it expire."""
+    assert acquire(url, holder, 0.2)[:2] == (True, 1)
+    time.sleep(0.3)
 
 
 def test_the_first_asker_holds_it_renews_it_and_others_are_refused(
@@ -59,8 +65,7 @@ def test_an_expired_lease_goes_to_the_next_asker_and_is_not_honoured_for_the_old
     migrated_database_url: str,
 ) -> None:
     url = migrated_database_url
-    assert acquire(url, "a", 0.3)[:2] == (True, 1)
-    time.sleep(0.4)
+    expired(url, "a")
     assert acquire(url, "b", 10)[:3] == (True, 2, "b")
     held, term, holder, _ = acquire(url, "a", 10)  # a's renewal, too late
     assert (held, term, holder) == (False, 2, "b")
@@ -70,8 +75,7 @@ def test_a_holder_taking_its_expired_lease_again_starts_a_new_term(
     migrated_database_url: str,
 ) -> None:
     url = migrated_database_url
-    assert acquire(url, "a", 0.2)[:2] == (True, 1)
-    time.sleep(0.3)
+    expired(url, "a")
     assert acquire(url, "a", 10)[:2] == (True, 2)
     assert acquire(url, "a", 10)[:2] == (True, 2)
 

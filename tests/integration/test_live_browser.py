@@ -20,7 +20,8 @@ from edgemart.services import Services
 from gateway.app import create_gateway
 from tests.conftest import serve_in_thread, settings_for, unused_port
 from tests.integration.test_docs_browser import CHROMIUM
-from tests.integration.test_purchase import SECRET, fund, headers, new_product
+from tests.integration.test_purchase import SECRET, headers, product_for
+from tests.support.serve import stop_process
 
 pytestmark = [
     pytest.mark.live,
@@ -86,12 +87,7 @@ def devtools(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     try:
         yield port, page
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout_s=30)
 
 
 async def page_target(port: int) -> str:
@@ -141,8 +137,7 @@ async def test_a_page_shows_the_stock_change_pushed_over_the_websocket(
     gateway_url: str, devtools: tuple[int, Path], catalog_database_url: str
 ) -> None:
     port, page = devtools
-    product = new_product(catalog_database_url, stock=1)
-    fund(catalog_database_url, "browser-buyer", 100_000)
+    product = product_for(catalog_database_url, "browser-buyer", stock=1, funds=100_000)
     ws = gateway_url.replace("http://", "ws://") + "/ws"
     async with connect(await page_target(port), max_size=None) as socket:
         browser = DevTools(socket)

@@ -16,18 +16,25 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.integration.test_purchase import SECRET, auth, fund, headers, new_product, sql
+from tests.integration.test_purchase import (
+    SECRET,
+    auth,
+    fund,
+    headers,
+    new_product,
+    product_for,
+    sql,
+)
 from tests.support.live import (
     create_queue,
     live_environment,
-    live_serve,
     receive,
     receive_until,
     send,
     sqs_server,
     ws_url,
 )
-from tests.support.serve import Serve
+from tests.support.serve import Serve, answering_serve
 
 pytestmark = [pytest.mark.live, pytest.mark.anyio]
 
@@ -43,7 +50,10 @@ def fleet(
         env = live_environment(
             catalog_database_url, redis_url, endpoint, create_queue(endpoint), SECRET
         )
-        with live_serve(env, temp / "a.log", temp) as a, live_serve(env, temp / "b.log", temp) as b:
+        with (
+            answering_serve(env, temp / "a.log", temp) as a,
+            answering_serve(env, temp / "b.log", temp) as b,
+        ):
             yield a, b
 
 
@@ -72,8 +82,7 @@ async def test_a_purchase_through_one_process_reaches_sockets_on_both(
     fleet: tuple[Serve, Serve], catalog_database_url: str
 ) -> None:
     a, b = fleet
-    product = new_product(catalog_database_url, stock=5)
-    fund(catalog_database_url, "live-direct-buyer", 100_000)
+    product = product_for(catalog_database_url, "live-direct-buyer", stock=5, funds=100_000)
     channel = f"product:{product}"
     async with connect(ws_url(a)) as on_a, connect(ws_url(b)) as on_b:
         for client in (on_a, on_b):
@@ -128,8 +137,7 @@ async def test_order_channels_are_their_buyers_only(
     fleet: tuple[Serve, Serve], catalog_database_url: str
 ) -> None:
     a, _ = fleet
-    product = new_product(catalog_database_url, stock=5)
-    fund(catalog_database_url, "live-owner", 100_000)
+    product = product_for(catalog_database_url, "live-owner", stock=5, funds=100_000)
     order = (await buy(a, "live-owner", product)).json()["id"]
     channel = f"order:{order}"
     async with connect(ws_url(a)) as client:
@@ -241,8 +249,7 @@ async def test_a_client_that_does_not_read_is_closed_1013_and_slows_no_one(
     fleet: tuple[Serve, Serve], catalog_database_url: str
 ) -> None:
     a, _ = fleet
-    product = new_product(catalog_database_url, stock=50)
-    fund(catalog_database_url, "live-busy-buyer", 100_000)
+    product = product_for(catalog_database_url, "live-busy-buyer", stock=50, funds=100_000)
     host, port = a.url.removeprefix("http://").split(":")
     raw = socket.socket()
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that reads nothing

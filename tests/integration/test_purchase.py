@@ -103,13 +103,19 @@ def fund(url: str, sub: str, cents: int) -> None:
     )
 
 
+def product_for(url: str, buyer: str, *, stock: int, price: int = 1000, funds: int = 10_000) -> str:
+    """A new product, and `buyer` funded with `funds` to buy it."""
+    product = new_product(url, stock=stock, price=price)
+    fund(url, buyer, funds)
+    return product
+
+
 def one_unit_to_buy(
     url: str, buyer: str, *, stock: int, price: int = 1000, funds: int = 10_000
 ) -> tuple[str, str, dict[str, Any]]:
     """A new product, `buyer` funded with `funds`, and a fresh idempotency key and the body
     that buys one unit: (product, key, body)."""
-    product = new_product(url, stock=stock, price=price)
-    fund(url, buyer, funds)
+    product = product_for(url, buyer, stock=stock, price=price, funds=funds)
     return product, uuid.uuid4().hex, {"product_id": product, "quantity": 1}
 
 
@@ -126,8 +132,7 @@ async def test_order_placed_and_ledger(
     client: httpx.AsyncClient, catalog_database_url: str
 ) -> None:
     url = catalog_database_url
-    product = new_product(url, stock=5, price=2500)
-    fund(url, "ann", 10_000)
+    product = product_for(url, "ann", stock=5, price=2500)
     response = await client.post(
         "/purchases", json={"product_id": product, "quantity": 2}, headers=headers("ann")
     )
@@ -305,8 +310,7 @@ async def test_a_seller_cannot_buy_their_own_product(
     key and replayed, and recorded like out_of_stock; anyone else can buy the product."""
     url = catalog_database_url
     owner = store_owner(url)
-    product = new_product(url, stock=1, price=700)
-    fund(url, owner, 10_000)
+    product = product_for(url, owner, stock=1, price=700)
     fund(url, "not-the-owner", 10_000)
     for body in (
         {"product_id": product, "quantity": 1},

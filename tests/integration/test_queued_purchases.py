@@ -30,6 +30,7 @@ from tests.integration.test_purchase import (
     fund,
     headers,
     new_product,
+    product_for,
     sql,
     store_owner,
 )
@@ -175,8 +176,7 @@ async def test_an_admin_switches_a_product_to_queued_mode(
     the next purchase of the product is queued: 202 with Location, replayed by the one rule
     (original body byte for byte, Idempotent-Replayed, Original-Request-ID)."""
     url = catalog_database_url
-    product = new_product(url, stock=5, price=1000)
-    fund(url, "queued-by-admin", 10_000)
+    product = product_for(url, "queued-by-admin", stock=5)
     transport = httpx.ASGITransport(app=create_gateway(services))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         switched = await client.put(
@@ -364,8 +364,7 @@ async def test_failed_records_are_reported_back(
     catalog_database_url: str, services: Services
 ) -> None:
     url = catalog_database_url
-    product = new_product(url, stock=5)
-    fund(url, "batch-buyer", 100_000)
+    product = product_for(url, "batch-buyer", stock=5, funds=100_000)
     ((order_id,),) = sql(
         url,
         "INSERT INTO orders (user_sub, product_id, store_id, quantity, unit_price_cents, "

@@ -17,6 +17,7 @@ import functions.search.app as search_app
 from edgemart.services import Services
 from functions.search.app import WALK_WINDOW, SearchParams, build_search_sql, build_window_sql
 from tests.conftest import open_gateway, settings_for
+from tests.integration.test_purchase import sql
 
 pytestmark = pytest.mark.anyio
 
@@ -97,26 +98,27 @@ async def walk_pages(client: httpx.AsyncClient, params: dict[str, Any]) -> list[
 
 
 def best_rated_ids(url: str, count: int) -> list[str]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT id::text FROM products WHERE is_available AND is_approved "
-            "ORDER BY listing_rank_score(quality_score) DESC, rating DESC NULLS LAST, id "
-            "LIMIT %s",
-            [count],
-        ).fetchall()
+    rows = sql(
+        url,
+        "SELECT id::text FROM products WHERE is_available AND is_approved "
+        "ORDER BY listing_rank_score(quality_score) DESC, rating DESC NULLS LAST, id "
+        "LIMIT %s",
+        count,
+    )
     return [row[0] for row in rows]
 
 
 def ranks(url: str, q: str, ids: list[str]) -> list[tuple[float, float]]:
     """Each product's relevance keys for `q`, computed on the spot."""
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT p.id::text, round(ts_rank_cd(p.search_vector, query.q)::numeric, 6)::float8, "
-            "listing_rank_score(p.quality_score)::float8 FROM products p, "
-            "websearch_to_tsquery('english', %s) AS query(q) "
-            "WHERE p.id = ANY(%s::uuid[]) AND p.search_vector @@ query.q",
-            [q, ids],
-        ).fetchall()
+    rows = sql(
+        url,
+        "SELECT p.id::text, round(ts_rank_cd(p.search_vector, query.q)::numeric, 6)::float8, "
+        "listing_rank_score(p.quality_score)::float8 FROM products p, "
+        "websearch_to_tsquery('english', %s) AS query(q) "
+        "WHERE p.id = ANY(%s::uuid[]) AND p.search_vector @@ query.q",
+        q,
+        ids,
+    )
     keys = {row[0]: (row[1], row[2]) for row in rows}
     return [keys[product_id] for product_id in ids]
 
@@ -138,14 +140,15 @@ async def test_a_broad_query_is_ranked_within_the_best_rated(
     assert ids and len(ids) == len(set(ids)) and set(ids) <= set(window)
     keys = ranks(catalog_database_url, q, ids)
     assert keys == sorted(keys, reverse=True)
-    with psycopg.connect(catalog_database_url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM products p JOIN stores s ON s.id = p.store_id "
-            "WHERE p.id = ANY(%s::uuid[]) AND s.is_active "
-            "AND p.search_vector @@ websearch_to_tsquery('english', %s)",
-            [window, q],
-        ).fetchone()
-    assert row is not None and len(ids) == row[0]
+    [(matches,)] = sql(
+        catalog_database_url,
+        "SELECT count(*) FROM products p JOIN stores s ON s.id = p.store_id "
+        "WHERE p.id = ANY(%s::uuid[]) AND s.is_active "
+        "AND p.search_vector @@ websearch_to_tsquery('english', %s)",
+        window,
+        q,
+    )
+    assert len(ids) == matches
 
 
 async def test_a_narrow_multi_word_query_is_exact(
@@ -156,13 +159,13 @@ async def test_a_narrow_multi_word_query_is_exact(
     monkeypatch.setattr(search_app, "QUALITY_WINDOW", 1)  # would show if the window served it
     client, _ = bounded
     results = await walk_pages(client, {"q": "oak chair", "limit": 5})
-    with psycopg.connect(catalog_database_url) as conn:
-        expected = conn.execute(
-            "SELECT count(*) FROM products p JOIN stores s ON s.id = p.store_id "
-            "WHERE p.is_available AND p.is_approved AND s.is_active "
-            "AND p.search_vector @@ websearch_to_tsquery('english', 'oak chair')"
-        ).fetchone()
-    assert expected is not None and len(results) == expected[0] > 1
+    [(expected,)] = sql(
+        catalog_database_url,
+        "SELECT count(*) FROM products p JOIN stores s ON s.id = p.store_id "
+        "WHERE p.is_available AND p.is_approved AND s.is_active "
+        "AND p.search_vector @@ websearch_to_tsquery('english', 'oak chair')",
+    )
+    assert len(results) == expected > 1
 
 
 @pytest.mark.parametrize("sort", ["price_asc", "price_desc", "newest", "popular"])

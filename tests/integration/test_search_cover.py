@@ -19,6 +19,7 @@ from functions.search.app import (
     build_broad_probe_sql,
     search_page,
 )
+from tests.integration.test_purchase import sql
 from tests.support.approle import app_role
 
 pytestmark = pytest.mark.anyio
@@ -59,12 +60,8 @@ def cover(url: str, q: str) -> list[str] | None:
 
 
 def postings(url: str, lexeme: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM search_terms WHERE lexeme = %s", [lexeme]
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
+    [(count,)] = sql(url, "SELECT count(*) FROM search_terms WHERE lexeme = %s", lexeme)
+    return int(count)
 
 
 def test_the_cover_is_the_rarest_required_word_or_one_per_branch(

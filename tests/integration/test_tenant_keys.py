@@ -25,9 +25,10 @@ from edgemart.tenancy import DEFAULT_TENANT, Tenant
 from edgemart.tenantscope import scoped
 from gateway.app import create_gateway
 from tests.conftest import LogCapture
-from tests.integration.test_fleet_cache import fleet_settings, until
+from tests.integration.test_fleet_cache import fleet_settings
 from tests.integration.test_fleet_cache import process as fleet_process
 from tests.integration.test_purchase import auth, sql
+from tests.support.polling import until
 from tests.support.tenants import ACME, GLOBEX, TenantsByHost
 
 pytestmark = pytest.mark.anyio

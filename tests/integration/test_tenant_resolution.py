@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -25,7 +24,8 @@ from edgemart.services import Services
 from edgemart.settings import Settings
 from tests.conftest import open_gateway, settings_for
 from tests.integration.test_purchase import SECRET, auth
-from tests.support.serve import serve_process, wait_until
+from tests.support.polling import until
+from tests.support.serve import answering_serve, shared_cache_environment
 
 pytestmark = pytest.mark.anyio
 
@@ -263,16 +263,6 @@ async def test_a_change_here_takes_effect_here_at_once(tenants: Tenants) -> None
         assert problem_code(response) == "tenant_not_found"
 
 
-async def until(condition: Any, limit_s: float = 10.0) -> float:
-    """Seconds until `await condition()` holds, polled every 10 ms; fails after `limit_s`."""
-    started = time.monotonic()
-    while not await condition():
-        if time.monotonic() - started > limit_s:
-            raise AssertionError(f"not within {limit_s} s")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - started
-
-
 async def test_a_process_without_a_subscription_sees_a_move_within_a_second(
     tenants: Tenants,
 ) -> None:
@@ -296,28 +286,14 @@ async def test_a_process_without_a_subscription_sees_a_move_within_a_second(
 # ---- A second, real `edgemart serve` process, told through Redis ----
 
 
-def live(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health/live", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 @contextmanager
 def multi_serve(database_url: str, redis_url: str, namespace: str, log: Path) -> Iterator[str]:
     env = {
-        **os.environ,
+        **shared_cache_environment(database_url, redis_url, namespace, SECRET),
         "TENANCY": "multi",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "SHARED_CACHE_NAMESPACE": namespace,
-        "JWT_SECRET": SECRET,
-        "RATE_LIMIT_BACKEND": "memory",
-        "SHARED_CACHE_TIMEOUT_MS": "2000",
         "RATE_LIMIT_PURCHASES": "off",
     }
-    with serve_process(env, log, log.parent, "--no-demo") as serve:
-        wait_until(lambda: live(serve.url), "serve up", serve, deadline_s=90)
+    with answering_serve(env, log, log.parent, deadline_s=90) as serve:
         yield serve.url
 
 

@@ -8,14 +8,12 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import httpx
 from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import FAKE_AWS_ENVIRONMENT, unused_port
-from tests.support.serve import Serve, serve_process, wait_until
+from tests.support.serve import Serve
 
 SQS_DELAY_S = 3
 """Queued orders stay invisible to the worker this long: a test subscribes to one before the
@@ -72,20 +70,6 @@ def live_environment(
         "WS_SEND_QUEUE": "64",
         "ACCESS_LOG_SAMPLE_RATE": "0",
     }
-
-
-@contextmanager
-def live_serve(env: dict[str, str], log: Path, temp: Path, *args: str) -> Iterator[Serve]:
-    with serve_process(env, log, temp, "--no-demo", *args) as serve:
-        wait_until(lambda: _healthy(serve.url), "serve answers /health/live", serve)
-        yield serve
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health/live", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def ws_url(serve: Serve) -> str:

@@ -122,6 +122,13 @@ class Cluster:
                 **self.run_as.popen_kwargs(),  # type: ignore[arg-type]
             )
 
+    def create_data_dir(self, tool: str, *args: str) -> None:
+        """Make the data folder (private, the servers' user's) and fill it with `tool`
+        (initdb, or pg_basebackup from a primary) given `-D` the folder and `args`."""
+        self.data_dir.mkdir(mode=0o700)
+        self.run_as.own(self.data_dir)
+        self.run(tool, "-D", str(self.data_dir), *args)
+
     def start(self) -> None:
         log = self.log_path.open("ab")
         try:
@@ -235,12 +242,8 @@ class ReplicatedPostgres:
 
     def create(self) -> None:
         primary = self.primary
-        primary.data_dir.mkdir(mode=0o700)
-        primary.run_as.own(primary.data_dir)
-        primary.run(
+        primary.create_data_dir(
             "initdb",
-            "-D",
-            str(primary.data_dir),
             "-U",
             "postgres",
             "--auth=trust",
@@ -268,12 +271,8 @@ class ReplicatedPostgres:
             conn.execute(f'CREATE DATABASE "{DATABASE}"'.encode())
         apply_migrations(primary.url())
         replica = self.replica
-        replica.data_dir.mkdir(mode=0o700)
-        replica.run_as.own(replica.data_dir)
-        primary.run(
+        replica.create_data_dir(
             "pg_basebackup",
-            "-D",
-            str(replica.data_dir),
             "-d",
             f"host=127.0.0.1 port={primary.port} user=postgres",
             "-R",  # standby.signal, and primary_conninfo in postgresql.auto.conf

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from gateway.embedded import process_is_alive
 from gateway.workermetrics import totals_from_json
 from tests.conftest import unused_port
@@ -70,15 +72,20 @@ class Serve:
         """SIGTERM, as a process manager would (killed if it is not gone within a minute);
         then any worker it left alive is killed."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process, timeout_s=60)
         for pid in self.worker_pids():
             if process_is_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """SIGTERM, waited for; SIGKILL if it is not gone within `timeout_s`."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @contextmanager
@@ -99,6 +106,40 @@ def serve_process(env: Mapping[str, str], log: Path, temp: Path, *args: str) -> 
         yield serve
     finally:
         serve.stop()
+
+
+@contextmanager
+def answering_serve(
+    env: Mapping[str, str], log: Path, temp: Path, *args: str, deadline_s: float = 60
+) -> Iterator[Serve]:
+    """`serve_process` without the demo data, once it answers /health/live."""
+    with serve_process(env, log, temp, "--no-demo", *args) as serve:
+        wait_until(lambda: answers(serve.url), "serve answers /health/live", serve, deadline_s)
+        yield serve
+
+
+def answers(url: str) -> bool:
+    """Whether the serve at `url` answers /health/live with 200 (not while it starts)."""
+    try:
+        return httpx.get(f"{url}/health/live", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def shared_cache_environment(
+    database_url: str, redis_url: str, namespace: str, jwt_secret: str
+) -> dict[str, str]:
+    """A serve's environment on the test's database and Redis, its shared cache under
+    `namespace` (which the test's other processes share), rate limits in its own memory."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SHARED_CACHE_NAMESPACE": namespace,
+        "SHARED_CACHE_TIMEOUT_MS": "2000",
+        "JWT_SECRET": jwt_secret,
+        "RATE_LIMIT_BACKEND": "memory",
+    }
 
 
 def wait_until(
