@@ -29,6 +29,8 @@ from typing import IO
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from tests.support.processes import stop_process
+
 POOL_SIZE = 4  # server connections per (database, user)
 RUN_AS = "postgres"  # when started by root; Debian's PostgreSQL and PgBouncer run as it
 EXECUTABLE = shutil.which("pgbouncer") or (
@@ -116,12 +118,7 @@ class PgBouncer:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process, timeout_s=10)
             self.process = None
         if self._log is not None:
             self._log.close()

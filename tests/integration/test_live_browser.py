@@ -20,8 +20,9 @@ from edgemart.services import Services
 from gateway.app import create_gateway
 from tests.conftest import serve_in_thread, settings_for, unused_port
 from tests.integration.test_docs_browser import CHROMIUM
-from tests.integration.test_purchase import SECRET, headers, product_for
-from tests.support.serve import stop_process
+from tests.support.processes import stop_process
+from tests.support.purchases import product_for
+from tests.support.tokens import SECRET, headers
 
 pytestmark = [
     pytest.mark.live,

@@ -20,6 +20,7 @@ import httpx
 from gateway.embedded import process_is_alive
 from gateway.workermetrics import totals_from_json
 from tests.conftest import unused_port
+from tests.support.processes import stop_process
 
 LEADER_LINE = re.compile(r"this process leads: it holds the scheduler lease \(pid (\d+), term")
 HEALTH_2XX = (("route_group", "health"), ("status_class", "2xx"))
@@ -76,16 +77,6 @@ class Serve:
         for pid in self.worker_pids():
             if process_is_alive(pid):
                 os.kill(pid, signal.SIGKILL)
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """SIGTERM, waited for; SIGKILL if it is not gone within `timeout_s`."""
-    process.terminate()
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @contextmanager
