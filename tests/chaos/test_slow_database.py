@@ -14,7 +14,7 @@ import pytest
 
 from edgemart.services import Services
 from tests.conftest import open_gateway, settings_for
-from tests.integration.test_purchase import fund, new_product
+from tests.support.purchases import fund, new_product
 
 pytestmark = [pytest.mark.anyio, pytest.mark.chaos]
 SECRET = "slow-tests-secret-of-at-least-32-bytes!!"

@@ -15,7 +15,7 @@ import functions.store.app as store_function
 from edgemart.services import Services
 from tests.conftest import settings_for
 from tests.contract.lambda_harness import installed_services
-from tests.integration.test_purchase import SECRET
+from tests.support.tokens import SECRET
 
 
 @pytest.fixture

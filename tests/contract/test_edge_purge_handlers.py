@@ -22,7 +22,8 @@ from tests.contract.lambda_harness import (
     with_request,
 )
 from tests.integration.test_edge_purge_cloudfront import aws, client, distribution  # noqa: F401
-from tests.integration.test_purchase import SECRET, auth, fund, new_product
+from tests.support.purchases import fund, new_product
+from tests.support.tokens import SECRET, auth
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

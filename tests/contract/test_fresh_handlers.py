@@ -15,7 +15,8 @@ from tests.contract.lambda_harness import (
     with_path,
     with_request,
 )
-from tests.integration.test_purchase import auth, new_product, store_owner
+from tests.support.purchases import new_product, store_owner
+from tests.support.tokens import auth
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])

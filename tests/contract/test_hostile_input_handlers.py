@@ -23,7 +23,7 @@ from tests.contract.lambda_harness import (
     with_query,
     with_request,
 )
-from tests.integration.test_purchase import auth
+from tests.support.tokens import auth
 
 V1_V2 = ("v1", "v2")
 PRODUCT = "8a5f3e1c-2b4d-4c6e-9f80-1a2b3c4d5e6f"

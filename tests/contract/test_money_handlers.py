@@ -24,15 +24,9 @@ from tests.contract.lambda_harness import (
     with_query,
     with_request,
 )
-from tests.integration.test_purchase import (
-    SECRET,
-    auth,
-    fund,
-    new_product,
-    place_orders,
-    sql,
-    store_owner,
-)
+from tests.support.purchases import fund, new_product, place_orders, store_owner
+from tests.support.sql import sql
+from tests.support.tokens import SECRET, auth
 
 POST_EVENTS = ["apigw_v2_post_purchases.json", "apigw_v1_post_purchases.json"]
 GET_EVENTS = ["apigw_v2_get_admin_switch.json", "apigw_v1_get_admin_switch.json"]

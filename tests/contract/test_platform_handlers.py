@@ -22,7 +22,7 @@ from tests.contract.lambda_harness import (
     with_path,
     with_request,
 )
-from tests.integration.test_purchase import SECRET, auth
+from tests.support.tokens import SECRET, auth
 
 
 @pytest.fixture

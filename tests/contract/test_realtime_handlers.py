@@ -28,7 +28,8 @@ from tests.contract.lambda_harness import (
     sqs_event_with_a_queued_order,
     with_request,
 )
-from tests.integration.test_purchase import SECRET, auth, fund, new_product
+from tests.support.purchases import fund, new_product
+from tests.support.tokens import SECRET, auth
 
 pytestmark = pytest.mark.live
 MOTO_ENDPOINT = "https://abcdef1234.execute-api.us-east-1.amazonaws.com/live"

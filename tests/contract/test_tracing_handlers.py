@@ -24,7 +24,8 @@ from tests.contract.lambda_harness import (
     load_event,
     with_request,
 )
-from tests.integration.test_purchase import SECRET, fund, headers, new_product
+from tests.support.purchases import fund, new_product
+from tests.support.tokens import SECRET, headers
 from tests.xray_daemon import XRayDaemonStub
 
 TRACE = "1-5759e988-bd862e3fe1be46a994272793"

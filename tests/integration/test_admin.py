@@ -13,15 +13,9 @@ import httpx
 import psycopg
 import pytest
 
-from tests.integration.test_purchase import (
-    auth,
-    fund,
-    gateway,
-    headers,
-    new_product,
-    product_for,
-    sql,
-)
+from tests.support.purchases import fund, gateway, new_product, product_for
+from tests.support.sql import sql
+from tests.support.tokens import auth, headers
 
 pytestmark = pytest.mark.anyio
 ADMIN = auth("root", roles=["admin"])

@@ -27,10 +27,11 @@ from edgemart.settings import Settings
 from gateway.app import create_gateway
 from tests.conftest import LogCapture, RedisProcess, settings_for
 from tests.integration.test_fresh_after_writes import listed
-from tests.integration.test_purchase import SECRET, auth, fund, headers
 from tests.integration.test_single_flight import CountingDatabase
 from tests.support.polling import until
+from tests.support.purchases import fund
 from tests.support.serve import answering_serve, shared_cache_environment
+from tests.support.tokens import SECRET, auth, headers
 
 pytestmark = pytest.mark.anyio
 OWNER = "fresh-owner"  # the owner `listed` creates stores for

@@ -13,7 +13,9 @@ import pytest
 from edgemart.services import Services
 from functions.order_worker.app import order_worker
 from tests.conftest import open_gateway, settings_for
-from tests.integration.test_purchase import SECRET, auth, fund, headers, sql
+from tests.support.purchases import fund
+from tests.support.sql import sql
+from tests.support.tokens import SECRET, auth, headers
 
 pytestmark = pytest.mark.anyio
 OWNER = "fresh-owner"

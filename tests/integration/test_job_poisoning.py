@@ -35,7 +35,9 @@ from functions.refresh_views.app import refresh_views
 from functions.score_listings.app import score_listings
 from gateway.app import create_gateway
 from tests.conftest import settings_for
-from tests.integration.test_purchase import SECRET, auth, fund, new_product, sql
+from tests.support.purchases import fund, new_product
+from tests.support.sql import sql
+from tests.support.tokens import SECRET, auth
 
 pytestmark = pytest.mark.anyio
 EVENTS = Path(__file__).parents[1] / "events"

@@ -23,7 +23,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from edgemart.db import Database
 from gateway.leadership import DatabaseLease, Leadership, leading
 from gateway.lease import LeaseTimings
-from tests.integration.test_purchase import sql
+from tests.support.sql import sql
 
 Row = tuple[bool, int, str, float]
 

@@ -16,15 +16,6 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.integration.test_purchase import (
-    SECRET,
-    auth,
-    fund,
-    headers,
-    new_product,
-    product_for,
-    sql,
-)
 from tests.support.live import (
     create_queue,
     live_environment,
@@ -34,7 +25,10 @@ from tests.support.live import (
     sqs_server,
     ws_url,
 )
+from tests.support.purchases import fund, new_product, product_for
 from tests.support.serve import Serve, answering_serve
+from tests.support.sql import sql
+from tests.support.tokens import SECRET, auth, headers
 
 pytestmark = [pytest.mark.live, pytest.mark.anyio]
 

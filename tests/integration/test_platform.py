@@ -15,7 +15,9 @@ import httpx
 import pytest
 
 from edgemart.settings import Settings
-from tests.integration.test_purchase import auth, gateway, sql
+from tests.support.purchases import gateway
+from tests.support.sql import sql
+from tests.support.tokens import auth
 
 pytestmark = pytest.mark.anyio
 PLATFORM = auth("operator", roles=["platform_admin"])

@@ -23,17 +23,9 @@ from functions.order_worker.app import order_worker
 from gateway.app import create_gateway
 from gateway.sqspoller import apply_batch, receive_batch
 from tests.conftest import serve_in_thread, settings_for
-from tests.integration.test_purchase import (
-    SECRET,
-    auth,
-    failures,
-    fund,
-    headers,
-    new_product,
-    product_for,
-    sql,
-    store_owner,
-)
+from tests.support.purchases import failures, fund, new_product, product_for, store_owner
+from tests.support.sql import sql
+from tests.support.tokens import SECRET, auth, headers
 
 pytestmark = pytest.mark.anyio
 SQS_RECORD = json.loads(

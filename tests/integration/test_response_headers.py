@@ -13,7 +13,7 @@ import pytest
 
 from edgemart.services import Services
 from tests.conftest import open_gateway, settings_for, unused_port
-from tests.integration.test_purchase import SECRET, auth
+from tests.support.tokens import SECRET, auth
 
 pytestmark = pytest.mark.anyio
 

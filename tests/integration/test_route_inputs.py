@@ -37,7 +37,7 @@ from edgemart.services import Services
 from edgemart.validation import text_problem
 from gateway.app import create_gateway
 from tests.conftest import settings_for
-from tests.integration.test_purchase import TOKEN_LIFETIME_S
+from tests.support.tokens import TOKEN_LIFETIME_S
 
 pytestmark = pytest.mark.anyio
 

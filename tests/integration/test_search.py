@@ -21,7 +21,7 @@ from functions.search.app import WALK_WINDOW, SearchParams, build_terms_sql
 from gateway.app import create_gateway
 from gateway.democatalog import seed_catalog
 from tests.conftest import DEMO_AS_OF, open_gateway, settings_for
-from tests.integration.test_purchase import SECRET, auth
+from tests.support.tokens import SECRET, auth
 
 pytestmark = pytest.mark.anyio
 

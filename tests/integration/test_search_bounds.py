@@ -17,7 +17,7 @@ import functions.search.app as search_app
 from edgemart.services import Services
 from functions.search.app import WALK_WINDOW, SearchParams, build_search_sql, build_window_sql
 from tests.conftest import open_gateway, settings_for
-from tests.integration.test_purchase import sql
+from tests.support.sql import sql
 
 pytestmark = pytest.mark.anyio
 

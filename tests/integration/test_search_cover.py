@@ -19,8 +19,8 @@ from functions.search.app import (
     build_broad_probe_sql,
     search_page,
 )
-from tests.integration.test_purchase import sql
 from tests.support.approle import app_role
+from tests.support.sql import sql
 
 pytestmark = pytest.mark.anyio
 

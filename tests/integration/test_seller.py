@@ -15,7 +15,7 @@ import pytest
 
 from edgemart.services import Services
 from tests.conftest import open_gateway, settings_for
-from tests.integration.test_purchase import TOKEN_LIFETIME_S
+from tests.support.tokens import TOKEN_LIFETIME_S
 
 pytestmark = pytest.mark.anyio
 SECRET = "seller-tests-secret-of-at-least-32-bytes"

@@ -44,8 +44,10 @@ from tests.contract.lambda_harness import (
     with_query,
     with_request,
 )
-from tests.integration.test_purchase import SECRET, auth, gateway, sql
 from tests.support.asgi import raw_get
+from tests.support.purchases import gateway
+from tests.support.sql import sql
+from tests.support.tokens import SECRET, auth
 
 pytestmark = [pytest.mark.anyio, pytest.mark.tenancy]
 

@@ -27,9 +27,10 @@ from gateway.app import create_gateway
 from tests.conftest import LogCapture
 from tests.integration.test_fleet_cache import fleet_settings
 from tests.integration.test_fleet_cache import process as fleet_process
-from tests.integration.test_purchase import auth, sql
 from tests.support.polling import until
+from tests.support.sql import sql
 from tests.support.tenants import ACME, GLOBEX, TenantsByHost
+from tests.support.tokens import auth
 
 pytestmark = pytest.mark.anyio
 HOSTS = {"a.example": ACME, "b.example": GLOBEX}

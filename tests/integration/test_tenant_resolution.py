@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from edgemart.services import Services
 from edgemart.settings import Settings
 from tests.conftest import open_gateway, settings_for
-from tests.integration.test_purchase import SECRET, auth
 from tests.support.polling import until
 from tests.support.serve import answering_serve, shared_cache_environment
+from tests.support.sql import sql
+from tests.support.tokens import SECRET, auth
 
 pytestmark = pytest.mark.anyio
 
@@ -41,11 +41,6 @@ class Tenants:
     url: str
     acme: str
     bolt: str
-
-
-def sql(url: str, statement: str, *args: object) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(statement.encode(), args or None)
 
 
 def new_tenant(url: str, slug: str, *domains: str) -> str:

@@ -32,7 +32,9 @@ from tests.conftest import (
     serve_in_thread,
     settings_for,
 )
-from tests.integration.test_purchase import SECRET, auth, fund, headers, new_product, sql
+from tests.support.purchases import fund, new_product
+from tests.support.sql import sql
+from tests.support.tokens import SECRET, auth, headers
 from tests.xray_daemon import XRayDaemonStub
 
 pytestmark = pytest.mark.anyio
