@@ -23,7 +23,7 @@ from tests.contract.lambda_harness import (
     load_event,
     with_request,
 )
-from tests.integration.test_auth import REFUSED_CLAIMS
+from tests.support.tokens import REFUSED_CLAIMS
 
 SECRET = "auth-handler-tests-secret-of-32-bytes!"
 
