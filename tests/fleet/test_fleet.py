@@ -52,13 +52,13 @@ from tests.integration.test_fleet_scheduler import (
     tenures,
     wait_for,
 )
-from tests.integration.test_local_edge import VARNISHD, varnish
 from tests.integration.test_serve_workers import Serve, scrape, serve_with_workers
 from tests.pgbouncer import EXECUTABLE as PGBOUNCER
 from tests.pgbouncer import PgBouncer
 from tests.support.listings import new_listing
 from tests.support.replica import ReplicatedPostgres, replicated_postgres, replication
 from tests.support.sql import sql
+from tests.support.varnish import VARNISHD, varnish
 
 __all__ = ["replicated_postgres", "replication"]  # the fixtures, used by name below
 

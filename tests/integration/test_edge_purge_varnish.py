@@ -27,11 +27,11 @@ from edgemart.edgepurge import BAN_HEADER, URL_HEADER, VarnishPurge, build_edge_
 from edgemart.services import Services
 from gateway.app import create_gateway
 from tests.conftest import serve_in_thread, settings_for
-from tests.integration.test_local_edge import VARNISHD, varnish
 from tests.support.listings import new_listing
 from tests.support.purchases import fund
 from tests.support.sql import sql
 from tests.support.tokens import SECRET, auth, headers
+from tests.support.varnish import VARNISHD, varnish
 
 pytestmark = pytest.mark.skipif(
     VARNISHD is None, reason="varnishd not installed (Debian: apt-get install varnish)"

@@ -23,8 +23,8 @@ from edgemart.services import Services
 from edgemart.tenancy import DEFAULT_TENANT, Tenant
 from gateway.app import create_gateway
 from tests.conftest import serve_in_thread, settings_for
-from tests.integration.test_local_edge import VARNISHD, varnish
 from tests.support.tenants import ACME, GLOBEX, TenantsByHost
+from tests.support.varnish import VARNISHD, varnish
 
 pytestmark = pytest.mark.skipif(
     VARNISHD is None, reason="varnishd not installed (Debian: apt-get install varnish)"

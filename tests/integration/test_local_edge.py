@@ -9,11 +9,8 @@ Varnish then starts the object's clock that far along, and everything after is r
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,14 +20,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgemart.cache import CACHE_RULES
 from edgemart.services import Services
-from edgemart.settings import IPNetwork
 from gateway.app import create_gateway
-from gateway.edge import render_vcl
-from tests.conftest import serve_in_thread, settings_for, unused_port
+from tests.conftest import serve_in_thread, settings_for
+from tests.support.varnish import VARNISHD, varnish
 
-VARNISHD = shutil.which("varnishd") or (
-    "/usr/sbin/varnishd" if Path("/usr/sbin/varnishd").exists() else None
-)
 pytestmark = pytest.mark.skipif(
     VARNISHD is None, reason="varnishd not installed (Debian: apt-get install varnish)"
 )
@@ -57,16 +50,6 @@ class AgedResponses:
         await self.app(scope, receive, send_aged if age is not None else send)
 
 
-def wait_for_port(port: int, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
 @pytest.fixture
 def gateway_services(catalog_database_url: str) -> Iterator[Services]:
     yield Services.from_settings(
@@ -75,47 +58,6 @@ def gateway_services(catalog_database_url: str) -> Iterator[Services]:
             rate_limit_overrides=tuple((g, 0, 60) for g in ("home", "store", "purchases")),
         )
     )
-
-
-def varnish(
-    tmp_path: Path,
-    backend_port: int,
-    *,
-    purgers: Sequence[IPNetwork] = (),
-    port: int | None = None,
-) -> tuple[subprocess.Popen[bytes], str]:
-    """varnishd with the generated VCL in front of the gateway on `backend_port`: (process,
-    URL). `port`, where it listens, when the gateway must know it before the edge starts."""
-    vcl = tmp_path / "edge.vcl"
-    vcl.write_text(render_vcl("127.0.0.1", backend_port, purgers=purgers))
-    port = port or unused_port()
-    process = subprocess.Popen(
-        [
-            str(VARNISHD),
-            "-F",
-            "-j",
-            "none",
-            "-a",
-            f"127.0.0.1:{port}",
-            "-f",
-            str(vcl),
-            "-n",
-            str(tmp_path / "varnish"),
-            "-s",
-            "malloc,32m",
-            "-T",
-            "none",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for_port(port)
-    except RuntimeError as exc:
-        process.kill()
-        _, stderr = process.communicate(timeout=10)
-        raise RuntimeError(f"varnishd did not start: {stderr.decode()}") from exc
-    return process, f"http://127.0.0.1:{port}"
 
 
 def test_gateway_behind_varnish(
