@@ -193,10 +193,9 @@ class RedisCounts:
     _flusher: asyncio.Task[None] | None = field(default=None, init=False)
 
     def __post_init__(self, retry_after_s: float) -> None:
-        self._fallbacks = metrics.series(metrics.COUNTER_FALLBACKS, buffer=buffer_name(self.key))
-        self._dropped = metrics.series(
-            metrics.COUNTER_ENTRIES_DROPPED, buffer=buffer_name(self.key)
-        )
+        buffer = buffer_name(self.key)
+        self._fallbacks = metrics.series(metrics.COUNTER_FALLBACKS, buffer=buffer)
+        self._dropped = metrics.series(metrics.COUNTER_ENTRIES_DROPPED, buffer=buffer)
         self.backoff = Backoff(
             f"counting in Redis ({self.key}) failed (%r); keeping the counts in this process",
             retry_after_s=retry_after_s,
