@@ -1,12 +1,12 @@
 -- The claim of a user's Idempotency-Key in a tenant, for every operation that takes one
 -- (purchase(), credit_wallet(), which call it first). It sets the transaction's tenant to
 -- p_tenant before anything else: the operation under a key runs in the key's tenant, with
--- row-level security on (docs/decisions/0040). Keys are scoped by
--- tenant: the same user and key in two tenants are two keys, with two locks. Returns the
--- outcome stored under (p_tenant, p_user, p_key), as the caller answers
--- it: a replay (replayed, the original request's id) when the fingerprint matches, 422
--- idempotency_key_reused when it does not. No row: the key is unclaimed, and this transaction
--- now holds its lock until it ends, so a duplicate arriving meanwhile waits and then replays.
+-- row-level security on (docs/decisions/0040). Keys are scoped by tenant: the same user and
+-- key in two tenants are two keys, with two locks. Returns the outcome stored under
+-- (p_tenant, p_user, p_key), as the caller answers it: a replay (replayed, the original
+-- request's id) when the fingerprint matches, 422 idempotency_key_reused when it does not. No
+-- row: the key is unclaimed, and this transaction now holds its lock until it ends, so a
+-- duplicate arriving meanwhile waits and then replays.
 --
 -- Keys of one user share one namespace across routes: an admin's key used for a purchase and
 -- then for a credit is 422, never a second outcome. The advisory lock (idempotency_lock_key)
